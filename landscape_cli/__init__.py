@@ -1,3 +1,66 @@
-"""landscape: loss-landscape analysis of trained PyTorch checkpoints."""
+"""landscape: loss-landscape analysis of trained PyTorch checkpoints from Hessian-vector products.
+
+The library is usable without the CLI, e.g. in a notebook::
+
+    from landscape_cli import Objective, analyze_spectrum, lanczos, hutchpp_trace, slq_density
+
+Names are imported lazily so ``import landscape_cli`` (and ``landscape --help``) does not import
+torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    # configuration and loading
+    "RunConfig": "config",
+    "SpectrumSettings": "config",
+    "resolve_config": "config",
+    "read_config_file": "config",
+    "load_checkpoint": "loading",
+    "build_model": "loading",
+    "load_data": "loading",
+    "load_loss": "loading",
+    "build_objective": "loading",
+    "resolve_run_config": "loading",
+    # the operator
+    "Objective": "objective",
+    "HessianOperator": "objective",
+    # estimators
+    "lanczos": "lanczos",
+    "LanczosResult": "lanczos",
+    "hutchinson_trace": "trace",
+    "hutchpp_trace": "trace",
+    "TraceEstimate": "trace",
+    "slq_density": "density",
+    "SLQResult": "density",
+    "SpectralDensity": "density",
+    "exact_spectrum": "exact",
+    # analyses and results
+    "analyze_spectrum": "spectrum",
+    "SpectrumResult": "results",
+    "inspect_objective": "inspection",
+    # errors
+    "LandscapeError": "errors",
+    "InputError": "errors",
+    "NumericalError": "errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'landscape_cli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,390 @@
+"""The ``landscape`` command line: parse -> call the library -> emit -> exit code. No maths here.
+
+Results go to stdout (a rich table, or one JSON object with ``--json``); progress bars, logs and
+errors go to stderr. Errors are one line, with the exit codes of :mod:`landscape_cli.errors`;
+``--debug`` shows the traceback. Heavy imports (torch) happen inside the commands, so
+``landscape --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+import typer
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, LandscapeError
+
+EXIT_INTERNAL = 70  # a bug in landscape: please report it with the --debug traceback
+
+app = typer.Typer(
+    name="landscape",
+    help="Loss-landscape analysis of a trained PyTorch checkpoint, from Hessian-vector products.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# ---------------------------------------------------------------- shared options
+CheckpointArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Checkpoint (.pt/.pth/.bin state_dict or training checkpoint, .safetensors, "
+        "TorchScript) or sample:NAME. Default: the bundled sample (sample:mlp).",
+        show_default=False,
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help="Model factory: package.module:callable or path/file.py:callable."
+    ),
+]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Data: .pt/.npz/.h5 file with x and y, package.module:callable, or sample:NAME.",
+    ),
+]
+LossOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--loss",
+        help="cross_entropy (default), mse, bce_with_logits, nll, or package.module:callable(model, batch).",
+    ),
+]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", help="YAML file with the same keys as the flags; flags win."),
+]
+BatchSizeOpt = Annotated[
+    int | None, typer.Option("--batch-size", help="Samples per forward pass [default: 256].")
+]
+MaxSamplesOpt = Annotated[
+    int | None,
+    typer.Option("--max-samples", help="Average the loss over the first N samples [default: all]."),
+]
+SeedOpt = Annotated[
+    int | None, typer.Option("--seed", help="Seed of every random choice [default: 0].")
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:INDEX [default: auto].")
+]
+DtypeOpt = Annotated[
+    str | None, typer.Option("--dtype", help="float32 or float64 [default: float32].")
+]
+ModeOpt = Annotated[
+    str | None,
+    typer.Option("--mode", help="Module mode during analysis: eval or train [default: eval]."),
+]
+HvpModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--hvp-mode",
+        help="auto, cached (keep one gradient graph) or streaming (batch by batch) [default: auto].",
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on error.")]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-checkpoint",
+        help="Allow full pickle loading (torch.load weights_only=False). It can run code from the file.",
+    ),
+]
+
+
+def _common_flags(**values: Any) -> dict[str, Any]:
+    flags = dict(values)
+    if not flags.get("trust_checkpoint"):
+        flags["trust_checkpoint"] = None  # unset: the config file may still set it
+    return flags
+
+
+# ---------------------------------------------------------------- plumbing
+def _stderr_console(quiet: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet)
+
+
+@contextlib.contextmanager
+def _errors(debug: bool) -> Iterator[None]:
+    """Turn exceptions into one line on stderr and the documented exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except LandscapeError as exc:
+        if debug:
+            raise
+        typer.echo(f"landscape: error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("landscape: interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except MemoryError:
+        if debug:
+            raise
+        typer.echo(
+            "landscape: error: out of memory (try a smaller --batch-size, --max-samples or --hvp-mode streaming)",
+            err=True,
+        )
+        raise typer.Exit(3) from None
+    except Exception as exc:
+        if debug:
+            raise
+        text = str(exc).strip().splitlines()
+        if "out of memory" in (text[0].lower() if text else ""):
+            typer.echo(
+                "landscape: error: the device ran out of memory (try a smaller --batch-size, "
+                "--max-samples or --hvp-mode streaming)",
+                err=True,
+            )
+            raise typer.Exit(3) from None
+        typer.echo(
+            f"landscape: internal error: {exc.__class__.__name__}: {text[0] if text else ''} "
+            "(a bug; rerun with --debug and report the traceback)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(stage, done, total)`` callback drawing rich bars on stderr (off when quiet or
+    when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = _stderr_console()
+    disabled = quiet or not console.is_terminal
+    labels = {
+        "load": "loss and gradient",
+        "lanczos": "Lanczos (extremes)",
+        "trace": "trace",
+        "density": "SLQ density",
+        "exact": "exact Hessian",
+    }
+    with Progress(
+        TextColumn("{task.description:<20}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=disabled,
+    ) as bars:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(labels.get(stage, stage), total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def _emit_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def _load(
+    flags: dict[str, Any], config_file: str | None, progress: Callable[[str, int, int], None]
+):
+    """Resolve the configuration and build the objective (the shared start of every analysis)."""
+    from functools import partial
+
+    from .loading import build_objective, resolve_run_config
+
+    config = resolve_run_config(flags, config_file)
+    objective = build_objective(config, progress=partial(progress, "load"))
+    return config, objective
+
+
+# ---------------------------------------------------------------- commands
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"landscape {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Show the version and exit.",
+            callback=_version_callback,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Loss-landscape analysis of a trained PyTorch checkpoint, from Hessian-vector products."""
+
+
+@app.command()
+def inspect(
+    checkpoint: CheckpointArg = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    loss: LossOpt = None,
+    config: ConfigOpt = None,
+    batch_size: BatchSizeOpt = None,
+    max_samples: MaxSamplesOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    mode: ModeOpt = None,
+    hvp_mode: HvpModeOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Load and validate; show parameters, layers, loss, gradient norm and the data."""
+    flags = _common_flags(
+        checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
+        max_samples=max_samples, seed=seed, device=device, dtype=dtype, mode=mode,
+        hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
+    )  # fmt: skip
+    with _errors(debug):
+        start = time.perf_counter()
+        with _progress(quiet) as progress:
+            cfg, objective = _load(flags, config, progress)
+        from .inspection import inspect_objective
+
+        result = inspect_objective(objective, seed=cfg.seed, seconds=time.perf_counter() - start)
+        if json_output:
+            _emit_json(result.to_dict())
+        else:
+            from .terminal import print_inspection
+
+            print_inspection(result)
+
+
+@app.command()
+def spectrum(
+    checkpoint: CheckpointArg = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    loss: LossOpt = None,
+    config: ConfigOpt = None,
+    batch_size: BatchSizeOpt = None,
+    max_samples: MaxSamplesOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    mode: ModeOpt = None,
+    hvp_mode: HvpModeOpt = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", help="Largest eigenvalues to report [default: 5].")
+    ] = None,
+    bottom_k: Annotated[
+        int | None, typer.Option("--bottom-k", help="Smallest eigenvalues to report [default: 1].")
+    ] = None,
+    tol: Annotated[
+        float | None,
+        typer.Option(
+            "--tol", help="Relative error target of the reported eigenvalues [default: 1e-4]."
+        ),
+    ] = None,
+    max_iter: Annotated[
+        int | None, typer.Option("--max-iter", help="Maximum Lanczos iterations [default: 200].")
+    ] = None,
+    trace: Annotated[
+        bool | None, typer.Option("--trace/--no-trace", help="Estimate the trace [default: on].")
+    ] = None,
+    trace_method: Annotated[
+        str | None, typer.Option("--trace-method", help="hutch++ or hutchinson [default: hutch++].")
+    ] = None,
+    trace_matvecs: Annotated[
+        int | None, typer.Option("--trace-matvecs", help="HVPs for the trace [default: 150].")
+    ] = None,
+    density: Annotated[
+        bool | None,
+        typer.Option("--density/--no-density", help="Estimate the spectral density [default: on]."),
+    ] = None,
+    slq_runs: Annotated[
+        int | None, typer.Option("--slq-runs", help="SLQ random probes [default: 10].")
+    ] = None,
+    slq_steps: Annotated[
+        int | None, typer.Option("--slq-steps", help="Lanczos steps per SLQ probe [default: 80].")
+    ] = None,
+    sigma: Annotated[
+        float | None,
+        typer.Option("--sigma", help="Gaussian broadening of the density [default: auto]."),
+    ] = None,
+    grid: Annotated[
+        int | None, typer.Option("--grid", help="Density grid points [default: 1000].")
+    ] = None,
+    exact: Annotated[
+        bool | None,
+        typer.Option(
+            "--exact/--no-exact", help="Also compute the exact Hessian (at most 6000 parameters)."
+        ),
+    ] = None,
+    trust_checkpoint: TrustOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Top-k eigenvalues and lambda_min (Lanczos), trace (Hutch++) and spectral density (SLQ)."""
+    flags = _common_flags(
+        checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
+        max_samples=max_samples, seed=seed, device=device, dtype=dtype, mode=mode,
+        hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
+    )  # fmt: skip
+    flags.update(
+        {
+            "spectrum.top_k": top_k,
+            "spectrum.bottom_k": bottom_k,
+            "spectrum.tol": tol,
+            "spectrum.max_iter": max_iter,
+            "spectrum.trace": trace,
+            "spectrum.trace_method": trace_method,
+            "spectrum.trace_matvecs": trace_matvecs,
+            "spectrum.density": density,
+            "spectrum.slq_runs": slq_runs,
+            "spectrum.slq_steps": slq_steps,
+            "spectrum.sigma": sigma,
+            "spectrum.grid": grid,
+            "spectrum.exact": exact,
+        }
+    )
+    with _errors(debug):
+        from .spectrum import analyze_spectrum
+
+        with _progress(quiet) as progress:
+            cfg, objective = _load(flags, config, progress)
+            result = analyze_spectrum(objective, cfg.spectrum, seed=cfg.seed, progress=progress)
+        if json_output:
+            _emit_json(result.to_dict())
+        else:
+            from .terminal import print_spectrum
+
+            print_spectrum(result)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    if os.environ.get("NO_COLOR"):
+        os.environ.setdefault("TERM", "dumb")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

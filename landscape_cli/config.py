@@ -1,0 +1,362 @@
+"""Run configuration: defaults < bundled sample < YAML ``--config`` file < command-line flags.
+
+Every option has one key. In YAML the key is written with underscores (``batch_size``) or dashes
+(``batch-size``); command-specific options live in a section named after the command
+(``spectrum: {top_k: 5}``). The result is a frozen :class:`RunConfig` that also records where each
+value came from (``"default"``, ``"sample:mlp"``, ``"config:run.yaml"`` or ``"flag"``), so a report
+can say why a number was used. ``configs/reference.yaml`` lists every key with its default.
+
+Relative paths in a config file (checkpoint, ``path/file.py:callable`` specs, data files) are
+resolved against the directory of that file, so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+DEVICE_HELP = "auto, cpu, cuda or cuda:INDEX"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configurable key: its type, default, allowed values and help text."""
+
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    nullable: bool = False
+    path: bool = False  # resolve relative to the config file
+
+
+COMMON: dict[str, Option] = {
+    "checkpoint": Option(
+        str, None, "checkpoint file, or sample:NAME for a bundled sample", nullable=True, path=True
+    ),
+    "model": Option(
+        str, None, "model factory: package.module:callable or path/file.py:callable", nullable=True
+    ),
+    "model_kwargs": Option(dict, None, "keyword arguments for the model factory", nullable=True),
+    "data": Option(
+        str,
+        None,
+        "data: .pt/.npz/.h5 file, package.module:callable or sample:NAME",
+        nullable=True,
+    ),
+    "loss": Option(
+        str,
+        "cross_entropy",
+        "cross_entropy, mse, bce_with_logits, nll or package.module:callable(model, batch)",
+    ),
+    "batch_size": Option(int, 256, "samples per forward/backward pass", minimum=1),
+    "max_samples": Option(
+        int, None, "use the first N samples (default: all)", minimum=1, nullable=True
+    ),
+    "seed": Option(int, 0, "seed of every random choice (probes, start vectors)", minimum=0),
+    "device": Option(str, "auto", DEVICE_HELP),
+    "dtype": Option(str, "float32", "floating-point precision", choices=("float32", "float64")),
+    "mode": Option(str, "eval", "module mode during analysis", choices=("eval", "train")),
+    "hvp_mode": Option(
+        str,
+        "auto",
+        "cached: keep one differentiable gradient graph; streaming: recompute batch by batch",
+        choices=("auto", "cached", "streaming"),
+    ),
+    "trust_checkpoint": Option(bool, False, "allow full pickle loading (runs code in the file)"),
+}
+
+SPECTRUM: dict[str, Option] = {
+    "top_k": Option(int, 5, "number of largest eigenvalues", minimum=1),
+    "bottom_k": Option(int, 1, "number of smallest eigenvalues", minimum=0),
+    "tol": Option(
+        float, 1e-4, "relative error target of the wanted Ritz values (Lanczos)", minimum=0.0
+    ),
+    "max_iter": Option(int, 200, "maximum Lanczos iterations (HVPs)", minimum=1),
+    "trace": Option(bool, True, "estimate the trace"),
+    "trace_method": Option(str, "hutch++", "trace estimator", choices=("hutch++", "hutchinson")),
+    "trace_matvecs": Option(int, 150, "HVPs spent on the trace estimate", minimum=3),
+    "density": Option(bool, True, "estimate the spectral density (SLQ)"),
+    "slq_runs": Option(int, 10, "SLQ random probes", minimum=1),
+    "slq_steps": Option(int, 80, "Lanczos steps per SLQ probe", minimum=2),
+    "sigma": Option(
+        float, None, "Gaussian broadening width (default: from the spectral width)", nullable=True
+    ),
+    "grid": Option(int, 1000, "density grid points", minimum=10),
+    "exact": Option(bool, False, "also compute the exact Hessian (small models only)"),
+}
+
+SECTIONS: dict[str, dict[str, Option]] = {"spectrum": SPECTRUM}
+
+
+def _normalise_key(key: Any) -> str:
+    return str(key).strip().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class SpectrumSettings:
+    """Options of ``landscape spectrum`` (see :data:`SPECTRUM` for meanings)."""
+
+    top_k: int = 5
+    bottom_k: int = 1
+    tol: float = 1e-4
+    max_iter: int = 200
+    trace: bool = True
+    trace_method: str = "hutch++"
+    trace_matvecs: int = 150
+    density: bool = True
+    slq_runs: int = 10
+    slq_steps: int = 80
+    sigma: float | None = None
+    grid: int = 1000
+    exact: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The resolved configuration of one run. Build it with :func:`resolve_config`."""
+
+    checkpoint: str | None = None
+    model: str | None = None
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    data: str | None = None
+    loss: str = "cross_entropy"
+    batch_size: int = 256
+    max_samples: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    mode: str = "eval"
+    hvp_mode: str = "auto"
+    trust_checkpoint: bool = False
+    spectrum: SpectrumSettings = field(default_factory=SpectrumSettings)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    config_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of the option values (no sources), as a config file would hold them."""
+        out: dict[str, Any] = {}
+        for name in COMMON:
+            value = getattr(self, name)
+            out[name] = dict(value) if isinstance(value, Mapping) else value
+        for section in SECTIONS:
+            out[section] = dataclasses.asdict(getattr(self, section))
+        return out
+
+    def to_yaml(self) -> str:
+        """The resolved configuration as YAML; feeding it back with ``--config`` reproduces the run."""
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _coerce(key: str, option: Option, value: Any, where: str) -> Any:
+    """Check and convert one value; raise :class:`InputError` naming the key and the source."""
+    if value is None:
+        if option.nullable:
+            return None
+        raise InputError(f"{where}: '{key}' must not be empty", hint=option.help)
+    expected = option.type
+    try:
+        if expected is bool:
+            if isinstance(value, bool):
+                out: Any = value
+            elif isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
+                out = True
+            elif isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
+                out = False
+            else:
+                raise TypeError
+        elif expected is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            out = int(value)
+        elif expected is float:
+            if isinstance(value, bool):
+                raise TypeError
+            out = float(value)
+        elif expected is dict:
+            if not isinstance(value, Mapping):
+                raise TypeError
+            out = {str(k): v for k, v in value.items()}
+        else:
+            if isinstance(value, (Mapping, list)):
+                raise TypeError
+            out = str(value)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"{where}: '{key}' should be {expected.__name__}, got {value!r}", hint=option.help
+        ) from None
+    if option.choices is not None and out not in option.choices:
+        raise InputError(f"{where}: '{key}' is {out!r}; choose one of {', '.join(option.choices)}")
+    if option.minimum is not None and out < option.minimum:
+        raise InputError(f"{where}: '{key}' is {out!r}; it must be at least {option.minimum}")
+    if expected is float and out != out:  # NaN
+        raise InputError(f"{where}: '{key}' is NaN; give a number")
+    return out
+
+
+def _unknown_key(key: str, known: list[str], where: str) -> InputError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(known))}"
+    return InputError(f"{where}: unknown key '{key}'", hint=hint)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read and validate a YAML config into flat dotted keys (``spectrum.top_k``).
+
+    Raises :class:`InputError` for a missing or unreadable file, invalid YAML, a non-mapping
+    document, an unknown key (with the closest known key) or a value of the wrong type.
+    Relative paths are resolved against the file's directory.
+    """
+    import yaml
+
+    path = Path(path)
+    where = f"config {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{where}: file not found", hint="check the --config path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{where}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise InputError(f"{where}: invalid YAML{at}: {problem}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, Mapping):
+        raise InputError(
+            f"{where}: expected a mapping of keys to values, got {type(document).__name__}"
+        )
+
+    flat: dict[str, Any] = {}
+    known_top = list(COMMON) + list(SECTIONS)
+    for raw_key, value in document.items():
+        key = _normalise_key(raw_key)
+        if key in SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise InputError(f"{where}: section '{key}' must be a mapping of keys to values")
+            for raw_sub, sub_value in value.items():
+                sub = _normalise_key(raw_sub)
+                if sub not in SECTIONS[key]:
+                    raise _unknown_key(f"{key}.{sub}", [f"{key}.{k}" for k in SECTIONS[key]], where)
+                flat[f"{key}.{sub}"] = _coerce(f"{key}.{sub}", SECTIONS[key][sub], sub_value, where)
+            continue
+        if key == "model" and isinstance(value, Mapping):
+            for raw_sub, sub_value in value.items():
+                sub = _normalise_key(raw_sub)
+                if sub == "spec":
+                    flat["model"] = _coerce("model.spec", COMMON["model"], sub_value, where)
+                elif sub == "kwargs":
+                    flat["model_kwargs"] = _coerce(
+                        "model.kwargs", COMMON["model_kwargs"], sub_value, where
+                    )
+                else:
+                    raise _unknown_key(f"model.{sub}", ["model.spec", "model.kwargs"], where)
+            continue
+        if key not in COMMON:
+            raise _unknown_key(key, known_top, where)
+        flat[key] = _coerce(key, COMMON[key], value, where)
+
+    base = path.resolve().parent
+    for key in ("checkpoint", "data", "model"):
+        if isinstance(flat.get(key), str):
+            flat[key] = resolve_relative(flat[key], base)
+    return flat
+
+
+def resolve_relative(spec: str, base: Path) -> str:
+    """Make a relative file path (or the file part of ``file.py:callable``) absolute against ``base``.
+
+    ``sample:NAME`` and ``package.module:callable`` specs are returned unchanged.
+    """
+    if spec.startswith("sample:"):
+        return spec
+    file_part, sep, attr = spec.rpartition(":") if spec.count(":") == 1 else (spec, "", "")
+    if not sep:
+        file_part = spec
+    looks_like_file = "/" in file_part or "\\" in file_part or Path(file_part).suffix != ""
+    if sep and not file_part.endswith(".py"):
+        looks_like_file = False  # package.module:callable
+    if not looks_like_file or Path(file_part).is_absolute():
+        return spec
+    resolved = str(base / file_part)
+    return f"{resolved}:{attr}" if sep else resolved
+
+
+def resolve_config(
+    flags: Mapping[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    sample_defaults: Mapping[str, Any] | None = None,
+    sample_name: str | None = None,
+    file_values: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Merge the layers into a :class:`RunConfig`.
+
+    ``flags`` maps dotted keys (``"batch_size"``, ``"spectrum.top_k"``) to values, ``None`` meaning
+    "not given on the command line". Later layers win: defaults, bundled sample, config file, flags.
+    ``file_values`` is the already-read content of ``config_file`` (read here when omitted). A
+    checkpoint ``sample:NAME`` stands for the sample's own checkpoint file.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, option in COMMON.items():
+        values[key] = option.default
+        sources[key] = "default"
+    for section, options in SECTIONS.items():
+        for key, option in options.items():
+            values[f"{section}.{key}"] = option.default
+            sources[f"{section}.{key}"] = "default"
+
+    def apply(layer: Mapping[str, Any], source: str) -> None:
+        for key, value in layer.items():
+            if key not in values:
+                raise InputError(f"{source}: unknown option '{key}'")
+            values[key] = value
+            sources[key] = source
+
+    if sample_defaults:
+        apply(sample_defaults, f"sample:{sample_name}")
+    if config_file is not None:
+        if file_values is None:
+            file_values = read_config_file(config_file)
+        apply(file_values, f"config:{config_file}")
+    if flags:
+        checked: dict[str, Any] = {}
+        for key, value in flags.items():
+            if value is None:
+                continue
+            section, _, sub = key.rpartition(".")
+            option = SECTIONS[section][sub] if section else COMMON[key]
+            flag = "--" + sub.replace("_", "-")
+            checked[key] = _coerce(flag, option, value, "command line")
+        apply(checked, "flag")
+
+    if sample_defaults and str(values["checkpoint"]).startswith("sample:"):
+        values["checkpoint"] = sample_defaults.get("checkpoint")
+        sources["checkpoint"] = f"sample:{sample_name}"
+    common = {key: values[key] for key in COMMON}
+    if common["model_kwargs"] is None:
+        common["model_kwargs"] = {}
+    sections = {
+        "spectrum": SpectrumSettings(**{k: values[f"spectrum.{k}"] for k in SPECTRUM}),
+    }
+    return RunConfig(
+        **common,
+        **sections,
+        sources=sources,
+        config_file=None if config_file is None else str(config_file),
+    )

@@ -1,0 +1,47 @@
+"""Errors that reach the user, each with its documented exit code.
+
+The library raises :class:`LandscapeError` subclasses with a one-line message that says what is
+wrong, where, and how to fix it. The CLI prints the message (no traceback unless ``--debug``) and
+exits with :attr:`LandscapeError.exit_code`:
+
+====  =====================================================================
+code  meaning
+====  =====================================================================
+0     success
+1     ``check``: at least one threshold failed (not an error class)
+2     :class:`InputError`: missing/corrupt file, wrong keys or shapes, bad config
+3     :class:`NumericalError`: non-finite loss, gradient or HVP; unrecoverable breakdown
+130   interrupted (SIGINT); no partial output file is left
+====  =====================================================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_INPUT = 2
+EXIT_NUMERICAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class LandscapeError(Exception):
+    """Base class of every error meant for the user; ``str(err)`` is the one-line message."""
+
+    exit_code: int = EXIT_INPUT
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message} ({hint})")
+
+
+class InputError(LandscapeError):
+    """Bad input or usage: a file, spec, key, shape or option the user can fix (exit code 2)."""
+
+    exit_code = EXIT_INPUT
+
+
+class NumericalError(LandscapeError):
+    """A non-finite loss, gradient or HVP, or an unrecoverable solver failure (exit code 3)."""
+
+    exit_code = EXIT_NUMERICAL

@@ -1,0 +1,574 @@
+"""Checkpoint, model factory, data and loss: from user specs to an :class:`~landscape_cli.objective.Objective`.
+
+Every failure a user can cause raises :class:`~landscape_cli.errors.InputError` (exit code 2)
+with a one-line message naming the culprit, or :class:`~landscape_cli.errors.NumericalError`
+(exit code 3) for non-finite weights. Checkpoints are loaded with ``torch.load(weights_only=True)``
+unless the caller passes ``trust=True`` (the CLI's ``--trust-checkpoint``): a full pickle can run
+arbitrary code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import pickle
+import sys
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .data import Batches, dataset_batches, no_data, tensor_batches
+from .errors import InputError, NumericalError
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+NAMED_LOSSES = ("cross_entropy", "mse", "bce_with_logits", "nll")
+NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
+STRIPPABLE_PREFIXES = ("module.", "model.", "_orig_mod.")
+SAMPLE_PREFIX = "sample:"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: its tensors, the rest of a training checkpoint, and provenance."""
+
+    path: str
+    state_dict: dict[str, torch.Tensor]
+    format: str  # "state_dict", "nested:<key>", "safetensors", "torchscript"
+    sha256: str
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. optimizer state, epoch
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} {path}: file not found", hint="check the path")
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a directory, expected a file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot read it ({exc.strerror})") from None
+    if size == 0:
+        raise InputError(f"{what} {path}: the file is empty")
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any("/code/" in name or name.endswith("/constants.pkl") for name in names)
+
+
+def _torch_load(path: Path, trust: bool) -> Any:
+    where = f"checkpoint {path}"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "weights_only" in text:
+            raise InputError(
+                f"{where}: holds Python objects beyond plain tensors and containers, and loading "
+                "them would run code from the file",
+                hint="re-save it as a state_dict, or pass --trust-checkpoint if you trust its source",
+            ) from None
+        raise InputError(
+            f"{where}: not a PyTorch checkpoint ({text.splitlines()[0] if text else 'unpickling failed'})",
+            hint="expected a file written by torch.save, a .safetensors file or a TorchScript archive",
+        ) from None
+    except (EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(
+            f"{where}: the file is truncated or corrupt ({exc.__class__.__name__})",
+            hint="re-copy or re-save the checkpoint",
+        ) from None
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        if "zip" in first.lower() or "archive" in first.lower() or "storage" in first.lower():
+            raise InputError(
+                f"{where}: the file is truncated or corrupt ({first})",
+                hint="re-copy or re-save the checkpoint",
+            ) from None
+        raise InputError(f"{where}: torch.load failed: {first}") from None
+    except (ValueError, TypeError, AttributeError, ImportError, ModuleNotFoundError) as exc:
+        raise InputError(f"{where}: cannot be loaded ({exc.__class__.__name__}: {exc})") from None
+
+
+def _unnest(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    """Find the parameter tensors in a plain or nested training checkpoint."""
+    if isinstance(obj, nn.Module):  # a full pickled module (only with --trust-checkpoint)
+        return dict(obj.state_dict()), "module", {}
+    if not isinstance(obj, Mapping):
+        raise InputError(
+            f"{where}: expected a state_dict (a mapping of names to tensors), got {type(obj).__name__}"
+        )
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {str(k): v for k, v in obj.items()}, "state_dict", {}
+    for key in NESTED_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, nn.Module):
+            inner = inner.state_dict()
+        if isinstance(inner, Mapping) and inner:
+            tensors = {str(k): v for k, v in inner.items() if isinstance(v, torch.Tensor)}
+            if tensors:
+                extra = {str(k): v for k, v in obj.items() if k != key}
+                return tensors, f"nested:{key}", extra
+    tensor_keys = [str(k) for k, v in obj.items() if isinstance(v, torch.Tensor)]
+    if tensor_keys:
+        others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+        raise InputError(
+            f"{where}: mixes tensors with non-tensor entries ({', '.join(others[:5])})",
+            hint=f"store the weights under one of the keys {', '.join(NESTED_KEYS[:3])}",
+        )
+    raise InputError(
+        f"{where}: no tensors found; top-level keys are {', '.join(map(str, list(obj)[:8])) or 'none'}",
+        hint=f"store the weights under one of the keys {', '.join(NESTED_KEYS[:3])}",
+    )
+
+
+def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
+    """Load the parameter tensors of a checkpoint file.
+
+    Accepts a plain ``state_dict``, a nested training checkpoint (weights under ``state_dict``,
+    ``model_state_dict``, ``model``, …; the other entries are kept in :attr:`Checkpoint.extra`),
+    a ``.safetensors`` file, or a TorchScript archive (its ``state_dict``). Prefixes such as
+    ``module.`` (DDP) and ``model.`` (Lightning) are stripped when matching a model, see
+    :func:`apply_state_dict`.
+    """
+    path = Path(path)
+    where = f"checkpoint {path}"
+    _check_file(path, "checkpoint")
+    sha = file_sha256(path)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:  # pragma: no cover - safetensors is a dependency
+            raise InputError(
+                f"{where}: reading .safetensors needs the safetensors package"
+            ) from None
+        try:
+            tensors = load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own SafetensorError
+            raise InputError(f"{where}: not a valid safetensors file ({exc})") from None
+        return Checkpoint(str(path), dict(tensors), "safetensors", sha)
+    if _is_torchscript(path):
+        try:
+            scripted = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise InputError(f"{where}: TorchScript archive cannot be loaded ({exc})") from None
+        return Checkpoint(str(path), dict(scripted.state_dict()), "torchscript", sha)
+    obj = _torch_load(path, trust)
+    state, fmt, extra = _unnest(obj, where)
+    return Checkpoint(str(path), state, fmt, sha, extra)
+
+
+def _strip_to_match(
+    state: Mapping[str, torch.Tensor], expected: set[str]
+) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes (``module.``, ``model.``, ``_orig_mod.``) while that improves the match."""
+    current = dict(state)
+    while True:
+        overlap = len(expected & set(current))
+        if overlap == len(current):
+            return current
+        for prefix in STRIPPABLE_PREFIXES:
+            if current and all(k.startswith(prefix) for k in current):
+                stripped = {k[len(prefix) :]: v for k, v in current.items()}
+                if len(expected & set(stripped)) > overlap:
+                    current = stripped
+                    break
+        else:
+            return current
+
+
+def _names(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(f"'{k}'" for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Load ``state`` into ``model`` strictly, naming missing/unexpected keys and shape mismatches.
+
+    Raises :class:`NumericalError` when a floating-point tensor holds NaN or Inf (named).
+    """
+    expected = model.state_dict()
+    state = _strip_to_match(state, set(expected))
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_names(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_names(unexpected)}")
+        raise InputError(
+            f"{where}: does not fit the model: {'; '.join(parts)}",
+            hint="check --model and its kwargs match the architecture that wrote the checkpoint",
+        )
+    mismatched = [
+        f"'{k}' {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if mismatched:
+        raise InputError(
+            f"{where}: shape mismatch: {'; '.join(mismatched[:3])}"
+            + (f" and {len(mismatched) - 3} more" if len(mismatched) > 3 else ""),
+            hint="check the model kwargs (layer widths, number of classes)",
+        )
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise NumericalError(
+                f"{where}: tensor '{key}' holds {bad} non-finite value(s) (NaN or Inf)",
+                hint="the checkpoint was saved after training diverged; use an earlier one",
+            )
+    model.load_state_dict(dict(state), strict=True)
+
+
+def import_object(spec: str, what: str) -> Any:
+    """Import ``package.module:attr`` or ``path/to/file.py:attr`` (only what the user names)."""
+    if ":" not in spec:
+        raise InputError(
+            f"{what} '{spec}': expected package.module:callable or path/file.py:callable"
+        )
+    module_part, _, attr = spec.rpartition(":")
+    if not module_part or not attr:
+        raise InputError(
+            f"{what} '{spec}': expected package.module:callable or path/file.py:callable"
+        )
+    if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
+        file = Path(module_part)
+        if not file.is_file():
+            raise InputError(f"{what} '{spec}': file {file} not found")
+        name = f"landscape_user_{file.stem}_{abs(hash(str(file.resolve()))):x}"
+        module_spec = importlib.util.spec_from_file_location(name, file)
+        if module_spec is None or module_spec.loader is None:
+            raise InputError(f"{what} '{spec}': cannot import {file}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(name, None)
+            raise InputError(f"{what} '{spec}': importing {file} failed: {exc!r}") from None
+    else:
+        try:
+            module = importlib.import_module(module_part)
+        except ModuleNotFoundError as exc:
+            raise InputError(
+                f"{what} '{spec}': module '{exc.name}' not found",
+                hint="install it, or check PYTHONPATH and the spelling",
+            ) from None
+        except Exception as exc:
+            raise InputError(f"{what} '{spec}': importing {module_part} failed: {exc!r}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise InputError(f"{what} '{spec}': {module_part} has no attribute '{attr}'") from None
+
+
+def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """Call the model factory named by ``spec`` with ``kwargs``; it must return an ``nn.Module``."""
+    factory = import_object(spec, "model")
+    if not callable(factory):
+        raise InputError(f"model '{spec}': is not callable")
+    try:
+        model = factory(**dict(kwargs or {}))
+    except TypeError as exc:
+        raise InputError(
+            f"model '{spec}': bad keyword arguments: {exc}", hint="check model.kwargs"
+        ) from None
+    except Exception as exc:
+        raise InputError(f"model '{spec}': the factory raised {exc!r}") from None
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model '{spec}': returned {type(model).__name__}, expected an nn.Module")
+    return model
+
+
+def _as_xy(obj: Any, where: str) -> tuple[torch.Tensor, ...]:
+    if isinstance(obj, Mapping):
+        missing = [k for k in ("x", "y") if k not in obj]
+        if missing:
+            raise InputError(
+                f"{where}: missing key(s) {', '.join(missing)}; found {', '.join(map(str, obj)) or 'none'}",
+                hint="store the inputs as 'x' and the targets as 'y'",
+            )
+        obj = (obj["x"], obj["y"])
+    if not isinstance(obj, (tuple, list)) or len(obj) != 2:
+        raise InputError(f"{where}: expected {{'x': ..., 'y': ...}} or a pair (x, y)")
+    tensors = []
+    for name, value in zip(("x", "y"), obj, strict=True):
+        try:
+            tensor = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"{where}: '{name}' is not an array ({exc})") from None
+        if tensor.ndim == 0:
+            raise InputError(f"{where}: '{name}' is a scalar; expected a batch dimension")
+        tensors.append(tensor)
+    if tensors[0].shape[0] != tensors[1].shape[0]:
+        raise InputError(
+            f"{where}: x has {tensors[0].shape[0]} samples but y has {tensors[1].shape[0]}"
+        )
+    if tensors[0].shape[0] == 0:
+        raise InputError(f"{where}: holds no samples")
+    if tensors[0].is_floating_point() and not bool(torch.isfinite(tensors[0]).all()):
+        raise NumericalError(f"{where}: 'x' holds NaN or Inf values")
+    return tuple(tensors)
+
+
+def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Batches:
+    """Load the samples named by ``spec`` into :class:`~landscape_cli.data.Batches`.
+
+    ``spec`` is a ``.pt``/``.pth`` file holding ``{"x", "y"}`` or ``(x, y)`` (weights-only load),
+    an ``.npz`` with arrays ``x`` and ``y``, an ``.h5``/``.hdf5`` file with datasets ``x`` and ``y``,
+    ``package.module:callable`` returning a Dataset, DataLoader (its dataset is read in index order)
+    or ``(x, y)``, or ``sample:NAME`` for bundled data; ``None`` means no data (analytic objective).
+    """
+    if spec is None:
+        return no_data()
+    if spec.startswith(SAMPLE_PREFIX):
+        name = spec[len(SAMPLE_PREFIX) :]
+        import sample_models
+
+        try:
+            x, y = sample_models.load_dataset(name)
+        except ValueError as exc:
+            raise InputError(f"data '{spec}': {exc}") from None
+        return tensor_batches((x, y), batch_size, max_samples, spec)
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    where = f"data {spec}"
+    if suffix in (".pt", ".pth"):
+        _check_file(path, "data")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise InputError(f"{where}: cannot be read as a tensor file ({first})") from None
+        return tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec)
+    if suffix == ".npz":
+        _check_file(path, "data")
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                obj = {k: archive[k] for k in archive.files}
+        except Exception as exc:
+            raise InputError(f"{where}: cannot be read as .npz ({exc})") from None
+        return tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec)
+    if suffix in (".h5", ".hdf5"):
+        _check_file(path, "data")
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as handle:
+                obj = {k: handle[k][()] for k in ("x", "y") if k in handle}
+                if len(obj) < 2:
+                    found = ", ".join(handle.keys()) or "none"
+                    raise InputError(
+                        f"{where}: needs datasets 'x' and 'y'; found {found}",
+                        hint="store the inputs as 'x' and the targets as 'y'",
+                    )
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"{where}: cannot be read as HDF5 ({exc})") from None
+        return tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec)
+    if ":" in spec:
+        factory = import_object(spec, "data")
+        try:
+            obj = factory() if callable(factory) else factory
+        except Exception as exc:
+            raise InputError(f"{where}: the data callable raised {exc!r}") from None
+        if isinstance(obj, torch.utils.data.DataLoader):
+            obj = obj.dataset
+        if isinstance(obj, (tuple, list, Mapping)):
+            return tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec)
+        if hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
+            if len(obj) == 0:
+                raise InputError(f"{where}: the dataset is empty")
+            return dataset_batches(obj, batch_size, max_samples, spec)
+        raise InputError(
+            f"{where}: returned {type(obj).__name__}; expected a Dataset, DataLoader or (x, y)"
+        )
+    raise InputError(
+        f"{where}: unknown data format '{suffix or spec}'",
+        hint="use a .pt, .npz or .h5 file, package.module:callable, or sample:NAME",
+    )
+
+
+def _named_loss(name: str) -> LossFn:
+    functional = torch.nn.functional
+
+    def forward(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if batch is None:
+            raise InputError(f"loss '{name}' needs data; give --data")
+        x, y = batch[0], batch[1]
+        return model(x), y
+
+    def cross_entropy(model: nn.Module, batch: Any) -> torch.Tensor:
+        out, y = forward(model, batch)
+        return functional.cross_entropy(out, y)
+
+    def nll(model: nn.Module, batch: Any) -> torch.Tensor:
+        out, y = forward(model, batch)
+        return functional.nll_loss(out, y)
+
+    def mse(model: nn.Module, batch: Any) -> torch.Tensor:
+        out, y = forward(model, batch)
+        return functional.mse_loss(out, y.to(out.dtype).reshape(out.shape))
+
+    def bce_with_logits(model: nn.Module, batch: Any) -> torch.Tensor:
+        out, y = forward(model, batch)
+        return functional.binary_cross_entropy_with_logits(out, y.to(out.dtype).reshape(out.shape))
+
+    return {
+        "cross_entropy": cross_entropy,
+        "nll": nll,
+        "mse": mse,
+        "bce_with_logits": bce_with_logits,
+    }[name]
+
+
+def load_loss(spec: str) -> LossFn:
+    """A loss ``fn(model, batch) -> scalar`` (the batch mean) from a name or a callable spec."""
+    name = spec.strip().replace("-", "_")
+    if name in NAMED_LOSSES:
+        return _named_loss(name)
+    if ":" in spec:
+        fn = import_object(spec, "loss")
+        if not callable(fn):
+            raise InputError(f"loss '{spec}': is not callable")
+        return fn
+    import difflib
+
+    close = difflib.get_close_matches(name, NAMED_LOSSES, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else "or give package.module:callable"
+    raise InputError(f"loss '{spec}': unknown loss; known: {', '.join(NAMED_LOSSES)}", hint=hint)
+
+
+def resolve_sample(checkpoint: str | None, model: str | None) -> str | None:
+    """Name of the bundled sample a run refers to: ``sample:NAME``, or the default when no
+    checkpoint and no model is given; ``None`` for a user checkpoint."""
+    if checkpoint is not None and checkpoint.startswith(SAMPLE_PREFIX):
+        return checkpoint[len(SAMPLE_PREFIX) :]
+    if checkpoint is None and model is None:
+        import sample_models
+
+        return sample_models.DEFAULT_SAMPLE
+    return None
+
+
+def sample_defaults(name: str) -> dict[str, Any]:
+    """The configuration layer of bundled sample ``name`` (model, kwargs, checkpoint, data, loss)."""
+    import sample_models
+
+    try:
+        sample = sample_models.get_sample(name)
+    except ValueError as exc:
+        raise InputError(f"checkpoint 'sample:{name}': {exc}") from None
+    return {
+        "checkpoint": None if sample.checkpoint is None else str(sample.checkpoint),
+        "model": sample.model,
+        "model_kwargs": dict(sample.model_kwargs),
+        "data": sample.data,
+        "loss": sample.loss,
+    }
+
+
+def resolve_run_config(
+    flags: Mapping[str, Any], config_file: str | Path | None = None
+) -> RunConfig:
+    """The :class:`RunConfig` of a run: flags over the config file over the bundled sample (when
+    the checkpoint is ``sample:NAME``, or when neither a checkpoint nor a model is named) over the
+    defaults."""
+    from .config import read_config_file, resolve_config
+
+    file_values = read_config_file(config_file) if config_file is not None else {}
+    checkpoint = flags.get("checkpoint") or file_values.get("checkpoint")
+    model = flags.get("model") or file_values.get("model")
+    sample = resolve_sample(checkpoint, model)
+    layer = sample_defaults(sample) if sample is not None else None
+    return resolve_config(flags, config_file, layer, sample, file_values=file_values)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; an unavailable device is an input error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(
+            f"--device '{name}': not a device; use auto, cpu, cuda or cuda:INDEX"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"--device {name}: CUDA is not available on this machine", hint="use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
+    elif device.type != "cpu" and device.type != "mps":
+        raise InputError(f"--device {name}: unsupported device type '{device.type}'")
+    return device
+
+
+def build_objective(config: RunConfig, progress: Callable[[int, int], None] | None = None):
+    """Load everything ``config`` names and return the :class:`~landscape_cli.objective.Objective`.
+
+    The returned objective carries the checkpoint's provenance in ``objective.checkpoint``.
+    """
+    from .objective import Objective
+
+    if config.model is None:
+        raise InputError(
+            "no model given: a checkpoint holds weights, not the architecture",
+            hint="pass --model package.module:callable (or set model.spec in --config)",
+        )
+    device = resolve_device(config.device)
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    model = build_model(config.model, config.model_kwargs)
+    checkpoint = None
+    if config.checkpoint is not None:
+        checkpoint = load_checkpoint(config.checkpoint, trust=config.trust_checkpoint)
+        apply_state_dict(model, checkpoint.state_dict, f"checkpoint {config.checkpoint}")
+    else:
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise NumericalError(f"model '{config.model}': tensor '{name}' is not finite")
+    loss_fn = load_loss(config.loss)
+    batches = load_data(config.data, config.batch_size, config.max_samples)
+    return Objective(
+        model,
+        loss_fn,
+        batches,
+        device=device,
+        dtype=dtype,
+        mode=config.mode,
+        hvp_mode=config.hvp_mode,
+        checkpoint=checkpoint,
+        progress=progress,
+    )

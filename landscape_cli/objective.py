@@ -1,0 +1,438 @@
+"""The loss over the selected data, its gradient, and Hessian-vector products.
+
+The objective is the mean loss over all selected samples (see :mod:`landscape_cli.data`),
+
+    L(w) = Σ_b (n_b / N) · L_b(w),
+
+evaluated as a pure function of the parameters with :func:`torch.func.functional_call`, so the
+user's module is never mutated: its parameters and buffers are copied once onto the analysis
+device and dtype, and those copies are what the estimators perturb.
+
+Hessian-vector products use Pearlmutter's identity (Pearlmutter, "Fast exact multiplication by
+the Hessian", Neural Computation 1994):
+
+    H v = ∇_w ( ∇_w L(w) · v ),
+
+one extra backward pass through a differentiable gradient. Two mechanisms, chosen by ``hvp_mode``:
+
+* ``cached``: build the gradient ``g = ∇L`` once with ``create_graph=True`` over all batches and
+  keep its graph; every HVP is then one backward pass through it (measured ≈ 1.1× a gradient on
+  an MLP, 2.6× on a CNN, see BENCHMARKS.md). Memory grows with the number of samples.
+* ``streaming``: for every HVP, recompute each batch's gradient graph, differentiate, free it.
+  ≈ 2–4× a gradient, memory of one batch.
+
+``auto`` builds the cached graph while measuring the bytes autograd saves (a
+``saved_tensors_hooks`` count, not a guess) and falls back to streaming as soon as they would
+exceed the memory budget (half of the available device memory by default).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from .data import Batch, Batches, move_batch
+from .errors import InputError, NumericalError
+
+Progress = Callable[[int, int], None]
+
+
+class _LossModule(nn.Module):
+    """Wraps ``fn(model, batch)`` so :func:`functional_call` swaps in our parameter tensors for
+    every parameter the loss touches, however the loss reaches them (``model(x)`` or ``model.w``)."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def available_memory(device: torch.device) -> int:
+    """Free memory on ``device`` in bytes (CUDA: ``mem_get_info``; CPU: ``MemAvailable``)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+class _SavedBytes:
+    """Counts the bytes autograd saves for backward while active (``saved_tensors_hooks``)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        self.total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    @staticmethod
+    def unpack(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+
+
+class HessianOperator:
+    """The Hessian of an :class:`Objective` as a matrix-free linear operator.
+
+    ``H @ v`` for ``v`` of shape ``(n,)`` or ``(n, k)``; each column costs one HVP and is counted in
+    :attr:`matvecs`. Any estimator that accepts a dense symmetric tensor accepts this.
+    """
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        n = objective.num_parameters
+        self.shape = (n, n)
+        self.dtype = objective.dtype
+        self.device = objective.device
+        self.matvecs = 0
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        v = v.to(device=self.device, dtype=self.dtype)
+        if v.ndim == 1:
+            self.matvecs += 1
+            return self.objective.hvp(v)
+        if v.ndim == 2 and v.shape[0] == self.shape[0]:
+            self.matvecs += v.shape[1]
+            return self.objective.hvp_block(v)
+        raise ValueError(
+            f"expected a vector of length {self.shape[0]} or an (n, k) block, got {tuple(v.shape)}"
+        )
+
+
+class Objective:
+    """Mean loss over the selected samples as a function of the flattened trainable parameters.
+
+    Parameters
+    ----------
+    model:
+        The network; never mutated (its tensors are copied to ``device``/``dtype``).
+    loss_fn:
+        ``fn(model, batch) -> scalar``, the *mean* loss of a batch (``batch`` is ``None`` when there
+        is no data).
+    batches:
+        The samples, with per-batch weights ``n_b / N``.
+    mode:
+        ``"eval"`` (default: BatchNorm uses its running statistics, Dropout is off, so the loss is
+        a sum over samples) or ``"train"``.
+    hvp_mode:
+        ``"auto"``, ``"cached"`` or ``"streaming"`` (module docstring).
+
+    Example
+    -------
+    >>> import torch
+    >>> from landscape_cli.data import tensor_batches
+    >>> model = torch.nn.Linear(3, 1, bias=False)
+    >>> x, y = torch.randn(8, 3), torch.randn(8, 1)
+    >>> mse = lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1])
+    >>> obj = Objective(model, mse, tensor_batches((x, y), 4, None, "toy"), dtype=torch.float64)
+    >>> H = obj.operator()
+    >>> v = torch.ones(3, dtype=torch.float64)
+    >>> torch.allclose(H @ v, 2 * x.double().T @ x.double() @ v / 8)
+    True
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
+        batches: Batches,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        mode: str = "eval",
+        hvp_mode: str = "auto",
+        checkpoint: Any = None,
+        memory_budget: int | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        if mode not in ("eval", "train"):
+            raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+        if hvp_mode not in ("auto", "cached", "streaming"):
+            raise ValueError(f"hvp_mode must be auto, cached or streaming, got {hvp_mode!r}")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.mode = mode
+        self.batches = batches
+        self.checkpoint = checkpoint
+        self._module = _LossModule(model, loss_fn)
+        self.model = model
+
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not trainable:
+            raise InputError("the model has no trainable parameters (requires_grad=True)")
+        self.parameter_names = [n for n, _ in trainable]
+        self.parameter_shapes = [tuple(p.shape) for _, p in trainable]
+        self._numels = [p.numel() for _, p in trainable]
+        self.num_parameters = int(sum(self._numels))
+        self._params = [self._to_device(p) for _, p in trainable]
+        trainable_ids = {id(p) for _, p in trainable}
+        self._constants = {
+            f"model.{n}": self._to_device(t)
+            for n, t in list(model.named_parameters()) + list(model.named_buffers())
+            if id(t) not in trainable_ids
+        }
+        self._device_batches: list[tuple[Batch, float]] | None = None
+        self._graph_grads: list[torch.Tensor] | None = None
+        self._graph_leaves: list[torch.Tensor] | None = None
+        self.memory_budget = (
+            int(memory_budget) if memory_budget is not None else available_memory(self.device) // 2
+        )
+        self.graph_bytes = 0
+        self.loss_value, self.gradient, self.hvp_mode = self._initial_pass(hvp_mode, progress)
+        self.grad_norm = float(torch.linalg.vector_norm(self.gradient))
+
+    # ------------------------------------------------------------------ parameters
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.detach()
+        if tensor.is_floating_point():
+            return tensor.to(device=self.device, dtype=self.dtype).clone()
+        return tensor.to(device=self.device).clone()
+
+    def flat_parameters(self) -> torch.Tensor:
+        """The trainable parameters ``w`` as one vector of length :attr:`num_parameters`."""
+        return self.flatten(self._params)
+
+    def flatten(self, tensors: Iterable[torch.Tensor | None]) -> torch.Tensor:
+        """Concatenate per-parameter tensors (``None`` means zeros) into one flat vector."""
+        parts = []
+        for tensor, numel in zip(tensors, self._numels, strict=True):
+            if tensor is None:
+                parts.append(torch.zeros(numel, device=self.device, dtype=self.dtype))
+            else:
+                parts.append(tensor.reshape(-1))
+        return torch.cat(parts)
+
+    def unflatten(self, vector: torch.Tensor) -> list[torch.Tensor]:
+        """Split a flat vector into views shaped like the parameters."""
+        if vector.shape != (self.num_parameters,):
+            raise ValueError(
+                f"expected a vector of length {self.num_parameters}, got {tuple(vector.shape)}"
+            )
+        pieces = torch.split(vector, self._numels)
+        return [p.reshape(s) for p, s in zip(pieces, self.parameter_shapes, strict=True)]
+
+    def operator(self) -> HessianOperator:
+        """A fresh :class:`HessianOperator` (its own matvec counter) for this objective."""
+        return HessianOperator(self)
+
+    @property
+    def num_samples(self) -> int:
+        return self.batches.num_samples if self.batches.source is not None else 0
+
+    # ------------------------------------------------------------------ evaluation
+    def _call(self, params: list[torch.Tensor], batch: Batch) -> torch.Tensor:
+        tensors: dict[str, torch.Tensor] = dict(self._constants)
+        tensors.update({f"model.{n}": p for n, p in zip(self.parameter_names, params, strict=True)})
+        self._module.train(self.mode == "train")
+        loss = functional_call(self._module, tensors, (batch,), strict=False)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise InputError(f"the loss must return a scalar tensor, got {shape}")
+        return loss.reshape(())
+
+    def _batches_on_device(self) -> Iterable[tuple[int, Batch, float]]:
+        if self._device_batches is not None:
+            for index, (batch, weight) in enumerate(self._device_batches):
+                yield index, batch, weight
+            return
+        for index, (batch, weight) in enumerate(self.batches):
+            yield index, move_batch(batch, self.device, self.dtype), weight
+
+    def _check_finite_loss(self, loss: torch.Tensor, index: int) -> None:
+        if not bool(torch.isfinite(loss)):
+            where = (
+                "" if self.batches.source is None else f" on batch {index} of {len(self.batches)}"
+            )
+            raise NumericalError(
+                f"the loss is {float(loss)}{where}",
+                hint="check the checkpoint (diverged?) and the data (NaN inputs, labels out of range)",
+            )
+
+    def _first_call(self, params: list[torch.Tensor], batch: Batch) -> torch.Tensor:
+        """The first evaluation turns shape and type errors into one-line input errors."""
+        try:
+            return self._call(params, batch)
+        except (InputError, NumericalError):
+            raise
+        except (RuntimeError, IndexError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            shapes = ""
+            if isinstance(batch, tuple):
+                shapes = " (batch shapes " + ", ".join(str(tuple(t.shape)) for t in batch) + ")"
+            raise InputError(
+                f"data {self.batches.description} does not fit the model and loss{shapes}: {first}",
+                hint="check --data, --model kwargs and --loss",
+            ) from None
+
+    def _initial_pass(
+        self, hvp_mode: str, progress: Progress | None
+    ) -> tuple[float, torch.Tensor, str]:
+        """Loss and gradient at ``w``; in cached/auto mode also the differentiable gradient graph."""
+        want_graph = hvp_mode in ("cached", "auto")
+        leaves = [p.detach().requires_grad_(True) for p in self._params]
+        counter = _SavedBytes()
+        graph_grads: list[torch.Tensor] | None = None
+        plain_grads: list[torch.Tensor] | None = None
+        device_batches: list[tuple[Batch, float]] = []
+        loss_total = 0.0
+        total = len(self.batches)
+        for index, (batch, weight) in enumerate(self.batches):
+            batch = move_batch(batch, self.device, self.dtype)
+            with counter.hooks() if want_graph else nullcontext():
+                loss = self._first_call(leaves, batch) if index == 0 else self._call(leaves, batch)
+                self._check_finite_loss(loss, index)
+                grads = torch.autograd.grad(
+                    loss * weight, leaves, create_graph=want_graph, allow_unused=True
+                )
+            loss_total += float(loss.detach()) * weight
+            grads = [
+                g if g is not None else torch.zeros_like(p)
+                for g, p in zip(grads, leaves, strict=True)
+            ]
+            if want_graph:
+                graph_grads = (
+                    grads
+                    if graph_grads is None
+                    else [a + b for a, b in zip(graph_grads, grads, strict=True)]
+                )
+                device_batches.append((batch, weight))
+                if hvp_mode == "auto" and counter.total > self.memory_budget:
+                    want_graph = False  # fall back to streaming: keep the values, drop the graph
+                    plain_grads = [g.detach() for g in graph_grads]
+                    graph_grads = None
+                    device_batches = []
+            else:
+                grads = [g.detach() for g in grads]
+                plain_grads = (
+                    grads
+                    if plain_grads is None
+                    else [a + b for a, b in zip(plain_grads, grads, strict=True)]
+                )
+            if progress is not None:
+                progress(index + 1, total)
+        self.graph_bytes = counter.total
+        if graph_grads is not None:
+            self._graph_leaves = leaves
+            self._graph_grads = graph_grads
+            self._device_batches = device_batches
+            gradient = self.flatten([g.detach() for g in graph_grads])
+            mode = "cached"
+        else:
+            assert plain_grads is not None
+            gradient = self.flatten(plain_grads)
+            mode = "streaming"
+        if not bool(torch.isfinite(gradient).all()):
+            raise NumericalError(
+                "the gradient of the loss is not finite", hint="check the checkpoint and data"
+            )
+        return loss_total, gradient, mode
+
+    def loss(self, delta: torch.Tensor | None = None) -> float:
+        """``L(w + delta)`` (``delta`` flat, default zero), without gradients."""
+        params = self._params
+        if delta is not None:
+            params = [p + d for p, d in zip(self._params, self.unflatten(delta), strict=True)]
+        total = 0.0
+        with torch.no_grad():
+            for index, batch, weight in self._batches_on_device():
+                value = self._call(params, batch)
+                self._check_finite_loss(value, index)
+                total += float(value) * weight
+        return total
+
+    # ------------------------------------------------------------------ HVPs
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        """Hessian-vector product ``H v`` of the mean loss (``v`` flat, length ``n``)."""
+        return self.hvp_block(v.reshape(-1, 1)).reshape(-1)
+
+    def hvp_block(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``H V`` for a block ``V`` of shape ``(n, k)``: k HVPs sharing each batch's graph."""
+        vectors = vectors.to(device=self.device, dtype=self.dtype)
+        columns = [self.unflatten(vectors[:, j].contiguous()) for j in range(vectors.shape[1])]
+        if self._graph_grads is not None:
+            assert self._graph_leaves is not None
+            results = [
+                self._backward(self._graph_grads, self._graph_leaves, v, retain=True)
+                for v in columns
+            ]
+        else:
+            results = self._streaming(columns)
+        out = torch.stack(results, dim=1)
+        if not bool(torch.isfinite(out).all()):
+            raise NumericalError(
+                "a Hessian-vector product is not finite",
+                hint="the loss surface overflows here; try --dtype float64",
+            )
+        return out
+
+    def _backward(
+        self,
+        grads: list[torch.Tensor],
+        leaves: list[torch.Tensor],
+        v: list[torch.Tensor],
+        *,
+        retain: bool,
+    ) -> torch.Tensor:
+        live = [i for i, g in enumerate(grads) if g.requires_grad]
+        if not live:  # the gradient does not depend on w: the Hessian is zero
+            return torch.zeros(self.num_parameters, device=self.device, dtype=self.dtype)
+        hv = torch.autograd.grad(
+            [grads[i] for i in live],
+            leaves,
+            grad_outputs=[v[i] for i in live],
+            retain_graph=retain,
+            allow_unused=True,
+        )
+        return self.flatten(hv)
+
+    def _streaming(self, columns: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        totals = [
+            torch.zeros(self.num_parameters, device=self.device, dtype=self.dtype) for _ in columns
+        ]
+        for index, batch, weight in self._batches_on_device():
+            leaves = [p.detach().requires_grad_(True) for p in self._params]
+            loss = self._call(leaves, batch)
+            self._check_finite_loss(loss, index)
+            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+            grads = [
+                g if g is not None else torch.zeros_like(p)
+                for g, p in zip(grads, leaves, strict=True)
+            ]
+            for j, v in enumerate(columns):
+                last = j == len(columns) - 1
+                totals[j] += weight * self._backward(grads, leaves, v, retain=not last)
+        return totals
+
+    def describe(self) -> Mapping[str, Any]:
+        """Facts for reports: sizes, mode, device, dtype, memory of the cached graph."""
+        return {
+            "num_parameters": self.num_parameters,
+            "num_samples": self.num_samples,
+            "num_batches": len(self.batches),
+            "batch_size": self.batches.batch_size,
+            "hvp_mode": self.hvp_mode,
+            "graph_megabytes": round(self.graph_bytes / 2**20, 3),
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "mode": self.mode,
+            "loss": self.loss_value,
+            "grad_norm": self.grad_norm if math.isfinite(self.grad_norm) else None,
+        }

@@ -1,0 +1,129 @@
+"""The spectrum analysis: extremes by Lanczos, trace by Hutch++, density by SLQ, on one operator.
+
+Each estimator gets its own random stream (:func:`~landscape_cli.seeding.derive_seed`), so
+switching one off leaves the others' numbers unchanged, and all of them count their HVPs on the
+same :class:`~landscape_cli.objective.HessianOperator`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+
+from .config import SpectrumSettings
+from .density import slq_density
+from .errors import NumericalError
+from .exact import exact_spectrum
+from .lanczos import lanczos
+from .objective import Objective
+from .results import RunInfo, SpectrumResult
+from .seeding import derive_seed
+from .trace import hutchinson_trace, hutchpp_trace
+
+StageProgress = Callable[[str, int, int], None]
+
+
+def run_info(
+    objective: Objective, command: str, seed: int, hvp_count: int, seconds: float
+) -> RunInfo:
+    """The :class:`RunInfo` every result of ``command`` on ``objective`` carries."""
+    checkpoint = objective.checkpoint
+    return RunInfo(
+        command=command,
+        num_parameters=objective.num_parameters,
+        loss=objective.loss_value,
+        grad_norm=objective.grad_norm,
+        hvp_count=hvp_count,
+        seconds=seconds,
+        seed=seed,
+        num_samples=objective.num_samples,
+        hvp_mode=objective.hvp_mode,
+        device=str(objective.device),
+        dtype=str(objective.dtype).replace("torch.", ""),
+        checkpoint=None if checkpoint is None else checkpoint.path,
+        checkpoint_sha256=None if checkpoint is None else checkpoint.sha256,
+    )
+
+
+def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
+    return None if progress is None else partial(progress, name)
+
+
+def analyze_spectrum(
+    objective: Objective,
+    settings: SpectrumSettings | None = None,
+    *,
+    seed: int = 0,
+    progress: StageProgress | None = None,
+) -> SpectrumResult:
+    """Top-k and bottom-k eigenvalues, trace and spectral density of the Hessian at ``w``.
+
+    * Extremes: one Lanczos run with full reorthogonalisation, stopped when the wanted Ritz values'
+      error bounds fall below ``settings.tol`` relative to the spectral-norm estimate.
+    * Trace: Hutch++ (Meyer et al. 2021) or Hutchinson (1989), ``settings.trace_matvecs`` HVPs.
+    * Density: stochastic Lanczos quadrature (Lin, Saad & Yang 2016; Ghorbani et al. 2019),
+      ``slq_runs × slq_steps`` HVPs, Gaussian broadening ``sigma``.
+    * Exact (``settings.exact``): the dense Hessian from ``n`` HVPs, for small models.
+    """
+    settings = settings or SpectrumSettings()
+    start = time.perf_counter()
+    H = objective.operator()
+    notes: dict[str, str] = {}
+    n = objective.num_parameters
+    top_k = min(settings.top_k, n)
+    bottom_k = min(settings.bottom_k, n)
+    try:
+        lz = lanczos(
+            H,
+            seed=derive_seed(seed, "lanczos"),
+            max_iter=settings.max_iter,
+            tol=settings.tol,
+            top_k=top_k,
+            bottom_k=bottom_k,
+            progress=_stage(progress, "lanczos"),
+        )
+        if not lz.converged:
+            notes["lanczos"] = (
+                f"stopped after {len(lz.alphas)} iterations (--max-iter) before the error bounds "
+                f"reached tol={settings.tol:g}; see lanczos.*_error_bounds"
+            )
+        trace_estimate = None
+        if settings.trace:
+            estimator = hutchpp_trace if settings.trace_method == "hutch++" else hutchinson_trace
+            trace_estimate = estimator(
+                H,
+                settings.trace_matvecs,
+                seed=derive_seed(seed, "trace"),
+                progress=_stage(progress, "trace"),
+            )
+        slq = density = None
+        if settings.density:
+            slq = slq_density(
+                H,
+                runs=settings.slq_runs,
+                steps=settings.slq_steps,
+                seed=derive_seed(seed, "density"),
+                progress=_stage(progress, "density"),
+            )
+            density = slq.density(sigma=settings.sigma, grid=settings.grid)
+        exact = exact_spectrum(H, progress=_stage(progress, "exact")) if settings.exact else None
+    except FloatingPointError as exc:
+        raise NumericalError(f"the Lanczos iteration produced non-finite numbers: {exc}") from None
+    if bottom_k == 0:
+        notes["lambda_min"] = "not requested (--bottom-k 0)"
+    info = run_info(objective, "spectrum", seed, H.matvecs, time.perf_counter() - start)
+    return SpectrumResult(
+        info=info,
+        top_eigenvalues=lz.top(top_k),
+        bottom_eigenvalues=lz.bottom(bottom_k),
+        lanczos=lz,
+        top_k=top_k,
+        bottom_k=bottom_k,
+        tol=settings.tol,
+        trace_estimate=trace_estimate,
+        slq=slq,
+        density_estimate=density,
+        exact=exact,
+        notes=notes,
+    )

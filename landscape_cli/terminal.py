@@ -1,0 +1,117 @@
+"""Rich tables for people at a terminal (results on stdout). Used by the CLI only."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+SPARK = " ▁▂▃▄▅▆▇█"
+
+
+def _fmt(value: Any, digits: int = 6) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def _header(console: Console, info: Any) -> None:
+    source = info.checkpoint or "(model as constructed)"
+    console.print(f"[bold]{info.command}[/bold]  {source}")
+    console.print(
+        f"  {info.num_parameters:,} parameters · {info.num_samples:,} samples · loss {_fmt(info.loss)} · "
+        f"‖∇L‖ {_fmt(info.grad_norm, 4)} · {info.device}/{info.dtype} · HVP {info.hvp_mode}"
+    )
+
+
+def sparkline(values: np.ndarray, width: int = 60) -> str:
+    """The density on a log scale as one line of block characters."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return ""
+    chunks = np.array_split(values, min(width, values.size))
+    heights = np.array([c.max() for c in chunks])
+    logs = np.log10(np.maximum(heights, heights.max() * 1e-6 if heights.max() > 0 else 1e-300))
+    low, high = logs.min(), logs.max()
+    scaled = np.zeros_like(logs) if high == low else (logs - low) / (high - low)
+    return "".join(SPARK[round(float(s) * (len(SPARK) - 1))] for s in scaled)
+
+
+def print_spectrum(result: Any, console: Console | None = None) -> None:
+    """The spectrum result as a table: extremes with error bounds, trace, density summary."""
+    console = console or Console()
+    info = result.info
+    _header(console, info)
+    lz = result.lanczos
+    order = np.argsort(lz.ritz_values)
+    table = Table(title="Hessian spectrum", title_justify="left")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("± bound", justify="right")
+    for i, idx in enumerate(order[::-1][: result.top_k]):
+        name = "λ_max" if i == 0 else f"λ_{i + 1}"
+        table.add_row(name, _fmt(lz.ritz_values[idx]), _fmt(lz.error_bounds[idx], 2))
+    for i, idx in enumerate(order[: result.bottom_k]):
+        name = "λ_min" if i == 0 else f"λ_min+{i}"
+        table.add_row(name, _fmt(lz.ritz_values[idx]), _fmt(lz.error_bounds[idx], 2))
+    if result.trace_estimate is not None:
+        t = result.trace_estimate
+        table.add_row(f"trace ({t.method})", _fmt(t.estimate), _fmt(t.stderr, 2) + " s.e.")
+    if result.exact is not None:
+        ex = result.exact.eigenvalues
+        table.add_row("exact λ_max", _fmt(ex[-1]), "")
+        table.add_row("exact λ_min", _fmt(ex[0]), "")
+        table.add_row("exact trace", _fmt(ex.sum()), "")
+    console.print(table)
+    if result.density_estimate is not None:
+        d = result.density_estimate
+        console.print(
+            f"density (SLQ, log scale, {_fmt(d.grid[0], 3)} … {_fmt(d.grid[-1], 3)}, σ={_fmt(d.sigma, 3)}):"
+        )
+        console.print(f"  [cyan]{sparkline(d.values)}[/cyan]")
+    status = "converged" if lz.converged else "NOT converged (raise --max-iter)"
+    console.print(
+        f"Lanczos {status} after {len(lz.alphas)} iterations · {info.hvp_count:,} HVPs in "
+        f"{info.seconds:.2f} s · seed {info.seed}"
+    )
+    for key, note in result.notes.items():
+        console.print(f"[yellow]note[/yellow] ({key}): {note}")
+
+
+def print_inspection(result: Any, console: Console | None = None) -> None:
+    """Parameters by tensor, the data and the objective at ``w``."""
+    console = console or Console()
+    _header(console, result.info)
+    table = Table(title="Trainable parameters", title_justify="left")
+    table.add_column("name")
+    table.add_column("shape")
+    table.add_column("numel", justify="right")
+    table.add_column("norm", justify="right")
+    for p in result.parameters:
+        table.add_row(
+            p["name"],
+            "×".join(map(str, p["shape"])) or "scalar",
+            _fmt(p["numel"]),
+            _fmt(p["norm"], 4),
+        )
+    console.print(table)
+    data = result.data
+    console.print(
+        f"data: {data['source']} · {data['num_samples']:,} samples in {data['num_batches']} batch(es) of ≤{data['batch_size']}"
+    )
+    for key in ("x", "y"):
+        if key in data:
+            d = data[key]
+            extra = f", {d['distinct_values']} distinct values" if "distinct_values" in d else ""
+            console.print(f"  {key}: {d['dtype']} {tuple(d['shape'])}{extra}")
+    if result.checkpoint_format:
+        console.print(f"checkpoint format: {result.checkpoint_format}")
+    console.print(f"cached gradient graph: {result.graph_megabytes:.2f} MB")

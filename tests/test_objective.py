@@ -1,0 +1,255 @@
+"""The objective and its HVPs against torch.func.hessian of the full-data mean loss (float64).
+
+Tolerances: HVPs are exact up to float64 rounding of sums over ~100 samples, so 1e-10 relative to
+the Hessian's scale is ample and would still catch any weighting error (which is O(1/batches)).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, hessian
+
+from landscape_cli.data import dataset_batches, no_data, tensor_batches
+from landscape_cli.errors import InputError, NumericalError
+from landscape_cli.objective import Objective
+
+
+def cross_entropy(model, batch):
+    return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+def make_problem(num_samples: int = 100, seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
+    x = torch.randn(num_samples, 5)
+    y = torch.randint(0, 3, (num_samples,))
+    return model, x, y
+
+
+def exact_hessian(model: nn.Module, loss_fn, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hessian and gradient of the mean loss over ALL samples in one batch, by torch.func."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    w0 = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
+    double_model = (
+        nn.Sequential(*[m for m in model]).double() if isinstance(model, nn.Sequential) else model
+    )
+
+    def loss(w):
+        params, i = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            params[name] = w[i : i + shape.numel()].reshape(shape)
+            i += shape.numel()
+        return loss_fn(lambda inp: functional_call(double_model, params, (inp,)), (x.double(), y))
+
+    grad = torch.func.grad(loss)(w0)
+    return hessian(loss)(w0), grad
+
+
+@pytest.mark.parametrize("hvp_mode", ["cached", "streaming"])
+@pytest.mark.parametrize("batch_size", [32, 100, 7])
+def test_hvp_equals_exact_hessian_of_full_data_mean(hvp_mode, batch_size):
+    model, x, y = make_problem()
+    H, g = exact_hessian(model, cross_entropy, x, y)
+    obj = Objective(
+        model,
+        cross_entropy,
+        tensor_batches((x, y), batch_size, None, "t"),
+        dtype=torch.float64,
+        hvp_mode=hvp_mode,
+    )
+    assert obj.hvp_mode == hvp_mode
+    V = torch.randn(
+        obj.num_parameters, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    op = obj.operator()
+    scale = H.abs().max()
+    assert torch.allclose(op @ V, H @ V, atol=1e-10 * scale, rtol=0)
+    assert torch.allclose(op @ V[:, 0], H @ V[:, 0], atol=1e-10 * scale, rtol=0)
+    assert op.matvecs == 6
+    assert torch.allclose(obj.gradient, g, atol=1e-12)
+
+
+def test_100_samples_in_batches_of_32_equal_one_batch_of_100():
+    """Issue 8 acceptance: a short last batch (4 samples) is weighted by its count, not as a batch."""
+    model, x, y = make_problem(100)
+    one = Objective(
+        model, cross_entropy, tensor_batches((x, y), 100, None, "t"), dtype=torch.float64
+    )
+    many = Objective(
+        model, cross_entropy, tensor_batches((x, y), 32, None, "t"), dtype=torch.float64
+    )
+    v = torch.randn(one.num_parameters, dtype=torch.float64)
+    assert abs(one.loss_value - many.loss_value) < 1e-13
+    assert torch.allclose(one.hvp(v), many.hvp(v), atol=1e-13)
+    # and a mean of batch means would be measurably different: the test can fail
+    batch_means = torch.stack(
+        [
+            nn.functional.cross_entropy(model.double()(x[i : i + 32].double()), y[i : i + 32])
+            for i in range(0, 100, 32)
+        ]
+    ).mean()
+    assert abs(float(batch_means.detach()) - one.loss_value) > 1e-4
+
+
+def test_hvp_is_symmetric_to_rounding():
+    model, x, y = make_problem()
+    obj = Objective(
+        model, cross_entropy, tensor_batches((x, y), 30, None, "t"), dtype=torch.float64
+    )
+    gen = torch.Generator().manual_seed(3)
+    u = torch.randn(obj.num_parameters, dtype=torch.float64, generator=gen)
+    v = torch.randn(obj.num_parameters, dtype=torch.float64, generator=gen)
+    assert abs(u @ obj.hvp(v) - v @ obj.hvp(u)) < 1e-12 * (
+        u.norm() * v.norm() * obj.hvp(u).norm() / u.norm()
+    )
+
+
+def test_float32_hvp_close_to_float64():
+    model, x, y = make_problem()
+    H, _ = exact_hessian(model, cross_entropy, x, y)
+    obj = Objective(
+        model, cross_entropy, tensor_batches((x, y), 64, None, "t"), dtype=torch.float32
+    )
+    v = torch.randn(obj.num_parameters, dtype=torch.float64)
+    # float32 rounding over a few hundred terms: 1e-5 relative to ||H|| ||v||
+    err = (obj.hvp(v.float()).double() - H @ v).norm() / (torch.linalg.matrix_norm(H, 2) * v.norm())
+    assert err < 1e-5
+
+
+def test_model_is_not_mutated():
+    model, x, y = make_problem()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    obj = Objective(
+        model, cross_entropy, tensor_batches((x, y), 50, None, "t"), dtype=torch.float64
+    )
+    obj.hvp(torch.ones(obj.num_parameters, dtype=torch.float64))
+    obj.loss(torch.ones(obj.num_parameters, dtype=torch.float64))
+    for k, v in model.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k])
+
+
+def test_auto_mode_falls_back_to_streaming_when_graph_exceeds_budget():
+    model, x, y = make_problem()
+    H, _ = exact_hessian(model, cross_entropy, x, y)
+    small = Objective(
+        model,
+        cross_entropy,
+        tensor_batches((x, y), 10, None, "t"),
+        dtype=torch.float64,
+        memory_budget=1,
+    )
+    big = Objective(
+        model,
+        cross_entropy,
+        tensor_batches((x, y), 10, None, "t"),
+        dtype=torch.float64,
+        memory_budget=1 << 30,
+    )
+    assert small.hvp_mode == "streaming" and big.hvp_mode == "cached"
+    assert big.graph_bytes > 0
+    v = torch.randn(small.num_parameters, dtype=torch.float64)
+    assert torch.allclose(small.hvp(v), H @ v, atol=1e-12)
+    assert abs(small.loss_value - big.loss_value) < 1e-14
+
+
+def test_loss_at_perturbed_point_matches_direct_evaluation():
+    model, x, y = make_problem()
+    obj = Objective(
+        model, cross_entropy, tensor_batches((x, y), 16, None, "t"), dtype=torch.float64
+    )
+    delta = 0.1 * torch.randn(obj.num_parameters, dtype=torch.float64)
+    shifted = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    with torch.no_grad():
+        flat = obj.flat_parameters() + delta
+        torch.nn.utils.vector_to_parameters(flat, shifted.parameters())
+    expected = float(nn.functional.cross_entropy(shifted(x.double()), y))
+    assert abs(obj.loss(delta) - expected) < 1e-12
+
+
+class Quadratic(nn.Module):
+    def __init__(self, n: int = 4):
+        super().__init__()
+        self.w = nn.Parameter(torch.arange(1.0, n + 1))
+
+
+def test_analytic_objective_without_data():
+    A = torch.tensor(
+        [[2.0, 1.0, 0, 0], [1.0, 3.0, 0, 0], [0, 0, -1.0, 0], [0, 0, 0, 0.5]], dtype=torch.float64
+    )
+
+    def quad(model, batch):
+        assert batch is None
+        return 0.5 * model.w @ A @ model.w
+
+    obj = Objective(Quadratic(), quad, no_data(), dtype=torch.float64)
+    assert obj.num_samples == 0
+    assert torch.allclose(obj.operator() @ torch.eye(4, dtype=torch.float64), A)
+    w = torch.arange(1.0, 5.0, dtype=torch.float64)
+    assert torch.allclose(obj.gradient, A @ w)
+
+
+def test_linear_parameter_has_zero_hessian_row():
+    """A parameter whose gradient is constant (no graph) must give zeros, not an autograd error."""
+
+    class Lin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.tensor([1.0, 2.0]))
+            self.b = nn.Parameter(torch.tensor([3.0]))
+
+    def loss(model, batch):
+        return (model.a**2).sum() + 5.0 * model.b.sum()
+
+    obj = Objective(Lin(), loss, no_data(), dtype=torch.float64)
+    H = obj.operator() @ torch.eye(3, dtype=torch.float64)
+    assert torch.allclose(H, torch.diag(torch.tensor([2.0, 2.0, 0.0], dtype=torch.float64)))
+
+
+def test_batchnorm_eval_mode_is_batch_size_independent_and_train_mode_is_not():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 2))
+    model.train()
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    model(x)  # populate running statistics
+    values = {}
+    for mode in ("eval", "train"):
+        for bs in (8, 64):
+            obj = Objective(
+                model,
+                cross_entropy,
+                tensor_batches((x, y), bs, None, "t"),
+                dtype=torch.float64,
+                mode=mode,
+            )
+            values[mode, bs] = obj.loss_value
+    assert abs(values["eval", 8] - values["eval", 64]) < 1e-12
+    assert abs(values["train", 8] - values["train", 64]) > 1e-6
+
+
+def test_dataset_source_matches_tensor_source():
+    model, x, y = make_problem(50)
+    dataset = torch.utils.data.TensorDataset(x, y)
+    a = Objective(model, cross_entropy, dataset_batches(dataset, 16, 40, "ds"), dtype=torch.float64)
+    b = Objective(model, cross_entropy, tensor_batches((x, y), 40, 40, "t"), dtype=torch.float64)
+    v = torch.randn(a.num_parameters, dtype=torch.float64)
+    assert a.num_samples == 40
+    assert torch.allclose(a.hvp(v), b.hvp(v), atol=1e-13)
+
+
+def test_shape_mismatch_is_an_input_error_naming_the_shapes():
+    model, _x, y = make_problem()
+    with pytest.raises(InputError, match=r"does not fit the model.*\(50, 7\)"):
+        Objective(
+            model, cross_entropy, tensor_batches((torch.randn(100, 7), y), 50, None, "bad.pt")
+        )
+
+
+def test_non_finite_loss_names_the_batch():
+    model, x, y = make_problem()
+    x = x.clone()
+    x[70] = float("inf")
+    with pytest.raises(NumericalError, match="batch 2 of 4"):
+        Objective(model, cross_entropy, tensor_batches((x, y), 32, None, "t"), hvp_mode="streaming")
