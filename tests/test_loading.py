@@ -1,0 +1,261 @@
+"""Checkpoint, model, data and loss loading: every accepted format, and the errors users hit."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import sample_models
+import sample_models.mlp
+from landscape_cli.errors import InputError, NumericalError
+from landscape_cli.loading import (
+    apply_state_dict,
+    build_model,
+    load_checkpoint,
+    load_data,
+    load_loss,
+)
+
+
+def mlp() -> nn.Module:
+    return sample_models.mlp.build()
+
+
+def reference_state() -> dict[str, torch.Tensor]:
+    return torch.load(sample_models.get_sample("mlp").checkpoint, weights_only=True)
+
+
+def assert_state_equal(a, b):
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda s: s,
+        lambda s: {"state_dict": s, "epoch": 3},
+        lambda s: {"model": {f"module.{k}": v for k, v in s.items()}, "optimizer": {}},
+        lambda s: {"state_dict": {f"model.{k}": v for k, v in s.items()}, "global_step": 10},
+        lambda s: {"model_state_dict": OrderedDict(s)},
+    ],
+    ids=["plain", "nested-state_dict", "ddp-prefix", "lightning-prefix", "model_state_dict"],
+)
+def test_checkpoint_formats_load_the_same_weights(tmp_path, wrap):
+    state = reference_state()
+    path = tmp_path / "ckpt.pt"
+    torch.save(wrap(state), path)
+    checkpoint = load_checkpoint(path)
+    model = mlp()
+    apply_state_dict(model, checkpoint.state_dict, str(path))
+    assert_state_equal(model.state_dict(), state)
+    assert len(checkpoint.sha256) == 64
+
+
+def test_nested_checkpoint_keeps_the_optimizer_state():
+    path = sample_models.CHECKPOINT_DIR / "mlp_training.pt"
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.format.startswith("nested:")
+    assert "optimizer" in checkpoint.extra
+
+
+def test_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    state = reference_state()
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.format == "safetensors"
+    assert_state_equal(checkpoint.state_dict, state)
+
+
+def test_torchscript_archive(tmp_path):
+    model = mlp()
+    model.load_state_dict(reference_state())
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.trace(model, torch.zeros(1, 8)), str(path))
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.format == "torchscript"
+    assert_state_equal(checkpoint.state_dict, model.state_dict())
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned-by-pickle",))
+
+
+def test_malicious_pickle_is_refused_and_not_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "payload": Evil()}, path)
+    with pytest.raises(InputError, match=r"would run code.*--trust-checkpoint"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned-by-pickle").exists()
+
+
+def test_full_pickle_module_loads_only_when_trusted(tmp_path):
+    model = nn.Linear(3, 2)
+    path = tmp_path / "module.pt"
+    torch.save(model, path)
+    with pytest.raises(InputError, match="--trust-checkpoint"):
+        load_checkpoint(path)
+    checkpoint = load_checkpoint(path, trust=True)
+    assert_state_equal(checkpoint.state_dict, model.state_dict())
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_directory_and_empty_file(tmp_path):
+    with pytest.raises(InputError, match="is a directory"):
+        load_checkpoint(tmp_path)
+    empty = tmp_path / "empty.pt"
+    empty.touch()
+    with pytest.raises(InputError, match="empty"):
+        load_checkpoint(empty)
+
+
+def test_text_file_named_pt(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("these are not weights\n")
+    with pytest.raises(InputError, match="not a PyTorch checkpoint"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint(tmp_path):
+    source = sample_models.get_sample("mlp").checkpoint
+    data = Path(source).read_bytes()
+    path = tmp_path / "cut.pt"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_without_tensors(tmp_path):
+    path = tmp_path / "meta.pt"
+    torch.save({"epoch": 3, "lr": 0.1}, path)
+    with pytest.raises(InputError, match="no tensors found"):
+        load_checkpoint(path)
+
+
+def test_other_architecture_names_missing_and_unexpected_keys():
+    other = {"conv.weight": torch.zeros(3, 3), "0.weight": torch.zeros(32, 8)}
+    with pytest.raises(InputError, match=r"missing keys '0.bias'.*unexpected keys 'conv.weight'"):
+        apply_state_dict(mlp(), other, "ckpt")
+
+
+def test_shape_mismatch_is_named():
+    state = reference_state()
+    model = sample_models.mlp.build(hidden=16)
+    with pytest.raises(
+        InputError, match=r"shape mismatch: '0.weight' \(32, 8\) vs model \(16, 8\)"
+    ):
+        apply_state_dict(model, state, "ckpt")
+
+
+def test_nan_weights_are_a_numerical_error_naming_the_tensor():
+    state = {k: v.clone() for k, v in reference_state().items()}
+    key = next(iter(state))
+    state[key].view(-1)[0] = float("nan")
+    with pytest.raises(NumericalError, match=f"'{key}' holds 1 non-finite"):
+        apply_state_dict(mlp(), state, "ckpt")
+
+
+def test_model_specs(tmp_path):
+    assert isinstance(build_model("sample_models.mlp:build", {"hidden": 4}), nn.Module)
+    file = tmp_path / "net.py"
+    file.write_text("import torch\ndef build(width=2):\n    return torch.nn.Linear(width, 1)\n")
+    assert build_model(f"{file}:build", {"width": 5}).in_features == 5
+    with pytest.raises(InputError, match="expected package.module:callable"):
+        build_model("sample_models.mlp")
+    with pytest.raises(InputError, match="module 'no_such_pkg' not found"):
+        build_model("no_such_pkg.net:build")
+    with pytest.raises(InputError, match="has no attribute 'nope'"):
+        build_model("sample_models.mlp:nope")
+    with pytest.raises(InputError, match="bad keyword arguments"):
+        build_model("sample_models.mlp:build", {"widht": 3})
+    with pytest.raises(InputError, match="expected an nn.Module"):
+        build_model("collections:OrderedDict", {})
+
+
+def test_data_files_agree(tmp_path):
+    x, y = sample_models.load_dataset("blobs")
+    torch.save({"x": x, "y": y}, tmp_path / "d.pt")
+    torch.save((x, y), tmp_path / "pair.pt")
+    np.savez(tmp_path / "d.npz", x=x.numpy(), y=y.numpy())
+    with h5py.File(tmp_path / "d.h5", "w") as handle:
+        handle["x"] = x.numpy()
+        handle["y"] = y.numpy()
+    for name in ("d.pt", "pair.pt", "d.npz", "d.h5"):
+        batches = load_data(str(tmp_path / name), 100, 250)
+        assert batches.num_samples == 250 and len(batches) == 3
+        got = torch.cat([b[0] for b, _ in batches])
+        assert torch.equal(got, x[:250]), name
+        assert abs(sum(w for _, w in batches) - 1.0) < 1e-15
+
+
+def test_data_errors(tmp_path):
+    torch.save({"inputs": torch.zeros(3, 2)}, tmp_path / "keys.pt")
+    with pytest.raises(InputError, match=r"missing key\(s\) x, y"):
+        load_data(str(tmp_path / "keys.pt"), 8, None)
+    torch.save({"x": torch.zeros(3, 2), "y": torch.zeros(4)}, tmp_path / "n.pt")
+    with pytest.raises(InputError, match="x has 3 samples but y has 4"):
+        load_data(str(tmp_path / "n.pt"), 8, None)
+    with h5py.File(tmp_path / "only_x.h5", "w") as handle:
+        handle["x"] = np.zeros((3, 2))
+    with pytest.raises(InputError, match="needs datasets 'x' and 'y'; found x"):
+        load_data(str(tmp_path / "only_x.h5"), 8, None)
+    with pytest.raises(InputError, match="unknown data format '.csv'"):
+        load_data(str(tmp_path / "d.csv"), 8, None)
+    with pytest.raises(InputError, match="available"):
+        load_data("sample:nope", 8, None)
+    with pytest.raises(InputError, match="file not found"):
+        load_data(str(tmp_path / "missing.npz"), 8, None)
+    torch.save({"x": torch.full((3, 2), float("nan")), "y": torch.zeros(3)}, tmp_path / "nan.pt")
+    with pytest.raises(NumericalError, match="NaN or Inf"):
+        load_data(str(tmp_path / "nan.pt"), 8, None)
+
+
+def test_data_callable_dataset_and_loader(tmp_path):
+    module = tmp_path / "mydata.py"
+    module.write_text(
+        "import torch\n"
+        "x = torch.arange(20.0).reshape(10, 2)\n"
+        "y = torch.arange(10)\n"
+        "def dataset():\n    return torch.utils.data.TensorDataset(x, y)\n"
+        "def loader():\n    return torch.utils.data.DataLoader(dataset(), batch_size=3, shuffle=True)\n"
+        "def pair():\n    return x, y\n"
+    )
+    for name in ("dataset", "loader", "pair"):
+        batches = load_data(f"{module}:{name}", 4, None)
+        got = torch.cat([b[0] for b, _ in batches])
+        assert torch.equal(got, torch.arange(20.0).reshape(10, 2)), (
+            name
+        )  # index order, no shuffling
+
+
+def test_unknown_loss_suggests_the_closest():
+    with pytest.raises(InputError, match=r"unknown loss.*did you mean 'cross_entropy'"):
+        load_loss("crossentropy")
+    assert load_loss("mse") is not None
+    with pytest.raises(InputError, match="has no attribute"):
+        load_loss("sample_models.analytic:not_a_loss")
+
+
+def test_pickle_protocol_error_is_input_error(tmp_path):
+    path = tmp_path / "raw.pkl.pt"
+    path.write_bytes(pickle.dumps({"a": 1}, protocol=2)[:-3])
+    with pytest.raises(InputError):
+        load_checkpoint(path)
