@@ -9,7 +9,6 @@ import torch
 
 from .objective import Objective
 from .results import RunInfo, json_number
-from .spectrum import run_info
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ def inspect_objective(
             data[name] = described
     checkpoint = objective.checkpoint
     return InspectionResult(
-        info=run_info(objective, "inspect", seed, 0, seconds),
+        info=RunInfo.from_objective(objective, "inspect", seed, 0, seconds),
         parameters=parameters,
         data=data,
         checkpoint_format=None if checkpoint is None else checkpoint.format,

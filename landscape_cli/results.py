@@ -49,6 +49,28 @@ class RunInfo:
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
 
+    @classmethod
+    def from_objective(
+        cls, objective: Any, command: str, seed: int, hvp_count: int, seconds: float
+    ) -> RunInfo:
+        """The :class:`RunInfo` of ``command`` run on an :class:`~landscape_cli.objective.Objective`."""
+        checkpoint = objective.checkpoint
+        return cls(
+            command=command,
+            num_parameters=objective.num_parameters,
+            loss=objective.loss_value,
+            grad_norm=objective.grad_norm,
+            hvp_count=hvp_count,
+            seconds=seconds,
+            seed=seed,
+            num_samples=objective.num_samples,
+            hvp_mode=objective.hvp_mode,
+            device=str(objective.device),
+            dtype=str(objective.dtype).replace("torch.", ""),
+            checkpoint=None if checkpoint is None else checkpoint.path,
+            checkpoint_sha256=None if checkpoint is None else checkpoint.sha256,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "command": self.command,

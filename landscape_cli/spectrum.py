@@ -24,28 +24,6 @@ from .trace import hutchinson_trace, hutchpp_trace
 StageProgress = Callable[[str, int, int], None]
 
 
-def run_info(
-    objective: Objective, command: str, seed: int, hvp_count: int, seconds: float
-) -> RunInfo:
-    """The :class:`RunInfo` every result of ``command`` on ``objective`` carries."""
-    checkpoint = objective.checkpoint
-    return RunInfo(
-        command=command,
-        num_parameters=objective.num_parameters,
-        loss=objective.loss_value,
-        grad_norm=objective.grad_norm,
-        hvp_count=hvp_count,
-        seconds=seconds,
-        seed=seed,
-        num_samples=objective.num_samples,
-        hvp_mode=objective.hvp_mode,
-        device=str(objective.device),
-        dtype=str(objective.dtype).replace("torch.", ""),
-        checkpoint=None if checkpoint is None else checkpoint.path,
-        checkpoint_sha256=None if checkpoint is None else checkpoint.sha256,
-    )
-
-
 def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
     return None if progress is None else partial(progress, name)
 
@@ -112,7 +90,9 @@ def analyze_spectrum(
         raise NumericalError(f"the Lanczos iteration produced non-finite numbers: {exc}") from None
     if bottom_k == 0:
         notes["lambda_min"] = "not requested (--bottom-k 0)"
-    info = run_info(objective, "spectrum", seed, H.matvecs, time.perf_counter() - start)
+    info = RunInfo.from_objective(
+        objective, "spectrum", seed, H.matvecs, time.perf_counter() - start
+    )
     return SpectrumResult(
         info=info,
         top_eigenvalues=lz.top(top_k),
