@@ -176,6 +176,7 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
         "trace": "trace",
         "density": "SLQ density",
         "exact": "exact Hessian",
+        "newton": "Newton decrement (CG)",
     }
     with Progress(
         TextColumn("{task.description:<20}"),
@@ -377,6 +378,78 @@ def spectrum(
             from .terminal import print_spectrum
 
             print_spectrum(result)
+
+
+@app.command()
+def classify(
+    checkpoint: CheckpointArg = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    loss: LossOpt = None,
+    config: ConfigOpt = None,
+    batch_size: BatchSizeOpt = None,
+    max_samples: MaxSamplesOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    mode: ModeOpt = None,
+    hvp_mode: HvpModeOpt = None,
+    grad_tol: Annotated[
+        float | None,
+        typer.Option(
+            "--grad-tol", help="Stationary when ‖g‖/κ ≤ grad-tol·max(‖w‖,1) [default: 1e-3]."
+        ),
+    ] = None,
+    neg_tol: Annotated[
+        float | None,
+        typer.Option(
+            "--neg-tol", help="λ_min is negative below −(neg-tol·κ + error bound) [default: 1e-3]."
+        ),
+    ] = None,
+    tol: Annotated[
+        float | None, typer.Option("--tol", help="Lanczos relative error target [default: 1e-4].")
+    ] = None,
+    max_iter: Annotated[
+        int | None, typer.Option("--max-iter", help="Maximum Lanczos iterations [default: 200].")
+    ] = None,
+    newton: Annotated[
+        bool | None,
+        typer.Option(
+            "--newton/--no-newton", help="Newton decrement by conjugate gradient [default: on]."
+        ),
+    ] = None,
+    trust_checkpoint: TrustOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Critical-point type (minimum, saddle, maximum, degenerate, not-critical) with its evidence."""
+    flags = _common_flags(
+        checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
+        max_samples=max_samples, seed=seed, device=device, dtype=dtype, mode=mode,
+        hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
+    )  # fmt: skip
+    flags.update(
+        {
+            "classify.grad_tol": grad_tol,
+            "classify.neg_tol": neg_tol,
+            "classify.tol": tol,
+            "classify.max_iter": max_iter,
+            "classify.newton": newton,
+        }
+    )
+    with _errors(debug):
+        from .critical import classify_point
+
+        with _progress(quiet) as progress:
+            cfg, objective = _load(flags, config, progress)
+            result = classify_point(objective, cfg.classify, seed=cfg.seed, progress=progress)
+        if json_output:
+            _emit_json(result.to_dict())
+        else:
+            from .terminal import print_classification
+
+            print_classification(result)
 
 
 def main() -> None:

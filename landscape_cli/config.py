@@ -12,7 +12,6 @@ resolved against the directory of that file, so a config works from any working 
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,7 +92,32 @@ SPECTRUM: dict[str, Option] = {
     "exact": Option(bool, False, "also compute the exact Hessian (small models only)"),
 }
 
-SECTIONS: dict[str, dict[str, Option]] = {"spectrum": SPECTRUM}
+CLASSIFY: dict[str, Option] = {
+    "grad_tol": Option(
+        float, 1e-3, "stationary when ‖g‖/κ ≤ grad_tol·max(‖w‖, 1), κ = max|λ|", minimum=0.0
+    ),
+    "neg_tol": Option(
+        float, 1e-3, "λ_min counts as negative below -(neg_tol·κ + its error bound)", minimum=0.0
+    ),
+    "flat_tol": Option(
+        float, 1e-6, "an eigenvalue within flat_tol·κ (+ error bound) of zero is flat", minimum=0.0
+    ),
+    "zero_curvature": Option(
+        float, 1e-8, "κ at or below this: the Hessian vanishes (degenerate)", minimum=0.0
+    ),
+    "tol": Option(float, 1e-4, "Lanczos relative error target for λ_max, λ_min", minimum=0.0),
+    "max_iter": Option(int, 200, "maximum Lanczos iterations", minimum=2),
+    "slq_runs": Option(int, 4, "SLQ probes for the negative fraction", minimum=0),
+    "slq_steps": Option(int, 60, "Lanczos steps per SLQ probe", minimum=2),
+    "newton": Option(bool, True, "compute the Newton decrement by conjugate gradient"),
+    "cg_tol": Option(float, 1e-6, "CG relative residual target", minimum=0.0),
+    "cg_max_iter": Option(int, 100, "maximum CG iterations (HVPs)", minimum=1),
+    "escape_scale": Option(
+        float, 0.01, "escape probe steps t are multiples of escape_scale·max(‖w‖, 1)", minimum=0.0
+    ),
+}
+
+SECTIONS: dict[str, dict[str, Option]] = {"spectrum": SPECTRUM, "classify": CLASSIFY}
 
 
 def _normalise_key(key: Any) -> str:
@@ -120,6 +144,26 @@ class SpectrumSettings:
 
 
 @dataclass(frozen=True)
+class ClassifySettings:
+    """Options of ``landscape classify`` (see :data:`CLASSIFY`; the rule is in
+    :mod:`landscape_cli.critical`)."""
+
+    grad_tol: float = 1e-3
+    neg_tol: float = 1e-3
+    flat_tol: float = 1e-6
+    zero_curvature: float = 1e-8
+    tol: float = 1e-4
+    max_iter: int = 200
+    slq_runs: int = 4
+    slq_steps: int = 60
+    newton: bool = True
+    cg_tol: float = 1e-6
+    cg_max_iter: int = 100
+    escape_scale: float = 0.01
+    escape_steps: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The resolved configuration of one run. Build it with :func:`resolve_config`."""
 
@@ -137,6 +181,7 @@ class RunConfig:
     hvp_mode: str = "auto"
     trust_checkpoint: bool = False
     spectrum: SpectrumSettings = field(default_factory=SpectrumSettings)
+    classify: ClassifySettings = field(default_factory=ClassifySettings)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     config_file: str | None = None
 
@@ -146,8 +191,9 @@ class RunConfig:
         for name in COMMON:
             value = getattr(self, name)
             out[name] = dict(value) if isinstance(value, Mapping) else value
-        for section in SECTIONS:
-            out[section] = dataclasses.asdict(getattr(self, section))
+        for section, options in SECTIONS.items():
+            settings = getattr(self, section)
+            out[section] = {key: getattr(settings, key) for key in options}
         return out
 
     def to_yaml(self) -> str:
@@ -351,8 +397,10 @@ def resolve_config(
     common = {key: values[key] for key in COMMON}
     if common["model_kwargs"] is None:
         common["model_kwargs"] = {}
+    classes = {"spectrum": SpectrumSettings, "classify": ClassifySettings}
     sections = {
-        "spectrum": SpectrumSettings(**{k: values[f"spectrum.{k}"] for k in SPECTRUM}),
+        name: classes[name](**{k: values[f"{name}.{k}"] for k in options})
+        for name, options in SECTIONS.items()
     }
     return RunConfig(
         **common,

@@ -115,3 +115,42 @@ def print_inspection(result: Any, console: Console | None = None) -> None:
     if result.checkpoint_format:
         console.print(f"checkpoint format: {result.checkpoint_format}")
     console.print(f"cached gradient graph: {result.graph_megabytes:.2f} MB")
+
+
+def print_classification(result: Any, console: Console | None = None) -> None:
+    """The label, its evidence sentence, and the numbers behind it."""
+    console = console or Console()
+    _header(console, result.info)
+    colour = {"minimum": "green", "saddle": "yellow", "maximum": "red"}.get(
+        result.classification, "cyan"
+    )
+    label, _, rest = result.evidence.partition(":")
+    console.print(f"[bold {colour}]{label}[/bold {colour}]:{rest}")
+    d = result.decision
+    table = Table(title="Evidence", title_justify="left")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("λ_max", f"{_fmt(result.lambda_max)} ± {_fmt(result.error_max, 2)}")
+    table.add_row("λ_min", f"{_fmt(result.lambda_min)} ± {_fmt(result.error_min, 2)}")
+    table.add_row("‖g‖ / (κ·max(‖w‖,1))", _fmt(d.relative_gradient, 3))
+    table.add_row("negative fraction", _fmt(result.negative_fraction, 3))
+    if result.newton is not None and result.newton.decrement_squared is not None:
+        table.add_row("Newton decrement² gᵀ(H+μI)⁻¹g", _fmt(result.newton.decrement_squared, 4))
+        table.add_row("Newton step length", _fmt(result.newton.step_norm, 4))
+    console.print(table)
+    if result.escape is not None:
+        e = result.escape
+        esc = Table(
+            title=f"Escape along the λ_min eigenvector (λ = {_fmt(e.eigenvalue, 4)})",
+            title_justify="left",
+        )
+        for name in ("t", "L(w+tv)", "L(w−tv)", "model L+t·gᵀv+½λt²"):
+            esc.add_column(name, justify="right")
+        for t, lp, lm, mp in zip(e.steps, e.loss_plus, e.loss_minus, e.model_plus, strict=True):
+            esc.add_row(_fmt(t, 3), _fmt(lp), _fmt(lm), _fmt(mp))
+        console.print(esc)
+    console.print(
+        f"{result.info.hvp_count:,} HVPs in {result.info.seconds:.2f} s · seed {result.info.seed}"
+    )
+    for key, note in result.notes.items():
+        console.print(f"[yellow]note[/yellow] ({key}): {note}")

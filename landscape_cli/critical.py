@@ -1,0 +1,414 @@
+"""Critical-point classification: minimum, saddle, maximum, degenerate or not critical.
+
+The second-order test (e.g. Nocedal & Wright, *Numerical Optimization*, Thm. 2.3-2.4) applied with
+tolerances, because a trained network never sits exactly at a critical point and its Hessian
+always has a bulk of near-zero eigenvalues:
+
+1. **Stationarity.** ``κ = max(|λ_max|, |λ_min|)`` is the curvature scale. ``‖g‖/κ`` is how far
+   the quadratic model says the gradient still carries you along the stiffest direction; the
+   point counts as stationary when this is at most ``grad_tol · max(‖w‖, 1)`` (default
+   ``grad_tol = 1e-3``: a step of 0.1 % of the weights' norm). When ``κ`` is below
+   ``zero_curvature`` (the Hessian vanishes), stationarity needs ``‖g‖ ≤ zero_curvature``.
+2. **Significant curvature.** An extreme eigenvalue counts as negative when
+   ``λ_min < −(neg_tol · κ + e_min)``, with ``e_min`` the Lanczos error bound of ``λ_min``; and as
+   positive when ``λ_max > pos_tol · κ + e_max`` (symmetric). Default ``neg_tol = 1e-3``.
+3. **Label.** Not stationary → ``not-critical``. ``κ ≤ zero_curvature`` → ``degenerate`` (the
+   Hessian is zero: higher-order terms decide, e.g. the monkey saddle). Both signs significant →
+   ``saddle``. Only positive → ``minimum``; only negative → ``maximum``; in both cases the
+   opposite extreme being indistinguishable from zero (``|λ| ≤ flat_tol·κ + e``, default
+   ``flat_tol = 1e-6``) is reported as ``degenerate_directions``: flat directions where the
+   second-order test is inconclusive, the normal state of a network. An ill-conditioned but
+   definite minimum (Rosenbrock's, λ_min/λ_max = 4e-4) is not flagged. Neither → ``degenerate``.
+
+Evidence besides λ_max and λ_min:
+
+* **negative_fraction**: SLQ mass of the spectral density below ``−neg_tol·κ`` (an estimate of the
+  Morse index divided by ``n``; Ghorbani, Krishnan & Xiao 2019).
+* **Newton decrement** ``δ² = gᵀ(H + μI)⁻¹g`` by conjugate gradient on HVPs, with the damping
+  ``μ = max(0, −λ_min)·(1 + 10⁻³) + 10⁻⁶κ`` that makes ``H + μI`` positive definite when ``H`` is
+  indefinite or singular (Levenberg-Marquardt damping; Nocedal & Wright §4.3). ``δ²/2`` is the
+  loss decrease the (damped) quadratic model predicts for a Newton step, ``‖(H + μI)⁻¹g‖`` that
+  step's length (Boyd & Vandenberghe, *Convex Optimization*, §9.5.1).
+* **Escape direction** at a saddle (or maximum): the Ritz vector ``v`` of ``λ_min``, with the loss
+  measured at ``w ± t·v`` for a few ``t`` next to the quadratic model
+  ``L(w) ± t·gᵀv + ½λ_min t²``, so the user sees the descent the saddle offers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from .cg import conjugate_gradient
+from .config import ClassifySettings
+from .density import slq_density
+from .errors import NumericalError
+from .exact import exact_spectrum
+from .lanczos import lanczos
+from .objective import Objective
+from .results import RunInfo, json_number, json_numbers
+from .seeding import derive_seed
+
+LABELS = ("minimum", "saddle", "maximum", "degenerate", "not-critical")
+EXACT_FRACTION_MAX = 200  # parameters up to which the negative fraction is computed exactly
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The label and the facts it was decided from."""
+
+    classification: str
+    stationary: bool
+    relative_gradient: float | None  # ‖g‖ / (κ · max(‖w‖, 1)); None when κ == 0
+    negative_significant: bool
+    positive_significant: bool
+    degenerate_directions: bool
+    curvature_scale: float
+
+
+def decide(
+    *,
+    grad_norm: float,
+    weight_norm: float,
+    lambda_max: float,
+    lambda_min: float,
+    error_max: float = 0.0,
+    error_min: float = 0.0,
+    settings: ClassifySettings | None = None,
+) -> Decision:
+    """Apply the second-order test with tolerances (module docstring) to the given numbers."""
+    s = settings or ClassifySettings()
+    kappa = max(abs(lambda_max), abs(lambda_min))
+    if kappa <= s.zero_curvature:
+        stationary = grad_norm <= s.zero_curvature
+        label = "degenerate" if stationary else "not-critical"
+        return Decision(label, stationary, None, False, False, True, kappa)
+    relative = grad_norm / (kappa * max(weight_norm, 1.0))
+    stationary = relative <= s.grad_tol
+    negative = lambda_min < -(s.neg_tol * kappa + error_min)
+    positive = lambda_max > s.neg_tol * kappa + error_max
+    if not stationary:
+        label = "not-critical"
+    elif negative and positive:
+        label = "saddle"
+    elif positive:
+        label = "minimum"
+    elif negative:
+        label = "maximum"
+    else:
+        label = "degenerate"
+    flat = (positive and not negative and lambda_min <= s.flat_tol * kappa + error_min) or (
+        negative and not positive and lambda_max >= -(s.flat_tol * kappa + error_max)
+    )
+    return Decision(label, stationary, relative, negative, positive, flat, kappa)
+
+
+@dataclass(frozen=True)
+class NewtonDecrement:
+    """``δ² = gᵀ(H + μI)⁻¹g`` and the damped Newton step, by conjugate gradient."""
+
+    decrement_squared: float | None
+    predicted_decrease: float | None  # δ²/2
+    step_norm: float | None
+    damping: float
+    cg_iterations: int
+    cg_relative_residual: float
+    converged: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decrement_squared": json_number(self.decrement_squared),
+            "predicted_decrease": json_number(self.predicted_decrease),
+            "step_norm": json_number(self.step_norm),
+            "damping": json_number(self.damping),
+            "cg_iterations": self.cg_iterations,
+            "cg_relative_residual": json_number(self.cg_relative_residual),
+            "converged": self.converged,
+        }
+
+
+@dataclass(frozen=True)
+class EscapeProbe:
+    """Loss along the eigenvector ``v`` of λ_min: measured at ``w ± t v`` and the quadratic model."""
+
+    eigenvalue: float
+    steps: np.ndarray  # t > 0
+    loss_plus: np.ndarray  # L(w + t v)
+    loss_minus: np.ndarray  # L(w - t v)
+    model_plus: np.ndarray  # L + t gᵀv + ½ λ t²
+    model_minus: np.ndarray
+    best_decrease: float  # L(w) - min over the probes (positive: descent found)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eigenvalue": json_number(self.eigenvalue),
+            "t": json_numbers(self.steps),
+            "loss_plus": json_numbers(self.loss_plus),
+            "loss_minus": json_numbers(self.loss_minus),
+            "model_plus": json_numbers(self.model_plus),
+            "model_minus": json_numbers(self.model_minus),
+            "best_decrease": json_number(self.best_decrease),
+        }
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    """The critical-point label of the checkpoint with its evidence."""
+
+    info: RunInfo
+    decision: Decision
+    lambda_max: float
+    lambda_min: float
+    error_max: float
+    error_min: float
+    negative_fraction: float | None
+    newton: NewtonDecrement | None
+    escape: EscapeProbe | None
+    evidence: str
+    settings: ClassifySettings
+    lanczos: Any = None
+    slq: Any = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def classification(self) -> str:
+        return self.decision.classification
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.info.to_dict()
+        d = self.decision
+        out.update(
+            {
+                "classification": d.classification,
+                "lambda_max": json_number(self.lambda_max),
+                "lambda_min": json_number(self.lambda_min),
+                "negative_fraction": json_number(self.negative_fraction),
+                "evidence": self.evidence,
+                "stationary": d.stationary,
+                "relative_gradient": json_number(d.relative_gradient),
+                "curvature_scale": json_number(d.curvature_scale),
+                "negative_curvature": d.negative_significant,
+                "positive_curvature": d.positive_significant,
+                "degenerate_directions": d.degenerate_directions,
+                "lambda_max_error_bound": json_number(self.error_max),
+                "lambda_min_error_bound": json_number(self.error_min),
+                "newton": None if self.newton is None else self.newton.to_dict(),
+                "escape": None if self.escape is None else self.escape.to_dict(),
+                "tolerances": {
+                    "grad_tol": self.settings.grad_tol,
+                    "neg_tol": self.settings.neg_tol,
+                    "zero_curvature": self.settings.zero_curvature,
+                    "lanczos_tol": self.settings.tol,
+                },
+            }
+        )
+        if self.notes:
+            out["notes"] = dict(self.notes)
+        return out
+
+
+def negative_mass(nodes: np.ndarray, weights: np.ndarray, threshold: float) -> float:
+    """SLQ estimate of the fraction of eigenvalues below ``-threshold`` (mean over probes)."""
+    mask = np.nan_to_num(nodes, nan=np.inf) < -threshold
+    return float(np.mean(np.sum(np.where(mask, weights, 0.0), axis=1)))
+
+
+def newton_decrement(
+    objective: Objective,
+    operator: Any,
+    lambda_min: float,
+    kappa: float,
+    settings: ClassifySettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> NewtonDecrement:
+    """``gᵀ(H + μI)⁻¹g`` by CG with the damping of the module docstring."""
+    damping = max(0.0, -lambda_min) * (1 + 1e-3) + 1e-6 * kappa
+    g = objective.gradient
+    res = conjugate_gradient(
+        operator,
+        g,
+        shift=damping,
+        tol=settings.cg_tol,
+        max_iter=settings.cg_max_iter,
+        progress=progress,
+    )
+    if res.negative_curvature:
+        return NewtonDecrement(
+            None, None, None, damping, res.iterations, res.relative_residual, False
+        )
+    dec = float(g @ res.x)
+    return NewtonDecrement(
+        dec,
+        dec / 2,
+        float(torch.linalg.vector_norm(res.x)),
+        damping,
+        res.iterations,
+        res.relative_residual,
+        res.converged,
+    )
+
+
+def escape_probe(
+    objective: Objective, vector: torch.Tensor, eigenvalue: float, settings: ClassifySettings
+) -> EscapeProbe:
+    """Loss at ``w ± t·v`` for ``t = escape_scale·max(‖w‖, 1)·escape_steps``, and the model."""
+    v = vector / torch.linalg.vector_norm(vector)
+    scale = settings.escape_scale * max(
+        float(torch.linalg.vector_norm(objective.flat_parameters())), 1.0
+    )
+    steps = scale * np.asarray(settings.escape_steps, dtype=np.float64)
+    slope = float(objective.gradient @ v)
+    base = objective.loss_value
+    plus = np.array([objective.loss(float(t) * v) for t in steps])
+    minus = np.array([objective.loss(-float(t) * v) for t in steps])
+    model_plus = base + slope * steps + 0.5 * eigenvalue * steps**2
+    model_minus = base - slope * steps + 0.5 * eigenvalue * steps**2
+    best = base - float(min(plus.min(), minus.min()))
+    return EscapeProbe(eigenvalue, steps, plus, minus, model_plus, model_minus, best)
+
+
+def _evidence(result_numbers: dict[str, Any], d: Decision) -> str:
+    lmax, lmin, g = (
+        result_numbers["lambda_max"],
+        result_numbers["lambda_min"],
+        result_numbers["grad_norm"],
+    )
+    if d.relative_gradient is None:
+        return (
+            f"degenerate: the Hessian vanishes (|λ| ≤ {d.curvature_scale:.3g}) with gradient norm "
+            f"{g:.3g}; the second-order test is inconclusive and higher-order terms decide"
+            if d.classification == "degenerate"
+            else f"not-critical: gradient norm {g:.3g} with a vanishing Hessian"
+        )
+    ratio = abs(lmin) / d.curvature_scale
+    grad = f"gradient norm {g:.3g} (‖g‖/(κ·max(‖w‖,1)) = {d.relative_gradient:.2g})"
+    if d.classification == "not-critical":
+        return f"not-critical: {grad} exceeds the stationarity tolerance"
+    if d.classification == "saddle":
+        frac = result_numbers.get("negative_fraction")
+        morse = "" if frac is None else f", about {frac:.2%} of the spectrum negative"
+        return f"saddle: {grad}, λ_min = {lmin:.4g} < 0 < λ_max = {lmax:.4g}{morse}"
+    if d.classification == "minimum":
+        flat = (
+            f", with flat directions (λ_min = {lmin:.3g}, |λ_min|/λ_max = {ratio:.2g}) where the "
+            "second-order test is inconclusive"
+            if d.degenerate_directions
+            else f", all curvature positive (λ_min = {lmin:.4g})"
+        )
+        approx = "approximate minimum" if result_numbers["grad_norm"] > 0 else "minimum"
+        return f"{approx}: {grad}, λ_max = {lmax:.4g}{flat}"
+    if d.classification == "maximum":
+        return f"maximum: {grad}, λ_max = {lmax:.4g} ≤ 0, λ_min = {lmin:.4g}"
+    return (
+        f"degenerate: {grad}, but neither extreme eigenvalue is significant "
+        f"(λ_max = {lmax:.3g}, λ_min = {lmin:.3g})"
+    )
+
+
+def classify_point(
+    objective: Objective,
+    settings: ClassifySettings | None = None,
+    *,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ClassifyResult:
+    """Classify the checkpoint as a critical point of the mean loss, with the evidence.
+
+    One Lanczos run (top 1 and bottom 1, with Ritz vectors) gives λ_max, λ_min and the escape
+    direction; SLQ gives the negative fraction; CG on the same HVP operator the Newton decrement.
+    """
+    s = settings or ClassifySettings()
+    start = time.perf_counter()
+    H = objective.operator()
+    stage = (lambda name: None) if progress is None else (lambda name: partial(progress, name))
+    notes: dict[str, str] = {}
+    try:
+        lz = lanczos(
+            H,
+            seed=derive_seed(seed, "lanczos"),
+            max_iter=s.max_iter,
+            tol=s.tol,
+            top_k=1,
+            bottom_k=1,
+            return_vectors=True,
+            progress=stage("lanczos"),
+        )
+    except FloatingPointError as exc:
+        raise NumericalError(f"the Lanczos iteration produced non-finite numbers: {exc}") from None
+    if not lz.converged:
+        notes["lanczos"] = f"stopped at --max-iter {s.max_iter} before reaching tol={s.tol:g}"
+    order = np.argsort(lz.ritz_values)
+    lambda_max, lambda_min = float(lz.ritz_values[order[-1]]), float(lz.ritz_values[order[0]])
+    err_max, err_min = float(lz.error_bounds[order[-1]]), float(lz.error_bounds[order[0]])
+    weight_norm = float(torch.linalg.vector_norm(objective.flat_parameters()))
+    decision = decide(
+        grad_norm=objective.grad_norm,
+        weight_norm=weight_norm,
+        lambda_max=lambda_max,
+        lambda_min=lambda_min,
+        error_max=err_max,
+        error_min=err_min,
+        settings=s,
+    )
+    slq = None
+    threshold = s.neg_tol * decision.curvature_scale
+    if objective.num_parameters <= EXACT_FRACTION_MAX:
+        # a few hundred HVPs give the whole spectrum; SLQ with a handful of probes would be
+        # noisy here (in 2-D a Rademacher probe can be an eigenvector)
+        eigenvalues = exact_spectrum(H, progress=stage("exact")).eigenvalues
+        negative_fraction: float | None = float(np.mean(eigenvalues < -threshold))
+    elif s.slq_runs > 0:
+        slq = slq_density(
+            H,
+            runs=s.slq_runs,
+            steps=min(s.slq_steps, objective.num_parameters),
+            seed=derive_seed(seed, "density"),
+            progress=stage("density"),
+        )
+        negative_fraction = negative_mass(slq.nodes, slq.weights, threshold)
+    else:
+        negative_fraction = None
+        notes["negative_fraction"] = "not computed (slq_runs = 0)"
+    newton = None
+    if s.newton and decision.curvature_scale > s.zero_curvature:
+        newton = newton_decrement(
+            objective, H, lambda_min, decision.curvature_scale, s, stage("newton")
+        )
+        if not newton.converged:
+            notes["newton"] = (
+                "CG did not reach cg_tol within cg_max_iter; the decrement is approximate"
+            )
+    escape = None
+    if decision.negative_significant and lz.bottom_vectors is not None:
+        escape = escape_probe(objective, lz.bottom_vectors[:, 0], lambda_min, s)
+    numbers = {
+        "lambda_max": lambda_max,
+        "lambda_min": lambda_min,
+        "grad_norm": objective.grad_norm,
+        "negative_fraction": negative_fraction,
+    }
+    info = RunInfo.from_objective(
+        objective, "classify", seed, H.matvecs, time.perf_counter() - start
+    )
+    return ClassifyResult(
+        info=info,
+        decision=decision,
+        lambda_max=lambda_max,
+        lambda_min=lambda_min,
+        error_max=err_max,
+        error_min=err_min,
+        negative_fraction=negative_fraction,
+        newton=newton,
+        escape=escape,
+        evidence=_evidence(numbers, decision),
+        settings=s,
+        lanczos=lz,
+        slq=slq,
+        notes=notes,
+    )

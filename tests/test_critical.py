@@ -1,0 +1,191 @@
+"""Critical-point classification against closed forms and the exact Hessian.
+
+Analytic 2-D objectives have exact Hessians; the HVP path reproduces them to float64 rounding,
+so eigenvalues are compared with 1e-10 tolerances. Newton decrements on a quadratic are compared
+with the closed form gᵀA⁻¹g; the damping μ = 1e-6·κ biases it by at most μ/λ_min(A) relative
+(here < 1e-5), hence the 1e-4 tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from landscape_cli.cg import conjugate_gradient
+from landscape_cli.cli import app
+from landscape_cli.config import ClassifySettings
+from landscape_cli.critical import classify_point, decide
+from landscape_cli.data import no_data
+from landscape_cli.loading import build_objective, resolve_run_config
+from landscape_cli.objective import Objective
+
+
+def classify_sample(name: str, **kwargs):
+    objective = build_objective(
+        resolve_run_config({"checkpoint": f"sample:{name}", "dtype": "float64"})
+    )
+    return classify_point(objective, ClassifySettings(**kwargs))
+
+
+@pytest.mark.parametrize(
+    "name, label, flat",
+    [
+        ("bowl", "minimum", False),
+        ("neg_bowl", "maximum", False),
+        ("saddle", "saddle", False),
+        ("monkey_saddle", "degenerate", True),
+        ("quartic", "minimum", True),  # x⁴+y²: the degeneracy along x is stated
+        ("cubic", "saddle", False),  # (0, 0): Hessian [[0, 3], [3, 0]]
+        ("cubic_at_min", "minimum", False),  # (1, -1): Hessian [[6, 3], [3, 6]]
+        ("rosenbrock", "minimum", False),  # ill-conditioned (4e-4) but definite: not "flat"
+        ("rosenbrock_at_start", "not-critical", False),
+    ],
+)
+def test_analytic_objectives(name, label, flat):
+    result = classify_sample(name)
+    assert result.classification == label, result.evidence
+    assert result.decision.degenerate_directions == flat
+    assert result.evidence.startswith((label + ":", "approximate minimum:"))
+
+
+def test_bowl_off_the_minimum_is_not_critical():
+    objective = build_objective(
+        resolve_run_config(
+            {
+                "model": "sample_models.analytic:Point",
+                "model_kwargs": {"x": 1.0, "y": 1.0},
+                "loss": "sample_models.analytic:bowl",
+                "dtype": "float64",
+            }
+        )
+    )
+    result = classify_point(objective)
+    assert result.classification == "not-critical"
+    assert result.lambda_max == pytest.approx(2.0, abs=1e-12)
+
+
+def test_cubic_eigenvalues_and_escape_direction():
+    saddle = classify_sample("cubic")
+    assert saddle.lambda_max == pytest.approx(3.0, abs=1e-10)
+    assert saddle.lambda_min == pytest.approx(-3.0, abs=1e-10)
+    assert saddle.negative_fraction == 0.5
+    e = saddle.escape
+    # along v = (1, -1)/√2: f(tv) = t³(1/2√2 - (-1)/2√2)·... ; the quadratic part is -3t²/2
+    assert np.all(e.loss_plus < 0) and np.all(e.loss_minus < 0) and e.best_decrease > 0
+    np.testing.assert_allclose((e.loss_plus + e.loss_minus) / 2, e.model_plus, rtol=1e-10)
+    minimum = classify_sample("cubic_at_min")
+    assert (minimum.lambda_max, minimum.lambda_min) == pytest.approx((9.0, 3.0), abs=1e-10)
+    assert minimum.escape is None
+
+
+def test_saddle_escape_matches_quadratic_exactly():
+    result = classify_sample("saddle")  # x² − y²: exactly quadratic
+    e = result.escape
+    np.testing.assert_allclose(e.loss_plus, -(e.steps**2), atol=1e-14)
+    np.testing.assert_allclose(e.loss_plus, e.model_plus, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "numbers, label",
+    [
+        (dict(grad_norm=0.0, weight_norm=0.0, lambda_max=0.0, lambda_min=0.0), "degenerate"),
+        (dict(grad_norm=1.0, weight_norm=0.0, lambda_max=0.0, lambda_min=0.0), "not-critical"),
+        (dict(grad_norm=1e-9, weight_norm=10.0, lambda_max=10.0, lambda_min=-1e-3), "minimum"),
+        # λ_min below -neg_tol·κ but within its error bound: not counted as negative
+        (
+            dict(grad_norm=0.0, weight_norm=1.0, lambda_max=10.0, lambda_min=-0.05, error_min=0.1),
+            "minimum",
+        ),
+        (dict(grad_norm=0.0, weight_norm=1.0, lambda_max=10.0, lambda_min=-0.05), "saddle"),
+        (dict(grad_norm=0.02, weight_norm=1.0, lambda_max=10.0, lambda_min=1.0), "not-critical"),
+        (dict(grad_norm=0.0, weight_norm=1.0, lambda_max=-1e-6, lambda_min=-5.0), "maximum"),
+    ],
+)
+def test_decision_rule(numbers, label):
+    assert decide(**numbers).classification == label
+
+
+def test_trained_and_untrained_networks_agree_with_exact_hessian():
+    trained = build_objective(resolve_run_config({"checkpoint": "sample:mlp", "dtype": "float64"}))
+    result = classify_point(trained)
+    assert result.classification == "minimum" and result.decision.degenerate_directions
+    assert result.evidence.startswith("approximate minimum")
+    H = torch.stack(
+        [trained.hvp(e) for e in torch.eye(trained.num_parameters, dtype=torch.float64)]
+    )
+    exact = torch.linalg.eigvalsh((H + H.T) / 2).numpy()
+    assert result.lambda_max == pytest.approx(exact[-1], rel=1e-4)
+    assert abs(result.lambda_min - exact[0]) <= 1e-3 * exact[-1]
+    threshold = 1e-3 * max(abs(exact[0]), exact[-1])
+    assert result.negative_fraction == pytest.approx(np.mean(exact < -threshold), abs=0.01)
+
+    torch.manual_seed(0)
+    untrained = build_objective(
+        resolve_run_config(
+            {"model": "sample_models.mlp:build", "data": "sample:blobs", "dtype": "float64"}
+        )
+    )
+    assert classify_point(untrained).classification == "not-critical"
+
+
+class Quadratic(nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(torch.as_tensor(w, dtype=torch.float64))
+
+
+def test_newton_decrement_matches_closed_form():
+    gen = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64, generator=gen))
+    A = Q @ torch.diag(torch.tensor([1.0, 2, 3, 5, 8, 13], dtype=torch.float64)) @ Q.T
+    b = torch.randn(6, dtype=torch.float64, generator=gen)
+    w0 = torch.randn(6, dtype=torch.float64, generator=gen)
+    objective = Objective(
+        Quadratic(w0), lambda m, _: 0.5 * m.w @ A @ m.w - b @ m.w, no_data(), dtype=torch.float64
+    )
+    result = classify_point(objective, ClassifySettings(grad_tol=1e9))  # any point counts
+    g = A @ w0 - b
+    exact = float(g @ torch.linalg.solve(A, g))
+    assert result.newton.decrement_squared == pytest.approx(exact, rel=1e-4)
+    step = torch.linalg.solve(A, g)
+    assert result.newton.step_norm == pytest.approx(float(step.norm()), rel=1e-4)
+    # the quadratic model's promise holds exactly for a quadratic: L(w - step) = L(w) - δ²/2
+    assert objective.loss(-step) == pytest.approx(objective.loss_value - exact / 2, abs=1e-10)
+
+
+def test_conjugate_gradient():
+    gen = torch.Generator().manual_seed(1)
+    M = torch.randn(30, 30, dtype=torch.float64, generator=gen)
+    A = M @ M.T + 0.1 * torch.eye(30, dtype=torch.float64)
+    b = torch.randn(30, dtype=torch.float64, generator=gen)
+    res = conjugate_gradient(A, b, tol=1e-10, max_iter=200)
+    assert res.converged and torch.allclose(res.x, torch.linalg.solve(A, b), rtol=1e-7, atol=1e-9)
+    shifted = conjugate_gradient(
+        A - 2.0 * torch.eye(30, dtype=torch.float64), b, shift=2.0, tol=1e-10, max_iter=200
+    )
+    assert torch.allclose(shifted.x, res.x, rtol=1e-6, atol=1e-8)
+    indefinite = conjugate_gradient(
+        torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64)),
+        torch.ones(2, dtype=torch.float64),
+    )
+    assert indefinite.negative_curvature and not indefinite.converged
+    with pytest.raises(ValueError, match="tol"):
+        conjugate_gradient(A, b, tol=0)
+
+
+def test_classify_cli_json():
+    result = CliRunner().invoke(app, ["classify", "sample:saddle", "--json"])
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert {"classification", "lambda_max", "lambda_min", "negative_fraction", "evidence"} <= set(
+        payload
+    )
+    assert payload["classification"] == "saddle"
+    assert payload["command"] == "classify"
+    text = CliRunner().invoke(app, ["classify", "sample:bowl"])
+    assert text.exit_code == 0 and "minimum" in text.stdout
