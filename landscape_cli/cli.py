@@ -78,6 +78,13 @@ SeedOpt = Annotated[
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:INDEX [default: auto].")
 ]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads for torch [default: torch's choice]; 1 helps on a busy machine.",
+    ),
+]
 DtypeOpt = Annotated[
     str | None, typer.Option("--dtype", help="float32 or float64 [default: float32].")
 ]
@@ -248,6 +255,7 @@ def inspect(
     max_samples: MaxSamplesOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     dtype: DtypeOpt = None,
     mode: ModeOpt = None,
     hvp_mode: HvpModeOpt = None,
@@ -259,7 +267,7 @@ def inspect(
     """Load and validate; show parameters, layers, loss, gradient norm and the data."""
     flags = _common_flags(
         checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
-        max_samples=max_samples, seed=seed, device=device, dtype=dtype, mode=mode,
+        max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
         hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
     )  # fmt: skip
     with _errors(debug):
@@ -288,6 +296,7 @@ def spectrum(
     max_samples: MaxSamplesOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     dtype: DtypeOpt = None,
     mode: ModeOpt = None,
     hvp_mode: HvpModeOpt = None,
@@ -346,7 +355,7 @@ def spectrum(
     """Top-k eigenvalues and lambda_min (Lanczos), trace (Hutch++) and spectral density (SLQ)."""
     flags = _common_flags(
         checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
-        max_samples=max_samples, seed=seed, device=device, dtype=dtype, mode=mode,
+        max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
         hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
     )  # fmt: skip
     flags.update(
@@ -391,6 +400,7 @@ def classify(
     max_samples: MaxSamplesOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     dtype: DtypeOpt = None,
     mode: ModeOpt = None,
     hvp_mode: HvpModeOpt = None,
@@ -426,7 +436,7 @@ def classify(
     """Critical-point type (minimum, saddle, maximum, degenerate, not-critical) with its evidence."""
     flags = _common_flags(
         checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
-        max_samples=max_samples, seed=seed, device=device, dtype=dtype, mode=mode,
+        max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
         hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
     )  # fmt: skip
     flags.update(

@@ -61,6 +61,13 @@ COMMON: dict[str, Option] = {
     ),
     "seed": Option(int, 0, "seed of every random choice (probes, start vectors)", minimum=0),
     "device": Option(str, "auto", DEVICE_HELP),
+    "threads": Option(
+        int,
+        None,
+        "CPU threads for torch (default: torch's choice); 1 avoids thread contention on a busy machine",
+        minimum=1,
+        nullable=True,
+    ),
     "dtype": Option(str, "float32", "floating-point precision", choices=("float32", "float64")),
     "mode": Option(str, "eval", "module mode during analysis", choices=("eval", "train")),
     "hvp_mode": Option(
@@ -176,6 +183,7 @@ class RunConfig:
     max_samples: int | None = None
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None
     dtype: str = "float32"
     mode: str = "eval"
     hvp_mode: str = "auto"

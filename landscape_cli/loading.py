@@ -548,6 +548,8 @@ def build_objective(config: RunConfig, progress: Callable[[int, int], None] | No
             hint="pass --model package.module:callable (or set model.spec in --config)",
         )
     device = resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     model = build_model(config.model, config.model_kwargs)
     checkpoint = None
