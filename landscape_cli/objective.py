@@ -16,10 +16,10 @@ the Hessian", Neural Computation 1994):
 one extra backward pass through a differentiable gradient. Two mechanisms, chosen by ``hvp_mode``:
 
 * ``cached``: build the gradient ``g = ∇L`` once with ``create_graph=True`` over all batches and
-  keep its graph; every HVP is then one backward pass through it (measured ≈ 1.1× a gradient on
-  an MLP, 2.6× on a CNN, see BENCHMARKS.md). Memory grows with the number of samples.
+  keep its graph; every HVP is then one backward pass through it (measured 1.0× a gradient on
+  the MLPs and 1.8× on the CNNs of BENCHMARKS.md). Memory grows with the number of samples.
 * ``streaming``: for every HVP, recompute each batch's gradient graph, differentiate, free it.
-  ≈ 2–4× a gradient, memory of one batch.
+  2.2× (MLP) to 3.1× (CNN) a gradient, memory of one batch.
 
 ``auto`` builds the cached graph while measuring the bytes autograd saves (a
 ``saved_tensors_hooks`` count, not a guess) and falls back to streaming as soon as they would
