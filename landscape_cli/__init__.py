@@ -2,7 +2,8 @@
 
 The library is usable without the CLI, e.g. in a notebook::
 
-    from landscape_cli import Objective, analyze_spectrum, lanczos, hutchpp_trace, slq_density
+    from landscape_cli import Objective, analyze_spectrum, hutchpp_trace, slq_density
+    from landscape_cli.lanczos import lanczos  # the module and the function share the name
 
 Names are imported lazily so ``import landscape_cli`` (and ``landscape --help``) does not import
 torch.
@@ -31,7 +32,6 @@ _EXPORTS = {
     "Objective": "objective",
     "HessianOperator": "objective",
     # estimators
-    "lanczos": "lanczos",
     "LanczosResult": "lanczos",
     "hutchinson_trace": "trace",
     "hutchpp_trace": "trace",
@@ -42,6 +42,9 @@ _EXPORTS = {
     "exact_spectrum": "exact",
     # analyses and results
     "analyze_spectrum": "spectrum",
+    "classify_point": "critical",
+    "ClassifyResult": "critical",
+    "ClassifySettings": "config",
     "SpectrumResult": "results",
     "inspect_objective": "inspection",
     # errors

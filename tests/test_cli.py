@@ -211,3 +211,9 @@ def test_same_command_twice_gives_identical_json():
     first.pop("seconds")
     second.pop("seconds")
     assert first == second
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from landscape_cli.cli import app; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
