@@ -184,6 +184,8 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
         "density": "SLQ density",
         "exact": "exact Hessian",
         "newton": "Newton decrement (CG)",
+        "sharpness": "worst case (ascent)",
+        "average": "average case",
     }
     with Progress(
         TextColumn("{task.description:<20}"),
@@ -460,6 +462,86 @@ def classify(
             from .terminal import print_classification
 
             print_classification(result)
+
+
+@app.command()
+def sharpness(
+    checkpoint: CheckpointArg = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    loss: LossOpt = None,
+    config: ConfigOpt = None,
+    batch_size: BatchSizeOpt = None,
+    max_samples: MaxSamplesOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    dtype: DtypeOpt = None,
+    mode: ModeOpt = None,
+    hvp_mode: HvpModeOpt = None,
+    rho: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rho",
+            help="Radius, repeatable or comma-separated [default: 0.01,0.02,0.05,0.1,0.2].",
+        ),
+    ] = None,
+    adaptive: Annotated[
+        bool | None,
+        typer.Option(
+            "--adaptive/--no-adaptive", help="ASAM's scale-invariant ball [default: off]."
+        ),
+    ] = None,
+    eta: Annotated[float | None, typer.Option("--eta", help="ASAM's η [default: 0.01].")] = None,
+    m: Annotated[
+        int | None,
+        typer.Option("--m", help="m-sharpness: disjoint batches of m samples [default: off]."),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help="Ascent steps per start (worst case) [default: 20]."),
+    ] = None,
+    restarts: Annotated[
+        int | None, typer.Option("--restarts", help="Random restarts (worst case) [default: 2].")
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option("--samples", help="Monte Carlo pairs (average case) [default: 16]."),
+    ] = None,
+    trust_checkpoint: TrustOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """SAM sharpness over radii rho: worst case, one step, average case, second order."""
+    flags = _common_flags(
+        checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
+        max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
+        hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
+    )  # fmt: skip
+    flags.update(
+        {
+            "sharpness.rho": None if not rho else ",".join(rho),
+            "sharpness.adaptive": adaptive,
+            "sharpness.eta": eta,
+            "sharpness.m": m,
+            "sharpness.steps": steps,
+            "sharpness.restarts": restarts,
+            "sharpness.samples": samples,
+        }
+    )
+    with _errors(debug):
+        from .sharpness import measure_sharpness
+
+        with _progress(quiet) as progress:
+            cfg, objective = _load(flags, config, progress)
+            result = measure_sharpness(objective, cfg.sharpness, seed=cfg.seed, progress=progress)
+        if json_output:
+            _emit_json(result.to_dict())
+        else:
+            from .terminal import print_sharpness
+
+            print_sharpness(result)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ resolved against the directory of that file, so a config works from any working 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +125,35 @@ CLASSIFY: dict[str, Option] = {
     ),
 }
 
-SECTIONS: dict[str, dict[str, Option]] = {"spectrum": SPECTRUM, "classify": CLASSIFY}
+SHARPNESS: dict[str, Option] = {
+    "rho": Option(
+        tuple,
+        (0.01, 0.02, 0.05, 0.1, 0.2),
+        "radii of the perturbation ball (each > 0)",
+        minimum=0.0,
+    ),
+    "adaptive": Option(bool, False, "ASAM's scale-invariant ball ‖ε/(|w|+η)‖ ≤ ρ"),
+    "eta": Option(float, 0.01, "ASAM's η in T_w = diag(|w| + η)", minimum=0.0),
+    "steps": Option(int, 20, "projected gradient-ascent steps per start (worst case)", minimum=1),
+    "restarts": Option(int, 2, "random starts besides the SAM point (worst case)", minimum=0),
+    "samples": Option(int, 16, "Monte Carlo pairs ±ε for the average case", minimum=2),
+    "m": Option(
+        int,
+        None,
+        "m-sharpness: average over disjoint batches of m samples",
+        minimum=1,
+        nullable=True,
+    ),
+    "second_order": Option(bool, True, "λ_max by Lanczos for ρ‖g‖ + ½ρ²λ_max"),
+    "tol": Option(float, 1e-4, "Lanczos relative error target", minimum=0.0),
+    "max_iter": Option(int, 100, "maximum Lanczos iterations", minimum=1),
+}
+
+SECTIONS: dict[str, dict[str, Option]] = {
+    "spectrum": SPECTRUM,
+    "classify": CLASSIFY,
+    "sharpness": SHARPNESS,
+}
 
 
 def _normalise_key(key: Any) -> str:
@@ -171,6 +200,23 @@ class ClassifySettings:
 
 
 @dataclass(frozen=True)
+class SharpnessSettings:
+    """Options of ``landscape sharpness`` (see :data:`SHARPNESS`; the measures are in
+    :mod:`landscape_cli.sharpness`)."""
+
+    rho: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)
+    adaptive: bool = False
+    eta: float = 0.01
+    steps: int = 20
+    restarts: int = 2
+    samples: int = 16
+    m: int | None = None
+    second_order: bool = True
+    tol: float = 1e-4
+    max_iter: int = 100
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The resolved configuration of one run. Build it with :func:`resolve_config`."""
 
@@ -190,6 +236,7 @@ class RunConfig:
     trust_checkpoint: bool = False
     spectrum: SpectrumSettings = field(default_factory=SpectrumSettings)
     classify: ClassifySettings = field(default_factory=ClassifySettings)
+    sharpness: SharpnessSettings = field(default_factory=SharpnessSettings)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     config_file: str | None = None
 
@@ -201,7 +248,10 @@ class RunConfig:
             out[name] = dict(value) if isinstance(value, Mapping) else value
         for section, options in SECTIONS.items():
             settings = getattr(self, section)
-            out[section] = {key: getattr(settings, key) for key in options}
+            out[section] = {
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in ((key, getattr(settings, key)) for key in options)
+            }
         return out
 
     def to_yaml(self) -> str:
@@ -236,6 +286,20 @@ def _coerce(key: str, option: Option, value: Any, where: str) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             out = float(value)
+        elif expected is tuple:  # a list of positive finite numbers: YAML list, "a,b" or one number
+            items = value.split(",") if isinstance(value, str) else value
+            if isinstance(items, (int, float)) and not isinstance(items, bool):
+                items = [items]
+            if not isinstance(items, (list, tuple)) or not items:
+                raise TypeError
+            out = tuple(float(item) for item in items)
+            bad = [v for v in out if not (math.isfinite(v) and v > (option.minimum or 0.0))]
+            if bad:
+                raise InputError(
+                    f"{where}: '{key}' holds {bad[0]!r}; every value must be a finite number > "
+                    f"{option.minimum or 0.0:g}"
+                )
+            return out
         elif expected is dict:
             if not isinstance(value, Mapping):
                 raise TypeError
@@ -246,7 +310,9 @@ def _coerce(key: str, option: Option, value: Any, where: str) -> Any:
             out = str(value)
     except (TypeError, ValueError):
         raise InputError(
-            f"{where}: '{key}' should be {expected.__name__}, got {value!r}", hint=option.help
+            f"{where}: '{key}' should be "
+            f"{'a list of numbers' if expected is tuple else expected.__name__}, got {value!r}",
+            hint=option.help,
         ) from None
     if option.choices is not None and out not in option.choices:
         raise InputError(f"{where}: '{key}' is {out!r}; choose one of {', '.join(option.choices)}")
@@ -405,7 +471,11 @@ def resolve_config(
     common = {key: values[key] for key in COMMON}
     if common["model_kwargs"] is None:
         common["model_kwargs"] = {}
-    classes = {"spectrum": SpectrumSettings, "classify": ClassifySettings}
+    classes = {
+        "spectrum": SpectrumSettings,
+        "classify": ClassifySettings,
+        "sharpness": SharpnessSettings,
+    }
     sections = {
         name: classes[name](**{k: values[f"{name}.{k}"] for k in options})
         for name, options in SECTIONS.items()

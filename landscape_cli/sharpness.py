@@ -80,6 +80,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import SharpnessSettings
 from .data import Batch, batch_size_of
 from .errors import InputError, NumericalError
 from .lanczos import lanczos
@@ -89,22 +90,6 @@ from .seeding import derive_seed
 
 Progress = Callable[[str, int, int], None]
 WeightedBatches = Sequence[tuple[Batch, float]]
-
-
-@dataclass(frozen=True)
-class SharpnessSettings:
-    """Options of ``landscape sharpness`` (the measures are in the module docstring)."""
-
-    rho: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)
-    adaptive: bool = False
-    eta: float = 0.01  # ASAM's η in T_w = diag(|w| + η)
-    steps: int = 20  # ascent steps per start
-    restarts: int = 2  # random starts besides the SAM point and the previous radius's best
-    samples: int = 16  # antithetic Monte Carlo pairs for the average case
-    m: int | None = None  # m-sharpness chunk size (None: the full-data loss)
-    second_order: bool = True  # run Lanczos for λ_max
-    tol: float = 1e-4  # Lanczos tolerance
-    max_iter: int = 100  # Lanczos steps
 
 
 def validate_settings(settings: SharpnessSettings) -> None:

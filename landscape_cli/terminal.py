@@ -154,3 +154,30 @@ def print_classification(result: Any, console: Console | None = None) -> None:
     )
     for key, note in result.notes.items():
         console.print(f"[yellow]note[/yellow] ({key}): {note}")
+
+
+def print_sharpness(result: Any, console: Console | None = None) -> None:
+    """Sharpness measures against ρ."""
+    console = console or Console()
+    _header(console, result.info)
+    kind = "adaptive (ASAM) " if result.adaptive else ""
+    table = Table(title=f"{kind}sharpness L(w+ε) − L(w)", title_justify="left")
+    for name in ("ρ", "worst case (≥)", "one-step SAM", "average case", "± s.e.", "ρ‖g‖+½ρ²λ_max"):
+        table.add_column(name, justify="right")
+    for i, rho in enumerate(result.rho):
+        table.add_row(
+            _fmt(rho, 3),
+            _fmt(result.worst_case[i], 4),
+            _fmt(result.one_step[i], 4),
+            _fmt(result.average_case[i], 4),
+            _fmt(result.average_case_stderr[i], 2),
+            _fmt(result.second_order[i], 4),
+        )
+    console.print(table)
+    console.print(
+        f"λ_max {_fmt(result.lambda_max)} · worst case is the best point found by projected "
+        f"ascent (a lower bound) · {result.info.hvp_count:,} HVPs, "
+        f"{result.gradient_evaluations:,} gradients in {result.info.seconds:.2f} s · seed {result.info.seed}"
+    )
+    for key, note in result.notes.items():
+        console.print(f"[yellow]note[/yellow] ({key}): {note}")

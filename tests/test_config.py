@@ -108,7 +108,8 @@ def test_reference_config_lists_every_key_with_its_default():
         assert document[key] == option.default, key
     for section, options in SECTIONS.items():
         for key, option in options.items():
-            assert document[section][key] == option.default, f"{section}.{key}"
+            default = list(option.default) if isinstance(option.default, tuple) else option.default
+            assert document[section][key] == default, f"{section}.{key}"
     assert set(document) == set(COMMON) | set(SECTIONS)
 
 
