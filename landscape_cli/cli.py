@@ -104,6 +104,13 @@ JsonOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on error.")]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lr",
+        help="Learning rate for the edge-of-stability numbers [default: from the checkpoint's optimizer].",
+    ),
+]
 TrustOpt = Annotated[
     bool,
     typer.Option(
@@ -349,6 +356,7 @@ def spectrum(
             "--exact/--no-exact", help="Also compute the exact Hessian (at most 6000 parameters)."
         ),
     ] = None,
+    lr: LrOpt = None,
     trust_checkpoint: TrustOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -358,7 +366,7 @@ def spectrum(
     flags = _common_flags(
         checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
         max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
-        hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
+        hvp_mode=hvp_mode, lr=lr, trust_checkpoint=trust_checkpoint,
     )  # fmt: skip
     flags.update(
         {
@@ -382,7 +390,9 @@ def spectrum(
 
         with _progress(quiet) as progress:
             cfg, objective = _load(flags, config, progress)
-            result = analyze_spectrum(objective, cfg.spectrum, seed=cfg.seed, progress=progress)
+            result = analyze_spectrum(
+                objective, cfg.spectrum, seed=cfg.seed, lr=cfg.lr, progress=progress
+            )
         if json_output:
             _emit_json(result.to_dict())
         else:
@@ -430,6 +440,7 @@ def classify(
             "--newton/--no-newton", help="Newton decrement by conjugate gradient [default: on]."
         ),
     ] = None,
+    lr: LrOpt = None,
     trust_checkpoint: TrustOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -439,7 +450,7 @@ def classify(
     flags = _common_flags(
         checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
         max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
-        hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
+        hvp_mode=hvp_mode, lr=lr, trust_checkpoint=trust_checkpoint,
     )  # fmt: skip
     flags.update(
         {
@@ -455,7 +466,9 @@ def classify(
 
         with _progress(quiet) as progress:
             cfg, objective = _load(flags, config, progress)
-            result = classify_point(objective, cfg.classify, seed=cfg.seed, progress=progress)
+            result = classify_point(
+                objective, cfg.classify, seed=cfg.seed, lr=cfg.lr, progress=progress
+            )
         if json_output:
             _emit_json(result.to_dict())
         else:

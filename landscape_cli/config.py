@@ -77,6 +77,13 @@ COMMON: dict[str, Option] = {
         "cached: keep one differentiable gradient graph; streaming: recompute batch by batch",
         choices=("auto", "cached", "streaming"),
     ),
+    "lr": Option(
+        float,
+        None,
+        "learning rate for the edge-of-stability numbers (default: the checkpoint's optimizer state)",
+        minimum=0.0,
+        nullable=True,
+    ),
     "trust_checkpoint": Option(bool, False, "allow full pickle loading (runs code in the file)"),
 }
 
@@ -233,6 +240,7 @@ class RunConfig:
     dtype: str = "float32"
     mode: str = "eval"
     hvp_mode: str = "auto"
+    lr: float | None = None
     trust_checkpoint: bool = False
     spectrum: SpectrumSettings = field(default_factory=SpectrumSettings)
     classify: ClassifySettings = field(default_factory=ClassifySettings)

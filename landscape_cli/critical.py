@@ -54,6 +54,7 @@ from .lanczos import lanczos
 from .objective import Objective
 from .results import RunInfo, json_number, json_numbers
 from .seeding import derive_seed
+from .stability import NO_LEARNING_RATE, stability_report
 
 LABELS = ("minimum", "saddle", "maximum", "degenerate", "not-critical")
 EXACT_FRACTION_MAX = 200  # parameters up to which the negative fraction is computed exactly
@@ -174,6 +175,7 @@ class ClassifyResult:
     settings: ClassifySettings
     lanczos: Any = None
     slq: Any = None
+    stability: Any = None  # StabilityReport
     notes: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -208,6 +210,7 @@ class ClassifyResult:
                 },
             }
         )
+        out["stability"] = None if self.stability is None else self.stability.to_dict()
         if self.notes:
             out["notes"] = dict(self.notes)
         return out
@@ -316,6 +319,7 @@ def classify_point(
     settings: ClassifySettings | None = None,
     *,
     seed: int = 0,
+    lr: float | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> ClassifyResult:
     """Classify the checkpoint as a critical point of the mean loss, with the evidence.
@@ -393,9 +397,11 @@ def classify_point(
         "grad_norm": objective.grad_norm,
         "negative_fraction": negative_fraction,
     }
-    info = RunInfo.from_objective(
-        objective, "classify", seed, H.matvecs, time.perf_counter() - start
-    )
+    stability = stability_report(objective, lambda_max, lr=lr, seed=seed)
+    if stability is None:
+        notes["stability"] = NO_LEARNING_RATE
+    hvps = H.matvecs + (stability.matvecs if stability is not None else 0)
+    info = RunInfo.from_objective(objective, "classify", seed, hvps, time.perf_counter() - start)
     return ClassifyResult(
         info=info,
         decision=decision,
@@ -410,5 +416,6 @@ def classify_point(
         settings=s,
         lanczos=lz,
         slq=slq,
+        stability=stability,
         notes=notes,
     )

@@ -117,6 +117,23 @@ class HessianOperator:
         )
 
 
+class ScaledOperator:
+    """``T A T`` for a diagonal ``T = diag(t)``: e.g. the Hessian in ASAM's coordinates, or the
+    preconditioned Hessian ``P^{-1/2} H P^{-1/2}`` (same eigenvalues as ``P⁻¹H``)."""
+
+    def __init__(self, operator: Any, t: torch.Tensor) -> None:
+        self.operator = operator
+        self.t = t.to(device=operator.device, dtype=operator.dtype)
+        self.shape = operator.shape
+        self.dtype = operator.dtype
+        self.device = operator.device
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        v = v.to(device=self.device, dtype=self.dtype)
+        t = self.t if v.ndim == 1 else self.t[:, None]
+        return t * (self.operator @ (t * v))
+
+
 class Objective:
     """Mean loss over the selected samples as a function of the flattened trainable parameters.
 

@@ -109,6 +109,7 @@ class SpectrumResult:
     slq: Any = None
     density_estimate: Any = None
     exact: Any = None  # ExactSpectrum
+    stability: Any = None  # StabilityReport
     notes: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -154,6 +155,7 @@ class SpectrumResult:
                 },
             }
         )
+        out["stability"] = None if self.stability is None else self.stability.to_dict()
         if self.exact is not None:
             out["exact"] = self.exact.to_dict(self.top_k, max(self.bottom_k, 1))
         if self.notes:

@@ -84,7 +84,7 @@ from .config import SharpnessSettings
 from .data import Batch, batch_size_of
 from .errors import InputError, NumericalError
 from .lanczos import lanczos
-from .objective import Objective
+from .objective import Objective, ScaledOperator
 from .results import RunInfo, json_number, json_numbers
 from .seeding import derive_seed
 
@@ -328,22 +328,6 @@ def _average_case(
     return values
 
 
-class _ScaledOperator:
-    """``T H T`` for the diagonal ``T = diag(t)``: the Hessian in ASAM's ``z`` coordinates."""
-
-    def __init__(self, operator: Any, t: torch.Tensor) -> None:
-        self.operator = operator
-        self.t = t
-        self.shape = operator.shape
-        self.dtype = operator.dtype
-        self.device = operator.device
-
-    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
-        v = v.to(device=self.device, dtype=self.dtype)
-        t = self.t if v.ndim == 1 else self.t[:, None]
-        return t * (self.operator @ (t * v))
-
-
 # ---------------------------------------------------------------------------- result
 @dataclass(frozen=True)
 class SharpnessResult:
@@ -433,7 +417,7 @@ def measure_sharpness(
     lambda_max: float | None = None
     lz = None
     if s.second_order:
-        op = _ScaledOperator(H, t) if s.adaptive else H
+        op = ScaledOperator(H, t) if s.adaptive else H
         try:
             lz = lanczos(
                 op,

@@ -19,6 +19,7 @@ from .lanczos import lanczos
 from .objective import Objective
 from .results import RunInfo, SpectrumResult
 from .seeding import derive_seed
+from .stability import NO_LEARNING_RATE, stability_report
 from .trace import hutchinson_trace, hutchpp_trace
 
 StageProgress = Callable[[str, int, int], None]
@@ -33,6 +34,7 @@ def analyze_spectrum(
     settings: SpectrumSettings | None = None,
     *,
     seed: int = 0,
+    lr: float | None = None,
     progress: StageProgress | None = None,
 ) -> SpectrumResult:
     """Top-k and bottom-k eigenvalues, trace and spectral density of the Hessian at ``w``.
@@ -43,6 +45,8 @@ def analyze_spectrum(
     * Density: stochastic Lanczos quadrature (Lin, Saad & Yang 2016; Ghorbani et al. 2019),
       ``slq_runs × slq_steps`` HVPs, Gaussian broadening ``sigma``.
     * Exact (``settings.exact``): the dense Hessian from ``n`` HVPs, for small models.
+    * Edge of stability (:mod:`landscape_cli.stability`) when a learning rate is known (``lr`` or
+      the checkpoint's optimizer state).
     """
     settings = settings or SpectrumSettings()
     start = time.perf_counter()
@@ -90,9 +94,11 @@ def analyze_spectrum(
         raise NumericalError(f"the Lanczos iteration produced non-finite numbers: {exc}") from None
     if bottom_k == 0:
         notes["lambda_min"] = "not requested (--bottom-k 0)"
-    info = RunInfo.from_objective(
-        objective, "spectrum", seed, H.matvecs, time.perf_counter() - start
-    )
+    stability = stability_report(objective, float(lz.top(1)[0]), lr=lr, seed=seed)
+    if stability is None:
+        notes["stability"] = NO_LEARNING_RATE
+    hvps = H.matvecs + (stability.matvecs if stability is not None else 0)
+    info = RunInfo.from_objective(objective, "spectrum", seed, hvps, time.perf_counter() - start)
     return SpectrumResult(
         info=info,
         top_eigenvalues=lz.top(top_k),
@@ -105,5 +111,6 @@ def analyze_spectrum(
         slq=slq,
         density_estimate=density,
         exact=exact,
+        stability=stability,
         notes=notes,
     )

@@ -32,6 +32,24 @@ def _header(console: Console, info: Any) -> None:
     )
 
 
+def _print_stability(console: Console, stability: Any) -> None:
+    if stability is None:
+        return
+    verdict = "stable" if stability.lr_times_lambda_max < 2 else "beyond the GD bound"
+    line = (
+        f"edge of stability: η·λ_max = {_fmt(stability.lr_times_lambda_max, 4)} vs 2 ({verdict}; "
+        f"η = {_fmt(stability.lr, 4)} from {stability.source}, {stability.optimizer}"
+    )
+    if stability.momentum:
+        line += f", momentum bound 2(1+β) = {_fmt(stability.momentum_threshold, 3)}"
+    console.print(line + ")")
+    if stability.preconditioned_sharpness is not None:
+        console.print(
+            f"  Adam: λ_max(P⁻¹H) = {_fmt(stability.preconditioned_sharpness, 4)} vs "
+            f"(2+2β₁)/((1−β₁)η) = {_fmt(stability.preconditioned_threshold, 4)}"
+        )
+
+
 def sparkline(values: np.ndarray, width: int = 60) -> str:
     """The density on a log scale as one line of block characters."""
     values = np.asarray(values, dtype=float)
@@ -77,13 +95,15 @@ def print_spectrum(result: Any, console: Console | None = None) -> None:
             f"density (SLQ, log scale, {_fmt(d.grid[0], 3)} … {_fmt(d.grid[-1], 3)}, σ={_fmt(d.sigma, 3)}):"
         )
         console.print(f"  [cyan]{sparkline(d.values)}[/cyan]")
+    _print_stability(console, result.stability)
     status = "converged" if lz.converged else "NOT converged (raise --max-iter)"
     console.print(
         f"Lanczos {status} after {len(lz.alphas)} iterations · {info.hvp_count:,} HVPs in "
         f"{info.seconds:.2f} s · seed {info.seed}"
     )
     for key, note in result.notes.items():
-        console.print(f"[yellow]note[/yellow] ({key}): {note}")
+        if key != "stability":
+            console.print(f"[yellow]note[/yellow] ({key}): {note}")
 
 
 def print_inspection(result: Any, console: Console | None = None) -> None:
@@ -153,7 +173,8 @@ def print_classification(result: Any, console: Console | None = None) -> None:
         f"{result.info.hvp_count:,} HVPs in {result.info.seconds:.2f} s · seed {result.info.seed}"
     )
     for key, note in result.notes.items():
-        console.print(f"[yellow]note[/yellow] ({key}): {note}")
+        if key != "stability":
+            console.print(f"[yellow]note[/yellow] ({key}): {note}")
 
 
 def print_sharpness(result: Any, console: Console | None = None) -> None:
@@ -180,4 +201,5 @@ def print_sharpness(result: Any, console: Console | None = None) -> None:
         f"{result.gradient_evaluations:,} gradients in {result.info.seconds:.2f} s · seed {result.info.seed}"
     )
     for key, note in result.notes.items():
-        console.print(f"[yellow]note[/yellow] ({key}): {note}")
+        if key != "stability":
+            console.print(f"[yellow]note[/yellow] ({key}): {note}")

@@ -1,0 +1,212 @@
+"""Edge of stability: the learning rate against the curvature it meets.
+
+Gradient descent with step ``η`` on a quadratic diverges along an eigenvector once ``η·λ > 2``;
+Cohen et al. ("Gradient descent on neural networks typically occurs at the edge of stability",
+ICLR 2021) found full-batch training drives ``λ_max`` to ``2/η`` and hovers there. With heavy-ball
+momentum ``β`` the bound is ``η·λ < 2(1 + β)`` (their appendix; Goh 2017).
+
+For Adam the relevant quantity is the *preconditioned* sharpness ``λ_max(P⁻¹H)`` with
+``P = (1 − β₁ᵗ)·diag(√v̂ + ε)``, ``v̂ = v/(1 − β₂ᵗ)`` the bias-corrected second-moment estimate,
+whose stability threshold is ``(2 + 2β₁)/((1 − β₁)η)`` = ``38/η`` for ``β₁ = 0.9`` (Cohen et al.,
+"Adaptive gradient methods at the edge of stability", 2022). ``λ_max(P⁻¹H)`` is computed as the
+largest eigenvalue of the symmetric ``P^{-1/2} H P^{-1/2}`` by Lanczos.
+
+The learning rate and optimizer state come from the checkpoint (``optimizer``,
+``optimizer_state_dict`` or Lightning's ``optimizer_states``) or from ``--lr``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import InputError
+from .lanczos import lanczos
+from .objective import Objective, ScaledOperator
+from .results import json_number
+from .seeding import derive_seed
+
+OPTIMIZER_KEYS = ("optimizer", "optimizer_state_dict", "optim", "opt")
+NO_LEARNING_RATE = "no learning rate: pass --lr, or a checkpoint that stores its optimizer state"
+
+
+@dataclass(frozen=True)
+class OptimizerState:
+    """What the stability analysis needs from a torch optimizer ``state_dict``."""
+
+    kind: str  # "adam" (Adam/AdamW: exp_avg_sq present), "sgd", or "unknown"
+    lr: float
+    momentum: float = 0.0
+    betas: tuple[float, float] | None = None
+    eps: float = 1e-8
+    step: float | None = None
+    exp_avg_sq: list[torch.Tensor] | None = None  # per parameter, optimizer order
+
+
+def find_optimizer_state(extra: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The optimizer ``state_dict`` stored beside the weights in a training checkpoint, if any."""
+    for key in OPTIMIZER_KEYS:
+        value = extra.get(key)
+        if isinstance(value, Mapping) and "param_groups" in value:
+            return value
+    states = extra.get("optimizer_states")  # PyTorch Lightning
+    if isinstance(states, (list, tuple)) and states and isinstance(states[0], Mapping):
+        return states[0]
+    return None
+
+
+def parse_optimizer_state(
+    state_dict: Mapping[str, Any], where: str = "checkpoint"
+) -> OptimizerState:
+    """Read the learning rate, momentum / betas and Adam's second moments (single param group
+    assumed for the preconditioner; the first group's hyper-parameters are used)."""
+    groups = state_dict.get("param_groups")
+    if not isinstance(groups, (list, tuple)) or not groups or "lr" not in groups[0]:
+        raise InputError(f"{where}: optimizer state has no param_groups with an 'lr'")
+    group = groups[0]
+    lr = float(group["lr"])
+    state = state_dict.get("state", {})
+    if len(groups) > 1:
+        lrs = {float(g.get("lr", lr)) for g in groups}
+        if len(lrs) > 1:
+            raise InputError(
+                f"{where}: the optimizer has {len(groups)} parameter groups with different learning "
+                f"rates {sorted(lrs)}",
+                hint="pass --lr to choose one",
+            )
+    order = [index for g in groups for index in g.get("params", [])]
+    first = next(iter(state.values()), {}) if isinstance(state, Mapping) else {}
+    if isinstance(first, Mapping) and "exp_avg_sq" in first:
+        betas = tuple(float(b) for b in group.get("betas", (0.9, 0.999)))
+        try:
+            squares = [state[index]["exp_avg_sq"] for index in order]
+            step = state[order[0]].get("step")
+        except KeyError as exc:
+            raise InputError(f"{where}: Adam state is missing parameter {exc}") from None
+        step_value = float(step) if step is not None else None
+        return OptimizerState(
+            "adam", lr, 0.0, betas, float(group.get("eps", 1e-8)), step_value, squares
+        )
+    if "momentum" in group:
+        return OptimizerState("sgd", lr, float(group.get("momentum") or 0.0))
+    return OptimizerState("unknown", lr)
+
+
+@dataclass(frozen=True)
+class StabilityReport:
+    """``η·λ_max`` against ``2`` (GD) and ``2(1+β)`` (momentum); for Adam ``λ_max(P⁻¹H)`` against
+    ``(2+2β₁)/((1−β₁)η)``."""
+
+    lr: float
+    source: str  # "checkpoint" or "--lr"
+    optimizer: str
+    lambda_max: float
+    momentum: float
+    preconditioned_sharpness: float | None = None
+    preconditioned_threshold: float | None = None
+    matvecs: int = 0
+
+    @property
+    def lr_times_lambda_max(self) -> float:
+        return self.lr * self.lambda_max
+
+    @property
+    def momentum_threshold(self) -> float:
+        return 2.0 * (1.0 + self.momentum)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "lr": self.lr,
+            "lr_source": self.source,
+            "optimizer": self.optimizer,
+            "lr_times_lambda_max": json_number(self.lr_times_lambda_max),
+            "gd_threshold": 2.0,
+            "gd_stable": bool(self.lr_times_lambda_max < 2.0),
+            "momentum": self.momentum,
+            "momentum_threshold": self.momentum_threshold,
+        }
+        if self.preconditioned_sharpness is not None:
+            assert self.preconditioned_threshold is not None
+            out.update(
+                {
+                    "preconditioned_sharpness": json_number(self.preconditioned_sharpness),
+                    "preconditioned_threshold": json_number(self.preconditioned_threshold),
+                    "preconditioned_sharpness_ratio": json_number(
+                        self.preconditioned_sharpness / self.preconditioned_threshold
+                    ),
+                    "preconditioned_matvecs": self.matvecs,
+                }
+            )
+        return out
+
+
+def adam_preconditioner(objective: Objective, state: OptimizerState) -> torch.Tensor:
+    """The diagonal of ``P = (1 − β₁ᵗ)(√(v/(1 − β₂ᵗ)) + ε)`` as a flat vector (parameter order)."""
+    assert state.exp_avg_sq is not None and state.betas is not None
+    if len(state.exp_avg_sq) != len(objective.parameter_shapes):
+        raise InputError(
+            f"the optimizer state holds {len(state.exp_avg_sq)} parameters but the model has "
+            f"{len(objective.parameter_shapes)} trainable ones",
+            hint="the optimizer must have been built on model.parameters() in order",
+        )
+    parts = []
+    for square, shape, name in zip(
+        state.exp_avg_sq, objective.parameter_shapes, objective.parameter_names, strict=True
+    ):
+        if tuple(square.shape) != tuple(shape):
+            raise InputError(
+                f"the optimizer's second moment for '{name}' has shape {tuple(square.shape)}, "
+                f"the parameter {tuple(shape)}"
+            )
+        parts.append(square.reshape(-1))
+    v = torch.cat(parts).to(device=objective.device, dtype=objective.dtype)
+    beta1, beta2 = state.betas
+    t = state.step if state.step is not None else float("inf")
+    correction1 = 1.0 - beta1**t
+    correction2 = 1.0 - beta2**t
+    return correction1 * (torch.sqrt(v / correction2) + state.eps)
+
+
+def stability_report(
+    objective: Objective,
+    lambda_max: float,
+    *,
+    lr: float | None = None,
+    seed: int = 0,
+    tol: float = 1e-4,
+    max_iter: int = 100,
+) -> StabilityReport | None:
+    """The edge-of-stability numbers, or ``None`` when no learning rate is known.
+
+    ``lr`` (the CLI's ``--lr``) overrides the checkpoint's. For Adam state, one more Lanczos run
+    gives ``λ_max(P^{-1/2} H P^{-1/2})``.
+    """
+    checkpoint = getattr(objective, "checkpoint", None)
+    raw = find_optimizer_state(checkpoint.extra) if checkpoint is not None else None
+    state = parse_optimizer_state(raw) if raw is not None else None
+    if lr is None and state is None:
+        return None
+    rate = float(lr) if lr is not None else state.lr  # type: ignore[union-attr]
+    if not rate > 0:
+        raise InputError(f"--lr must be positive, got {rate}")
+    source = "--lr" if lr is not None else "checkpoint"
+    kind = state.kind if state is not None else "unknown"
+    momentum = state.momentum if state is not None else 0.0
+    if state is None or state.kind != "adam":
+        return StabilityReport(rate, source, kind, lambda_max, momentum)
+    inverse_sqrt = adam_preconditioner(objective, state).rsqrt()
+    result = lanczos(
+        ScaledOperator(objective.operator(), inverse_sqrt),
+        seed=derive_seed(seed, "preconditioned"),
+        tol=tol,
+        max_iter=max_iter,
+        top_k=1,
+    )
+    beta1 = state.betas[0]  # type: ignore[index]
+    threshold = (2.0 + 2.0 * beta1) / ((1.0 - beta1) * rate)
+    return StabilityReport(
+        rate, source, kind, lambda_max, 0.0, float(result.top(1)[0]), threshold, result.matvecs
+    )
