@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -280,11 +279,11 @@ def inspect(
         hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
     )  # fmt: skip
     with _errors(debug):
-        start = time.perf_counter()
         with _progress(quiet) as progress:
             cfg, objective = _load(flags, config, progress)
         from .inspection import inspect_objective
 
+        start = time.perf_counter()
         result = inspect_objective(objective, seed=cfg.seed, seconds=time.perf_counter() - start)
         if json_output:
             _emit_json(result.to_dict())
@@ -559,8 +558,6 @@ def sharpness(
 
 def main() -> None:
     """Console-script entry point."""
-    if os.environ.get("NO_COLOR"):
-        os.environ.setdefault("TERM", "dumb")
     app()
 
 

@@ -34,12 +34,12 @@ class Option:
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     nullable: bool = False
-    path: bool = False  # resolve relative to the config file
+    positive: bool = False  # strictly greater than zero (and finite)
 
 
 COMMON: dict[str, Option] = {
     "checkpoint": Option(
-        str, None, "checkpoint file, or sample:NAME for a bundled sample", nullable=True, path=True
+        str, None, "checkpoint file, or sample:NAME for a bundled sample", nullable=True
     ),
     "model": Option(
         str, None, "model factory: package.module:callable or path/file.py:callable", nullable=True
@@ -81,7 +81,7 @@ COMMON: dict[str, Option] = {
         float,
         None,
         "learning rate for the edge-of-stability numbers (default: the checkpoint's optimizer state)",
-        minimum=0.0,
+        positive=True,
         nullable=True,
     ),
     "trust_checkpoint": Option(bool, False, "allow full pickle loading (runs code in the file)"),
@@ -91,17 +91,21 @@ SPECTRUM: dict[str, Option] = {
     "top_k": Option(int, 5, "number of largest eigenvalues", minimum=1),
     "bottom_k": Option(int, 1, "number of smallest eigenvalues", minimum=0),
     "tol": Option(
-        float, 1e-4, "relative error target of the wanted Ritz values (Lanczos)", minimum=0.0
+        float, 1e-4, "relative error target of the wanted Ritz values (Lanczos)", positive=True
     ),
     "max_iter": Option(int, 200, "maximum Lanczos iterations (HVPs)", minimum=1),
     "trace": Option(bool, True, "estimate the trace"),
     "trace_method": Option(str, "hutch++", "trace estimator", choices=("hutch++", "hutchinson")),
-    "trace_matvecs": Option(int, 150, "HVPs spent on the trace estimate", minimum=3),
+    "trace_matvecs": Option(int, 150, "HVPs spent on the trace estimate", minimum=4),
     "density": Option(bool, True, "estimate the spectral density (SLQ)"),
     "slq_runs": Option(int, 10, "SLQ random probes", minimum=1),
     "slq_steps": Option(int, 80, "Lanczos steps per SLQ probe", minimum=2),
     "sigma": Option(
-        float, None, "Gaussian broadening width (default: from the spectral width)", nullable=True
+        float,
+        None,
+        "Gaussian broadening width (default: from the spectral width)",
+        nullable=True,
+        positive=True,
     ),
     "grid": Option(int, 1000, "density grid points", minimum=10),
     "exact": Option(bool, False, "also compute the exact Hessian (small models only)"),
@@ -109,7 +113,7 @@ SPECTRUM: dict[str, Option] = {
 
 CLASSIFY: dict[str, Option] = {
     "grad_tol": Option(
-        float, 1e-3, "stationary when ‖g‖/κ ≤ grad_tol·max(‖w‖, 1), κ = max|λ|", minimum=0.0
+        float, 1e-3, "stationary when ‖g‖/κ ≤ grad_tol·max(‖w‖, 1), κ = max|λ|", positive=True
     ),
     "neg_tol": Option(
         float, 1e-3, "λ_min counts as negative below -(neg_tol·κ + its error bound)", minimum=0.0
@@ -120,15 +124,20 @@ CLASSIFY: dict[str, Option] = {
     "zero_curvature": Option(
         float, 1e-8, "κ at or below this: the Hessian vanishes (degenerate)", minimum=0.0
     ),
-    "tol": Option(float, 1e-4, "Lanczos relative error target for λ_max, λ_min", minimum=0.0),
+    "tol": Option(float, 1e-4, "Lanczos relative error target for λ_max, λ_min", positive=True),
     "max_iter": Option(int, 200, "maximum Lanczos iterations", minimum=2),
     "slq_runs": Option(int, 4, "SLQ probes for the negative fraction", minimum=0),
     "slq_steps": Option(int, 60, "Lanczos steps per SLQ probe", minimum=2),
     "newton": Option(bool, True, "compute the Newton decrement by conjugate gradient"),
-    "cg_tol": Option(float, 1e-6, "CG relative residual target", minimum=0.0),
+    "cg_tol": Option(float, 1e-6, "CG relative residual target", positive=True),
     "cg_max_iter": Option(int, 100, "maximum CG iterations (HVPs)", minimum=1),
+    "escape_steps": Option(
+        tuple,
+        (0.25, 0.5, 1.0, 2.0, 4.0),
+        "escape probe steps, in units of escape_scale·max(‖w‖, 1)",
+    ),
     "escape_scale": Option(
-        float, 0.01, "escape probe steps t are multiples of escape_scale·max(‖w‖, 1)", minimum=0.0
+        float, 0.01, "escape probe steps t are multiples of escape_scale·max(‖w‖, 1)", positive=True
     ),
 }
 
@@ -152,7 +161,7 @@ SHARPNESS: dict[str, Option] = {
         nullable=True,
     ),
     "second_order": Option(bool, True, "λ_max by Lanczos for ρ‖g‖ + ½ρ²λ_max"),
-    "tol": Option(float, 1e-4, "Lanczos relative error target", minimum=0.0),
+    "tol": Option(float, 1e-4, "Lanczos relative error target", positive=True),
     "max_iter": Option(int, 100, "maximum Lanczos iterations", minimum=1),
 }
 
@@ -324,10 +333,12 @@ def _coerce(key: str, option: Option, value: Any, where: str) -> Any:
         ) from None
     if option.choices is not None and out not in option.choices:
         raise InputError(f"{where}: '{key}' is {out!r}; choose one of {', '.join(option.choices)}")
+    if expected is float and not math.isfinite(out):
+        raise InputError(f"{where}: '{key}' is {out!r}; give a finite number")
     if option.minimum is not None and out < option.minimum:
         raise InputError(f"{where}: '{key}' is {out!r}; it must be at least {option.minimum}")
-    if expected is float and out != out:  # NaN
-        raise InputError(f"{where}: '{key}' is NaN; give a number")
+    if option.positive and not out > 0:
+        raise InputError(f"{where}: '{key}' is {out!r}; it must be greater than 0")
     return out
 
 
@@ -400,7 +411,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         flat[key] = _coerce(key, COMMON[key], value, where)
 
     base = path.resolve().parent
-    for key in ("checkpoint", "data", "model"):
+    for key in ("checkpoint", "data", "model", "loss"):
         if isinstance(flat.get(key), str):
             flat[key] = resolve_relative(flat[key], base)
     return flat

@@ -25,8 +25,10 @@ Evidence besides λ_max and λ_min:
 * **negative_fraction**: SLQ mass of the spectral density below ``−neg_tol·κ`` (an estimate of the
   Morse index divided by ``n``; Ghorbani, Krishnan & Xiao 2019).
 * **Newton decrement** ``δ² = gᵀ(H + μI)⁻¹g`` by conjugate gradient on HVPs, with the damping
-  ``μ = max(0, −λ_min)·(1 + 10⁻³) + 10⁻⁶κ`` that makes ``H + μI`` positive definite when ``H`` is
-  indefinite or singular (Levenberg-Marquardt damping; Nocedal & Wright §4.3). ``δ²/2`` is the
+  ``μ = max(0, −(λ_min − e_min))·(1 + 10⁻³) + neg_tol·κ`` that makes ``H + μI`` positive definite
+  when ``H`` is indefinite or singular (Levenberg-Marquardt damping; Nocedal & Wright §4.3). The
+  ``neg_tol·κ`` floor is the resolution of the whole analysis: curvature below it counts as flat,
+  and it keeps CG's condition number at most ~1/neg_tol. ``δ²/2`` is the
   loss decrease the (damped) quadratic model predicts for a Newton step, ``‖(H + μI)⁻¹g‖`` that
   step's length (Boyd & Vandenberghe, *Convex Optimization*, §9.5.1).
 * **Escape direction** at a saddle (or maximum): the Ritz vector ``v`` of ``λ_min``, with the loss
@@ -39,7 +41,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -48,16 +49,17 @@ import torch
 from .cg import conjugate_gradient
 from .config import ClassifySettings
 from .density import slq_density
-from .errors import NumericalError
-from .exact import exact_spectrum
+from .errors import numerical_errors
+from .exact import dense_matrix
 from .lanczos import lanczos
 from .objective import Objective
+from .progress import stage
 from .results import RunInfo, json_number, json_numbers
 from .seeding import derive_seed
 from .stability import NO_LEARNING_RATE, stability_report
 
 LABELS = ("minimum", "saddle", "maximum", "degenerate", "not-critical")
-EXACT_FRACTION_MAX = 200  # parameters up to which the negative fraction is computed exactly
+EXACT_FRACTION_MAX = 200  # parameters up to which the dense Hessian replaces Lanczos and SLQ
 
 
 @dataclass(frozen=True)
@@ -230,8 +232,12 @@ def newton_decrement(
     settings: ClassifySettings,
     progress: Callable[[int, int], None] | None = None,
 ) -> NewtonDecrement:
-    """``gᵀ(H + μI)⁻¹g`` by CG with the damping of the module docstring."""
-    damping = max(0.0, -lambda_min) * (1 + 1e-3) + 1e-6 * kappa
+    """``gᵀ(H + μI)⁻¹g`` by CG with the damping of the module docstring.
+
+    ``lambda_min`` should be a lower estimate (the Ritz value minus its error bound), so that
+    ``H + μI`` is positive definite.
+    """
+    damping = max(0.0, -lambda_min) * (1 + 1e-3) + settings.neg_tol * kappa
     g = objective.gradient
     res = conjugate_gradient(
         operator,
@@ -307,7 +313,7 @@ def _evidence(result_numbers: dict[str, Any], d: Decision) -> str:
         approx = "approximate minimum" if result_numbers["grad_norm"] > 0 else "minimum"
         return f"{approx}: {grad}, λ_max = {lmax:.4g}{flat}"
     if d.classification == "maximum":
-        return f"maximum: {grad}, λ_max = {lmax:.4g} ≤ 0, λ_min = {lmin:.4g}"
+        return f"maximum: {grad}, no significant positive curvature (λ_max = {lmax:.4g}), λ_min = {lmin:.4g}"
     return (
         f"degenerate: {grad}, but neither extreme eigenvalue is significant "
         f"(λ_max = {lmax:.3g}, λ_min = {lmin:.3g})"
@@ -330,26 +336,35 @@ def classify_point(
     s = settings or ClassifySettings()
     start = time.perf_counter()
     H = objective.operator()
-    stage = (lambda name: None) if progress is None else (lambda name: partial(progress, name))
     notes: dict[str, str] = {}
-    try:
-        lz = lanczos(
-            H,
-            seed=derive_seed(seed, "lanczos"),
-            max_iter=s.max_iter,
-            tol=s.tol,
-            top_k=1,
-            bottom_k=1,
-            return_vectors=True,
-            progress=stage("lanczos"),
-        )
-    except FloatingPointError as exc:
-        raise NumericalError(f"the Lanczos iteration produced non-finite numbers: {exc}") from None
-    if not lz.converged:
-        notes["lanczos"] = f"stopped at --max-iter {s.max_iter} before reaching tol={s.tol:g}"
-    order = np.argsort(lz.ritz_values)
-    lambda_max, lambda_min = float(lz.ritz_values[order[-1]]), float(lz.ritz_values[order[0]])
-    err_max, err_min = float(lz.error_bounds[order[-1]]), float(lz.error_bounds[order[0]])
+    n = objective.num_parameters
+    lz = slq = None
+    if n <= EXACT_FRACTION_MAX:
+        # n HVPs give the whole spectrum exactly; SLQ with a handful of probes would be noisy
+        # here (in 2-D a Rademacher probe can be an eigenvector)
+        H_dense = dense_matrix(H, progress=stage(progress, "exact"))
+        eigenvalues, eigenvectors = torch.linalg.eigh((H_dense + H_dense.T) / 2)
+        lambda_max, lambda_min = float(eigenvalues[-1]), float(eigenvalues[0])
+        err_max = err_min = 0.0
+        bottom_vector = eigenvectors[:, 0].to(device=objective.device, dtype=objective.dtype)
+    else:
+        with numerical_errors("the Lanczos iteration"):
+            lz = lanczos(
+                H,
+                seed=derive_seed(seed, "lanczos"),
+                max_iter=s.max_iter,
+                tol=s.tol,
+                top_k=1,
+                bottom_k=1,
+                return_vectors=True,
+                progress=stage(progress, "lanczos"),
+            )
+        if not lz.converged:
+            notes["lanczos"] = f"stopped at --max-iter {s.max_iter} before reaching tol={s.tol:g}"
+        top, bottom = lz.top_index(), lz.bottom_index()
+        lambda_max, lambda_min = float(lz.ritz_values[top]), float(lz.ritz_values[bottom])
+        err_max, err_min = float(lz.error_bounds[top]), float(lz.error_bounds[bottom])
+        bottom_vector = lz.bottom_vectors[:, 0]
     weight_norm = float(torch.linalg.vector_norm(objective.flat_parameters()))
     decision = decide(
         grad_norm=objective.grad_norm,
@@ -360,21 +375,18 @@ def classify_point(
         error_min=err_min,
         settings=s,
     )
-    slq = None
     threshold = s.neg_tol * decision.curvature_scale
-    if objective.num_parameters <= EXACT_FRACTION_MAX:
-        # a few hundred HVPs give the whole spectrum; SLQ with a handful of probes would be
-        # noisy here (in 2-D a Rademacher probe can be an eigenvector)
-        eigenvalues = exact_spectrum(H, progress=stage("exact")).eigenvalues
-        negative_fraction: float | None = float(np.mean(eigenvalues < -threshold))
+    if lz is None:
+        negative_fraction: float | None = float(np.mean(eigenvalues.numpy() < -threshold))
     elif s.slq_runs > 0:
-        slq = slq_density(
-            H,
-            runs=s.slq_runs,
-            steps=min(s.slq_steps, objective.num_parameters),
-            seed=derive_seed(seed, "density"),
-            progress=stage("density"),
-        )
+        with numerical_errors("stochastic Lanczos quadrature"):
+            slq = slq_density(
+                H,
+                runs=s.slq_runs,
+                steps=s.slq_steps,
+                seed=derive_seed(seed, "density"),
+                progress=stage(progress, "density"),
+            )
         negative_fraction = negative_mass(slq.nodes, slq.weights, threshold)
     else:
         negative_fraction = None
@@ -382,15 +394,25 @@ def classify_point(
     newton = None
     if s.newton and decision.curvature_scale > s.zero_curvature:
         newton = newton_decrement(
-            objective, H, lambda_min, decision.curvature_scale, s, stage("newton")
+            objective,
+            H,
+            lambda_min - err_min,
+            decision.curvature_scale,
+            s,
+            stage(progress, "newton"),
         )
-        if not newton.converged:
+        if newton.decrement_squared is None:
             notes["newton"] = (
-                "CG did not reach cg_tol within cg_max_iter; the decrement is approximate"
+                "H + μI met negative curvature (λ_min is below its estimate): no decrement"
+            )
+        elif not newton.converged:
+            notes["newton"] = (
+                f"CG stopped at cg_max_iter with relative residual "
+                f"{newton.cg_relative_residual:.2g}; the decrement is approximate"
             )
     escape = None
-    if decision.negative_significant and lz.bottom_vectors is not None:
-        escape = escape_probe(objective, lz.bottom_vectors[:, 0], lambda_min, s)
+    if decision.negative_significant:
+        escape = escape_probe(objective, bottom_vector, lambda_min, s)
     numbers = {
         "lambda_max": lambda_max,
         "lambda_min": lambda_min,

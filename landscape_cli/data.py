@@ -11,11 +11,13 @@ as a whole batch), and the result does not depend on ``batch_size``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .errors import InputError
 
 Batch = Any  # a tuple (x, y) of tensors, or None for an analytic objective with no data
 
@@ -75,13 +77,34 @@ class Batches:
             if isinstance(self.source, tuple):
                 batch: Batch = tuple(t[start:stop] for t in self.source)
             else:
-                items = [self.source[i] for i in range(start, stop)]
-                batch = _collate(items)
+                batch = _read_items(self.source, start, stop, self.description)
             yield batch, (stop - start) / self.num_samples
+
+
+def _read_items(dataset: Any, start: int, stop: int, description: str) -> Batch:
+    """Items ``start:stop`` of a map-style dataset collated into a batch; a failing item is an
+    input error naming its index."""
+    items = []
+    for index in range(start, stop):
+        try:
+            items.append(dataset[index])
+        except Exception as exc:
+            raise InputError(
+                f"data {description}: reading item {index} failed: {exc.__class__.__name__}: {exc}"
+            ) from None
+    try:
+        return _collate(items)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise InputError(
+            f"data {description}: items {start}..{stop - 1} cannot be stacked into a batch ({exc})",
+            hint="items must be tensors, (x, y) pairs or mappings with keys x and y",
+        ) from None
 
 
 def _collate(items: Sequence[Any]) -> Batch:
     first = items[0]
+    if isinstance(first, Mapping):
+        return (_stack([item["x"] for item in items]), _stack([item["y"] for item in items]))
     if isinstance(first, (tuple, list)):
         return tuple(_stack([item[k] for item in items]) for k in range(len(first)))
     return (_stack(list(items)),)

@@ -17,6 +17,9 @@ code  meaning
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_INPUT = 2
@@ -45,3 +48,13 @@ class NumericalError(LandscapeError):
     """A non-finite loss, gradient or HVP, or an unrecoverable solver failure (exit code 3)."""
 
     exit_code = EXIT_NUMERICAL
+
+
+@contextlib.contextmanager
+def numerical_errors(what: str) -> Iterator[None]:
+    """Turn a ``FloatingPointError`` raised by an estimator (non-finite numbers) into a
+    :class:`NumericalError` saying which computation failed."""
+    try:
+        yield
+    except FloatingPointError as exc:
+        raise NumericalError(f"{what} produced non-finite numbers: {exc}") from None

@@ -40,16 +40,21 @@ class ExactSpectrum:
         }
 
 
-def dense_matrix(
-    A, *, block_size: int = 64, progress: Callable[[int, int], None] | None = None
-) -> torch.Tensor:
-    """``A`` as a dense matrix ``A @ I``, built in column blocks of ``block_size``."""
-    n = A.shape[0]
+def check_exact_size(n: int) -> None:
+    """Refuse the dense Hessian above :data:`MAX_EXACT_PARAMETERS` parameters (InputError)."""
     if n > MAX_EXACT_PARAMETERS:
         raise InputError(
             f"--exact needs the full {n}x{n} Hessian; refused above {MAX_EXACT_PARAMETERS} parameters",
             hint="drop --exact; the Lanczos estimates do not need it",
         )
+
+
+def dense_matrix(
+    A, *, block_size: int = 64, progress: Callable[[int, int], None] | None = None
+) -> torch.Tensor:
+    """``A`` as a dense matrix ``A @ I``, built in column blocks of ``block_size``."""
+    n = A.shape[0]
+    check_exact_size(n)
     columns = []
     for start in range(0, n, block_size):
         stop = min(start + block_size, n)

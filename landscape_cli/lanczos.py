@@ -177,6 +177,24 @@ class LanczosResult:
             raise ValueError(f"k must be >= 0, got {k}")
         return self.ritz_values[:k].copy()
 
+    def top_indices(self, k: int) -> np.ndarray:
+        """Indices into the ascending :attr:`ritz_values` of the ``k`` largest, largest first
+        (also index :attr:`ritz_residuals` and :attr:`error_bounds`)."""
+        m = self.steps
+        return np.arange(m - 1, max(m - 1 - k, -1), -1)
+
+    def bottom_indices(self, k: int) -> np.ndarray:
+        """Indices of the ``k`` smallest Ritz values, smallest first."""
+        return np.arange(min(k, self.steps))
+
+    def top_index(self) -> int:
+        """Index of the largest Ritz value."""
+        return self.steps - 1
+
+    def bottom_index(self) -> int:
+        """Index of the smallest Ritz value."""
+        return 0
+
     def ritz_values_at(self, j: int) -> np.ndarray:
         """Ritz values after ``j`` steps: eigenvalues of the leading ``j x j`` block of ``T_m``.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import pickle
 import sys
 import zipfile
@@ -292,11 +293,15 @@ def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module
     if not callable(factory):
         raise InputError(f"model '{spec}': is not callable")
     try:
-        model = factory(**dict(kwargs or {}))
+        inspect.signature(factory).bind(**dict(kwargs or {}))
     except TypeError as exc:
         raise InputError(
             f"model '{spec}': bad keyword arguments: {exc}", hint="check model.kwargs"
         ) from None
+    except ValueError:  # no signature available (some builtins): let the call decide
+        pass
+    try:
+        model = factory(**dict(kwargs or {}))
     except Exception as exc:
         raise InputError(f"model '{spec}': the factory raised {exc!r}") from None
     if not isinstance(model, nn.Module):
@@ -530,7 +535,12 @@ def resolve_device(name: str) -> torch.device:
             raise InputError(
                 f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
             )
-    elif device.type != "cpu" and device.type != "mps":
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(
+                f"--device {name}: MPS is not available on this machine", hint="use --device cpu"
+            )
+    elif device.type != "cpu":
         raise InputError(f"--device {name}: unsupported device type '{device.type}'")
     return device
 
@@ -571,5 +581,6 @@ def build_objective(config: RunConfig, progress: Callable[[int, int], None] | No
         mode=config.mode,
         hvp_mode=config.hvp_mode,
         checkpoint=checkpoint,
+        seed=config.seed,
         progress=progress,
     )

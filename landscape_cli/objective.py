@@ -28,8 +28,9 @@ exceed the memory budget (half of the available device memory by default).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -39,6 +40,7 @@ from torch.func import functional_call
 
 from .data import Batch, Batches, move_batch
 from .errors import InputError, NumericalError
+from .seeding import derive_seed
 
 Progress = Callable[[int, int], None]
 
@@ -178,6 +180,7 @@ class Objective:
         hvp_mode: str = "auto",
         checkpoint: Any = None,
         memory_budget: int | None = None,
+        seed: int = 0,
         progress: Progress | None = None,
     ) -> None:
         if mode not in ("eval", "train"):
@@ -187,6 +190,7 @@ class Objective:
         self.device = torch.device(device)
         self.dtype = dtype
         self.mode = mode
+        self.seed = seed
         self.batches = batches
         self.checkpoint = checkpoint
         self._module = _LossModule(model, loss_fn)
@@ -255,11 +259,31 @@ class Objective:
         return self.batches.num_samples if self.batches.source is not None else 0
 
     # ------------------------------------------------------------------ evaluation
-    def _call(self, params: list[torch.Tensor], batch: Batch) -> torch.Tensor:
+    @contextlib.contextmanager
+    def _evaluation_context(self, index: int) -> Iterator[None]:
+        """Module mode set for the call and restored after it (the user's module keeps its own
+        flags); in train mode, a random state derived from ``(seed, batch index)`` so Dropout
+        draws the same masks for a batch in every evaluation (and HVPs are of one function)."""
+        flags = [(module, module.training) for module in self._module.modules()]
+        self._module.train(self.mode == "train")
+        try:
+            if self.mode == "train":
+                devices = [self.device] if self.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(derive_seed(self.seed, f"batch/{index}"))
+                    yield
+            else:
+                yield
+        finally:
+            for module, training in flags:
+                module.training = training
+
+    def _call(self, params: list[torch.Tensor], batch: Batch, index: int = 0) -> torch.Tensor:
+        """The mean loss of one batch at ``params`` (a list shaped like the parameters)."""
         tensors: dict[str, torch.Tensor] = dict(self._constants)
         tensors.update({f"model.{n}": p for n, p in zip(self.parameter_names, params, strict=True)})
-        self._module.train(self.mode == "train")
-        loss = functional_call(self._module, tensors, (batch,), strict=False)
+        with self._evaluation_context(index):
+            loss = functional_call(self._module, tensors, (batch,), strict=False)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise InputError(f"the loss must return a scalar tensor, got {shape}")
@@ -279,25 +303,35 @@ class Objective:
                 "" if self.batches.source is None else f" on batch {index} of {len(self.batches)}"
             )
             raise NumericalError(
-                f"the loss is {float(loss)}{where}",
+                f"the loss is {float(loss.detach())}{where}",
                 hint="check the checkpoint (diverged?) and the data (NaN inputs, labels out of range)",
             )
 
-    def _first_call(self, params: list[torch.Tensor], batch: Batch) -> torch.Tensor:
-        """The first evaluation turns shape and type errors into one-line input errors."""
+    def _checked_call(self, params: list[torch.Tensor], batch: Batch, index: int) -> torch.Tensor:
+        """A batch evaluation whose shape and type errors become one-line input errors naming
+        the batch; the loss must depend on the parameters."""
         try:
-            return self._call(params, batch)
+            loss = self._call(params, batch, index)
         except (InputError, NumericalError):
             raise
-        except (RuntimeError, IndexError, ValueError, TypeError) as exc:
+        except (RuntimeError, IndexError, ValueError, TypeError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             shapes = ""
             if isinstance(batch, tuple):
                 shapes = " (batch shapes " + ", ".join(str(tuple(t.shape)) for t in batch) + ")"
+            where = (
+                "" if self.batches.source is None else f" at batch {index} of {len(self.batches)}"
+            )
             raise InputError(
-                f"data {self.batches.description} does not fit the model and loss{shapes}: {first}",
+                f"data {self.batches.description} does not fit the model and loss{where}{shapes}: {first}",
                 hint="check --data, --model kwargs and --loss",
             ) from None
+        if any(p.requires_grad for p in params) and not loss.requires_grad:
+            raise InputError(
+                "the loss does not depend on the model's parameters (no gradient flows back)",
+                hint="a custom loss must compute from model(...) or its parameters, without .detach()",
+            )
+        return loss
 
     def _initial_pass(
         self, hvp_mode: str, progress: Progress | None
@@ -314,7 +348,7 @@ class Objective:
         for index, (batch, weight) in enumerate(self.batches):
             batch = move_batch(batch, self.device, self.dtype)
             with counter.hooks() if want_graph else nullcontext():
-                loss = self._first_call(leaves, batch) if index == 0 else self._call(leaves, batch)
+                loss = self._checked_call(leaves, batch, index)
                 self._check_finite_loss(loss, index)
                 grads = torch.autograd.grad(
                     loss * weight, leaves, create_graph=want_graph, allow_unused=True
@@ -345,7 +379,7 @@ class Objective:
                 )
             if progress is not None:
                 progress(index + 1, total)
-        self.graph_bytes = counter.total
+        self.graph_bytes = counter.total if graph_grads is not None else 0
         if graph_grads is not None:
             self._graph_leaves = leaves
             self._graph_grads = graph_grads
@@ -370,10 +404,47 @@ class Objective:
         total = 0.0
         with torch.no_grad():
             for index, batch, weight in self._batches_on_device():
-                value = self._call(params, batch)
+                value = self._call(params, batch, index)
                 self._check_finite_loss(value, index)
                 total += float(value) * weight
         return total
+
+    def loss_and_gradient(
+        self,
+        delta: torch.Tensor | None = None,
+        batches: Iterable[tuple[Batch, float]] | None = None,
+    ) -> tuple[float, torch.Tensor]:
+        """``L(w + delta)`` and its flat gradient by plain autograd (no graph kept).
+
+        ``batches`` (``(batch, weight)`` pairs already on the device) replaces the objective's
+        data, e.g. for m-sharpness chunks; default: all the objective's batches.
+        """
+        base = self._params
+        if delta is not None:
+            base = [p + d for p, d in zip(self._params, self.unflatten(delta), strict=True)]
+        leaves = [p.detach().requires_grad_(True) for p in base]
+        pairs = (
+            ((i, b, w) for i, b, w in self._batches_on_device())
+            if batches is None
+            else ((i, b, w) for i, (b, w) in enumerate(batches))
+        )
+        total = 0.0
+        grads: list[torch.Tensor] | None = None
+        for index, batch, weight in pairs:
+            loss = self._call(leaves, batch, index)
+            self._check_finite_loss(loss, index)
+            parts = torch.autograd.grad(loss * weight, leaves, allow_unused=True)
+            parts = [
+                g.detach() if g is not None else torch.zeros_like(p)
+                for g, p in zip(parts, leaves, strict=True)
+            ]
+            grads = parts if grads is None else [a + b for a, b in zip(grads, parts, strict=True)]
+            total += float(loss.detach()) * weight
+        assert grads is not None
+        flat = self.flatten(grads)
+        if not bool(torch.isfinite(flat).all()):
+            raise NumericalError("the gradient is not finite at the perturbed point")
+        return total, flat
 
     # ------------------------------------------------------------------ HVPs
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
@@ -426,7 +497,7 @@ class Objective:
         ]
         for index, batch, weight in self._batches_on_device():
             leaves = [p.detach().requires_grad_(True) for p in self._params]
-            loss = self._call(leaves, batch)
+            loss = self._call(leaves, batch, index)
             self._check_finite_loss(loss, index)
             grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
             grads = [

@@ -123,8 +123,8 @@ class SpectrumResult:
     def to_dict(self) -> dict[str, Any]:
         out = self.info.to_dict()
         lz = self.lanczos
-        top_idx = np.argsort(lz.ritz_values)[::-1][: self.top_k]
-        bottom_idx = np.argsort(lz.ritz_values)[: self.bottom_k]
+        top_idx = lz.top_indices(self.top_k)
+        bottom_idx = lz.bottom_indices(self.bottom_k)
         out.update(
             {
                 "lambda_max": json_number(self.lambda_max),

@@ -131,35 +131,7 @@ def gradient_at(
     loss). Same evaluation as :meth:`Objective._initial_pass` without ``create_graph``; it would
     sit naturally on :class:`~landscape_cli.objective.Objective` next to :meth:`loss`.
     """
-    if delta is None:
-        base = [p.detach() for p in objective._params]
-    else:
-        base = [
-            (p + d).detach()
-            for p, d in zip(objective._params, objective.unflatten(delta), strict=True)
-        ]
-    leaves = [p.requires_grad_(True) for p in base]
-    pairs: Any = (
-        ((b, w) for _, b, w in objective._batches_on_device()) if batches is None else batches
-    )
-    total = 0.0
-    grad: list[torch.Tensor] | None = None
-    for batch, weight in pairs:
-        loss = objective._call(leaves, batch)
-        if not bool(torch.isfinite(loss)):
-            raise NumericalError(f"the loss is {float(loss)} at the perturbed point")
-        parts = torch.autograd.grad(loss * weight, leaves, allow_unused=True)
-        parts = [
-            g.detach() if g is not None else torch.zeros_like(p)
-            for g, p in zip(parts, leaves, strict=True)
-        ]
-        grad = parts if grad is None else [a + b for a, b in zip(grad, parts, strict=True)]
-        total += float(loss.detach()) * weight
-    assert grad is not None
-    flat = objective.flatten(grad)
-    if not bool(torch.isfinite(flat).all()):
-        raise NumericalError("the gradient is not finite at the perturbed point")
-    return total, flat
+    return objective.loss_and_gradient(delta, batches)
 
 
 def _loss_at(
@@ -171,8 +143,8 @@ def _loss_at(
     params = [p + d for p, d in zip(objective._params, objective.unflatten(delta), strict=True)]
     total = 0.0
     with torch.no_grad():
-        for batch, weight in batches:
-            value = objective._call(params, batch)
+        for index, (batch, weight) in enumerate(batches):
+            value = objective._call(params, batch, index)
             if not bool(torch.isfinite(value)):
                 raise NumericalError(f"the loss is {float(value)} at the perturbed point")
             total += float(value) * weight

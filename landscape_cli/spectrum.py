@@ -8,25 +8,18 @@ same :class:`~landscape_cli.objective.HessianOperator`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from functools import partial
 
 from .config import SpectrumSettings
 from .density import slq_density
-from .errors import NumericalError
-from .exact import exact_spectrum
+from .errors import InputError, numerical_errors
+from .exact import check_exact_size, exact_spectrum
 from .lanczos import lanczos
 from .objective import Objective
+from .progress import StageProgress, stage
 from .results import RunInfo, SpectrumResult
 from .seeding import derive_seed
 from .stability import NO_LEARNING_RATE, stability_report
 from .trace import hutchinson_trace, hutchpp_trace
-
-StageProgress = Callable[[str, int, int], None]
-
-
-def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
-    return None if progress is None else partial(progress, name)
 
 
 def analyze_spectrum(
@@ -55,15 +48,22 @@ def analyze_spectrum(
     n = objective.num_parameters
     top_k = min(settings.top_k, n)
     bottom_k = min(settings.bottom_k, n)
-    try:
+    if settings.exact:
+        check_exact_size(n)  # refuse before spending HVPs, not after
+    if top_k + bottom_k > min(settings.max_iter, n) and settings.max_iter < n:
+        raise InputError(
+            f"--top-k {top_k} plus --bottom-k {bottom_k} exceed --max-iter {settings.max_iter}",
+            hint=f"raise --max-iter to at least {top_k + bottom_k}",
+        )
+    with numerical_errors("the Lanczos iteration"):
         lz = lanczos(
             H,
             seed=derive_seed(seed, "lanczos"),
             max_iter=settings.max_iter,
             tol=settings.tol,
             top_k=top_k,
-            bottom_k=bottom_k,
-            progress=_stage(progress, "lanczos"),
+            bottom_k=min(bottom_k, n - top_k),  # tiny n: the wanted ends overlap
+            progress=stage(progress, "lanczos"),
         )
         if not lz.converged:
             notes["lanczos"] = (
@@ -77,8 +77,10 @@ def analyze_spectrum(
                 H,
                 settings.trace_matvecs,
                 seed=derive_seed(seed, "trace"),
-                progress=_stage(progress, "trace"),
+                progress=stage(progress, "trace"),
             )
+        else:
+            notes["trace"] = "not requested (--no-trace)"
         slq = density = None
         if settings.density:
             slq = slq_density(
@@ -86,12 +88,12 @@ def analyze_spectrum(
                 runs=settings.slq_runs,
                 steps=settings.slq_steps,
                 seed=derive_seed(seed, "density"),
-                progress=_stage(progress, "density"),
+                progress=stage(progress, "density"),
             )
             density = slq.density(sigma=settings.sigma, grid=settings.grid)
-        exact = exact_spectrum(H, progress=_stage(progress, "exact")) if settings.exact else None
-    except FloatingPointError as exc:
-        raise NumericalError(f"the Lanczos iteration produced non-finite numbers: {exc}") from None
+        else:
+            notes["density"] = "not requested (--no-density)"
+        exact = exact_spectrum(H, progress=stage(progress, "exact")) if settings.exact else None
     if bottom_k == 0:
         notes["lambda_min"] = "not requested (--bottom-k 0)"
     stability = stability_report(objective, float(lz.top(1)[0]), lr=lr, seed=seed)

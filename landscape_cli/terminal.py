@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 SPARK = " ▁▂▃▄▅▆▇█"
@@ -24,7 +25,7 @@ def _fmt(value: Any, digits: int = 6) -> str:
 
 
 def _header(console: Console, info: Any) -> None:
-    source = info.checkpoint or "(model as constructed)"
+    source = escape(info.checkpoint or "(model as constructed)")
     console.print(f"[bold]{info.command}[/bold]  {source}")
     console.print(
         f"  {info.num_parameters:,} parameters · {info.num_samples:,} samples · loss {_fmt(info.loss)} · "
@@ -69,15 +70,14 @@ def print_spectrum(result: Any, console: Console | None = None) -> None:
     info = result.info
     _header(console, info)
     lz = result.lanczos
-    order = np.argsort(lz.ritz_values)
     table = Table(title="Hessian spectrum", title_justify="left")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("± bound", justify="right")
-    for i, idx in enumerate(order[::-1][: result.top_k]):
+    for i, idx in enumerate(lz.top_indices(result.top_k)):
         name = "λ_max" if i == 0 else f"λ_{i + 1}"
         table.add_row(name, _fmt(lz.ritz_values[idx]), _fmt(lz.error_bounds[idx], 2))
-    for i, idx in enumerate(order[: result.bottom_k]):
+    for i, idx in enumerate(lz.bottom_indices(result.bottom_k)):
         name = "λ_min" if i == 0 else f"λ_min+{i}"
         table.add_row(name, _fmt(lz.ritz_values[idx]), _fmt(lz.error_bounds[idx], 2))
     if result.trace_estimate is not None:
@@ -103,7 +103,7 @@ def print_spectrum(result: Any, console: Console | None = None) -> None:
     )
     for key, note in result.notes.items():
         if key != "stability":
-            console.print(f"[yellow]note[/yellow] ({key}): {note}")
+            console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
 
 
 def print_inspection(result: Any, console: Console | None = None) -> None:
@@ -125,7 +125,7 @@ def print_inspection(result: Any, console: Console | None = None) -> None:
     console.print(table)
     data = result.data
     console.print(
-        f"data: {data['source']} · {data['num_samples']:,} samples in {data['num_batches']} batch(es) of ≤{data['batch_size']}"
+        f"data: {escape(data['source'])} · {data['num_samples']:,} samples in {data['num_batches']} batch(es) of ≤{data['batch_size']}"
     )
     for key in ("x", "y"):
         if key in data:
@@ -134,7 +134,12 @@ def print_inspection(result: Any, console: Console | None = None) -> None:
             console.print(f"  {key}: {d['dtype']} {tuple(d['shape'])}{extra}")
     if result.checkpoint_format:
         console.print(f"checkpoint format: {result.checkpoint_format}")
-    console.print(f"cached gradient graph: {result.graph_megabytes:.2f} MB")
+    if result.info.hvp_mode == "cached":
+        console.print(f"cached gradient graph: {result.graph_megabytes:.2f} MB")
+    else:
+        console.print(
+            "HVPs stream batch by batch (the gradient graph would exceed the memory budget)"
+        )
 
 
 def print_classification(result: Any, console: Console | None = None) -> None:
@@ -145,7 +150,7 @@ def print_classification(result: Any, console: Console | None = None) -> None:
         result.classification, "cyan"
     )
     label, _, rest = result.evidence.partition(":")
-    console.print(f"[bold {colour}]{label}[/bold {colour}]:{rest}")
+    console.print(f"[bold {colour}]{escape(label)}[/bold {colour}]:{escape(rest)}")
     d = result.decision
     table = Table(title="Evidence", title_justify="left")
     table.add_column("quantity")
@@ -174,7 +179,7 @@ def print_classification(result: Any, console: Console | None = None) -> None:
     )
     for key, note in result.notes.items():
         if key != "stability":
-            console.print(f"[yellow]note[/yellow] ({key}): {note}")
+            console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
 
 
 def print_sharpness(result: Any, console: Console | None = None) -> None:
@@ -202,4 +207,4 @@ def print_sharpness(result: Any, console: Console | None = None) -> None:
     )
     for key, note in result.notes.items():
         if key != "stability":
-            console.print(f"[yellow]note[/yellow] ({key}): {note}")
+            console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")

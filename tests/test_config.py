@@ -52,7 +52,9 @@ def test_unknown_key_in_section(tmp_path):
         ("batch_size: [1\n", r"invalid YAML at line"),
         ("spectrum: 3\n", r"section 'spectrum' must be a mapping"),
         ("model: {spec: a:b, kwarg: {}}\n", r"unknown key 'model.kwarg'"),
-        ("spectrum:\n  tol: .nan\n", r"NaN"),
+        ("spectrum:\n  tol: .nan\n", r"finite number"),
+        ("spectrum:\n  tol: 0\n", r"greater than 0"),
+        ("classify:\n  cg_tol: 0\n", r"greater than 0"),
     ],
 )
 def test_bad_values_are_input_errors(tmp_path, text, message):
@@ -116,3 +118,17 @@ def test_reference_config_lists_every_key_with_its_default():
 def test_every_bundled_config_is_valid():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         read_config_file(path)  # raises InputError on any unknown key or bad value
+
+
+def test_settings_dataclass_defaults_equal_option_defaults():
+    """The option tables and the typed settings dataclasses must not drift apart."""
+    from landscape_cli.config import RunConfig
+
+    config = RunConfig()
+    for key, option in COMMON.items():
+        value = getattr(config, key)
+        assert (value if value != {} else None) == option.default, key
+    for section, options in SECTIONS.items():
+        settings = getattr(config, section)
+        for key, option in options.items():
+            assert getattr(settings, key) == option.default, f"{section}.{key}"

@@ -150,12 +150,29 @@ def test_newton_decrement_matches_closed_form():
     )
     result = classify_point(objective, ClassifySettings(grad_tol=1e9))  # any point counts
     g = A @ w0 - b
-    exact = float(g @ torch.linalg.solve(A, g))
-    assert result.newton.decrement_squared == pytest.approx(exact, rel=1e-4)
-    step = torch.linalg.solve(A, g)
-    assert result.newton.step_norm == pytest.approx(float(step.norm()), rel=1e-4)
-    # the quadratic model's promise holds exactly for a quadratic: L(w - step) = L(w) - δ²/2
-    assert objective.loss(-step) == pytest.approx(objective.loss_value - exact / 2, abs=1e-10)
+    mu = result.newton.damping
+    assert mu == pytest.approx(1e-3 * 13)  # positive definite: only the neg_tol·κ floor
+    M = A + mu * torch.eye(6, dtype=torch.float64)
+    step = torch.linalg.solve(M, g)
+    assert result.newton.decrement_squared == pytest.approx(float(g @ step), rel=1e-8)
+    assert result.newton.step_norm == pytest.approx(float(step.norm()), rel=1e-8)
+    # the damping is the stated resolution: within ~0.1·1.3 % of the undamped decrement
+    undamped = float(g @ torch.linalg.solve(A, g))
+    assert abs(result.newton.decrement_squared - undamped) <= 0.013 * undamped
+
+
+def test_newton_damping_covers_negative_curvature():
+    A = torch.diag(torch.tensor([4.0, 1.0, -2.0], dtype=torch.float64))
+    w0 = torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)
+    objective = Objective(
+        Quadratic(w0), lambda m, _: 0.5 * m.w @ A @ m.w, no_data(), dtype=torch.float64
+    )
+    result = classify_point(objective, ClassifySettings(grad_tol=1e9))
+    mu = result.newton.damping
+    assert mu == pytest.approx(2.0 * (1 + 1e-3) + 1e-3 * 4.0)
+    g = A @ w0
+    expected = float(g @ torch.linalg.solve(A + mu * torch.eye(3, dtype=torch.float64), g))
+    assert result.newton.decrement_squared == pytest.approx(expected, rel=1e-8)
 
 
 def test_conjugate_gradient():
