@@ -1,0 +1,191 @@
+"""Matplotlib figures of the analyses, drawn without pyplot (``Figure`` + ``savefig``).
+
+Each ``plot_*`` function takes plain arrays (so a notebook user can call it on anything) and
+returns a :class:`matplotlib.figure.Figure`; :func:`save_figure` writes it in the format its
+suffix names (``.png``, ``.svg``, ``.pdf``). No global state: nothing leaks across a long run.
+``figures_for_*`` helpers turn result dataclasses into named figures with predictable names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+FORMATS = ("png", "svg", "pdf")
+DPI = 150
+
+
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` to ``path``; the format comes from the suffix (png, svg or pdf)."""
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise ValueError(
+            f"unsupported figure format '{path.suffix}'; use one of {', '.join(FORMATS)}"
+        )
+    figure.savefig(path, format=suffix, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _axes(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = (6.4, 4.2)):
+    figure = Figure(figsize=size, layout="constrained")
+    ax = figure.add_subplot()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    return figure, ax
+
+
+def plot_density(
+    grid: np.ndarray,
+    values: np.ndarray,
+    *,
+    top_eigenvalues: Sequence[float] = (),
+    lambda_min: float | None = None,
+    sigma: float | None = None,
+    title: str = "Hessian spectral density (SLQ)",
+) -> Figure:
+    """The spectral density on a log scale, with the top eigenvalues (and λ_min) marked."""
+    grid, values = np.asarray(grid, float), np.asarray(values, float)
+    figure, ax = _axes(title, "eigenvalue λ", "density (log scale)")
+    positive = values[values > 0]
+    floor = max(
+        positive.min() if positive.size else 1e-12,
+        values.max() * 1e-8 if values.max() > 0 else 1e-12,
+    )
+    ax.semilogy(grid, np.maximum(values, floor), color="tab:blue", lw=1.4, label="SLQ density")
+    ax.set_ylim(bottom=floor)
+    for i, lam in enumerate(top_eigenvalues):
+        ax.axvline(
+            lam,
+            color="tab:red",
+            lw=0.9,
+            ls="--",
+            alpha=0.8,
+            label="top eigenvalues (Lanczos)" if i == 0 else None,
+        )
+    if lambda_min is not None:
+        ax.axvline(lambda_min, color="tab:purple", lw=0.9, ls=":", label="λ_min")
+    if sigma is not None:
+        ax.text(
+            0.99, 0.97, f"σ = {sigma:.3g}", transform=ax.transAxes, ha="right", va="top", fontsize=8
+        )
+    ax.legend(loc="upper center", fontsize=8)
+    return figure
+
+
+def plot_ritz_convergence(
+    ritz_history: Sequence[np.ndarray], *, exact: Sequence[float] = ()
+) -> Figure:
+    """Ritz values after each Lanczos step (``ritz_history[j]`` = values after ``j + 1`` steps)."""
+    figure, ax = _axes("Lanczos: Ritz values per iteration", "iteration", "Ritz value")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for j, values in enumerate(ritz_history, start=1):
+        values = np.asarray(values, float)
+        ax.plot(np.full(values.shape, j), values, "o", ms=2.5, color="tab:blue", alpha=0.6)
+    if len(ritz_history):
+        top = [np.max(v) for v in ritz_history]
+        bottom = [np.min(v) for v in ritz_history]
+        steps = np.arange(1, len(ritz_history) + 1)
+        ax.plot(steps, top, color="tab:red", lw=1.2, label="largest")
+        ax.plot(steps, bottom, color="tab:purple", lw=1.2, label="smallest")
+    for i, lam in enumerate(exact):
+        ax.axhline(lam, color="grey", lw=0.7, ls="--", label="exact" if i == 0 else None)
+    ax.legend(fontsize=8)
+    return figure
+
+
+def plot_sharpness(
+    rho: Sequence[float],
+    curves: dict[str, Sequence[float | None]],
+    *,
+    stderr: Sequence[float | None] | None = None,
+    adaptive: bool = False,
+) -> Figure:
+    """Sharpness measures against ρ on log-log axes (``None`` entries are skipped)."""
+    kind = "adaptive (ASAM) " if adaptive else ""
+    figure, ax = _axes(f"{kind}sharpness  L(w+ε) − L(w)", "radius ρ", "loss increase")
+    rho = np.asarray(rho, float)
+    order = np.argsort(rho)
+    styles = {"worst_case": "o-", "one_step": "s-", "average_case": "^-", "second_order": "--"}
+    labels = {
+        "worst_case": "worst case (ascent, lower bound)",
+        "one_step": "one-step SAM",
+        "average_case": "average case (Gaussian)",
+        "second_order": "ρ‖g‖ + ½ρ²λ_max",
+    }
+    for name, values in curves.items():
+        y = np.array([np.nan if v is None else v for v in values], float)[order]
+        mask = np.isfinite(y) & (y > 0)
+        if not mask.any():
+            continue
+        (line,) = ax.loglog(
+            rho[order][mask], y[mask], styles.get(name, "-"), ms=4, label=labels.get(name, name)
+        )
+        if name == "average_case" and stderr is not None:
+            err = np.array([np.nan if v is None else v for v in stderr], float)[order][mask]
+            low = np.maximum(y[mask] - 2 * err, y[mask] * 1e-3)  # log axes: keep the band positive
+            ax.fill_between(
+                rho[order][mask], low, y[mask] + 2 * err, alpha=0.2, color=line.get_color()
+            )
+    ax.legend(fontsize=8)
+    return figure
+
+
+def plot_curve_1d(
+    t: np.ndarray,
+    losses: np.ndarray,
+    *,
+    model: np.ndarray | None = None,
+    accuracy: np.ndarray | None = None,
+    xlabel: str = "step t along the direction",
+    title: str = "1-D loss surface",
+) -> Figure:
+    """Loss along a line, with the second-order Taylor model (and accuracy) when given."""
+    figure, ax = _axes(title, xlabel, "loss")
+    ax.plot(t, losses, "o-", ms=3, color="tab:blue", label="loss")
+    if model is not None:
+        ax.plot(t, model, "--", color="tab:red", label="quadratic model L + t·gᵀv + ½λt²")
+    if accuracy is not None:
+        twin = ax.twinx()
+        twin.plot(t, accuracy, color="tab:green", lw=1, alpha=0.7, label="accuracy")
+        twin.set_ylabel("accuracy")
+    ax.legend(fontsize=8, loc="upper center")
+    return figure
+
+
+def plot_contour_2d(
+    xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *, title: str = "2-D loss surface"
+) -> Figure:
+    """Filled contours of ``losses[j, i]`` at ``(xs[i], ys[j])``, the checkpoint marked at (0, 0)."""
+    figure, ax = _axes(title, "direction 1", "direction 2", size=(5.6, 4.8))
+    X, Y = np.meshgrid(xs, ys)
+    z = np.asarray(losses, float)
+    levels = np.linspace(np.nanmin(z), np.nanmax(z), 30) if np.nanmax(z) > np.nanmin(z) else 10
+    filled = ax.contourf(X, Y, z, levels=levels, cmap="viridis")
+    ax.contour(X, Y, z, levels=levels, colors="white", linewidths=0.3, alpha=0.5)
+    figure.colorbar(filled, ax=ax, label="loss")
+    ax.plot([0], [0], marker="*", color="red", ms=10, label="checkpoint")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_aspect("equal", adjustable="box")
+    return figure
+
+
+def plot_surface_3d(
+    xs: np.ndarray, ys: np.ndarray, losses: np.ndarray, *, title: str = "Loss surface"
+) -> Figure:
+    """A 3-D view of the 2-D loss surface."""
+    figure = Figure(figsize=(6.4, 5.2), layout="constrained")
+    ax = figure.add_subplot(projection="3d")
+    X, Y = np.meshgrid(xs, ys)
+    ax.plot_surface(X, Y, np.asarray(losses, float), cmap="viridis", linewidth=0, antialiased=True)
+    ax.set_title(title)
+    ax.set_xlabel("direction 1")
+    ax.set_ylabel("direction 2")
+    ax.set_zlabel("loss")
+    return figure
