@@ -192,6 +192,7 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
         "newton": "Newton decrement (CG)",
         "sharpness": "worst case (ascent)",
         "average": "average case",
+        "surface": "surface grid points",
     }
     with Progress(
         TextColumn("{task.description:<20}"),
@@ -554,6 +555,107 @@ def sharpness(
             from .terminal import print_sharpness
 
             print_sharpness(result)
+
+
+@app.command()
+def surface(
+    checkpoint: CheckpointArg = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    loss: LossOpt = None,
+    config: ConfigOpt = None,
+    batch_size: BatchSizeOpt = None,
+    max_samples: MaxSamplesOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    dtype: DtypeOpt = None,
+    mode: ModeOpt = None,
+    hvp_mode: HvpModeOpt = None,
+    dims: Annotated[
+        int | None, typer.Option("--dims", help="1 (a curve) or 2 (a surface) [default: 2].")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind", help="random (filter-normalised), eigen or interpolation [default: random]."
+        ),
+    ] = None,
+    points: Annotated[
+        int | None, typer.Option("--points", help="Grid points per axis [default: 21].")
+    ] = None,
+    span: Annotated[
+        float | None, typer.Option("--span", help="Coordinates over [-span, span] [default: 1.0].")
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="Another checkpoint: the line w + t(w_to − w), t in [-0.5, 1.5]."
+        ),
+    ] = None,
+    filter_normalize: Annotated[
+        bool | None,
+        typer.Option(
+            "--filter-normalize/--no-filter-normalize",
+            help="Li et al. filter normalisation [default: on].",
+        ),
+    ] = None,
+    ignore_bn_and_bias: Annotated[
+        bool | None,
+        typer.Option(
+            "--ignore-bn-and-bias/--include-bn-and-bias",
+            help="Zero direction on biases and normalisation layers [default: ignore].",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Result name [default: <kind>-<dims>d].")
+    ] = None,
+    trust_checkpoint: TrustOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """1-D or 2-D loss surface along random, Hessian-eigenvector or interpolation directions."""
+    flags = _common_flags(
+        checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
+        max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
+        hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
+    )  # fmt: skip
+    flags.update(
+        {
+            "surface.dims": dims,
+            "surface.kind": kind,
+            "surface.points": points,
+            "surface.span": span,
+            "surface.to": to,
+            "surface.filter_normalize": filter_normalize,
+            "surface.ignore_bn_and_bias": ignore_bn_and_bias,
+            "surface.name": name,
+        }
+    )
+    with _errors(debug):
+        from .errors import InputError
+        from .surface import analyze_surface, validate_settings
+
+        with _progress(quiet) as progress:
+            cfg, objective = _load(flags, config, progress)
+            try:
+                validate_settings(cfg.surface)
+            except ValueError as exc:
+                raise InputError(f"surface settings: {exc}") from None
+            result = analyze_surface(
+                objective,
+                cfg.surface,
+                seed=cfg.seed,
+                progress=progress,
+                trust_checkpoint=cfg.trust_checkpoint,
+            )
+        if json_output:
+            _emit_json(result.to_dict())
+        else:
+            from .terminal import print_surface
+
+            print_surface(result)
 
 
 def main() -> None:

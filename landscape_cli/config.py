@@ -165,10 +165,30 @@ SHARPNESS: dict[str, Option] = {
     "max_iter": Option(int, 100, "maximum Lanczos iterations", minimum=1),
 }
 
+SURFACE: dict[str, Option] = {
+    "dims": Option(int, 2, "1 (a curve) or 2 (a surface)", choices=None, minimum=1),
+    "kind": Option(str, "random", "directions", choices=("random", "eigen", "interpolation")),
+    "points": Option(int, 21, "grid points per axis", minimum=2),
+    "span": Option(float, 1.0, "coordinates run over [-span, span]", positive=True),
+    "filter_normalize": Option(bool, True, "filter-normalise random directions (Li et al. 2018)"),
+    "ignore_bn_and_bias": Option(bool, True, "zero direction on biases and normalisation layers"),
+    "orthogonalize": Option(bool, False, "make the second random direction orthogonal"),
+    "to": Option(
+        str, None, "other checkpoint for interpolation (x over [-0.5, 1.5])", nullable=True
+    ),
+    "tol": Option(float, 1e-4, "Lanczos tolerance for eigen directions", positive=True),
+    "max_iter": Option(int, 100, "Lanczos iterations for eigen directions", minimum=1),
+    "accuracy": Option(bool, True, "also measure classification accuracy"),
+    "name": Option(
+        str, None, "result name (/surface/<name>); default <kind>-<dims>d", nullable=True
+    ),
+}
+
 SECTIONS: dict[str, dict[str, Option]] = {
     "spectrum": SPECTRUM,
     "classify": CLASSIFY,
     "sharpness": SHARPNESS,
+    "surface": SURFACE,
 }
 
 
@@ -233,6 +253,25 @@ class SharpnessSettings:
 
 
 @dataclass(frozen=True)
+class SurfaceSettings:
+    """Options of ``landscape surface`` (see :data:`SURFACE`; the directions are described in
+    :mod:`landscape_cli.surface`)."""
+
+    dims: int = 2
+    kind: str = "random"
+    points: int = 21
+    span: float = 1.0
+    filter_normalize: bool = True
+    ignore_bn_and_bias: bool = True
+    orthogonalize: bool = False
+    to: str | None = None
+    tol: float = 1e-4
+    max_iter: int = 100
+    accuracy: bool = True
+    name: str | None = None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The resolved configuration of one run. Build it with :func:`resolve_config`."""
 
@@ -254,6 +293,7 @@ class RunConfig:
     spectrum: SpectrumSettings = field(default_factory=SpectrumSettings)
     classify: ClassifySettings = field(default_factory=ClassifySettings)
     sharpness: SharpnessSettings = field(default_factory=SharpnessSettings)
+    surface: SurfaceSettings = field(default_factory=SurfaceSettings)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     config_file: str | None = None
 
@@ -411,7 +451,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         flat[key] = _coerce(key, COMMON[key], value, where)
 
     base = path.resolve().parent
-    for key in ("checkpoint", "data", "model", "loss"):
+    for key in ("checkpoint", "data", "model", "loss", "surface.to"):
         if isinstance(flat.get(key), str):
             flat[key] = resolve_relative(flat[key], base)
     return flat
@@ -494,6 +534,7 @@ def resolve_config(
         "spectrum": SpectrumSettings,
         "classify": ClassifySettings,
         "sharpness": SharpnessSettings,
+        "surface": SurfaceSettings,
     }
     sections = {
         name: classes[name](**{k: values[f"{name}.{k}"] for k in options})

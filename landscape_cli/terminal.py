@@ -208,3 +208,49 @@ def print_sharpness(result: Any, console: Console | None = None) -> None:
     for key, note in result.notes.items():
         if key != "stability":
             console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
+
+
+def print_surface(result: Any, console: Console | None = None) -> None:
+    """A 1-D surface as a table; a 2-D one as a summary and a coarse shaded map."""
+    console = console or Console()
+    _header(console, result.info)
+    losses = np.asarray(result.losses, float)
+    console.print(
+        f"{escape(result.name)}: {result.kind} directions, {result.dims}-D, "
+        f"{losses.size} points; loss at the checkpoint {_fmt(result.center_loss)}, "
+        f"range {_fmt(np.nanmin(losses), 4)} … {_fmt(np.nanmax(losses), 4)}"
+    )
+    if result.dims == 1:
+        table = Table(title="loss along the direction", title_justify="left")
+        table.add_column("t", justify="right")
+        table.add_column("loss", justify="right")
+        if result.accuracies is not None:
+            table.add_column("accuracy", justify="right")
+        if result.quadratic_model is not None:
+            table.add_column("quadratic model", justify="right")
+        for i, t in enumerate(result.xs):
+            row = [_fmt(t, 3), _fmt(losses[i])]
+            if result.accuracies is not None:
+                row.append(_fmt(result.accuracies[i], 3))
+            if result.quadratic_model is not None:
+                row.append(_fmt(np.asarray(result.quadratic_model)[i]))
+            table.add_row(*row)
+        console.print(table)
+    else:
+        low, high = np.nanmin(losses), np.nanmax(losses)
+        shades = " .:-=+*#%@"
+        for row in losses[::-1]:  # y increases upwards
+            scaled = (row - low) / (high - low) if high > low else np.zeros_like(row)
+            console.print(
+                "  "
+                + "".join(
+                    shades[min(int(v * len(shades)), len(shades) - 1)] * 2
+                    for v in np.nan_to_num(scaled, nan=1.0)
+                )
+            )
+        console.print("  (darker = lower loss; the checkpoint is at the centre)")
+    console.print(
+        f"{result.info.hvp_count:,} HVPs in {result.info.seconds:.2f} s · seed {result.info.seed}"
+    )
+    for key, note in result.notes.items():
+        console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")

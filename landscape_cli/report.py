@@ -1,0 +1,891 @@
+"""HDF5 reports: every analysis of one checkpoint in one self-describing file (guide, section 5).
+
+Layout (``SCHEMA = "landscape-report/1"``; the full table is in the README):
+
+* root attributes: ``schema``, ``landscape_version``, ``created`` (ISO 8601, UTC),
+  ``command_line``, ``config_yaml``, ``torch_version``, ``checkpoint_sha256`` (``""`` when the
+  objective has no checkpoint file), ``num_parameters``, ``seed``, ``device``, ``dtype``;
+* one group per analysis (``/spectrum``, ``/classify``, ``/sharpness``; ``/surface/<name>`` and
+  ``/track`` through :func:`write_arrays`): parameters and scalar results as attributes, raw
+  material (Lanczos coefficients, Ritz values, trace samples, SLQ nodes and weights, curves) as
+  datasets, so a plot can be redrawn and a density re-broadened (:func:`rebroaden`) without a
+  single Hessian-vector product.
+
+Conventions (as in h5py's documentation and anndata's on-disk specification): small metadata are
+attributes, arrays are datasets, datasets of more than :data:`COMPRESS_MIN_SIZE` elements are
+stored gzip-compressed with the shuffle filter, a grid is an HDF5 dimension scale of the values
+sampled on it. HDF5 has no ``None``: a ``None`` attribute is left out and its name listed in the
+group's ``none_attributes``; a ``None`` inside an array is stored as NaN and its positions listed
+in the dataset's ``none_indices`` (and the dataset's name in the group's ``none_datasets``).
+
+Writing is atomic: the report is built in ``.{name}.tmp-{pid}`` next to the target and moved into
+place with :func:`os.replace`; on any exception (``KeyboardInterrupt`` included) the temporary
+file is removed and an existing report is left as it was. Writing sections into an existing report
+keeps its other groups.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = pathlib.Path(d) / "r.h5"
+    ...     _ = write_report(path, {}, config=None, command_line="landscape report",
+    ...                  objective_info={"num_parameters": 3, "seed": 0, "device": "cpu",
+    ...                                  "dtype": "float64"})
+    ...     read_report(path).attrs["schema"]
+    'landscape-report/1'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .config import ClassifySettings, RunConfig, SharpnessSettings
+from .critical import ClassifyResult, Decision, EscapeProbe, NewtonDecrement
+from .density import SLQResult, SpectralDensity
+from .errors import InputError
+from .exact import ExactSpectrum
+from .lanczos import LanczosResult
+from .results import RunInfo, SpectrumResult
+from .sharpness import SharpnessResult
+from .stability import StabilityReport
+from .trace import TraceEstimate
+
+__all__ = [
+    "COMPRESS_MIN_SIZE",
+    "ROOT_ATTRIBUTES",
+    "SCHEMA",
+    "SECTIONS",
+    "Report",
+    "objective_info",
+    "read_attrs",
+    "read_list",
+    "read_report",
+    "rebroaden",
+    "write_arrays",
+    "write_report",
+]
+
+SCHEMA = "landscape-report/1"
+#: Root attributes, in the order of the guide.
+ROOT_ATTRIBUTES = (
+    "schema",
+    "landscape_version",
+    "created",
+    "command_line",
+    "config_yaml",
+    "torch_version",
+    "checkpoint_sha256",
+    "num_parameters",
+    "seed",
+    "device",
+    "dtype",
+)
+#: Keys :func:`write_report` accepts in ``objective_info``.
+OBJECTIVE_KEYS = ("num_parameters", "seed", "device", "dtype", "checkpoint_sha256")
+#: Datasets with more elements than this are compressed (gzip level 4 + shuffle).
+COMPRESS_MIN_SIZE = 1024
+NONE_ATTRIBUTES = "none_attributes"
+NONE_DATASETS = "none_datasets"
+NONE_INDICES = "none_indices"
+
+INFO_FIELDS = tuple(f.name for f in dataclasses.fields(RunInfo))
+LANCZOS_ARRAYS = (
+    "alphas",
+    "betas",
+    "ritz_values",
+    "ritz_residuals",
+    "error_bounds",
+    "first_components",
+)
+SHARPNESS_CURVES = (
+    "worst_case",
+    "one_step",
+    "average_case",
+    "average_case_stderr",
+    "second_order",
+)
+
+
+# ---------------------------------------------------------------------------- generic encoding
+
+
+def _attr_value(name: str, value: Any) -> Any:
+    """A Python value as an HDF5 attribute value (``None`` is handled by the caller)."""
+    if isinstance(value, (bool, np.bool_)):
+        return np.bool_(value)
+    if isinstance(value, (int, np.integer)):
+        return np.int64(value)
+    if isinstance(value, (float, np.floating)):
+        return np.float64(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return np.array(list(value), dtype=h5py.string_dtype())  # also the empty list
+    if isinstance(value, (list, tuple, np.ndarray)):
+        arr = np.asarray(value)
+        if arr.dtype.kind in "biuf":
+            return arr.astype(np.float64) if arr.dtype.kind == "f" else arr
+        if arr.dtype.kind == "U":
+            return arr.astype(h5py.string_dtype())
+    raise TypeError(f"attribute {name!r}: cannot store {type(value).__name__} {value!r} in HDF5")
+
+
+def _set_attrs(obj: h5py.Group | h5py.Dataset, attrs: Mapping[str, Any]) -> None:
+    """Set ``attrs`` on ``obj``; ``None`` values are listed in ``none_attributes`` instead."""
+    missing = list(obj.attrs.get(NONE_ATTRIBUTES, []))
+    missing = [m.decode() if isinstance(m, bytes) else str(m) for m in missing]
+    for name, value in attrs.items():
+        if name in obj.attrs:
+            del obj.attrs[name]
+        if value is None:
+            if name not in missing:
+                missing.append(name)
+            continue
+        if name in missing:
+            missing.remove(name)
+        obj.attrs[name] = _attr_value(name, value)
+    if NONE_ATTRIBUTES in obj.attrs:
+        del obj.attrs[NONE_ATTRIBUTES]
+    if missing:
+        obj.attrs[NONE_ATTRIBUTES] = np.array(missing, dtype=h5py.string_dtype())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OS":
+        return [_plain(v) for v in value.tolist()]
+    return value
+
+
+def read_attrs(obj: h5py.Group | h5py.Dataset) -> dict[str, Any]:
+    """The attributes of ``obj`` as plain Python values, with ``None`` for those listed in
+    ``none_attributes`` (which itself is not returned)."""
+    out = {name: _plain(value) for name, value in obj.attrs.items()}
+    for name in out.pop(NONE_ATTRIBUTES, []) or []:
+        out[name] = None
+    return out
+
+
+def _as_array(name: str, value: Any) -> tuple[np.ndarray, list[int]]:
+    """``value`` as an array; ``None`` entries of a list become NaN, their indices returned."""
+    if isinstance(value, np.ndarray):
+        return value, []
+    if isinstance(value, (list, tuple)):
+        none_idx = [i for i, v in enumerate(value) if v is None]
+        if none_idx:
+            return np.array([np.nan if v is None else v for v in value], dtype=np.float64), none_idx
+        return np.asarray(value), []
+    if hasattr(value, "detach"):  # a torch tensor
+        return value.detach().cpu().numpy(), []
+    raise TypeError(f"dataset {name!r}: expected an array or list, got {type(value).__name__}")
+
+
+def _write_datasets(
+    group: h5py.Group,
+    arrays: Mapping[str, Any],
+    dims: Mapping[str, Sequence[str | None]] | None = None,
+) -> list[str]:
+    """Create the datasets of ``arrays`` in ``group``; return the names of those holding ``None``."""
+    none_datasets = []
+    for key, value in arrays.items():
+        arr, none_idx = _as_array(key, value)
+        kwargs: dict[str, Any] = {}
+        if arr.size > COMPRESS_MIN_SIZE:
+            kwargs = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+        if key in group:
+            del group[key]
+        dset = group.create_dataset(key, data=arr, **kwargs)
+        if none_idx:
+            dset.attrs[NONE_INDICES] = np.asarray(none_idx, dtype=np.int64)
+            none_datasets.append(key)
+    for target, axes in (dims or {}).items():
+        for axis, scale_name in enumerate(axes):
+            if scale_name is None:
+                continue
+            scale = group[scale_name]
+            if not scale.is_scale:
+                scale.make_scale(scale_name)
+            group[target].dims[axis].attach_scale(scale)
+    return none_datasets
+
+
+def write_arrays(
+    group: h5py.Group,
+    name: str,
+    arrays: Mapping[str, Any],
+    attrs: Mapping[str, Any] | None = None,
+    *,
+    dims: Mapping[str, Sequence[str | None]] | None = None,
+) -> h5py.Group:
+    """Write the subgroup ``group/name`` (replacing an existing one) with datasets and attributes.
+
+    The building block of every section, for the lead's ``/surface/<name>`` and ``/track`` too::
+
+        write_arrays(f.require_group("surface"), "random-2d",
+                     {"alpha": a, "beta": b, "loss": L},         # L: (len(a), len(b))
+                     {"kind": "2d", "normalisation": "filter"},
+                     dims={"loss": ("alpha", "beta")})
+
+    Args:
+        group: the parent group (``name`` may hold slashes: intermediate groups are created).
+        arrays: dataset name -> array-like (numpy array, torch tensor, or a list that may hold
+            ``None``: stored as NaN, the positions in the dataset attribute ``none_indices``, the
+            name in the group attribute ``none_datasets``). Datasets of more than
+            :data:`COMPRESS_MIN_SIZE` elements are gzip-compressed with the shuffle filter.
+        attrs: attribute name -> bool, int, float, str or a list of numbers/strings; ``None`` is
+            left out and listed in ``none_attributes``.
+        dims: dataset name -> per-axis names of 1-D datasets in ``arrays`` to attach as HDF5
+            dimension scales (``None`` for an axis without a scale).
+
+    Returns:
+        The new group.
+    """
+    if name in group:
+        del group[name]
+    sub = group.create_group(name)
+    none_datasets = _write_datasets(sub, arrays, dims)
+    attrs = dict(attrs or {})
+    if none_datasets:
+        attrs[NONE_DATASETS] = none_datasets
+    _set_attrs(sub, attrs)
+    return sub
+
+
+def _read_array(group: h5py.Group, name: str) -> np.ndarray:
+    return np.asarray(group[name][()])
+
+
+def read_list(group: h5py.Group, name: str) -> list[float | None]:
+    """A 1-D dataset as a list of floats, with ``None`` back at its ``none_indices``."""
+    dset = group[name]
+    values: list[float | None] = [float(v) for v in dset[()]]
+    for i in dset.attrs.get(NONE_INDICES, []):
+        values[int(i)] = None
+    return values
+
+
+# ---------------------------------------------------------------------------- section writers
+
+
+def _info_attrs(info: RunInfo) -> dict[str, Any]:
+    return {name: getattr(info, name) for name in INFO_FIELDS}
+
+
+def _settings_attrs(settings: Any) -> dict[str, Any]:
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+
+
+def _write_lanczos(group: h5py.Group, lz: LanczosResult, extra: Mapping[str, Any]) -> None:
+    write_arrays(
+        group,
+        "lanczos",
+        {name: getattr(lz, name) for name in LANCZOS_ARRAYS},
+        {
+            "iterations": lz.steps,
+            "matvecs": lz.matvecs,
+            "converged": bool(lz.converged),
+            "breakdown": bool(lz.breakdown),
+            "start_vector_norm": lz.start_vector_norm,
+            "ritz_vectors_stored": False,
+            **extra,
+        },
+    )
+
+
+def _write_slq(group: h5py.Group, slq: SLQResult) -> None:
+    write_arrays(
+        group,
+        "slq",
+        {"nodes": slq.nodes, "weights": slq.weights},
+        {
+            "runs": int(slq.nodes.shape[0]),
+            "steps": int(slq.nodes.shape[1]),
+            "matvecs": slq.matvecs,
+            "padding": "nodes NaN, weights 0 after a run's breakdown",
+        },
+    )
+
+
+def _write_stability(group: h5py.Group, stability: StabilityReport) -> None:
+    fields = _settings_attrs(stability)
+    derived = {k: v for k, v in stability.to_dict().items() if k not in fields}
+    derived.pop("lr_source", None)
+    write_arrays(group, "stability", {}, {**fields, **derived})
+
+
+def _write_notes(group: h5py.Group, notes: Mapping[str, str]) -> None:
+    write_arrays(group, "notes", {}, dict(notes))
+
+
+def _write_spectrum(group: h5py.Group, res: SpectrumResult, config: RunConfig | None) -> None:
+    _write_datasets(
+        group,
+        {
+            "top_eigenvalues": np.asarray(res.top_eigenvalues, dtype=np.float64),
+            "bottom_eigenvalues": np.asarray(res.bottom_eigenvalues, dtype=np.float64),
+        },
+    )
+    _set_attrs(
+        group,
+        {
+            **_info_attrs(res.info),
+            "lambda_max": res.lambda_max,
+            "lambda_min": res.lambda_min,
+            "top_k": res.top_k,
+            "bottom_k": res.bottom_k,
+            "tol": res.tol,
+        },
+    )
+    _write_lanczos(group, res.lanczos, {"tol": res.tol})
+    if res.trace_estimate is not None:
+        t = res.trace_estimate
+        write_arrays(
+            group,
+            "trace",
+            {"samples": np.asarray(t.samples, dtype=np.float64)},
+            {"estimate": t.estimate, "stderr": t.stderr, "method": t.method, "matvecs": t.matvecs},
+        )
+    if res.slq is not None:
+        _write_slq(group, res.slq)
+    if res.density_estimate is not None:
+        d = res.density_estimate
+        write_arrays(
+            group,
+            "density",
+            {"grid": d.grid, "values": d.values},
+            {"sigma": d.sigma},
+            dims={"values": ("grid",)},
+        )
+    if res.exact is not None:
+        e = res.exact
+        write_arrays(
+            group,
+            "exact",
+            {"eigenvalues": e.eigenvalues},
+            {"asymmetry": e.asymmetry, "matvecs": e.matvecs},
+        )
+    if res.stability is not None:
+        _write_stability(group, res.stability)
+    if config is not None:
+        # SpectrumResult does not carry its settings: these are the run configuration's
+        write_arrays(
+            group, "settings", {}, {**_settings_attrs(config.spectrum), "source": "config"}
+        )
+    _write_notes(group, res.notes)
+
+
+def _write_classify(group: h5py.Group, res: ClassifyResult, config: RunConfig | None) -> None:
+    d = res.decision
+    _set_attrs(
+        group,
+        {
+            **_info_attrs(res.info),
+            "classification": d.classification,
+            "evidence": res.evidence,
+            "lambda_max": res.lambda_max,
+            "lambda_min": res.lambda_min,
+            "lambda_max_error_bound": res.error_max,
+            "lambda_min_error_bound": res.error_min,
+            "negative_fraction": res.negative_fraction,
+            "stationary": d.stationary,
+            "relative_gradient": d.relative_gradient,
+            "curvature_scale": d.curvature_scale,
+            "negative_curvature": d.negative_significant,
+            "positive_curvature": d.positive_significant,
+            "degenerate_directions": d.degenerate_directions,
+        },
+    )
+    write_arrays(group, "settings", {}, _settings_attrs(res.settings))
+    if res.newton is not None:
+        write_arrays(group, "newton", {}, _settings_attrs(res.newton))
+    if res.escape is not None:
+        e = res.escape
+        curves = ("loss_plus", "loss_minus", "model_plus", "model_minus")
+        write_arrays(
+            group,
+            "escape",
+            {"t": e.steps, **{name: getattr(e, name) for name in curves}},
+            {"eigenvalue": e.eigenvalue, "best_decrease": e.best_decrease},
+            dims={name: ("t",) for name in curves},
+        )
+    if res.lanczos is not None:
+        _write_lanczos(group, res.lanczos, {"tol": res.settings.tol})
+    if res.slq is not None:
+        _write_slq(group, res.slq)
+    if res.stability is not None:
+        _write_stability(group, res.stability)
+    _write_notes(group, res.notes)
+
+
+def _write_sharpness(group: h5py.Group, res: SharpnessResult, config: RunConfig | None) -> None:
+    s = res.settings
+    arrays: dict[str, Any] = {"rho": np.asarray(res.rho, dtype=np.float64)}
+    arrays.update({name: list(getattr(res, name)) for name in SHARPNESS_CURVES})
+    arrays["average_samples"] = np.asarray(res.average_samples, dtype=np.float64)
+    none_datasets = _write_datasets(group, arrays, dims={n: ("rho",) for n in SHARPNESS_CURVES})
+    _set_attrs(
+        group,
+        {
+            **_info_attrs(res.info),
+            "lambda_max": res.lambda_max,
+            "adaptive": res.adaptive,
+            "m": res.m,
+            "eta": s.eta if res.adaptive else None,
+            "worst_case_bound": "lower",
+            "samples": s.samples,
+            "gradient_evaluations": res.gradient_evaluations,
+            "loss_evaluations": res.loss_evaluations,
+            NONE_DATASETS: none_datasets,  # always present for sharpness (may be empty)
+        },
+    )
+    write_arrays(group, "settings", {}, _settings_attrs(s))
+    if res.lanczos is not None:
+        _write_lanczos(group, res.lanczos, {"tol": s.tol})
+    _write_notes(group, res.notes)
+
+
+_WRITERS = {
+    "spectrum": (SpectrumResult, _write_spectrum),
+    "classify": (ClassifyResult, _write_classify),
+    "sharpness": (SharpnessResult, _write_sharpness),
+}
+#: The sections :func:`write_report` writes and :func:`read_report` rebuilds.
+SECTIONS = tuple(_WRITERS)
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def objective_info(objective: Any, seed: int) -> dict[str, Any]:
+    """The ``objective_info`` of :func:`write_report` for an
+    :class:`~landscape_cli.objective.Objective` analysed with ``seed``."""
+    checkpoint = getattr(objective, "checkpoint", None)
+    return {
+        "num_parameters": int(objective.num_parameters),
+        "seed": int(seed),
+        "device": str(objective.device),
+        "dtype": str(objective.dtype).replace("torch.", ""),
+        "checkpoint_sha256": (checkpoint.sha256 if checkpoint is not None else None) or "",
+    }
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _open_error(path: Path, exc: BaseException) -> InputError:
+    return InputError(f"{path}: cannot be read as HDF5 ({exc})", hint="is it a landscape report?")
+
+
+def _check_schema(path: Path, f: h5py.File, action: str) -> None:
+    schema = _plain(f.attrs.get("schema"))
+    if schema != SCHEMA:
+        found = "no 'schema' attribute" if schema is None else f"schema {schema!r}"
+        raise InputError(
+            f"{path}: not a landscape report ({found}, expected {SCHEMA!r})",
+            hint=action,
+        )
+
+
+def _root_attrs(
+    existing: Mapping[str, Any],
+    sections: Mapping[str, Any],
+    config: RunConfig | None,
+    command_line: str,
+    info: Mapping[str, Any],
+    path: Path,
+) -> dict[str, Any]:
+    import torch
+
+    unknown = sorted(set(info) - set(OBJECTIVE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"objective_info has unknown keys {unknown}; allowed: {', '.join(OBJECTIVE_KEYS)}"
+        )
+    values: dict[str, Any] = {}
+    run_infos = [result.info for result in sections.values()]
+    for key in OBJECTIVE_KEYS:
+        value = info.get(key)
+        if value is None:
+            value = next((getattr(r, key) for r in run_infos if getattr(r, key) is not None), None)
+        if value is None and key == "seed" and config is not None:
+            value = config.seed
+        if value is None and key in existing:
+            value = existing[key]
+        if value is None and key == "checkpoint_sha256":
+            value = ""
+        if value is None:
+            raise ValueError(f"objective_info needs {key!r} (no section carries it)")
+        values[key] = value
+    for key in ("checkpoint_sha256", "num_parameters"):
+        old, new = existing.get(key), values[key]
+        if old not in (None, "") and new not in (None, "") and old != new:
+            raise InputError(
+                f"{path}: the report holds results for {key} = {old}, this run has {new}",
+                hint="write to another --out file",
+            )
+    return {
+        "schema": SCHEMA,
+        "landscape_version": __version__,
+        "created": _utc_now(),
+        "command_line": command_line,
+        "config_yaml": config.to_yaml() if config is not None else "",
+        "torch_version": str(torch.__version__),
+        "checkpoint_sha256": str(values["checkpoint_sha256"]),
+        "num_parameters": int(values["num_parameters"]),
+        "seed": int(values["seed"]),
+        "device": str(values["device"]),
+        "dtype": str(values["dtype"]),
+    }
+
+
+def write_report(
+    path: str | os.PathLike[str],
+    sections: Mapping[str, Any],
+    *,
+    config: RunConfig | None,
+    command_line: str,
+    objective_info: Mapping[str, Any],
+) -> Path:
+    """Write ``sections`` (``{"spectrum": SpectrumResult, ...}``) into the report at ``path``.
+
+    A new file gets the root attributes and the given groups. An existing report keeps every group
+    not in ``sections``; the groups in ``sections`` are replaced and the root attributes updated
+    (``created``, ``command_line``, ``config_yaml`` ... describe the latest write; every section
+    group also carries its own ``created`` and ``command_line``).
+
+    Atomic: the file is built as ``.{name}.tmp-{pid}`` in the target's directory (starting from a
+    copy of the existing report) and renamed over ``path`` with :func:`os.replace`. On any
+    exception, ``KeyboardInterrupt`` included, the temporary file is removed and the exception
+    re-raised; ``path`` is then as it was (absent, or the old report byte for byte).
+
+    Args:
+        path: the ``.h5`` file.
+        sections: section name (one of :data:`SECTIONS`) -> the analysis result.
+        config: the resolved configuration, stored as ``config_yaml`` (``""`` when ``None``).
+        command_line: the command that produced the results.
+        objective_info: any of ``num_parameters``, ``seed``, ``device``, ``dtype``,
+            ``checkpoint_sha256`` (see :func:`objective_info`); missing ones are taken from the
+            results' :class:`~landscape_cli.results.RunInfo` or the existing report.
+
+    Raises:
+        InputError: ``path`` exists but is not a landscape report, its directory does not exist,
+            or it holds results of another checkpoint.
+        ValueError, TypeError: an unknown section name or a result of the wrong type.
+    """
+    path = Path(path)
+    for name, result in sections.items():
+        if name not in _WRITERS:
+            raise ValueError(f"unknown report section {name!r}; known: {', '.join(SECTIONS)}")
+        kind = _WRITERS[name][0]
+        if not isinstance(result, kind):
+            raise TypeError(
+                f"section {name!r} needs a {kind.__name__}, got {type(result).__name__}"
+            )
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the directory {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory", hint="give a file name ending in .h5")
+    exists = path.exists()
+    existing: dict[str, Any] = {}
+    if exists:
+        if not h5py.is_hdf5(path):
+            raise InputError(
+                f"{path}: exists and is not an HDF5 file; refusing to overwrite it",
+                hint="choose another --out file",
+            )
+        try:
+            with h5py.File(path, "r") as f:
+                _check_schema(path, f, "refusing to overwrite it; choose another --out file")
+                existing = read_attrs(f)
+        except OSError as exc:
+            raise _open_error(path, exc) from None
+    root = _root_attrs(existing, sections, config, command_line, objective_info, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if exists:
+            shutil.copy2(path, tmp)
+            f = h5py.File(tmp, "a")
+        else:
+            # a persistent free-space manager lets later rewrites of a section reuse its space
+            f = h5py.File(tmp, "w", fs_strategy="fsm", fs_persist=True)
+        with f:
+            for name, result in sections.items():
+                if name in f:
+                    del f[name]
+                group = f.create_group(name)
+                _WRITERS[name][1](group, result, config)
+                _set_attrs(group, {"created": root["created"], "command_line": command_line})
+            for key in ROOT_ATTRIBUTES:
+                _set_attrs(f, {key: root[key]})
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report read back: root attributes and the results rebuilt as the analyses' dataclasses.
+
+    ``groups`` lists every top-level group (including ``surface`` and ``track``, which are read
+    with :func:`read_attrs` and h5py directly).
+    """
+
+    path: Path
+    attrs: dict[str, Any]
+    spectrum: SpectrumResult | None = None
+    classify: ClassifyResult | None = None
+    sharpness: SharpnessResult | None = None
+    groups: tuple[str, ...] = ()
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # each group's attributes
+
+
+def _run_info(attrs: Mapping[str, Any]) -> RunInfo:
+    return RunInfo(**{name: attrs.get(name) for name in INFO_FIELDS})
+
+
+def _settings(cls: type, attrs: Mapping[str, Any]) -> Any:
+    default = cls()
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in attrs:
+            continue
+        value = attrs[f.name]
+        if isinstance(getattr(default, f.name), tuple) and value is not None:
+            value = tuple(float(v) for v in np.atleast_1d(value))
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _read_lanczos(group: h5py.Group) -> LanczosResult:
+    a = read_attrs(group)
+    return LanczosResult(
+        **{name: _read_array(group, name) for name in LANCZOS_ARRAYS},
+        converged=a["converged"],
+        breakdown=a["breakdown"],
+        matvecs=a["matvecs"],
+        start_vector_norm=a["start_vector_norm"],
+    )
+
+
+def _read_slq(group: h5py.Group) -> SLQResult:
+    return SLQResult(
+        nodes=_read_array(group, "nodes"),
+        weights=_read_array(group, "weights"),
+        matvecs=read_attrs(group)["matvecs"],
+    )
+
+
+def _read_stability(group: h5py.Group) -> StabilityReport:
+    attrs = read_attrs(group)
+    return StabilityReport(
+        **{f.name: attrs.get(f.name) for f in dataclasses.fields(StabilityReport)}
+    )
+
+
+def _read_notes(group: h5py.Group) -> dict[str, str]:
+    return {k: str(v) for k, v in read_attrs(group["notes"]).items()} if "notes" in group else {}
+
+
+def _optional(group: h5py.Group, name: str, reader: Any) -> Any:
+    return reader(group[name]) if name in group else None
+
+
+def _read_spectrum(group: h5py.Group) -> SpectrumResult:
+    a = read_attrs(group)
+    density = None
+    if "density" in group:
+        d = group["density"]
+        density = SpectralDensity(
+            grid=_read_array(d, "grid"),
+            values=_read_array(d, "values"),
+            sigma=float(d.attrs["sigma"]),
+        )
+    trace = None
+    if "trace" in group:
+        t = read_attrs(group["trace"])
+        trace = TraceEstimate(
+            estimate=t["estimate"],
+            stderr=t["stderr"],
+            method=t["method"],
+            matvecs=t["matvecs"],
+            samples=_read_array(group["trace"], "samples"),
+        )
+    exact = None
+    if "exact" in group:
+        e = read_attrs(group["exact"])
+        exact = ExactSpectrum(
+            _read_array(group["exact"], "eigenvalues"), e["asymmetry"], e["matvecs"]
+        )
+    return SpectrumResult(
+        info=_run_info(a),
+        top_eigenvalues=_read_array(group, "top_eigenvalues"),
+        bottom_eigenvalues=_read_array(group, "bottom_eigenvalues"),
+        lanczos=_read_lanczos(group["lanczos"]),
+        top_k=a["top_k"],
+        bottom_k=a["bottom_k"],
+        tol=a["tol"],
+        trace_estimate=trace,
+        slq=_optional(group, "slq", _read_slq),
+        density_estimate=density,
+        exact=exact,
+        stability=_optional(group, "stability", _read_stability),
+        notes=_read_notes(group),
+    )
+
+
+def _read_classify(group: h5py.Group) -> ClassifyResult:
+    a = read_attrs(group)
+    decision = Decision(
+        classification=a["classification"],
+        stationary=a["stationary"],
+        relative_gradient=a["relative_gradient"],
+        negative_significant=a["negative_curvature"],
+        positive_significant=a["positive_curvature"],
+        degenerate_directions=a["degenerate_directions"],
+        curvature_scale=a["curvature_scale"],
+    )
+    newton = None
+    if "newton" in group:
+        n = read_attrs(group["newton"])
+        newton = NewtonDecrement(**{f.name: n[f.name] for f in dataclasses.fields(NewtonDecrement)})
+    escape = None
+    if "escape" in group:
+        e = group["escape"]
+        ea = read_attrs(e)
+        escape = EscapeProbe(
+            eigenvalue=ea["eigenvalue"],
+            steps=_read_array(e, "t"),
+            loss_plus=_read_array(e, "loss_plus"),
+            loss_minus=_read_array(e, "loss_minus"),
+            model_plus=_read_array(e, "model_plus"),
+            model_minus=_read_array(e, "model_minus"),
+            best_decrease=ea["best_decrease"],
+        )
+    return ClassifyResult(
+        info=_run_info(a),
+        decision=decision,
+        lambda_max=a["lambda_max"],
+        lambda_min=a["lambda_min"],
+        error_max=a["lambda_max_error_bound"],
+        error_min=a["lambda_min_error_bound"],
+        negative_fraction=a["negative_fraction"],
+        newton=newton,
+        escape=escape,
+        evidence=a["evidence"],
+        settings=_settings(ClassifySettings, read_attrs(group["settings"])),
+        lanczos=_optional(group, "lanczos", _read_lanczos),
+        slq=_optional(group, "slq", _read_slq),
+        stability=_optional(group, "stability", _read_stability),
+        notes=_read_notes(group),
+    )
+
+
+def _read_sharpness(group: h5py.Group) -> SharpnessResult:
+    a = read_attrs(group)
+    return SharpnessResult(
+        info=_run_info(a),
+        rho=[float(r) for r in _read_array(group, "rho")],
+        **{name: read_list(group, name) for name in SHARPNESS_CURVES},
+        lambda_max=a["lambda_max"],
+        adaptive=a["adaptive"],
+        m=a["m"],
+        settings=_settings(SharpnessSettings, read_attrs(group["settings"])),
+        gradient_evaluations=a["gradient_evaluations"],
+        loss_evaluations=a["loss_evaluations"],
+        average_samples=_read_array(group, "average_samples"),
+        lanczos=_optional(group, "lanczos", _read_lanczos),
+        notes=_read_notes(group),
+    )
+
+
+_READERS = {"spectrum": _read_spectrum, "classify": _read_classify, "sharpness": _read_sharpness}
+
+
+def read_report(path: str | os.PathLike[str]) -> Report:
+    """Read a report written by :func:`write_report`.
+
+    Raises:
+        InputError: the file is missing, not HDF5, not a landscape report (schema), or a section
+            lacks an item its schema requires (the message names the section and the item).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such report file", hint="write one with --out FILE.h5")
+    if not h5py.is_hdf5(path):
+        raise InputError(f"{path}: not an HDF5 file", hint="give a report written with --out")
+    try:
+        with h5py.File(path, "r") as f:
+            _check_schema(path, f, "give a report written with --out")
+            results: dict[str, Any] = {}
+            for name, reader in _READERS.items():
+                if name in f:
+                    try:
+                        results[name] = reader(f[name])
+                    except (KeyError, TypeError, ValueError) as exc:
+                        raise InputError(
+                            f"{path}: section /{name} is incomplete or malformed ({exc})",
+                            hint="rewrite it with the command that made it and --out",
+                        ) from None
+            return Report(
+                path=path,
+                attrs=read_attrs(f),
+                groups=tuple(f.keys()),
+                sections={
+                    name: read_attrs(f[name]) for name in f if isinstance(f[name], h5py.Group)
+                },
+                **results,
+            )
+    except OSError as exc:
+        raise _open_error(path, exc) from None
+
+
+def rebroaden(
+    report_or_spectrum: Report | SpectrumResult | SLQResult,
+    sigma: float | None = None,
+    grid_points: int = 1000,
+) -> SpectralDensity:
+    """The SLQ density with another Gaussian width ``sigma`` (default:
+    :func:`~landscape_cli.density.default_sigma`) on ``grid_points`` points, from the stored
+    nodes and weights (no Hessian-vector product):
+    ``φ(t) ≈ (1/R) Σ_r Σ_i τ²_{r,i} N(t; θ_{r,i}, σ²)`` (Lin, Saad & Yang 2016).
+
+    Raises:
+        InputError: the report or result has no SLQ nodes (the density was switched off).
+        ValueError: ``sigma <= 0`` or ``grid_points < 2``.
+    """
+    slq = report_or_spectrum
+    if isinstance(slq, Report):
+        if slq.spectrum is None:
+            raise InputError(f"{slq.path}: the report has no /spectrum section to re-broaden")
+        slq = slq.spectrum
+    if isinstance(slq, SpectrumResult):
+        slq = slq.slq
+    if slq is None:
+        raise InputError(
+            "no SLQ nodes and weights to re-broaden (the density was switched off)",
+            hint="run spectrum with the density on",
+        )
+    return slq.density(sigma=sigma, grid=int(grid_points))
