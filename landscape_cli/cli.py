@@ -98,6 +98,10 @@ HvpModeOpt = Annotated[
         help="auto, cached (keep one gradient graph) or streaming (batch by batch) [default: auto].",
     ),
 ]
+OutOpt = Annotated[
+    str | None,
+    typer.Option("--out", help="Write (or add a section to) an HDF5 report, atomically."),
+]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")
 ]
@@ -211,6 +215,23 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
             bars.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+def _write_out(out: str | None, section: str, result: Any, cfg: Any, objective: Any) -> None:
+    """Add ``result`` as ``/<section>`` of the report at ``out`` (temp file + rename)."""
+    if out is None:
+        return
+    import shlex
+
+    from .report import objective_info, write_report
+
+    write_report(
+        out,
+        {section: result},
+        config=cfg,
+        command_line=shlex.join(["landscape", *sys.argv[1:]]),
+        objective_info=objective_info(objective, cfg.seed),
+    )
 
 
 def _emit_json(payload: dict[str, Any]) -> None:
@@ -358,6 +379,7 @@ def spectrum(
     ] = None,
     lr: LrOpt = None,
     trust_checkpoint: TrustOpt = False,
+    out: OutOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -393,6 +415,7 @@ def spectrum(
             result = analyze_spectrum(
                 objective, cfg.spectrum, seed=cfg.seed, lr=cfg.lr, progress=progress
             )
+        _write_out(out, "spectrum", result, cfg, objective)
         if json_output:
             _emit_json(result.to_dict())
         else:
@@ -442,6 +465,7 @@ def classify(
     ] = None,
     lr: LrOpt = None,
     trust_checkpoint: TrustOpt = False,
+    out: OutOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -469,6 +493,7 @@ def classify(
             result = classify_point(
                 objective, cfg.classify, seed=cfg.seed, lr=cfg.lr, progress=progress
             )
+        _write_out(out, "classify", result, cfg, objective)
         if json_output:
             _emit_json(result.to_dict())
         else:
@@ -522,6 +547,7 @@ def sharpness(
         typer.Option("--samples", help="Monte Carlo pairs (average case) [default: 16]."),
     ] = None,
     trust_checkpoint: TrustOpt = False,
+    out: OutOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -549,6 +575,7 @@ def sharpness(
         with _progress(quiet) as progress:
             cfg, objective = _load(flags, config, progress)
             result = measure_sharpness(objective, cfg.sharpness, seed=cfg.seed, progress=progress)
+        _write_out(out, "sharpness", result, cfg, objective)
         if json_output:
             _emit_json(result.to_dict())
         else:
@@ -656,6 +683,51 @@ def surface(
             from .terminal import print_surface
 
             print_surface(result)
+
+
+@app.command()
+def plot(
+    report: Annotated[str, typer.Argument(help="An HDF5 report written with --out.")],
+    fmt: Annotated[str, typer.Option("--format", help="png, svg or pdf [default: png].")] = "png",
+    out_dir: Annotated[
+        str | None,
+        typer.Option("--out-dir", help="Directory for the figures [default: beside the report]."),
+    ] = None,
+    sigma: Annotated[
+        float | None,
+        typer.Option("--sigma", help="Re-broaden the density with this width (no HVPs needed)."),
+    ] = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Render the figures of a report from the file alone (no checkpoint)."""
+    with _errors(debug):
+        from pathlib import Path
+
+        from .errors import InputError
+        from .plots import FORMATS, report_figures, save_figure
+        from .report import read_report
+
+        if fmt not in FORMATS:
+            raise InputError(f"--format '{fmt}': choose one of {', '.join(FORMATS)}")
+        if sigma is not None and not sigma > 0:
+            raise InputError(f"--sigma {sigma}: it must be greater than 0")
+        path = Path(report)
+        loaded = read_report(path)
+        directory = Path(out_dir) if out_dir is not None else path.parent
+        if not directory.is_dir():
+            raise InputError(f"--out-dir {directory}: not a directory")
+        written = []
+        for name, figure in report_figures(loaded, sigma=sigma).items():
+            written.append(str(save_figure(figure, directory / f"{path.stem}-{name}.{fmt}")))
+        if json_output:
+            _emit_json({"command": "plot", "report": str(path), "files": written})
+        else:
+            for file in written:
+                typer.echo(file)
+            if not written:
+                typer.echo("the report holds nothing to plot", err=True)
 
 
 def main() -> None:

@@ -189,3 +189,56 @@ def plot_surface_3d(
     ax.set_ylabel("direction 2")
     ax.set_zlabel("loss")
     return figure
+
+
+def report_figures(report: object, *, sigma: float | None = None) -> dict[str, Figure]:
+    """Every figure a :class:`~landscape_cli.report.Report` has the material for, by name:
+    ``density`` (re-broadened with ``sigma`` when given), ``ritz``, ``sharpness``, ``escape``.
+    Needs nothing but the file: no checkpoint, no HVPs."""
+    figures: dict[str, Figure] = {}
+    spectrum = getattr(report, "spectrum", None)
+    if spectrum is not None:
+        density = spectrum.density_estimate
+        if spectrum.slq is not None and (sigma is not None or density is None):
+            density = spectrum.slq.density(sigma=sigma)
+        if density is not None:
+            figures["density"] = plot_density(
+                density.grid,
+                density.values,
+                top_eigenvalues=list(spectrum.top_eigenvalues),
+                lambda_min=spectrum.lambda_min,
+                sigma=density.sigma,
+            )
+        lz = spectrum.lanczos
+        if lz is not None and lz.steps > 0:
+            history = [lz.ritz_values_at(j) for j in range(1, lz.steps + 1)]
+            exact = [] if spectrum.exact is None else [spectrum.exact.eigenvalues[-1]]
+            figures["ritz"] = plot_ritz_convergence(history, exact=exact)
+    sharpness = getattr(report, "sharpness", None)
+    if sharpness is not None:
+        figures["sharpness"] = plot_sharpness(
+            sharpness.rho,
+            {
+                "worst_case": sharpness.worst_case,
+                "one_step": sharpness.one_step,
+                "average_case": sharpness.average_case,
+                "second_order": sharpness.second_order,
+            },
+            stderr=sharpness.average_case_stderr,
+            adaptive=sharpness.adaptive,
+        )
+    classify = getattr(report, "classify", None)
+    if classify is not None and classify.escape is not None:
+        e = classify.escape
+        t = np.concatenate([-e.steps[::-1], [0.0], e.steps])
+        base = classify.info.loss
+        losses = np.concatenate([e.loss_minus[::-1], [base], e.loss_plus])
+        model = np.concatenate([e.model_minus[::-1], [base], e.model_plus])
+        figures["escape"] = plot_curve_1d(
+            t,
+            losses,
+            model=model,
+            xlabel="t along the λ_min eigenvector",
+            title=f"escape direction (λ_min = {e.eigenvalue:.4g})",
+        )
+    return figures

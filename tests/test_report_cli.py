@@ -1,0 +1,102 @@
+"""--out on the analysis commands and `landscape plot` on the file alone."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import matplotlib.image
+import pytest
+from typer.testing import CliRunner
+
+import landscape_cli.spectrum
+from landscape_cli.cli import app
+
+runner = CliRunner()
+FAST = ["--trace-matvecs", "12", "--slq-runs", "2", "--slq-steps", "15", "--grid", "200"]
+ROOT_ATTRIBUTES = (
+    "schema", "landscape_version", "created", "command_line", "config_yaml", "torch_version",
+    "checkpoint_sha256", "num_parameters", "seed", "device", "dtype",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    path = tmp_path_factory.mktemp("r") / "run.h5"
+    for args in (
+        ["spectrum", *FAST],
+        ["classify", "sample:saddle"],
+        ["sharpness", "--rho", "0.01,0.1", "--samples", "4"],
+    ):
+        # classify on the saddle goes into its own file: a report holds one checkpoint
+        target = path if args[0] != "classify" else path.with_name("saddle.h5")
+        result = runner.invoke(app, [*args, "--out", str(target), "--json"])
+        assert result.exit_code == 0, result.stderr
+        json.loads(result.stdout)
+    return path
+
+
+def test_report_has_schema_and_sections(report):
+    with h5py.File(report) as handle:
+        for key in ROOT_ATTRIBUTES:
+            assert key in handle.attrs, key
+        assert handle.attrs["schema"] == "landscape-report/1"
+        assert set(handle) == {"spectrum", "sharpness"}
+        assert (
+            handle["spectrum/lanczos/alphas"].shape[0]
+            == handle["spectrum/lanczos"].attrs["iterations"]
+        )
+        assert "batch_size: 256" in handle.attrs["config_yaml"]
+
+
+def test_plot_redraws_every_figure_from_the_file_alone(report, tmp_path):
+    result = runner.invoke(app, ["plot", str(report), "--out-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.stderr
+    files = json.loads(result.stdout)["files"]
+    assert sorted(f.rsplit("-", 1)[1] for f in files) == [
+        "density.png",
+        "ritz.png",
+        "sharpness.png",
+    ]
+    for file in files:
+        assert matplotlib.image.imread(file)[..., :3].std() > 0.05
+    saddle = runner.invoke(
+        app, ["plot", str(report.with_name("saddle.h5")), "--out-dir", str(tmp_path), "--json"]
+    )
+    assert [f.rsplit("-", 1)[1] for f in json.loads(saddle.stdout)["files"]] == ["escape.png"]
+
+
+def test_density_rebroadened_without_hvps(report, tmp_path):
+    from landscape_cli.report import read_report
+
+    loaded = read_report(report)
+    wide = loaded.spectrum.slq.density(sigma=1.0)
+    narrow = loaded.spectrum.slq.density(sigma=0.05)
+    assert wide.values.max() < narrow.values.max()  # wider kernel, lower peak
+    result = runner.invoke(
+        app, ["plot", str(report), "--sigma", "1.0", "--format", "svg", "--out-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0 and (tmp_path / "run-density.svg").exists()
+
+
+def test_interrupted_run_leaves_no_file_and_keeps_an_existing_report(report, tmp_path, monkeypatch):
+    before = report.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(landscape_cli.spectrum, "analyze_spectrum", interrupted)
+    fresh = tmp_path / "fresh.h5"
+    for target in (fresh, report):
+        result = runner.invoke(app, ["spectrum", "--out", str(target)])
+        assert result.exit_code == 130
+    assert not fresh.exists()
+    assert report.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_plot_errors(tmp_path):
+    missing = runner.invoke(app, ["plot", str(tmp_path / "nope.h5")])
+    assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1
+    bad = runner.invoke(app, ["plot", str(tmp_path / "nope.h5"), "--format", "gif"])
+    assert bad.exit_code == 2 and "--format" in bad.stderr
