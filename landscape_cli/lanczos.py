@@ -177,6 +177,15 @@ class LanczosResult:
             raise ValueError(f"k must be >= 0, got {k}")
         return self.ritz_values[:k].copy()
 
+    def summary(self) -> dict[str, int | bool]:
+        """The run's size and outcome for JSON: iterations, matvecs, converged, breakdown."""
+        return {
+            "iterations": self.steps,
+            "matvecs": int(self.matvecs),
+            "converged": bool(self.converged),
+            "breakdown": bool(self.breakdown),
+        }
+
     def top_indices(self, k: int) -> np.ndarray:
         """Indices into the ascending :attr:`ritz_values` of the ``k`` largest, largest first
         (also index :attr:`ritz_residuals` and :attr:`error_bounds`)."""

@@ -132,10 +132,7 @@ class SpectrumResult:
                 "top_eigenvalues": json_numbers(self.top_eigenvalues),
                 "bottom_eigenvalues": json_numbers(self.bottom_eigenvalues),
                 "lanczos": {
-                    "iterations": len(lz.alphas),
-                    "matvecs": lz.matvecs,
-                    "converged": bool(lz.converged),
-                    "breakdown": bool(lz.breakdown),
+                    **lz.summary(),
                     "tol": self.tol,
                     "top_error_bounds": json_numbers(lz.error_bounds[top_idx]),
                     "bottom_error_bounds": json_numbers(lz.error_bounds[bottom_idx]),

@@ -349,12 +349,7 @@ class SharpnessResult:
             }
         )
         if self.lanczos is not None:
-            out["lanczos"] = {
-                "iterations": self.lanczos.steps,
-                "matvecs": self.lanczos.matvecs,
-                "converged": bool(self.lanczos.converged),
-                "tol": s.tol,
-            }
+            out["lanczos"] = {**self.lanczos.summary(), "tol": s.tol}
         if self.notes:
             out["notes"] = dict(self.notes)
         return out

@@ -543,11 +543,7 @@ class SurfaceResult:
             }
         )
         if self.lanczos is not None:
-            out["lanczos"] = {
-                "iterations": self.lanczos.steps,
-                "matvecs": int(self.lanczos.matvecs),
-                "converged": bool(self.lanczos.converged),
-            }
+            out["lanczos"] = self.lanczos.summary()
         if self.notes:
             out["notes"] = dict(self.notes)
         return out
