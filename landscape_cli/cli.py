@@ -9,11 +9,14 @@ errors go to stderr. Errors are one line, with the exit codes of :mod:`landscape
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect as pyinspect
 import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
@@ -123,11 +126,91 @@ TrustOpt = Annotated[
 ]
 
 
-def _common_flags(**values: Any) -> dict[str, Any]:
-    flags = dict(values)
-    if not flags.get("trust_checkpoint"):
-        flags["trust_checkpoint"] = None  # unset: the config file may still set it
-    return flags
+# The options every analysis command shares, in the order --help lists them: the checkpoint
+# and what the loss is averaged over first, then (after the command's own options) the output
+# switches. ``analysis_command`` adds them to a command's signature, so each is written once.
+SHARED_INPUTS: list[tuple[str, Any]] = [
+    ("checkpoint", CheckpointArg),
+    ("model", ModelOpt),
+    ("data", DataOpt),
+    ("loss", LossOpt),
+    ("config", ConfigOpt),
+    ("batch_size", BatchSizeOpt),
+    ("max_samples", MaxSamplesOpt),
+    ("seed", SeedOpt),
+    ("device", DeviceOpt),
+    ("threads", ThreadsOpt),
+    ("dtype", DtypeOpt),
+    ("mode", ModeOpt),
+    ("hvp_mode", HvpModeOpt),
+]
+SHARED_OUTPUTS: list[tuple[str, Any, bool]] = [
+    ("trust_checkpoint", TrustOpt, False),
+    ("json_output", JsonOpt, False),
+    ("quiet", QuietOpt, False),
+    ("debug", DebugOpt, False),
+]
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """The shared options of one analysis command as the user gave them (``None`` = not given)."""
+
+    values: dict[str, Any]
+
+    @property
+    def config(self) -> str | None:
+        return self.values["config"]
+
+    @property
+    def json(self) -> bool:
+        return bool(self.values["json_output"])
+
+    @property
+    def quiet(self) -> bool:
+        return bool(self.values["quiet"])
+
+    @property
+    def debug(self) -> bool:
+        return bool(self.values["debug"])
+
+    def flags(self, **extra: Any) -> dict[str, Any]:
+        """Config-layer flags: the shared inputs plus ``extra``; an unset switch stays ``None``
+        so that the config file may still set it."""
+        flags = {
+            k: v
+            for k, v in self.values.items()
+            if k not in ("config", "json_output", "quiet", "debug")
+        }
+        flags["trust_checkpoint"] = True if flags.get("trust_checkpoint") else None
+        flags.update(extra)
+        return flags
+
+
+def analysis_command(function: Callable[..., None]) -> Callable[..., None]:
+    """Give ``function(run: RunArgs, **own_options)`` the shared options in its signature."""
+    own = list(pyinspect.signature(function).parameters.values())[1:]
+    hints = {k: v for k, v in get_type_hints(function, include_extras=True).items() if k != "run"}
+    keyword = pyinspect.Parameter.KEYWORD_ONLY
+    shared_in = [
+        pyinspect.Parameter(name, keyword, default=None, annotation=kind)
+        for name, kind in SHARED_INPUTS
+    ]
+    shared_out = [
+        pyinspect.Parameter(name, keyword, default=default, annotation=kind)
+        for name, kind, default in SHARED_OUTPUTS
+    ]
+    own = [p.replace(kind=keyword, annotation=hints[p.name]) for p in own]
+    names = {name for name, _ in SHARED_INPUTS} | {name for name, _, _ in SHARED_OUTPUTS}
+
+    @functools.wraps(function)
+    def wrapper(**kwargs: Any) -> None:
+        shared = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
+        function(RunArgs(shared), **kwargs)
+
+    wrapper.__signature__ = pyinspect.Signature([*shared_in, *own, *shared_out])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*shared_in, *own, *shared_out]}
+    return wrapper
 
 
 # ---------------------------------------------------------------- plumbing
@@ -275,39 +358,20 @@ def _main(
 
 
 @app.command()
+@analysis_command
 def inspect(
-    checkpoint: CheckpointArg = None,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    loss: LossOpt = None,
-    config: ConfigOpt = None,
-    batch_size: BatchSizeOpt = None,
-    max_samples: MaxSamplesOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    threads: ThreadsOpt = None,
-    dtype: DtypeOpt = None,
-    mode: ModeOpt = None,
-    hvp_mode: HvpModeOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
+    run: RunArgs,
 ) -> None:
     """Load and validate; show parameters, layers, loss, gradient norm and the data."""
-    flags = _common_flags(
-        checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
-        max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
-        hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
-    )  # fmt: skip
-    with _errors(debug):
-        with _progress(quiet) as progress:
-            cfg, objective = _load(flags, config, progress)
+    flags = run.flags()
+    with _errors(run.debug):
+        with _progress(run.quiet) as progress:
+            cfg, objective = _load(flags, run.config, progress)
         from .inspection import inspect_objective
 
         start = time.perf_counter()
         result = inspect_objective(objective, seed=cfg.seed, seconds=time.perf_counter() - start)
-        if json_output:
+        if run.json:
             _emit_json(result.to_dict())
         else:
             from .terminal import print_inspection
@@ -316,20 +380,9 @@ def inspect(
 
 
 @app.command()
+@analysis_command
 def spectrum(
-    checkpoint: CheckpointArg = None,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    loss: LossOpt = None,
-    config: ConfigOpt = None,
-    batch_size: BatchSizeOpt = None,
-    max_samples: MaxSamplesOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    threads: ThreadsOpt = None,
-    dtype: DtypeOpt = None,
-    mode: ModeOpt = None,
-    hvp_mode: HvpModeOpt = None,
+    run: RunArgs,
     top_k: Annotated[
         int | None, typer.Option("--top-k", help="Largest eigenvalues to report [default: 5].")
     ] = None,
@@ -378,18 +431,10 @@ def spectrum(
         ),
     ] = None,
     lr: LrOpt = None,
-    trust_checkpoint: TrustOpt = False,
     out: OutOpt = None,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
 ) -> None:
     """Top-k eigenvalues and lambda_min (Lanczos), trace (Hutch++) and spectral density (SLQ)."""
-    flags = _common_flags(
-        checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
-        max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
-        hvp_mode=hvp_mode, lr=lr, trust_checkpoint=trust_checkpoint,
-    )  # fmt: skip
+    flags = run.flags(lr=lr)
     flags.update(
         {
             "spectrum.top_k": top_k,
@@ -407,16 +452,16 @@ def spectrum(
             "spectrum.exact": exact,
         }
     )
-    with _errors(debug):
+    with _errors(run.debug):
         from .spectrum import analyze_spectrum
 
-        with _progress(quiet) as progress:
-            cfg, objective = _load(flags, config, progress)
+        with _progress(run.quiet) as progress:
+            cfg, objective = _load(flags, run.config, progress)
             result = analyze_spectrum(
                 objective, cfg.spectrum, seed=cfg.seed, lr=cfg.lr, progress=progress
             )
         _write_out(out, "spectrum", result, cfg, objective)
-        if json_output:
+        if run.json:
             _emit_json(result.to_dict())
         else:
             from .terminal import print_spectrum
@@ -425,20 +470,9 @@ def spectrum(
 
 
 @app.command()
+@analysis_command
 def classify(
-    checkpoint: CheckpointArg = None,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    loss: LossOpt = None,
-    config: ConfigOpt = None,
-    batch_size: BatchSizeOpt = None,
-    max_samples: MaxSamplesOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    threads: ThreadsOpt = None,
-    dtype: DtypeOpt = None,
-    mode: ModeOpt = None,
-    hvp_mode: HvpModeOpt = None,
+    run: RunArgs,
     grad_tol: Annotated[
         float | None,
         typer.Option(
@@ -464,18 +498,10 @@ def classify(
         ),
     ] = None,
     lr: LrOpt = None,
-    trust_checkpoint: TrustOpt = False,
     out: OutOpt = None,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
 ) -> None:
     """Critical-point type (minimum, saddle, maximum, degenerate, not-critical) with its evidence."""
-    flags = _common_flags(
-        checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
-        max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
-        hvp_mode=hvp_mode, lr=lr, trust_checkpoint=trust_checkpoint,
-    )  # fmt: skip
+    flags = run.flags(lr=lr)
     flags.update(
         {
             "classify.grad_tol": grad_tol,
@@ -485,16 +511,16 @@ def classify(
             "classify.newton": newton,
         }
     )
-    with _errors(debug):
+    with _errors(run.debug):
         from .critical import classify_point
 
-        with _progress(quiet) as progress:
-            cfg, objective = _load(flags, config, progress)
+        with _progress(run.quiet) as progress:
+            cfg, objective = _load(flags, run.config, progress)
             result = classify_point(
                 objective, cfg.classify, seed=cfg.seed, lr=cfg.lr, progress=progress
             )
         _write_out(out, "classify", result, cfg, objective)
-        if json_output:
+        if run.json:
             _emit_json(result.to_dict())
         else:
             from .terminal import print_classification
@@ -503,20 +529,9 @@ def classify(
 
 
 @app.command()
+@analysis_command
 def sharpness(
-    checkpoint: CheckpointArg = None,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    loss: LossOpt = None,
-    config: ConfigOpt = None,
-    batch_size: BatchSizeOpt = None,
-    max_samples: MaxSamplesOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    threads: ThreadsOpt = None,
-    dtype: DtypeOpt = None,
-    mode: ModeOpt = None,
-    hvp_mode: HvpModeOpt = None,
+    run: RunArgs,
     rho: Annotated[
         list[str] | None,
         typer.Option(
@@ -546,18 +561,10 @@ def sharpness(
         int | None,
         typer.Option("--samples", help="Monte Carlo pairs (average case) [default: 16]."),
     ] = None,
-    trust_checkpoint: TrustOpt = False,
     out: OutOpt = None,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
 ) -> None:
     """SAM sharpness over radii rho: worst case, one step, average case, second order."""
-    flags = _common_flags(
-        checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
-        max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
-        hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
-    )  # fmt: skip
+    flags = run.flags()
     flags.update(
         {
             "sharpness.rho": None if not rho else ",".join(rho),
@@ -569,14 +576,14 @@ def sharpness(
             "sharpness.samples": samples,
         }
     )
-    with _errors(debug):
+    with _errors(run.debug):
         from .sharpness import measure_sharpness
 
-        with _progress(quiet) as progress:
-            cfg, objective = _load(flags, config, progress)
+        with _progress(run.quiet) as progress:
+            cfg, objective = _load(flags, run.config, progress)
             result = measure_sharpness(objective, cfg.sharpness, seed=cfg.seed, progress=progress)
         _write_out(out, "sharpness", result, cfg, objective)
-        if json_output:
+        if run.json:
             _emit_json(result.to_dict())
         else:
             from .terminal import print_sharpness
@@ -585,20 +592,9 @@ def sharpness(
 
 
 @app.command()
+@analysis_command
 def surface(
-    checkpoint: CheckpointArg = None,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    loss: LossOpt = None,
-    config: ConfigOpt = None,
-    batch_size: BatchSizeOpt = None,
-    max_samples: MaxSamplesOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    threads: ThreadsOpt = None,
-    dtype: DtypeOpt = None,
-    mode: ModeOpt = None,
-    hvp_mode: HvpModeOpt = None,
+    run: RunArgs,
     dims: Annotated[
         int | None, typer.Option("--dims", help="1 (a curve) or 2 (a surface) [default: 2].")
     ] = None,
@@ -637,17 +633,9 @@ def surface(
     name: Annotated[
         str | None, typer.Option("--name", help="Result name [default: <kind>-<dims>d].")
     ] = None,
-    trust_checkpoint: TrustOpt = False,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
 ) -> None:
     """1-D or 2-D loss surface along random, Hessian-eigenvector or interpolation directions."""
-    flags = _common_flags(
-        checkpoint=checkpoint, model=model, data=data, loss=loss, batch_size=batch_size,
-        max_samples=max_samples, seed=seed, device=device, threads=threads, dtype=dtype, mode=mode,
-        hvp_mode=hvp_mode, trust_checkpoint=trust_checkpoint,
-    )  # fmt: skip
+    flags = run.flags()
     flags.update(
         {
             "surface.dims": dims,
@@ -660,12 +648,12 @@ def surface(
             "surface.name": name,
         }
     )
-    with _errors(debug):
+    with _errors(run.debug):
         from .errors import InputError
         from .surface import analyze_surface, validate_settings
 
-        with _progress(quiet) as progress:
-            cfg, objective = _load(flags, config, progress)
+        with _progress(run.quiet) as progress:
+            cfg, objective = _load(flags, run.config, progress)
             try:
                 validate_settings(cfg.surface)
             except ValueError as exc:
@@ -677,7 +665,7 @@ def surface(
                 progress=progress,
                 trust_checkpoint=cfg.trust_checkpoint,
             )
-        if json_output:
+        if run.json:
             _emit_json(result.to_dict())
         else:
             from .terminal import print_surface
