@@ -633,6 +633,7 @@ def surface(
     name: Annotated[
         str | None, typer.Option("--name", help="Result name [default: <kind>-<dims>d].")
     ] = None,
+    out: OutOpt = None,
 ) -> None:
     """1-D or 2-D loss surface along random, Hessian-eigenvector or interpolation directions."""
     flags = run.flags()
@@ -665,6 +666,7 @@ def surface(
                 progress=progress,
                 trust_checkpoint=cfg.trust_checkpoint,
             )
+        _write_out(out, "surface", result, cfg, objective)
         if run.json:
             _emit_json(result.to_dict())
         else:

@@ -193,7 +193,8 @@ def plot_surface_3d(
 
 def report_figures(report: object, *, sigma: float | None = None) -> dict[str, Figure]:
     """Every figure a :class:`~landscape_cli.report.Report` has the material for, by name:
-    ``density`` (re-broadened with ``sigma`` when given), ``ritz``, ``sharpness``, ``escape``.
+    ``density`` (re-broadened with ``sigma`` when given), ``ritz``, ``sharpness``, ``escape``,
+    ``surface-<name>`` (a curve, or contours plus ``surface3d-<name>``).
     Needs nothing but the file: no checkpoint, no HVPs."""
     figures: dict[str, Figure] = {}
     spectrum = getattr(report, "spectrum", None)
@@ -241,4 +242,20 @@ def report_figures(report: object, *, sigma: float | None = None) -> dict[str, F
             xlabel="t along the λ_min eigenvector",
             title=f"escape direction (λ_min = {e.eigenvalue:.4g})",
         )
+    for name, surface in getattr(report, "surfaces", {}).items():
+        if surface.dims == 1:
+            figures[f"surface-{name}"] = plot_curve_1d(
+                surface.xs,
+                surface.losses,
+                model=surface.quadratic_model,
+                accuracy=surface.accuracies,
+                title=f"1-D loss surface ({surface.kind} direction)",
+            )
+        else:
+            figures[f"surface-{name}"] = plot_contour_2d(
+                surface.xs, surface.ys, surface.losses, title=f"2-D loss surface ({surface.kind})"
+            )
+            figures[f"surface3d-{name}"] = plot_surface_3d(
+                surface.xs, surface.ys, surface.losses, title=f"loss surface ({surface.kind})"
+            )
     return figures

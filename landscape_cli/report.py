@@ -58,6 +58,7 @@ from .lanczos import LanczosResult
 from .results import RunInfo, SpectrumResult
 from .sharpness import SharpnessResult
 from .stability import StabilityReport
+from .surface import SurfaceResult
 from .trace import TraceEstimate
 
 __all__ = [
@@ -461,10 +462,18 @@ def _write_sharpness(group: h5py.Group, res: SharpnessResult, config: RunConfig 
     _write_notes(group, res.notes)
 
 
+def _write_surface(parent: h5py.Group, res: SurfaceResult, config: RunConfig | None) -> None:
+    """``/surface/<name>``: coordinates as dimension scales of the loss (and accuracy) grid."""
+    arrays, attrs, dims = res.report_arrays()
+    group = write_arrays(parent, res.name, arrays, attrs, dims=dims)
+    _set_attrs(group, _info_attrs(res.info))
+
+
 _WRITERS = {
     "spectrum": (SpectrumResult, _write_spectrum),
     "classify": (ClassifyResult, _write_classify),
     "sharpness": (SharpnessResult, _write_sharpness),
+    "surface": (SurfaceResult, _write_surface),  # one of possibly many: /surface/<result.name>
 }
 #: The sections :func:`write_report` writes and :func:`read_report` rebuilds.
 SECTIONS = tuple(_WRITERS)
@@ -628,10 +637,14 @@ def write_report(
             f = h5py.File(tmp, "w", fs_strategy="fsm", fs_persist=True)
         with f:
             for name, result in sections.items():
-                if name in f:
-                    del f[name]
-                group = f.create_group(name)
-                _WRITERS[name][1](group, result, config)
+                if name == "surface":  # keeps the other surfaces; replaces one of the same name
+                    _write_surface(f.require_group("surface"), result, config)
+                    group = f["surface"][result.name]
+                else:
+                    if name in f:
+                        del f[name]
+                    group = f.create_group(name)
+                    _WRITERS[name][1](group, result, config)
                 _set_attrs(group, {"created": root["created"], "command_line": command_line})
             for key in ROOT_ATTRIBUTES:
                 _set_attrs(f, {key: root[key]})
@@ -643,6 +656,45 @@ def write_report(
 
 
 # ---------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class SurfaceData:
+    """A stored loss surface: enough to redraw it (``losses[j, i]`` at ``(xs[i], ys[j])``)."""
+
+    name: str
+    kind: str
+    dims: int
+    xs: np.ndarray
+    ys: np.ndarray | None
+    losses: np.ndarray
+    accuracies: np.ndarray | None
+    quadratic_model: np.ndarray | None
+    eigenvalues: np.ndarray | None
+    attrs: dict[str, Any]
+
+
+def _read_surfaces(group: h5py.Group) -> dict[str, SurfaceData]:
+    surfaces = {}
+    for name, sub in group.items():
+
+        def get(key: str, sub: h5py.Group = sub) -> np.ndarray | None:
+            return _read_array(sub, key) if key in sub else None
+
+        attrs = read_attrs(sub)
+        surfaces[name] = SurfaceData(
+            name=name,
+            kind=str(attrs["kind"]),
+            dims=int(attrs["dims"]),
+            xs=_read_array(sub, "x"),
+            ys=get("y"),
+            losses=_read_array(sub, "loss"),
+            accuracies=get("accuracy"),
+            quadratic_model=get("quadratic_model"),
+            eigenvalues=get("eigenvalues"),
+            attrs=attrs,
+        )
+    return surfaces
 
 
 @dataclass(frozen=True)
@@ -658,6 +710,7 @@ class Report:
     spectrum: SpectrumResult | None = None
     classify: ClassifyResult | None = None
     sharpness: SharpnessResult | None = None
+    surfaces: dict[str, SurfaceData] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # each group's attributes
 
@@ -849,6 +902,13 @@ def read_report(path: str | os.PathLike[str]) -> Report:
                             f"{path}: section /{name} is incomplete or malformed ({exc})",
                             hint="rewrite it with the command that made it and --out",
                         ) from None
+            if "surface" in f:
+                try:
+                    results["surfaces"] = _read_surfaces(f["surface"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise InputError(
+                        f"{path}: section /surface is incomplete or malformed ({exc})"
+                    ) from None
             return Report(
                 path=path,
                 attrs=read_attrs(f),

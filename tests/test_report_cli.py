@@ -100,3 +100,29 @@ def test_plot_errors(tmp_path):
     assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1
     bad = runner.invoke(app, ["plot", str(tmp_path / "nope.h5"), "--format", "gif"])
     assert bad.exit_code == 2 and "--format" in bad.stderr
+
+
+def test_surfaces_go_into_the_report_and_are_plotted(tmp_path):
+    path = tmp_path / "s.h5"
+    for args in (
+        ["--points", "5"],
+        ["--dims", "1", "--kind", "eigen", "--points", "5", "--dtype", "float64"],
+    ):
+        result = runner.invoke(app, ["surface", *args, "--out", str(path), "--json"])
+        assert result.exit_code == 0, result.stderr
+    from landscape_cli.report import read_report
+
+    loaded = read_report(path)
+    assert set(loaded.surfaces) == {"random-2d", "eigen-1d"}  # the second write kept the first
+    eigen = loaded.surfaces["eigen-1d"]
+    assert eigen.losses.shape == (5,) and eigen.quadratic_model.shape == (5,)
+    assert loaded.surfaces["random-2d"].losses.shape == (5, 5)
+    with h5py.File(path) as handle:  # the grid is a dimension scale of the loss
+        assert handle["surface/random-2d/loss"].dims[1][0].name.endswith("/x")
+    plotted = runner.invoke(app, ["plot", str(path), "--json"])
+    names = sorted(f.rsplit("/", 1)[1] for f in json.loads(plotted.stdout)["files"])
+    assert names == [
+        "s-surface-eigen-1d.png",
+        "s-surface-random-2d.png",
+        "s-surface3d-random-2d.png",
+    ]
