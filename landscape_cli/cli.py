@@ -676,6 +676,64 @@ def surface(
 
 
 @app.command()
+@analysis_command
+def report(
+    run: RunArgs,
+    out: Annotated[str, typer.Option("--out", help="The HDF5 report to write (required).")],
+    surface: Annotated[
+        bool, typer.Option("--surface/--no-surface", help="Include the default 2-D surface.")
+    ] = True,
+    plots: Annotated[
+        bool, typer.Option("--plots/--no-plots", help="Write the figures beside the report.")
+    ] = True,
+    fmt: Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf.")] = "png",
+    lr: LrOpt = None,
+) -> None:
+    """Spectrum, classify, sharpness and a 2-D surface in one go, into one report (+ figures)."""
+    flags = run.flags(lr=lr)
+    with _errors(run.debug):
+        from pathlib import Path
+
+        from .errors import InputError
+        from .full_report import analyze_all
+        from .plots import FORMATS, report_figures, save_figure
+        from .report import objective_info, read_report, write_report
+
+        if fmt not in FORMATS:
+            raise InputError(f"--format '{fmt}': choose one of {', '.join(FORMATS)}")
+        with _progress(run.quiet) as progress:
+            cfg, objective = _load(flags, run.config, progress)
+            try:
+                results = analyze_all(objective, cfg, surface=surface, progress=progress)
+            except ValueError as exc:
+                raise InputError(f"report settings: {exc}") from None
+        import shlex
+
+        path = write_report(
+            out,
+            results,
+            config=cfg,
+            command_line=shlex.join(["landscape", *sys.argv[1:]]),
+            objective_info=objective_info(objective, cfg.seed),
+        )
+        files = [str(path)]
+        if plots:
+            loaded = read_report(path)
+            for name, figure in report_figures(loaded).items():
+                files.append(str(save_figure(figure, path.with_name(f"{path.stem}-{name}.{fmt}"))))
+        summary = {name: result.to_dict() for name, result in results.items()}
+        if run.json:
+            _emit_json({"command": "report", "report": str(path), "files": files, **summary})
+        else:
+            from .terminal import print_classification, print_sharpness, print_spectrum
+
+            print_spectrum(results["spectrum"])
+            print_classification(results["classify"])
+            print_sharpness(results["sharpness"])
+            typer.echo("written: " + ", ".join(Path(f).name for f in files))
+
+
+@app.command()
 def plot(
     report: Annotated[str, typer.Argument(help="An HDF5 report written with --out.")],
     fmt: Annotated[str, typer.Option("--format", help="png, svg or pdf [default: png].")] = "png",

@@ -126,3 +126,39 @@ def test_surfaces_go_into_the_report_and_are_plotted(tmp_path):
         "s-surface-random-2d.png",
         "s-surface3d-random-2d.png",
     ]
+
+
+def test_report_command_writes_every_section_and_figure(tmp_path):
+    path = tmp_path / "R.h5"
+    config = tmp_path.parent / "fast.yaml"  # outside tmp_path, whose listing is checked below
+    config.write_text(
+        "spectrum: {trace_matvecs: 12, slq_runs: 2, slq_steps: 15, grid: 200}\n"
+        "sharpness: {rho: [0.01, 0.1], samples: 4}\nsurface: {points: 5}\n"
+    )
+    args = ["report", "--out", str(path), "--json", "--config", str(config)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["classify"]["classification"] == "minimum"
+    from landscape_cli.report import read_report
+
+    loaded = read_report(path)
+    assert (
+        loaded.spectrum is not None and loaded.classify is not None and loaded.sharpness is not None
+    )
+    assert set(loaded.surfaces) == {"random-2d"}
+    # the shared objective gives the same numbers as the commands run alone
+    alone = json.loads(runner.invoke(app, ["spectrum", "--json", *FAST]).stdout)
+    assert payload["spectrum"]["top_eigenvalues"] == alone["top_eigenvalues"]
+    assert payload["spectrum"]["trace"] == alone["trace"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(
+        [
+            "R.h5",
+            "R-density.png",
+            "R-ritz.png",
+            "R-sharpness.png",
+            "R-surface-random-2d.png",
+            "R-surface3d-random-2d.png",
+        ]
+    )
