@@ -155,7 +155,7 @@ def plot_curve_1d(
         twin = ax.twinx()
         twin.plot(t, accuracy, color="tab:green", lw=1, alpha=0.7, label="accuracy")
         twin.set_ylabel("accuracy")
-    ax.legend(fontsize=8, loc="upper center")
+    ax.legend(fontsize=8, loc="best")
     return figure
 
 
