@@ -27,3 +27,11 @@ def test_every_option_of_every_command_is_documented():
                 if opt.startswith("--") and opt not in ("--help", "--json", "--quiet", "--debug"):
                     flag = opt.split("/")[0]
                     assert flag in README, f"{name} {flag} is not in README.md"
+
+
+def test_every_image_the_readme_shows_exists():
+    root = Path(__file__).resolve().parents[1]
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README)
+    assert len(images) >= 7
+    for image in images:
+        assert (root / image).is_file(), image
