@@ -12,6 +12,7 @@ import contextlib
 import functools
 import inspect as pyinspect
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -687,6 +688,10 @@ def report(
         bool, typer.Option("--plots/--no-plots", help="Write the figures beside the report.")
     ] = True,
     fmt: Annotated[str, typer.Option("--format", help="Figure format: png, svg or pdf.")] = "png",
+    html: Annotated[
+        bool,
+        typer.Option("--html/--no-html", help="Write a self-contained HTML summary beside it."),
+    ] = True,
     lr: LrOpt = None,
 ) -> None:
     """Spectrum, classify, sharpness and a 2-D surface in one go, into one report (+ figures)."""
@@ -717,6 +722,10 @@ def report(
             objective_info=objective_info(objective, cfg.seed),
         )
         files = [str(path)]
+        if html:
+            from .summary_html import write_html
+
+            files.append(str(write_html(read_report(path), path.with_suffix(".html"))))
         if plots:
             loaded = read_report(path)
             for name, figure in report_figures(loaded).items():
@@ -734,6 +743,109 @@ def report(
 
 
 @app.command()
+@analysis_command
+def check(
+    run: RunArgs,
+    checks: Annotated[
+        str | None, typer.Option("--checks", help="YAML thresholds: max:, min:, equals:, margin:.")
+    ] = None,
+    max_: Annotated[
+        list[str] | None, typer.Option("--max", help="METRIC=VALUE upper bound, repeatable.")
+    ] = None,
+    min_: Annotated[
+        list[str] | None, typer.Option("--min", help="METRIC=VALUE lower bound, repeatable.")
+    ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option("--margin", help="Fail only beyond this many uncertainties [default: 0]."),
+    ] = None,
+    junit: Annotated[
+        str | None, typer.Option("--junit", help="Also write the outcomes as JUnit XML.")
+    ] = None,
+    lr: LrOpt = None,
+) -> None:
+    """CI gate: thresholds on a checkpoint (computes what they need) or a report (computes nothing).
+
+    Exit 0 when every check passes, 1 when one fails, 2 for bad input."""
+    flags = run.flags(lr=lr)
+    with _errors(run.debug):
+        import math
+        from pathlib import Path
+
+        from .checks import (
+            CheckResult,
+            compute_metrics,
+            evaluate,
+            junit_xml,
+            metrics_from_results,
+            parse_flag,
+            read_checks,
+        )
+        from .errors import EXIT_CHECK_FAILED, InputError
+
+        parsed, file_margin = read_checks(checks) if checks is not None else ([], None)
+        parsed += [parse_flag(text, "max") for text in max_ or []]
+        parsed += [parse_flag(text, "min") for text in min_ or []]
+        if not parsed:
+            raise InputError(
+                "no checks given", hint="use --checks FILE.yaml or --max/--min METRIC=VALUE"
+            )
+        k = margin if margin is not None else (file_margin or 0.0)
+        if not (math.isfinite(k) and k >= 0):
+            raise InputError(f"--margin {k}: must be a finite number >= 0")
+        target = flags.get("checkpoint")
+        if target is not None and Path(target).suffix in (".h5", ".hdf5"):
+            from .report import read_report
+
+            report = read_report(target)
+            metrics = metrics_from_results(report.spectrum, report.classify, report.sharpness)
+            info = {
+                "seed": report.attrs.get("seed"),
+                "num_parameters": report.attrs.get("num_parameters"),
+            }
+            result = CheckResult(evaluate(parsed, metrics, k), k, "report", str(target), info)
+        else:
+            with _progress(run.quiet) as progress:
+                cfg, objective = _load(flags, run.config, progress)
+                start = time.perf_counter()
+                metrics = compute_metrics(objective, cfg, parsed, progress=progress)
+            info = {
+                "seed": cfg.seed,
+                "num_parameters": objective.num_parameters,
+                "loss": objective.loss_value,
+                "grad_norm": objective.grad_norm,
+                "seconds": round(time.perf_counter() - start, 6),
+            }
+            source = objective.checkpoint.path if objective.checkpoint is not None else "model"
+            result = CheckResult(evaluate(parsed, metrics, k), k, "checkpoint", source, info)
+        if junit is not None:
+            _write_text_atomic(Path(junit), junit_xml(result))
+        if run.json:
+            _emit_json(result.to_dict())
+        else:
+            from .terminal import print_checks
+
+            print_checks(result)
+        if not result.passed:
+            raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _write_text_atomic(path: Any, text: str) -> None:
+    """Write ``text`` through a temporary file renamed into place."""
+    from .errors import InputError
+
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the directory {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@app.command()
 def plot(
     report: Annotated[str, typer.Argument(help="An HDF5 report written with --out.")],
     fmt: Annotated[str, typer.Option("--format", help="png, svg or pdf [default: png].")] = "png",
@@ -745,6 +857,9 @@ def plot(
         float | None,
         typer.Option("--sigma", help="Re-broaden the density with this width (no HVPs needed)."),
     ] = None,
+    html: Annotated[
+        bool, typer.Option("--html", help="Also write <report>.html, a self-contained summary.")
+    ] = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -769,6 +884,10 @@ def plot(
         written = []
         for name, figure in report_figures(loaded, sigma=sigma).items():
             written.append(str(save_figure(figure, directory / f"{path.stem}-{name}.{fmt}")))
+        if html:
+            from .summary_html import write_html
+
+            written.append(str(write_html(loaded, directory / f"{path.stem}.html", sigma=sigma)))
         if json_output:
             _emit_json({"command": "plot", "report": str(path), "files": written})
         else:

@@ -254,3 +254,31 @@ def print_surface(result: Any, console: Console | None = None) -> None:
     )
     for key, note in result.notes.items():
         console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
+
+
+def print_checks(result: Any, console: Console | None = None) -> None:
+    """One row per threshold; the verdict last."""
+    console = console or Console()
+    table = Table(
+        title=f"landscape check ({result.source}: {escape(result.target)})", title_justify="left"
+    )
+    for name in ("metric", "value", "± u", "threshold", "result"):
+        table.add_column(name, justify="right" if name in ("value", "± u") else "left")
+    for o in result.outcomes:
+        value = escape(str(o.value)) if isinstance(o.value, str) else _fmt(o.value)
+        verdict = "[green]pass[/green]" if o.passed else "[red]FAIL[/red]"
+        if o.reason:
+            verdict += f" ({escape(o.reason)})"
+        table.add_row(
+            escape(o.check.metric),
+            value,
+            _fmt(o.uncertainty, 2),
+            escape(o.check.describe()),
+            verdict,
+        )
+    console.print(table)
+    if result.margin:
+        console.print(f"margin: a check fails only beyond {result.margin:g} uncertainties")
+    console.print(
+        "[green]all checks passed[/green]" if result.passed else "[red]a check failed[/red]"
+    )

@@ -155,6 +155,7 @@ def test_report_command_writes_every_section_and_figure(tmp_path):
     assert names == sorted(
         [
             "R.h5",
+            "R.html",
             "R-density.png",
             "R-ritz.png",
             "R-sharpness.png",
@@ -162,3 +163,14 @@ def test_report_command_writes_every_section_and_figure(tmp_path):
             "R-surface3d-random-2d.png",
         ]
     )
+
+
+def test_html_summary_beside_the_report(report, tmp_path):
+    result = runner.invoke(
+        app, ["plot", str(report), "--html", "--out-dir", str(tmp_path), "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    html_files = [f for f in json.loads(result.stdout)["files"] if f.endswith(".html")]
+    assert len(html_files) == 1
+    text = open(html_files[0], encoding="utf-8").read()
+    assert text.count("data:image/png;base64,") == 3 and "http" not in text

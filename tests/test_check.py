@@ -1,0 +1,99 @@
+"""`landscape check` as a CI gate: exit codes, JSON, JUnit, report targets, margins."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+from typer.testing import CliRunner
+
+import sample_models
+from landscape_cli.checks import Check, evaluate, parse_flag
+from landscape_cli.cli import app
+from landscape_cli.errors import InputError
+
+runner = CliRunner()
+TRAINING = str(sample_models.CHECKPOINT_DIR / "mlp_training.pt")
+MLP = ["--model", "sample_models.mlp:build", "--data", "sample:blobs"]
+
+
+def run_check(*args: str, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "landscape_cli", "check", *args],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+    )  # fmt: skip
+
+
+def test_stable_passes_and_sharp_fails_as_a_subprocess(tmp_path):
+    """The same network at SGD lr 0.1 (its stored optimizer) is beyond 2/eta; at lr 0.01 it is not."""
+    junit = tmp_path / "checks.xml"
+    sharp = run_check(
+        TRAINING, *MLP, "--max", "lr_times_lambda_max=2", "--junit", str(junit), "--json"
+    )
+    assert sharp.returncode == 1, sharp.stderr
+    payload = json.loads(sharp.stdout)
+    assert payload["passed"] is False
+    assert payload["checks"][0]["value"] > 2
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and suite.attrib["failures"] == "1"
+    assert suite.find("testcase/failure") is not None
+
+    stable = run_check(TRAINING, *MLP, "--lr", "0.01", "--max", "lr_times_lambda_max=2", "--json")
+    assert stable.returncode == 0, stable.stderr
+    assert json.loads(stable.stdout)["passed"] is True
+
+
+def test_checks_file_and_report_target(tmp_path):
+    report = tmp_path / "r.h5"
+    made = runner.invoke(app, ["classify", "--out", str(report), "--json"])
+    assert made.exit_code == 0, made.stderr
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(
+        "max: {lambda_max: 100, negative_fraction: 0.01}\nequals: {classification: minimum}\n"
+    )
+    result = runner.invoke(app, ["check", str(report), "--checks", str(checks), "--json"])
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["source"] == "report" and payload["passed"]
+    assert {c["metric"] for c in payload["checks"]} == {
+        "lambda_max",
+        "negative_fraction",
+        "classification",
+    }
+    # a metric the report does not hold fails with a reason instead of being computed
+    missing = runner.invoke(app, ["check", str(report), "--max", "trace=1", "--json"])
+    assert missing.exit_code == 1
+    assert json.loads(missing.stdout)["checks"][0]["reason"]
+
+
+def test_margin_keeps_a_noisy_estimate_from_failing():
+    outcome = evaluate([Check("trace", "max", 100.0)], {"trace": (101.0, 2.0, None)}, margin=0)
+    assert not outcome[0].passed
+    outcome = evaluate([Check("trace", "max", 100.0)], {"trace": (101.0, 2.0, None)}, margin=1)
+    assert outcome[0].passed
+    outcome = evaluate([Check("trace", "max", 100.0)], {"trace": (105.0, 2.0, None)}, margin=1)
+    assert not outcome[0].passed
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--max", "lambda_maxx=1"], "did you mean 'lambda_max'"),
+        (["--max", "lambda_max"], "METRIC=VALUE"),
+        (["--max", "lambda_max=big"], "must be a number"),
+        (["--max", "sharpness@-1=1"], "radius"),
+        ([], "no checks given"),
+    ],
+)
+def test_bad_thresholds_exit_2(args, text):
+    result = runner.invoke(app, ["check", *args])
+    assert result.exit_code == 2
+    assert text in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_classification_takes_equals_only():
+    with pytest.raises(InputError, match="classification takes 'equals'"):
+        parse_flag("classification=minimum", "max")
