@@ -336,6 +336,31 @@ def _load(
     return config, objective
 
 
+def _run_analysis(
+    run: RunArgs,
+    flags: dict[str, Any],
+    analyze: Callable[[Any, Any, Callable[[str, int, int], None]], Any],
+    printer: str,
+    *,
+    out: str | None = None,
+    section: str | None = None,
+) -> None:
+    """The body every analysis command shares: load, ``analyze(objective, cfg, progress)``,
+    add the result to the ``--out`` report, then JSON or the ``terminal.<printer>`` table."""
+    with _errors(run.debug):
+        with _progress(run.quiet) as progress:
+            cfg, objective = _load(flags, run.config, progress)
+            result = analyze(objective, cfg, progress)
+        if section is not None:
+            _write_out(out, section, result, cfg, objective)
+        if run.json:
+            _emit_json(result.to_dict())
+        else:
+            from . import terminal
+
+            getattr(terminal, printer)(result)
+
+
 # ---------------------------------------------------------------- commands
 def _version_callback(value: bool) -> None:
     if value:
@@ -453,21 +478,15 @@ def spectrum(
             "spectrum.exact": exact,
         }
     )
-    with _errors(run.debug):
+
+    def analyze(objective: Any, cfg: Any, progress: Any) -> Any:
         from .spectrum import analyze_spectrum
 
-        with _progress(run.quiet) as progress:
-            cfg, objective = _load(flags, run.config, progress)
-            result = analyze_spectrum(
-                objective, cfg.spectrum, seed=cfg.seed, lr=cfg.lr, progress=progress
-            )
-        _write_out(out, "spectrum", result, cfg, objective)
-        if run.json:
-            _emit_json(result.to_dict())
-        else:
-            from .terminal import print_spectrum
+        return analyze_spectrum(
+            objective, cfg.spectrum, seed=cfg.seed, lr=cfg.lr, progress=progress
+        )
 
-            print_spectrum(result)
+    _run_analysis(run, flags, analyze, "print_spectrum", out=out, section="spectrum")
 
 
 @app.command()
@@ -512,21 +531,13 @@ def classify(
             "classify.newton": newton,
         }
     )
-    with _errors(run.debug):
+
+    def analyze(objective: Any, cfg: Any, progress: Any) -> Any:
         from .critical import classify_point
 
-        with _progress(run.quiet) as progress:
-            cfg, objective = _load(flags, run.config, progress)
-            result = classify_point(
-                objective, cfg.classify, seed=cfg.seed, lr=cfg.lr, progress=progress
-            )
-        _write_out(out, "classify", result, cfg, objective)
-        if run.json:
-            _emit_json(result.to_dict())
-        else:
-            from .terminal import print_classification
+        return classify_point(objective, cfg.classify, seed=cfg.seed, lr=cfg.lr, progress=progress)
 
-            print_classification(result)
+    _run_analysis(run, flags, analyze, "print_classification", out=out, section="classify")
 
 
 @app.command()
@@ -577,19 +588,13 @@ def sharpness(
             "sharpness.samples": samples,
         }
     )
-    with _errors(run.debug):
+
+    def analyze(objective: Any, cfg: Any, progress: Any) -> Any:
         from .sharpness import measure_sharpness
 
-        with _progress(run.quiet) as progress:
-            cfg, objective = _load(flags, run.config, progress)
-            result = measure_sharpness(objective, cfg.sharpness, seed=cfg.seed, progress=progress)
-        _write_out(out, "sharpness", result, cfg, objective)
-        if run.json:
-            _emit_json(result.to_dict())
-        else:
-            from .terminal import print_sharpness
+        return measure_sharpness(objective, cfg.sharpness, seed=cfg.seed, progress=progress)
 
-            print_sharpness(result)
+    _run_analysis(run, flags, analyze, "print_sharpness", out=out, section="sharpness")
 
 
 @app.command()
@@ -650,30 +655,24 @@ def surface(
             "surface.name": name,
         }
     )
-    with _errors(run.debug):
+
+    def analyze(objective: Any, cfg: Any, progress: Any) -> Any:
         from .errors import InputError
         from .surface import analyze_surface, validate_settings
 
-        with _progress(run.quiet) as progress:
-            cfg, objective = _load(flags, run.config, progress)
-            try:
-                validate_settings(cfg.surface)
-            except ValueError as exc:
-                raise InputError(f"surface settings: {exc}") from None
-            result = analyze_surface(
-                objective,
-                cfg.surface,
-                seed=cfg.seed,
-                progress=progress,
-                trust_checkpoint=cfg.trust_checkpoint,
-            )
-        _write_out(out, "surface", result, cfg, objective)
-        if run.json:
-            _emit_json(result.to_dict())
-        else:
-            from .terminal import print_surface
+        try:
+            validate_settings(cfg.surface)
+        except ValueError as exc:
+            raise InputError(f"surface settings: {exc}") from None
+        return analyze_surface(
+            objective,
+            cfg.surface,
+            seed=cfg.seed,
+            progress=progress,
+            trust_checkpoint=cfg.trust_checkpoint,
+        )
 
-            print_surface(result)
+    _run_analysis(run, flags, analyze, "print_surface", out=out, section="surface")
 
 
 @app.command()
