@@ -15,6 +15,7 @@ import importlib.util
 import inspect
 import pickle
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -172,7 +173,9 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
         return Checkpoint(str(path), dict(tensors), "safetensors", sha)
     if _is_torchscript(path):
         try:
-            scripted = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; it is still an input
+                warnings.simplefilter("ignore", DeprecationWarning)
+                scripted = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise InputError(f"{where}: TorchScript archive cannot be loaded ({exc})") from None
         return Checkpoint(str(path), dict(scripted.state_dict()), "torchscript", sha)
