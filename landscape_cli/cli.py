@@ -281,6 +281,7 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
         "sharpness": "worst case (ascent)",
         "average": "average case",
         "surface": "surface grid points",
+        "track": "checkpoints",
     }
     with Progress(
         TextColumn("{task.description:<20}"),
@@ -842,6 +843,77 @@ def _write_text_atomic(path: Any, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@app.command()
+@analysis_command
+def track(
+    run: RunArgs,
+    more: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="More checkpoints (or glob patterns) after the first.", show_default=False
+        ),
+    ] = None,
+    from_dir: Annotated[
+        str | None, typer.Option("--from-dir", help="Every checkpoint file in this directory.")
+    ] = None,
+    jsonl: Annotated[
+        bool,
+        typer.Option("--jsonl", help="One JSON line per checkpoint on stdout, as each finishes."),
+    ] = False,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start/--cold-start",
+            help="Start each Lanczos run from the previous top eigenvector.",
+        ),
+    ] = True,
+    trace: Annotated[
+        bool, typer.Option("--trace/--no-trace", help="Estimate the trace too.")
+    ] = True,
+    lr: LrOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """Curvature along a series of checkpoints: lambda_max, trace, loss, grad norm, eta*lambda_max."""
+    flags = run.flags(lr=lr)
+    first = flags.pop("checkpoint")
+    with _errors(run.debug):
+        from .loading import build_objective
+        from .track import TrackResult, expand_checkpoints, track_series
+
+        paths = expand_checkpoints([p for p in [first, *(more or [])] if p], from_dir)
+        with _progress(run.quiet or jsonl) as progress:
+            cfg, _ = _config_only(flags, run.config)
+            points = []
+            for point in track_series(
+                paths, cfg, build_objective, warm_start=warm_start, trace=trace, progress=progress
+            ):
+                points.append(point)
+                if jsonl:
+                    _emit_json(point.to_dict())
+        result = TrackResult(points, cfg.seed, warm_start)
+        if out is not None:
+            import shlex
+
+            from .report import write_track
+
+            write_track(
+                out, result, config=cfg, command_line=shlex.join(["landscape", *sys.argv[1:]])
+            )
+        if run.json:
+            _emit_json(result.to_dict())
+        elif not jsonl:
+            from .terminal import print_track
+
+            print_track(result)
+
+
+def _config_only(flags: dict[str, Any], config_file: str | None) -> tuple[Any, None]:
+    """The run config without a checkpoint (track sets one per file)."""
+    from .loading import resolve_run_config
+
+    return resolve_run_config({**flags, "checkpoint": None}, config_file), None
 
 
 @app.command()

@@ -173,7 +173,9 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
         return Checkpoint(str(path), dict(tensors), "safetensors", sha)
     if _is_torchscript(path):
         try:
-            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; it is still an input
+            with (
+                warnings.catch_warnings()
+            ):  # torch 2.13 deprecates TorchScript; it is still an input
                 warnings.simplefilter("ignore", DeprecationWarning)
                 scripted = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:

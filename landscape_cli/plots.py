@@ -191,6 +191,18 @@ def plot_surface_3d(
     return figure
 
 
+def plot_track(step: np.ndarray, lambda_max: np.ndarray, *, lr: np.ndarray | None = None) -> Figure:
+    """λ_max against the training step, with the gradient-descent bound 2/η where η is known."""
+    figure, ax = _axes("curvature along training", "step", "λ_max")
+    order = np.argsort(step)
+    ax.plot(step[order], lambda_max[order], "o-", ms=4, color="tab:blue", label="λ_max")
+    if lr is not None and np.isfinite(lr).any():
+        bound = 2.0 / lr[order]
+        ax.plot(step[order], bound, "--", color="tab:red", label="2/η (GD stability bound)")
+    ax.legend(fontsize=8)
+    return figure
+
+
 def report_figures(report: object, *, sigma: float | None = None) -> dict[str, Figure]:
     """Every figure a :class:`~landscape_cli.report.Report` has the material for, by name:
     ``density`` (re-broadened with ``sigma`` when given), ``ritz``, ``sharpness``, ``escape``,
@@ -242,6 +254,9 @@ def report_figures(report: object, *, sigma: float | None = None) -> dict[str, F
             xlabel="t along the λ_min eigenvector",
             title=f"escape direction (λ_min = {e.eigenvalue:.4g})",
         )
+    track = getattr(report, "track", None)
+    if track is not None:
+        figures["track"] = plot_track(track["step"], track["lambda_max"], lr=track.get("lr"))
     for name, surface in getattr(report, "surfaces", {}).items():
         if surface.dims == 1:
             figures[f"surface-{name}"] = plot_curve_1d(

@@ -129,7 +129,7 @@ def _attr_value(name: str, value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         return np.float64(value)
     if isinstance(value, str):
-        return value
+        return str(value)  # a str subclass (e.g. torch.__version__) has no HDF5 type of its own
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return np.array(list(value), dtype=h5py.string_dtype())  # also the empty list
     if isinstance(value, (list, tuple, np.ndarray)):
@@ -711,6 +711,7 @@ class Report:
     classify: ClassifyResult | None = None
     sharpness: SharpnessResult | None = None
     surfaces: dict[str, SurfaceData] = field(default_factory=dict)
+    track: dict[str, np.ndarray] | None = None  # /track arrays by name (step, lambda_max, ...)
     groups: tuple[str, ...] = ()
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # each group's attributes
 
@@ -902,6 +903,12 @@ def read_report(path: str | os.PathLike[str]) -> Report:
                             f"{path}: section /{name} is incomplete or malformed ({exc})",
                             hint="rewrite it with the command that made it and --out",
                         ) from None
+            if "track" in f:
+                results["track"] = {
+                    name: _read_array(f["track"], name)
+                    for name in f["track"]
+                    if isinstance(f["track"][name], h5py.Dataset)
+                }
             if "surface" in f:
                 try:
                     results["surfaces"] = _read_surfaces(f["surface"])
@@ -949,3 +956,78 @@ def rebroaden(
             hint="run spectrum with the density on",
         )
     return slq.density(sigma=sigma, grid=int(grid_points))
+
+
+def write_track(
+    path: str | os.PathLike[str], result: Any, *, config: RunConfig | None, command_line: str
+) -> Path:
+    """Write ``/track`` (one array per quantity, ``step`` as their dimension scale) into a report
+    of its own or an existing one, atomically like :func:`write_report`. A series spans several
+    checkpoints, so the root's ``checkpoint_sha256`` is left as it is (empty for a new file)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the directory {path.parent} does not exist")
+    exists = path.exists()
+    if exists:
+        if not h5py.is_hdf5(path):
+            raise InputError(f"{path}: exists and is not an HDF5 file; refusing to overwrite it")
+        with h5py.File(path, "r") as f:
+            _check_schema(path, f, "refusing to overwrite it; choose another --out file")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if exists:
+            shutil.copy2(path, tmp)
+            f = h5py.File(tmp, "a")
+        else:
+            f = h5py.File(tmp, "w", fs_strategy="fsm", fs_persist=True)
+        with f:
+            arrays = result.arrays()
+            dims = {k: ("step",) for k in arrays if k != "step"}
+            group = write_arrays(
+                f,
+                "track",
+                arrays,
+                {
+                    "checkpoints": "\n".join(p.checkpoint for p in result.points),
+                    "warm_start": result.warm_start,
+                    "seed": result.seed,
+                    "created": _utc_now(),
+                    "command_line": command_line,
+                },
+                dims=dims,
+            )
+            del group
+            if not exists:
+                import torch
+
+                from . import __version__ as version
+
+                _set_attrs(
+                    f,
+                    {
+                        "schema": SCHEMA,
+                        "landscape_version": version,
+                        "created": _utc_now(),
+                        "command_line": command_line,
+                        "config_yaml": "" if config is None else config.to_yaml(),
+                        "torch_version": torch.__version__,
+                        "checkpoint_sha256": "",
+                        "num_parameters": 0,
+                        "seed": result.seed,
+                        "device": config.device if config is not None else "",
+                        "dtype": config.dtype if config is not None else "",
+                    },
+                )
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_track(path: str | os.PathLike[str]) -> dict[str, np.ndarray] | None:
+    """The ``/track`` arrays of a report, or ``None`` when it has none."""
+    with h5py.File(path, "r") as f:
+        if "track" not in f:
+            return None
+        return {name: _read_array(f["track"], name) for name in f["track"]}

@@ -282,3 +282,22 @@ def print_checks(result: Any, console: Console | None = None) -> None:
     console.print(
         "[green]all checks passed[/green]" if result.passed else "[red]a check failed[/red]"
     )
+
+
+def print_track(result: Any, console: Console | None = None) -> None:
+    """One row per checkpoint, in step order."""
+    console = console or Console()
+    table = Table(title="curvature along the run", title_justify="left")
+    for name in ("step", "λ_max", "trace", "loss", "‖∇L‖", "η·λ_max", "HVPs"):
+        table.add_column(name, justify="right")
+    for p in result.points:
+        table.add_row(
+            str(p.step), _fmt(p.lambda_max), _fmt(p.trace), _fmt(p.loss), _fmt(p.grad_norm, 4),
+            _fmt(p.lr_times_lambda_max, 4), _fmt(p.hvp_count),
+        )  # fmt: skip
+    console.print(table)
+    total = sum(p.hvp_count for p in result.points)
+    mode = "warm-started" if result.warm_start else "cold-started"
+    console.print(
+        f"{len(result.points)} checkpoints · {total:,} HVPs ({mode} Lanczos) · seed {result.seed}"
+    )

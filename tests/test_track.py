@@ -1,0 +1,87 @@
+"""`landscape track` over a short generated training run (sample_models.run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import h5py
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from landscape_cli.cli import app
+from landscape_cli.track import step_from_name
+from sample_models.run import training_run
+
+runner = CliRunner()
+MLP = ["--model", "sample_models.mlp:build", "--data", "sample:blobs"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("run")
+    training_run(directory, checkpoints=5)
+    return directory
+
+
+def test_jsonl_streams_one_line_per_checkpoint_in_step_order(run_dir, tmp_path):
+    out = tmp_path / "track.h5"
+    proc = subprocess.run(
+        [sys.executable, "-m", "landscape_cli", "track", str(run_dir / "*.pt"), *MLP, "--jsonl", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [p["step"] for p in lines] == [40, 80, 120, 160, 200]
+    assert all(p["step_source"] == "checkpoint:step" for p in lines)
+    assert all(p["lr"] == 0.05 for p in lines)  # read from each checkpoint's optimizer state
+    with h5py.File(out) as handle:
+        assert list(handle["track/step"][()]) == [40, 80, 120, 160, 200]
+        assert handle["track/lambda_max"].dims[0][0].name.endswith("/step")
+    plotted = runner.invoke(app, ["plot", str(out), "--out-dir", str(tmp_path), "--json"])
+    assert [f.rsplit("-", 1)[1] for f in json.loads(plotted.stdout)["files"]] == ["track.png"]
+
+
+def test_warm_start_costs_fewer_hvps_for_the_same_numbers(run_dir):
+    def series(mode):
+        result = runner.invoke(
+            app, ["track", "--from-dir", str(run_dir), *MLP, mode, "--no-trace", "--json"]
+        )
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)["points"]
+
+    warm, cold = series("--warm-start"), series("--cold-start")
+    for w, c in zip(warm, cold, strict=True):
+        assert w["lambda_max"] == pytest.approx(c["lambda_max"], rel=1e-4)
+    assert [p["warm_started"] for p in warm] == [False, True, True, True, True]
+    assert sum(p["lanczos_matvecs"] for p in warm) < sum(p["lanczos_matvecs"] for p in cold)
+
+
+def test_steps_from_file_names(tmp_path):
+    assert step_from_name("runs/ckpt_epoch3_step_1200.pt") == 1200
+    assert step_from_name("final.pt") is None
+    import sample_models.mlp
+
+    for step in (30, 10, 20):
+        torch.save(sample_models.mlp.build().state_dict(), tmp_path / f"w_{step}.pt")
+    result = runner.invoke(
+        app, ["track", "--from-dir", str(tmp_path), *MLP, "--no-trace", "--json"]
+    )
+    points = json.loads(result.stdout)["points"]
+    assert [p["step"] for p in points] == [10, 20, 30]
+    assert all(p["step_source"] == "file name" for p in points)
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        ([], "no checkpoints given"),
+        (["/nonexistent/*.pt"], "matches no file"),
+        (["--from-dir", "/nonexistent"], "not a directory"),
+    ],
+)
+def test_track_input_errors(args, text):
+    result = runner.invoke(app, ["track", *args, *MLP])
+    assert result.exit_code == 2 and text in result.stderr
