@@ -158,14 +158,19 @@ def parse_flag(text: str, kind: str) -> Check:
 
 
 def read_checks(path: str | Path) -> tuple[list[Check], float | None]:
-    """Checks from YAML: mappings ``max:``, ``min:``, ``equals:`` of metric → limit, and an
-    optional ``margin:``. Unknown keys and metrics are errors naming them."""
+    """Checks from YAML (``path``, or ``-`` for standard input): mappings ``max:``, ``min:``,
+    ``equals:`` of metric → limit, and an optional ``margin:``. Unknown keys and metrics are
+    errors naming them."""
     import yaml
 
-    path = Path(path)
     where = f"checks {path}"
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if str(path) == "-":  # thresholds piped in on standard input
+            import sys
+
+            document = yaml.safe_load(sys.stdin.read())
+        else:
+            document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{where}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -747,7 +747,10 @@ def report(
 def check(
     run: RunArgs,
     checks: Annotated[
-        str | None, typer.Option("--checks", help="YAML thresholds: max:, min:, equals:, margin:.")
+        str | None,
+        typer.Option(
+            "--checks", help="YAML thresholds (max:, min:, equals:, margin:); - reads stdin."
+        ),
     ] = None,
     max_: Annotated[
         list[str] | None, typer.Option("--max", help="METRIC=VALUE upper bound, repeatable.")

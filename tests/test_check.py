@@ -97,3 +97,13 @@ def test_bad_thresholds_exit_2(args, text):
 def test_classification_takes_equals_only():
     with pytest.raises(InputError, match="classification takes 'equals'"):
         parse_flag("classification=minimum", "max")
+
+
+def test_checks_from_stdin():
+    result = runner.invoke(
+        app,
+        ["check", "sample:saddle", "--checks", "-", "--json"],
+        input="equals: {classification: saddle}\n",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["checks"][0]["value"] == "saddle"
