@@ -457,6 +457,13 @@ def spectrum(
             "--exact/--no-exact", help="Also compute the exact Hessian (at most 6000 parameters)."
         ),
     ] = None,
+    save_eigenvectors: Annotated[
+        bool | None,
+        typer.Option(
+            "--save-eigenvectors/--no-save-eigenvectors",
+            help="Keep the top-k eigenvectors (stored in the --out report).",
+        ),
+    ] = None,
     lr: LrOpt = None,
     out: OutOpt = None,
 ) -> None:
@@ -477,6 +484,7 @@ def spectrum(
             "spectrum.sigma": sigma,
             "spectrum.grid": grid,
             "spectrum.exact": exact,
+            "spectrum.save_eigenvectors": save_eigenvectors,
         }
     )
 

@@ -109,6 +109,9 @@ SPECTRUM: dict[str, Option] = {
     ),
     "grid": Option(int, 1000, "density grid points", minimum=10),
     "exact": Option(bool, False, "also compute the exact Hessian (small models only)"),
+    "save_eigenvectors": Option(
+        bool, False, "keep the top-k Ritz vectors (stored in the --out report)"
+    ),
 }
 
 CLASSIFY: dict[str, Option] = {
@@ -213,6 +216,7 @@ class SpectrumSettings:
     sigma: float | None = None
     grid: int = 1000
     exact: bool = False
+    save_eigenvectors: bool = False
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import torch
 
 from . import __version__
 from .config import ClassifySettings, RunConfig, SharpnessSettings
@@ -294,17 +295,20 @@ def _settings_attrs(settings: Any) -> dict[str, Any]:
 
 
 def _write_lanczos(group: h5py.Group, lz: LanczosResult, extra: Mapping[str, Any]) -> None:
+    arrays = {name: getattr(lz, name) for name in LANCZOS_ARRAYS}
+    if lz.top_vectors is not None:  # --save-eigenvectors: (n, k) columns, largest first
+        arrays["top_vectors"] = lz.top_vectors.detach().to("cpu", torch.float64).numpy()
     write_arrays(
         group,
         "lanczos",
-        {name: getattr(lz, name) for name in LANCZOS_ARRAYS},
+        arrays,
         {
             "iterations": lz.steps,
             "matvecs": lz.matvecs,
             "converged": bool(lz.converged),
             "breakdown": bool(lz.breakdown),
             "start_vector_norm": lz.start_vector_norm,
-            "ritz_vectors_stored": False,
+            "ritz_vectors_stored": lz.top_vectors is not None,
             **extra,
         },
     )
@@ -741,6 +745,9 @@ def _read_lanczos(group: h5py.Group) -> LanczosResult:
         breakdown=a["breakdown"],
         matvecs=a["matvecs"],
         start_vector_norm=a["start_vector_norm"],
+        top_vectors=torch.from_numpy(_read_array(group, "top_vectors"))
+        if "top_vectors" in group
+        else None,
     )
 
 

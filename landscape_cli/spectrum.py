@@ -63,6 +63,7 @@ def analyze_spectrum(
             tol=settings.tol,
             top_k=top_k,
             bottom_k=min(bottom_k, n - top_k),  # tiny n: the wanted ends overlap
+            return_vectors=settings.save_eigenvectors,
             progress=stage(progress, "lanczos"),
         )
         if not lz.converged:

@@ -174,3 +174,33 @@ def test_html_summary_beside_the_report(report, tmp_path):
     assert len(html_files) == 1
     text = open(html_files[0], encoding="utf-8").read()
     assert text.count("data:image/png;base64,") == 3 and "http" not in text
+
+
+def test_saved_eigenvectors_are_eigenvectors(tmp_path):
+    import torch
+
+    from landscape_cli.loading import build_objective, resolve_run_config
+    from landscape_cli.report import read_report
+
+    path = tmp_path / "v.h5"
+    args = [
+        "spectrum",
+        "--save-eigenvectors",
+        "--top-k",
+        "3",
+        "--dtype",
+        "float64",
+        "--out",
+        str(path),
+        "--json",
+    ]
+    result = runner.invoke(app, [*args, "--no-density", "--no-trace"])
+    assert result.exit_code == 0, result.stderr
+    lz = read_report(path).spectrum.lanczos
+    vectors = lz.top_vectors
+    assert vectors.shape == (1476, 3)
+    objective = build_objective(resolve_run_config({"dtype": "float64"}))
+    for j, index in enumerate(lz.top_indices(3)):
+        v = vectors[:, j]
+        residual = torch.linalg.vector_norm(objective.hvp(v) - lz.ritz_values[index] * v)
+        assert float(residual) <= lz.ritz_residuals[index] * 1.01 + 1e-10
