@@ -48,10 +48,10 @@ import torch
 
 from .cg import conjugate_gradient
 from .config import ClassifySettings
-from .density import slq_density
+from .density import SLQResult, slq_density
 from .errors import numerical_errors
 from .exact import dense_matrix
-from .lanczos import lanczos
+from .lanczos import LanczosResult, lanczos
 from .objective import Objective
 from .progress import stage
 from .results import RunInfo, json_number, json_numbers
@@ -327,11 +327,15 @@ def classify_point(
     seed: int = 0,
     lr: float | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    lanczos_result: LanczosResult | None = None,
+    slq_result: SLQResult | None = None,
 ) -> ClassifyResult:
     """Classify the checkpoint as a critical point of the mean loss, with the evidence.
 
     One Lanczos run (top 1 and bottom 1, with Ritz vectors) gives λ_max, λ_min and the escape
     direction; SLQ gives the negative fraction; CG on the same HVP operator the Newton decrement.
+    ``lanczos_result`` (with ``bottom_vectors``) and ``slq_result`` from an earlier analysis of the
+    same objective are reused instead of recomputed (``landscape report`` does this).
     """
     s = settings or ClassifySettings()
     start = time.perf_counter()
@@ -349,15 +353,19 @@ def classify_point(
         bottom_vector = eigenvectors[:, 0].to(device=objective.device, dtype=objective.dtype)
     else:
         with numerical_errors("the Lanczos iteration"):
-            lz = lanczos(
-                H,
-                seed=derive_seed(seed, "lanczos"),
-                max_iter=s.max_iter,
-                tol=s.tol,
-                top_k=1,
-                bottom_k=1,
-                return_vectors=True,
-                progress=stage(progress, "lanczos"),
+            lz = (
+                lanczos_result
+                if lanczos_result is not None and lanczos_result.bottom_vectors is not None
+                else lanczos(
+                    H,
+                    seed=derive_seed(seed, "lanczos"),
+                    max_iter=s.max_iter,
+                    tol=s.tol,
+                    top_k=1,
+                    bottom_k=1,
+                    return_vectors=True,
+                    progress=stage(progress, "lanczos"),
+                )
             )
         if not lz.converged:
             notes["lanczos"] = f"stopped at --max-iter {s.max_iter} before reaching tol={s.tol:g}"
@@ -378,6 +386,9 @@ def classify_point(
     threshold = s.neg_tol * decision.curvature_scale
     if lz is None:
         negative_fraction: float | None = float(np.mean(eigenvalues.numpy() < -threshold))
+    elif slq_result is not None:
+        slq = slq_result
+        negative_fraction = negative_mass(slq.nodes, slq.weights, threshold)
     elif s.slq_runs > 0:
         with numerical_errors("stochastic Lanczos quadrature"):
             slq = slq_density(

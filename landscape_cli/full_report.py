@@ -1,12 +1,14 @@
 """``landscape report``: every analysis on one loaded objective, for one report file.
 
 The checkpoint, data and the cached gradient graph are loaded once and shared by spectrum,
-classify, sharpness and a 2-D surface; each analysis keeps its own derived random stream, so
-its numbers are the same as when it runs alone with the same seed.
+classify, sharpness and a 2-D surface, and so is the spectrum's Lanczos run (λ_max, λ_min and
+the λ_min eigenvector for classify and sharpness) and its SLQ nodes (classify's negative
+fraction). The spectrum itself is what ``landscape spectrum`` gives with the same seed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .config import RunConfig
@@ -32,15 +34,32 @@ def analyze_all(
     """
     if surface:
         validate_settings(config.surface)
+    # one Krylov space serves all three: the spectrum's Lanczos run (with its Ritz vectors) gives
+    # classify its extremes and escape direction and sharpness its λ_max; the spectrum's SLQ
+    # nodes give classify its negative fraction
+    settings = dataclasses.replace(
+        config.spectrum, save_eigenvectors=True, bottom_k=max(config.spectrum.bottom_k, 1)
+    )
+    spectrum = analyze_spectrum(
+        objective, settings, seed=config.seed, lr=config.lr, progress=progress
+    )
     results: dict[str, Any] = {
-        "spectrum": analyze_spectrum(
-            objective, config.spectrum, seed=config.seed, lr=config.lr, progress=progress
-        ),
+        "spectrum": spectrum,
         "classify": classify_point(
-            objective, config.classify, seed=config.seed, lr=config.lr, progress=progress
+            objective,
+            config.classify,
+            seed=config.seed,
+            lr=config.lr,
+            progress=progress,
+            lanczos_result=spectrum.lanczos,
+            slq_result=spectrum.slq,
         ),
         "sharpness": measure_sharpness(
-            objective, config.sharpness, seed=config.seed, progress=progress
+            objective,
+            config.sharpness,
+            seed=config.seed,
+            progress=progress,
+            lanczos_result=spectrum.lanczos,
         ),
     }
     if surface:

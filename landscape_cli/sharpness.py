@@ -83,7 +83,7 @@ import torch
 from .config import SharpnessSettings
 from .data import Batch, batch_size_of
 from .errors import InputError, NumericalError
-from .lanczos import lanczos
+from .lanczos import LanczosResult, lanczos
 from .objective import Objective, ScaledOperator
 from .results import RunInfo, json_number, json_numbers
 from .seeding import derive_seed
@@ -361,8 +361,13 @@ def measure_sharpness(
     *,
     seed: int = 0,
     progress: Progress | None = None,
+    lanczos_result: LanczosResult | None = None,
 ) -> SharpnessResult:
     """Worst-case, one-step, average-case and second-order sharpness at every ρ (module docstring).
+
+    ``lanczos_result``: a converged Lanczos run on this objective's Hessian (e.g. from
+    :func:`~landscape_cli.spectrum.analyze_spectrum`) whose λ_max is reused instead of running
+    another (ignored for ``adaptive``, whose operator is T H T).
 
     Raises:
         ValueError: a radius ``ρ ≤ 0`` (named) or another bad setting.
@@ -383,7 +388,10 @@ def measure_sharpness(
     H = objective.operator()
     lambda_max: float | None = None
     lz = None
-    if s.second_order:
+    if s.second_order and lanczos_result is not None and not s.adaptive:
+        lz = lanczos_result
+        lambda_max = float(lz.top(1)[0])
+    elif s.second_order:
         op = ScaledOperator(H, t) if s.adaptive else H
         try:
             lz = lanczos(

@@ -151,6 +151,18 @@ def test_report_command_writes_every_section_and_figure(tmp_path):
     alone = json.loads(runner.invoke(app, ["spectrum", "--json", *FAST]).stdout)
     assert payload["spectrum"]["top_eigenvalues"] == alone["top_eigenvalues"]
     assert payload["spectrum"]["trace"] == alone["trace"]
+    # classify and sharpness reuse the spectrum's Lanczos run (and SLQ): same answers, fewer HVPs
+    lone_classify = json.loads(runner.invoke(app, ["classify", "--json"]).stdout)
+    assert payload["classify"]["lambda_max"] == pytest.approx(lone_classify["lambda_max"], rel=1e-4)
+    assert payload["classify"]["classification"] == lone_classify["classification"]
+    assert payload["classify"]["hvp_count"] < lone_classify["hvp_count"]
+    lone_sharpness = json.loads(
+        runner.invoke(app, ["sharpness", "--json", "--rho", "0.01,0.1", "--samples", "4"]).stdout
+    )
+    assert payload["sharpness"]["hvp_count"] == 0 < lone_sharpness["hvp_count"]
+    assert payload["sharpness"]["lambda_max"] == pytest.approx(
+        lone_sharpness["lambda_max"], rel=1e-4
+    )
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(
         [
