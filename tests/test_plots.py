@@ -47,6 +47,9 @@ def figures():
         ),
         "contour": lambda: plots.plot_contour_2d(xs, ys, Z),
         "surface3d": lambda: plots.plot_surface_3d(xs, ys, Z),
+        "track": lambda: plots.plot_track(
+            np.array([40.0, 80, 120]), np.array([1.9, 2.2, 2.7]), lr=np.array([0.05, 0.05, 0.05])
+        ),
     }
 
 
