@@ -36,10 +36,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -569,6 +570,48 @@ def _root_attrs(
     }
 
 
+def _existing_report_attrs(path: Path) -> dict[str, Any] | None:
+    """Check that ``path`` may be written (its directory exists; if it exists, it is a landscape
+    report); return the existing root attributes, or ``None`` for a new file."""
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the directory {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory", hint="give a file name ending in .h5")
+    if not path.exists():
+        return None
+    if not h5py.is_hdf5(path):
+        raise InputError(
+            f"{path}: exists and is not an HDF5 file; refusing to overwrite it",
+            hint="choose another --out file",
+        )
+    try:
+        with h5py.File(path, "r") as f:
+            _check_schema(path, f, "refusing to overwrite it; choose another --out file")
+            return read_attrs(f)
+    except OSError as exc:
+        raise _open_error(path, exc) from None
+
+
+@contextlib.contextmanager
+def _atomic_update(path: Path, exists: bool) -> Iterator[h5py.File]:
+    """An open copy of the report (or a new file) at a temporary name, renamed over ``path`` when
+    the block succeeds and removed on any exception, ``KeyboardInterrupt`` included."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if exists:
+            shutil.copy2(path, tmp)
+            f = h5py.File(tmp, "a")
+        else:
+            # a persistent free-space manager lets later rewrites of a section reuse its space
+            f = h5py.File(tmp, "w", fs_strategy="fsm", fs_persist=True)
+        with f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_report(
     path: str | os.PathLike[str],
     sections: Mapping[str, Any],
@@ -612,50 +655,21 @@ def write_report(
             raise TypeError(
                 f"section {name!r} needs a {kind.__name__}, got {type(result).__name__}"
             )
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: the directory {path.parent} does not exist")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory", hint="give a file name ending in .h5")
-    exists = path.exists()
-    existing: dict[str, Any] = {}
-    if exists:
-        if not h5py.is_hdf5(path):
-            raise InputError(
-                f"{path}: exists and is not an HDF5 file; refusing to overwrite it",
-                hint="choose another --out file",
-            )
-        try:
-            with h5py.File(path, "r") as f:
-                _check_schema(path, f, "refusing to overwrite it; choose another --out file")
-                existing = read_attrs(f)
-        except OSError as exc:
-            raise _open_error(path, exc) from None
-    root = _root_attrs(existing, sections, config, command_line, objective_info, path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        if exists:
-            shutil.copy2(path, tmp)
-            f = h5py.File(tmp, "a")
-        else:
-            # a persistent free-space manager lets later rewrites of a section reuse its space
-            f = h5py.File(tmp, "w", fs_strategy="fsm", fs_persist=True)
-        with f:
-            for name, result in sections.items():
-                if name == "surface":  # keeps the other surfaces; replaces one of the same name
-                    _write_surface(f.require_group("surface"), result, config)
-                    group = f["surface"][result.name]
-                else:
-                    if name in f:
-                        del f[name]
-                    group = f.create_group(name)
-                    _WRITERS[name][1](group, result, config)
-                _set_attrs(group, {"created": root["created"], "command_line": command_line})
-            for key in ROOT_ATTRIBUTES:
-                _set_attrs(f, {key: root[key]})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    existing = _existing_report_attrs(path)
+    root = _root_attrs(existing or {}, sections, config, command_line, objective_info, path)
+    with _atomic_update(path, existing is not None) as f:
+        for name, result in sections.items():
+            if name == "surface":  # keeps the other surfaces; replaces one of the same name
+                _write_surface(f.require_group("surface"), result, config)
+                group = f["surface"][result.name]
+            else:
+                if name in f:
+                    del f[name]
+                group = f.create_group(name)
+                _WRITERS[name][1](group, result, config)
+            _set_attrs(group, {"created": root["created"], "command_line": command_line})
+        for key in ROOT_ATTRIBUTES:
+            _set_attrs(f, {key: root[key]})
     return path
 
 
@@ -972,63 +986,40 @@ def write_track(
     of its own or an existing one, atomically like :func:`write_report`. A series spans several
     checkpoints, so the root's ``checkpoint_sha256`` is left as it is (empty for a new file)."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: the directory {path.parent} does not exist")
-    exists = path.exists()
-    if exists:
-        if not h5py.is_hdf5(path):
-            raise InputError(f"{path}: exists and is not an HDF5 file; refusing to overwrite it")
-        with h5py.File(path, "r") as f:
-            _check_schema(path, f, "refusing to overwrite it; choose another --out file")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        if exists:
-            shutil.copy2(path, tmp)
-            f = h5py.File(tmp, "a")
-        else:
-            f = h5py.File(tmp, "w", fs_strategy="fsm", fs_persist=True)
-        with f:
-            arrays = result.arrays()
-            dims = {k: ("step",) for k in arrays if k != "step"}
-            group = write_arrays(
+    existing = _existing_report_attrs(path)
+    with _atomic_update(path, existing is not None) as f:
+        arrays = result.arrays()
+        dims = {k: ("step",) for k in arrays if k != "step"}
+        write_arrays(
+            f,
+            "track",
+            arrays,
+            {
+                "checkpoints": "\n".join(p.checkpoint for p in result.points),
+                "warm_start": result.warm_start,
+                "seed": result.seed,
+                "created": _utc_now(),
+                "command_line": command_line,
+            },
+            dims=dims,
+        )
+        if existing is None:
+            _set_attrs(
                 f,
-                "track",
-                arrays,
                 {
-                    "checkpoints": "\n".join(p.checkpoint for p in result.points),
-                    "warm_start": result.warm_start,
-                    "seed": result.seed,
+                    "schema": SCHEMA,
+                    "landscape_version": __version__,
                     "created": _utc_now(),
                     "command_line": command_line,
+                    "config_yaml": "" if config is None else config.to_yaml(),
+                    "torch_version": torch.__version__,
+                    "checkpoint_sha256": "",
+                    "num_parameters": 0,
+                    "seed": result.seed,
+                    "device": config.device if config is not None else "",
+                    "dtype": config.dtype if config is not None else "",
                 },
-                dims=dims,
             )
-            del group
-            if not exists:
-                import torch
-
-                from . import __version__ as version
-
-                _set_attrs(
-                    f,
-                    {
-                        "schema": SCHEMA,
-                        "landscape_version": version,
-                        "created": _utc_now(),
-                        "command_line": command_line,
-                        "config_yaml": "" if config is None else config.to_yaml(),
-                        "torch_version": torch.__version__,
-                        "checkpoint_sha256": "",
-                        "num_parameters": 0,
-                        "seed": result.seed,
-                        "device": config.device if config is not None else "",
-                        "dtype": config.dtype if config is not None else "",
-                    },
-                )
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
