@@ -329,20 +329,32 @@ def compute_metrics(
 
     names = {c.metric for c in checks}
     spectrum = classify = sharpness = None
-    if names & {"negative_fraction", "classification"}:
-        classify = classify_point(
-            objective, config.classify, seed=config.seed, lr=config.lr, progress=progress
-        )
-    if names & {"trace"} or (
-        classify is None
-        and names
-        & {"lambda_max", "lambda_min", "lr_times_lambda_max", "preconditioned_sharpness_ratio"}
-    ):
+    curvature = {
+        "lambda_max", "lambda_min", "trace", "negative_fraction", "classification",
+        "lr_times_lambda_max", "preconditioned_sharpness_ratio",
+    }  # fmt: skip
+    if names & curvature:
+        # one Lanczos run (with its Ritz vectors) serves spectrum's and classify's metrics
         settings = dataclasses.replace(
-            config.spectrum, top_k=1, trace="trace" in names, density=False, exact=False
+            config.spectrum,
+            top_k=1,
+            bottom_k=max(config.spectrum.bottom_k, 1),
+            trace="trace" in names,
+            density=False,
+            exact=False,
+            save_eigenvectors=bool(names & {"negative_fraction", "classification"}),
         )
         spectrum = analyze_spectrum(
             objective, settings, seed=config.seed, lr=config.lr, progress=progress
+        )
+    if names & {"negative_fraction", "classification"}:
+        classify = classify_point(
+            objective,
+            config.classify,
+            seed=config.seed,
+            lr=config.lr,
+            progress=progress,
+            spectrum=spectrum,
         )
     radii = _sharpness_radii(checks)
     if radii:

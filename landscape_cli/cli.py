@@ -215,10 +215,10 @@ def analysis_command(function: Callable[..., None]) -> Callable[..., None]:
 
 
 # ---------------------------------------------------------------- plumbing
-def _stderr_console(quiet: bool = False):
+def _stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True, quiet=quiet)
+    return Console(stderr=True)
 
 
 @contextlib.contextmanager
@@ -895,7 +895,7 @@ def track(
 
         paths = expand_checkpoints([p for p in [first, *(more or [])] if p], from_dir)
         with _progress(run.quiet or jsonl) as progress:
-            cfg, _ = _config_only(flags, run.config)
+            cfg = _config_only(flags, run.config)
             points = []
             for point in track_series(
                 paths, cfg, build_objective, warm_start=warm_start, trace=trace, progress=progress
@@ -920,11 +920,11 @@ def track(
             print_track(result)
 
 
-def _config_only(flags: dict[str, Any], config_file: str | None) -> tuple[Any, None]:
+def _config_only(flags: dict[str, Any], config_file: str | None) -> Any:
     """The run config without a checkpoint (track sets one per file)."""
     from .loading import resolve_run_config
 
-    return resolve_run_config({**flags, "checkpoint": None}, config_file), None
+    return resolve_run_config({**flags, "checkpoint": None}, config_file)
 
 
 @app.command()

@@ -48,13 +48,13 @@ import torch
 
 from .cg import conjugate_gradient
 from .config import ClassifySettings
-from .density import SLQResult, slq_density
+from .density import slq_density
 from .errors import numerical_errors
 from .exact import dense_matrix
-from .lanczos import LanczosResult, lanczos
+from .lanczos import lanczos
 from .objective import Objective
 from .progress import stage
-from .results import RunInfo, json_number, json_numbers
+from .results import RunInfo, SpectrumResult, json_number, json_numbers
 from .seeding import derive_seed
 from .stability import NO_LEARNING_RATE, stability_report
 
@@ -327,15 +327,16 @@ def classify_point(
     seed: int = 0,
     lr: float | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-    lanczos_result: LanczosResult | None = None,
-    slq_result: SLQResult | None = None,
+    spectrum: SpectrumResult | None = None,
 ) -> ClassifyResult:
     """Classify the checkpoint as a critical point of the mean loss, with the evidence.
 
     One Lanczos run (top 1 and bottom 1, with Ritz vectors) gives λ_max, λ_min and the escape
     direction; SLQ gives the negative fraction; CG on the same HVP operator the Newton decrement.
-    ``lanczos_result`` (with ``bottom_vectors``) and ``slq_result`` from an earlier analysis of the
-    same objective are reused instead of recomputed (``landscape report`` does this).
+    ``spectrum``, an earlier :func:`~landscape_cli.spectrum.analyze_spectrum` result on the same
+    objective, lends its Lanczos run (when it kept its Ritz vectors), its SLQ nodes and its
+    stability report instead of spending HVPs on them again (``landscape report`` and
+    ``landscape check`` do this).
     """
     s = settings or ClassifySettings()
     start = time.perf_counter()
@@ -343,6 +344,9 @@ def classify_point(
     notes: dict[str, str] = {}
     n = objective.num_parameters
     lz = slq = None
+    shared_lanczos = None if spectrum is None else spectrum.lanczos
+    if shared_lanczos is not None and shared_lanczos.bottom_vectors is None:
+        shared_lanczos = None  # no escape direction without the Ritz vectors: run our own
     if n <= EXACT_FRACTION_MAX:
         # n HVPs give the whole spectrum exactly; SLQ with a handful of probes would be noisy
         # here (in 2-D a Rademacher probe can be an eigenvector)
@@ -354,8 +358,8 @@ def classify_point(
     else:
         with numerical_errors("the Lanczos iteration"):
             lz = (
-                lanczos_result
-                if lanczos_result is not None and lanczos_result.bottom_vectors is not None
+                shared_lanczos
+                if shared_lanczos is not None
                 else lanczos(
                     H,
                     seed=derive_seed(seed, "lanczos"),
@@ -386,8 +390,8 @@ def classify_point(
     threshold = s.neg_tol * decision.curvature_scale
     if lz is None:
         negative_fraction: float | None = float(np.mean(eigenvalues.numpy() < -threshold))
-    elif slq_result is not None:
-        slq = slq_result
+    elif spectrum is not None and spectrum.slq is not None:
+        slq = spectrum.slq
         negative_fraction = negative_mass(slq.nodes, slq.weights, threshold)
     elif s.slq_runs > 0:
         with numerical_errors("stochastic Lanczos quadrature"):
@@ -430,7 +434,10 @@ def classify_point(
         "grad_norm": objective.grad_norm,
         "negative_fraction": negative_fraction,
     }
-    stability = stability_report(objective, lambda_max, lr=lr, seed=seed)
+    if spectrum is not None:
+        stability = spectrum.stability  # same objective and lr: no second preconditioned run
+    else:
+        stability = stability_report(objective, lambda_max, lr=lr, seed=seed)
     if stability is None:
         notes["stability"] = NO_LEARNING_RATE
     hvps = H.matvecs + (stability.matvecs if stability is not None else 0)

@@ -36,7 +36,7 @@ def analyze_all(
         validate_settings(config.surface)
     # one Krylov space serves all three: the spectrum's Lanczos run (with its Ritz vectors) gives
     # classify its extremes and escape direction and sharpness its λ_max; the spectrum's SLQ
-    # nodes give classify its negative fraction
+    # nodes and stability report serve classify too
     settings = dataclasses.replace(
         config.spectrum, save_eigenvectors=True, bottom_k=max(config.spectrum.bottom_k, 1)
     )
@@ -51,8 +51,7 @@ def analyze_all(
             seed=config.seed,
             lr=config.lr,
             progress=progress,
-            lanczos_result=spectrum.lanczos,
-            slq_result=spectrum.slq,
+            spectrum=spectrum,
         ),
         "sharpness": measure_sharpness(
             objective,

@@ -29,8 +29,7 @@ exceed the memory budget (half of the available device memory by default).
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from typing import Any
 
@@ -508,19 +507,3 @@ class Objective:
                 last = j == len(columns) - 1
                 totals[j] += weight * self._backward(grads, leaves, v, retain=not last)
         return totals
-
-    def describe(self) -> Mapping[str, Any]:
-        """Facts for reports: sizes, mode, device, dtype, memory of the cached graph."""
-        return {
-            "num_parameters": self.num_parameters,
-            "num_samples": self.num_samples,
-            "num_batches": len(self.batches),
-            "batch_size": self.batches.batch_size,
-            "hvp_mode": self.hvp_mode,
-            "graph_megabytes": round(self.graph_bytes / 2**20, 3),
-            "device": str(self.device),
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "mode": self.mode,
-            "loss": self.loss_value,
-            "grad_norm": self.grad_norm if math.isfinite(self.grad_norm) else None,
-        }

@@ -107,3 +107,18 @@ def test_checks_from_stdin():
     )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["checks"][0]["value"] == "saddle"
+
+
+def test_classification_check_reuses_the_spectrum_lanczos_run(monkeypatch):
+    """classify borrows the spectrum's Ritz vectors: its own Lanczos must not run."""
+    import landscape_cli.critical
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("classify ran a second Lanczos")
+
+    monkeypatch.setattr(landscape_cli.critical, "lanczos", forbidden)
+    result = runner.invoke(
+        app, ["check", "--max", "lambda_max=50", "--max", "negative_fraction=0.01", "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["passed"]
