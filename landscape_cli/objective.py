@@ -249,6 +249,14 @@ class Objective:
         pieces = torch.split(vector, self._numels)
         return [p.reshape(s) for p, s in zip(pieces, self.parameter_shapes, strict=True)]
 
+    def reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum over all ranks of a partial result accumulated over this rank's batches.
+
+        Every data loop that accumulates ``Σ_b w_b · (...)`` over :meth:`_batches_on_device` passes
+        its total through here, so that each rank holds the full-data value (identity in a single
+        process)."""
+        return tensor
+
     def operator(self) -> HessianOperator:
         """A fresh :class:`HessianOperator` (its own matvec counter) for this objective."""
         return HessianOperator(self)
