@@ -231,7 +231,8 @@ def _errors(debug: bool) -> Iterator[None]:
     except LandscapeError as exc:
         if debug:
             raise
-        typer.echo(f"landscape: error: {exc}", err=True)
+        if _primary():  # under torchrun every rank raises the same error; rank 0 reports it
+            typer.echo(f"landscape: error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("landscape: interrupted", err=True)
@@ -270,7 +271,7 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = _stderr_console()
-    disabled = quiet or not console.is_terminal
+    disabled = quiet or not console.is_terminal or not _primary()
     labels = {
         "load": "loss and gradient",
         "lanczos": "Lanczos (extremes)",
@@ -302,9 +303,28 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+def _primary() -> bool:
+    """Whether this process writes output: always, except on ranks > 0 under ``torchrun``
+    (read from the environment, so it is known before torch is imported)."""
+    from .distributed import environment_rank
+
+    return environment_rank() == 0
+
+
+def _join_process_group(config: Any) -> None:
+    """Under ``torchrun``, join the process group (gloo on CPU, nccl on CUDA) before the
+    objective is built, so that it shards the batches across ranks."""
+    from .distributed import init_from_environment, launched_by_torchrun
+
+    if launched_by_torchrun():
+        from .loading import resolve_device
+
+        init_from_environment(resolve_device(config.device))
+
+
 def _write_out(out: str | None, section: str, result: Any, cfg: Any, objective: Any) -> None:
     """Add ``result`` as ``/<section>`` of the report at ``out`` (temp file + rename)."""
-    if out is None:
+    if out is None or not _primary():
         return
     import shlex
 
@@ -333,6 +353,7 @@ def _load(
     from .loading import build_objective, resolve_run_config
 
     config = resolve_run_config(flags, config_file)
+    _join_process_group(config)
     objective = build_objective(config, progress=partial(progress, "load"))
     return config, objective
 
@@ -720,6 +741,8 @@ def report(
                 results = analyze_all(objective, cfg, surface=surface, progress=progress)
             except ValueError as exc:
                 raise InputError(f"report settings: {exc}") from None
+        if not _primary():
+            return
         import shlex
 
         path = write_report(
@@ -829,7 +852,7 @@ def check(
             }
             source = objective.checkpoint.path if objective.checkpoint is not None else "model"
             result = CheckResult(evaluate(parsed, metrics, k), k, "checkpoint", source, info)
-        if junit is not None:
+        if junit is not None and _primary():
             _write_text_atomic(Path(junit), junit_xml(result))
         if run.json:
             _emit_json(result.to_dict())
@@ -904,7 +927,7 @@ def track(
                 if jsonl:
                     _emit_json(point.to_dict())
         result = TrackResult(points, cfg.seed, warm_start)
-        if out is not None:
+        if out is not None and _primary():
             import shlex
 
             from .report import write_track
@@ -924,7 +947,9 @@ def _config_only(flags: dict[str, Any], config_file: str | None) -> Any:
     """The run config without a checkpoint (track sets one per file)."""
     from .loading import resolve_run_config
 
-    return resolve_run_config({**flags, "checkpoint": None}, config_file)
+    config = resolve_run_config({**flags, "checkpoint": None}, config_file)
+    _join_process_group(config)
+    return config
 
 
 @app.command()
@@ -980,8 +1005,17 @@ def plot(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. Under ``torchrun``, ranks > 0 compute alongside rank 0 but
+    print nothing on stdout and write no files (see :mod:`landscape_cli.distributed`)."""
+    if not _primary():
+        sys.stdout = open(os.devnull, "w")  # kept open for the life of the process
+    try:
+        app()
+    finally:
+        if "torch" in sys.modules:
+            from .distributed import shutdown
+
+            shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

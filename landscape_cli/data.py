@@ -12,7 +12,7 @@ as a whole batch), and the result does not depend on ``batch_size``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -57,6 +57,8 @@ class Batches:
     batch_size: int
     num_samples: int
     description: str
+    rank: int = 0
+    world_size: int = 1
 
     @property
     def num_batches(self) -> int:
@@ -68,17 +70,42 @@ class Batches:
         return self.num_batches
 
     def __iter__(self) -> Iterator[tuple[Batch, float]]:
-        """Yield ``(batch, weight)`` pairs; the weights sum to one."""
+        """Yield ``(batch, weight)`` for every batch of the data set (all shards); the weights
+        sum to one."""
+        for _, batch, weight in self._batches(range(self.num_batches)):
+            yield batch, weight
+
+    def shard(self, rank: int, world_size: int) -> Batches:
+        """The same batches, of which :meth:`local` yields only every ``world_size``-th one
+        starting at ``rank`` (round robin by batch index); weights stay ``n_b / N`` of the whole
+        data set, so the sum over all ranks of a weighted per-rank total is the full-data mean."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        return replace(self, rank=rank, world_size=world_size)
+
+    @property
+    def local_indices(self) -> range:
+        """The global indices of this shard's batches (all of them in a single process); the
+        analytic objective's one empty batch belongs to rank 0."""
+        return range(self.rank, self.num_batches, self.world_size)
+
+    def local(self) -> Iterator[tuple[int, Batch, float]]:
+        """Yield ``(global batch index, batch, weight)`` for this shard's batches only."""
+        yield from self._batches(self.local_indices)
+
+    def _batches(self, indices: range) -> Iterator[tuple[int, Batch, float]]:
         if self.source is None:
-            yield None, 1.0
+            if 0 in indices:
+                yield 0, None, 1.0
             return
-        for start in range(0, self.num_samples, self.batch_size):
+        for index in indices:
+            start = index * self.batch_size
             stop = min(start + self.batch_size, self.num_samples)
             if isinstance(self.source, tuple):
                 batch: Batch = tuple(t[start:stop] for t in self.source)
             else:
                 batch = _read_items(self.source, start, stop, self.description)
-            yield batch, (stop - start) / self.num_samples
+            yield index, batch, (stop - start) / self.num_samples
 
 
 def _read_items(dataset: Any, start: int, stop: int, description: str) -> Batch:

@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import pickle
 import sys
 import warnings
@@ -27,6 +28,7 @@ from torch import nn
 
 from .config import RunConfig
 from .data import Batches, dataset_batches, no_data, tensor_batches
+from .distributed import launched_by_torchrun
 from .errors import InputError, NumericalError
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -524,7 +526,7 @@ def resolve_run_config(
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available, else CPU; an unavailable device is an input error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -540,6 +542,8 @@ def resolve_device(name: str) -> torch.device:
             raise InputError(
                 f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
             )
+        if device.index is None and launched_by_torchrun():  # one GPU per rank
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             raise InputError(

@@ -38,6 +38,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .data import Batch, Batches, move_batch
+from .distributed import Failure, Ranks, all_reduce_sum, collect_failure, current
 from .errors import InputError, NumericalError
 from .seeding import derive_seed
 
@@ -152,6 +153,10 @@ class Objective:
         a sum over samples) or ``"train"``.
     hvp_mode:
         ``"auto"``, ``"cached"`` or ``"streaming"`` (module docstring).
+    distributed:
+        When a :mod:`torch.distributed` process group is initialised (``torchrun``), evaluate
+        only this rank's share of the batches and all-reduce every loss, gradient and HVP
+        (:mod:`landscape_cli.distributed`); ``False`` keeps all batches in this process.
 
     Example
     -------
@@ -181,6 +186,7 @@ class Objective:
         memory_budget: int | None = None,
         seed: int = 0,
         progress: Progress | None = None,
+        distributed: bool = True,
     ) -> None:
         if mode not in ("eval", "train"):
             raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
@@ -190,6 +196,9 @@ class Objective:
         self.dtype = dtype
         self.mode = mode
         self.seed = seed
+        self.ranks = current() if distributed else Ranks()
+        if self.ranks.distributed:
+            batches = batches.shard(self.ranks.rank, self.ranks.world_size)
         self.batches = batches
         self.checkpoint = checkpoint
         self._module = _LossModule(model, loss_fn)
@@ -209,7 +218,7 @@ class Objective:
             for n, t in list(model.named_parameters()) + list(model.named_buffers())
             if id(t) not in trainable_ids
         }
-        self._device_batches: list[tuple[Batch, float]] | None = None
+        self._device_batches: list[tuple[int, Batch, float]] | None = None
         self._graph_grads: list[torch.Tensor] | None = None
         self._graph_leaves: list[torch.Tensor] | None = None
         self.memory_budget = (
@@ -249,13 +258,20 @@ class Objective:
         pieces = torch.split(vector, self._numels)
         return [p.reshape(s) for p, s in zip(pieces, self.parameter_shapes, strict=True)]
 
-    def reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+    def reduce_sum(self, tensor: torch.Tensor, failure: Failure | None = None) -> torch.Tensor:
         """The sum over all ranks of a partial result accumulated over this rank's batches.
 
         Every data loop that accumulates ``Σ_b w_b · (...)`` over :meth:`_batches_on_device` passes
         its total through here, so that each rank holds the full-data value (identity in a single
-        process)."""
-        return tensor
+        process). A loop run inside :meth:`collect_failure` passes its :class:`Failure` along, so
+        an error on one rank is raised on all (:func:`landscape_cli.distributed.all_reduce_sum`).
+        """
+        return all_reduce_sum(tensor, self.ranks, failure)
+
+    def collect_failure(self) -> contextlib.AbstractContextManager[Failure]:
+        """Context for a data loop over this rank's batches: on a multi-rank run an error is held
+        until the loop's :meth:`reduce_sum`, so that no rank waits for a failed one."""
+        return collect_failure(self.ranks)
 
     def operator(self) -> HessianOperator:
         """A fresh :class:`HessianOperator` (its own matvec counter) for this objective."""
@@ -297,11 +313,11 @@ class Objective:
         return loss.reshape(())
 
     def _batches_on_device(self) -> Iterable[tuple[int, Batch, float]]:
+        """``(global batch index, batch on the device, weight n_b/N)`` for this rank's batches."""
         if self._device_batches is not None:
-            for index, (batch, weight) in enumerate(self._device_batches):
-                yield index, batch, weight
+            yield from self._device_batches
             return
-        for index, (batch, weight) in enumerate(self.batches):
+        for index, batch, weight in self.batches.local():
             yield index, move_batch(batch, self.device, self.dtype), weight
 
     def _check_finite_loss(self, loss: torch.Tensor, index: int) -> None:
@@ -343,60 +359,57 @@ class Objective:
     def _initial_pass(
         self, hvp_mode: str, progress: Progress | None
     ) -> tuple[float, torch.Tensor, str]:
-        """Loss and gradient at ``w``; in cached/auto mode also the differentiable gradient graph."""
+        """Loss and gradient at ``w``; in cached/auto mode also the differentiable gradient graph
+        (of this rank's batches; HVPs through it are summed over ranks)."""
         want_graph = hvp_mode in ("cached", "auto")
         leaves = [p.detach().requires_grad_(True) for p in self._params]
         counter = _SavedBytes()
-        graph_grads: list[torch.Tensor] | None = None
-        plain_grads: list[torch.Tensor] | None = None
-        device_batches: list[tuple[Batch, float]] = []
+        zeros = [torch.zeros_like(p) for p in leaves]
+        graph_grads: list[torch.Tensor] | None = zeros if want_graph else None
+        plain_grads: list[torch.Tensor] = zeros
+        device_batches: list[tuple[int, Batch, float]] = []
         loss_total = 0.0
-        total = len(self.batches)
-        for index, (batch, weight) in enumerate(self.batches):
-            batch = move_batch(batch, self.device, self.dtype)
-            with counter.hooks() if want_graph else nullcontext():
-                loss = self._checked_call(leaves, batch, index)
-                self._check_finite_loss(loss, index)
-                grads = torch.autograd.grad(
-                    loss * weight, leaves, create_graph=want_graph, allow_unused=True
-                )
-            loss_total += float(loss.detach()) * weight
-            grads = [
-                g if g is not None else torch.zeros_like(p)
-                for g, p in zip(grads, leaves, strict=True)
-            ]
-            if want_graph:
-                graph_grads = (
-                    grads
-                    if graph_grads is None
-                    else [a + b for a, b in zip(graph_grads, grads, strict=True)]
-                )
-                device_batches.append((batch, weight))
-                if hvp_mode == "auto" and counter.total > self.memory_budget:
-                    want_graph = False  # fall back to streaming: keep the values, drop the graph
-                    plain_grads = [g.detach() for g in graph_grads]
-                    graph_grads = None
-                    device_batches = []
-            else:
-                grads = [g.detach() for g in grads]
-                plain_grads = (
-                    grads
-                    if plain_grads is None
-                    else [a + b for a, b in zip(plain_grads, grads, strict=True)]
-                )
-            if progress is not None:
-                progress(index + 1, total)
+        total = len(self.batches.local_indices)
+        with self.collect_failure() as failure:
+            for done, (index, batch, weight) in enumerate(self.batches.local(), start=1):
+                batch = move_batch(batch, self.device, self.dtype)
+                with counter.hooks() if want_graph else nullcontext():
+                    loss = self._checked_call(leaves, batch, index)
+                    self._check_finite_loss(loss, index)
+                    grads = torch.autograd.grad(
+                        loss * weight, leaves, create_graph=want_graph, allow_unused=True
+                    )
+                loss_total += float(loss.detach()) * weight
+                grads = [
+                    g if g is not None else torch.zeros_like(p)
+                    for g, p in zip(grads, leaves, strict=True)
+                ]
+                if want_graph:
+                    assert graph_grads is not None
+                    graph_grads = [a + b for a, b in zip(graph_grads, grads, strict=True)]
+                    device_batches.append((index, batch, weight))
+                    if hvp_mode == "auto" and counter.total > self.memory_budget:
+                        want_graph = (
+                            False  # fall back to streaming: keep the values, drop the graph
+                        )
+                        plain_grads = [g.detach() for g in graph_grads]
+                        graph_grads = None
+                        device_batches = []
+                else:
+                    plain_grads = [a + b.detach() for a, b in zip(plain_grads, grads, strict=True)]
+                if progress is not None:
+                    progress(done, total)
         self.graph_bytes = counter.total if graph_grads is not None else 0
         if graph_grads is not None:
             self._graph_leaves = leaves
             self._graph_grads = graph_grads
             self._device_batches = device_batches
-            gradient = self.flatten([g.detach() for g in graph_grads])
+            local_gradient = self.flatten([g.detach() for g in graph_grads])
             mode = "cached"
         else:
-            assert plain_grads is not None
-            gradient = self.flatten(plain_grads)
+            local_gradient = self.flatten(plain_grads)
             mode = "streaming"
+        gradient, loss_total = self._reduce_with_scalar(local_gradient, loss_total, failure)
         if not bool(torch.isfinite(gradient).all()):
             raise NumericalError(
                 "the gradient of the loss is not finite", hint="check the checkpoint and data"
@@ -409,12 +422,30 @@ class Objective:
         if delta is not None:
             params = [p + d for p, d in zip(self._params, self.unflatten(delta), strict=True)]
         total = 0.0
-        with torch.no_grad():
+        with torch.no_grad(), self.collect_failure() as failure:
             for index, batch, weight in self._batches_on_device():
                 value = self._call(params, batch, index)
                 self._check_finite_loss(value, index)
                 total += float(value) * weight
-        return total
+        return self._reduce_float(total, failure)
+
+    def _reduce_float(self, value: float, failure: Failure | None = None) -> float:
+        return self._reduce_with_scalar(None, value, failure)[1]
+
+    def _reduce_with_scalar(
+        self, vector: torch.Tensor | None, value: float, failure: Failure | None
+    ) -> tuple[torch.Tensor, float]:
+        """Sum a flat vector and a Python float over ranks in one collective (float64 on the
+        wire, so the loss keeps double precision); unchanged in a single process."""
+        if not self.ranks.distributed:
+            if failure is not None and failure.error is not None:
+                raise failure.error
+            return vector, value  # type: ignore[return-value]
+        parts = [] if vector is None else [vector.to(torch.float64)]
+        parts.append(torch.tensor([value], dtype=torch.float64, device=self.device))
+        packed = self.reduce_sum(torch.cat(parts), failure)
+        summed = None if vector is None else packed[:-1].to(vector.dtype)
+        return summed, float(packed[-1])  # type: ignore[return-value]
 
     def loss_and_gradient(
         self,
@@ -424,7 +455,8 @@ class Objective:
         """``L(w + delta)`` and its flat gradient by plain autograd (no graph kept).
 
         ``batches`` (``(batch, weight)`` pairs already on the device) replaces the objective's
-        data, e.g. for m-sharpness chunks; default: all the objective's batches.
+        data, e.g. for m-sharpness chunks, and is then this rank's alone (no sum over ranks);
+        default: all the objective's batches.
         """
         base = self._params
         if delta is not None:
@@ -436,19 +468,22 @@ class Objective:
             else ((i, b, w) for i, (b, w) in enumerate(batches))
         )
         total = 0.0
-        grads: list[torch.Tensor] | None = None
-        for index, batch, weight in pairs:
-            loss = self._call(leaves, batch, index)
-            self._check_finite_loss(loss, index)
-            parts = torch.autograd.grad(loss * weight, leaves, allow_unused=True)
-            parts = [
-                g.detach() if g is not None else torch.zeros_like(p)
-                for g, p in zip(parts, leaves, strict=True)
-            ]
-            grads = parts if grads is None else [a + b for a, b in zip(grads, parts, strict=True)]
-            total += float(loss.detach()) * weight
-        assert grads is not None
+        grads = [torch.zeros_like(p) for p in leaves]
+        with self.collect_failure() as failure:
+            for index, batch, weight in pairs:
+                loss = self._call(leaves, batch, index)
+                self._check_finite_loss(loss, index)
+                parts = torch.autograd.grad(loss * weight, leaves, allow_unused=True)
+                grads = [
+                    a + b.detach() if b is not None else a
+                    for a, b in zip(grads, parts, strict=True)
+                ]
+                total += float(loss.detach()) * weight
         flat = self.flatten(grads)
+        if batches is None:
+            flat, total = self._reduce_with_scalar(flat, total, failure)
+        elif failure.error is not None:
+            raise failure.error
         if not bool(torch.isfinite(flat).all()):
             raise NumericalError("the gradient is not finite at the perturbed point")
         return total, flat
@@ -462,6 +497,7 @@ class Objective:
         """``H V`` for a block ``V`` of shape ``(n, k)``: k HVPs sharing each batch's graph."""
         vectors = vectors.to(device=self.device, dtype=self.dtype)
         columns = [self.unflatten(vectors[:, j].contiguous()) for j in range(vectors.shape[1])]
+        failure = Failure()
         if self._graph_grads is not None:
             assert self._graph_leaves is not None
             results = [
@@ -469,8 +505,8 @@ class Objective:
                 for v in columns
             ]
         else:
-            results = self._streaming(columns)
-        out = torch.stack(results, dim=1)
+            results, failure = self._streaming(columns)
+        out = self.reduce_sum(torch.stack(results, dim=1), failure)
         if not bool(torch.isfinite(out).all()):
             raise NumericalError(
                 "a Hessian-vector product is not finite",
@@ -498,20 +534,21 @@ class Objective:
         )
         return self.flatten(hv)
 
-    def _streaming(self, columns: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    def _streaming(self, columns: list[list[torch.Tensor]]) -> tuple[list[torch.Tensor], Failure]:
         totals = [
             torch.zeros(self.num_parameters, device=self.device, dtype=self.dtype) for _ in columns
         ]
-        for index, batch, weight in self._batches_on_device():
-            leaves = [p.detach().requires_grad_(True) for p in self._params]
-            loss = self._call(leaves, batch, index)
-            self._check_finite_loss(loss, index)
-            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
-            grads = [
-                g if g is not None else torch.zeros_like(p)
-                for g, p in zip(grads, leaves, strict=True)
-            ]
-            for j, v in enumerate(columns):
-                last = j == len(columns) - 1
-                totals[j] += weight * self._backward(grads, leaves, v, retain=not last)
-        return totals
+        with self.collect_failure() as failure:
+            for index, batch, weight in self._batches_on_device():
+                leaves = [p.detach().requires_grad_(True) for p in self._params]
+                loss = self._call(leaves, batch, index)
+                self._check_finite_loss(loss, index)
+                grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+                grads = [
+                    g if g is not None else torch.zeros_like(p)
+                    for g, p in zip(grads, leaves, strict=True)
+                ]
+                for j, v in enumerate(columns):
+                    last = j == len(columns) - 1
+                    totals[j] += weight * self._backward(grads, leaves, v, retain=not last)
+        return totals, failure

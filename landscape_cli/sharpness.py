@@ -151,17 +151,20 @@ def _loss_at(
     return total
 
 
-def _chunks(objective: Objective, m: int) -> Iterator[tuple[Batch, float]]:
-    """Disjoint chunks of at most ``m`` samples inside each batch, weighted by ``|S| / N``."""
-    for _, batch, weight in objective._batches_on_device():
+def _chunks(objective: Objective, m: int) -> Iterator[tuple[int, Batch, float]]:
+    """Disjoint chunks of at most ``m`` samples inside each of this rank's batches, weighted by
+    ``|S| / N``, each with its index among all ranks' chunks (every batch but the last is
+    full, so batch ``b`` starts at chunk ``b · ⌈batch_size / m⌉``)."""
+    per_batch = -(-objective.batches.batch_size // m)
+    for index, batch, weight in objective._batches_on_device():
         size = batch_size_of(batch)
-        for start in range(0, size, m):
+        for j, start in enumerate(range(0, size, m)):
             stop = min(start + m, size)
             if isinstance(batch, torch.Tensor):
                 piece: Batch = batch[start:stop]
             else:
                 piece = tuple(t[start:stop] for t in batch)
-            yield piece, weight * (stop - start) / size
+            yield index * per_batch + j, piece, weight * (stop - start) / size
 
 
 # ---------------------------------------------------------------------------- measures
@@ -418,7 +421,7 @@ def measure_sharpness(
 
     # ---- worst case and one step: on the full loss, or on every m-chunk
     if s.m is None:
-        problems: Any = [(_Problem(None, objective.loss_value, objective.gradient), 1.0)]
+        problems: Any = [(0, _Problem(None, objective.loss_value, objective.gradient), 1.0)]
         total_problems = 1
     else:
         if objective.batches.source is None:
@@ -440,14 +443,24 @@ def measure_sharpness(
     one_step_acc = np.zeros(len(rhos))
     worst_acc = np.zeros(len(rhos))
     one_step_undefined: str | None = None
-    for index, (problem, weight) in enumerate(problems):
-        label = "full" if s.m is None else f"chunk {index}"
-        one, worst = _problem_sweep(objective, problem, t, rhos, s, seed, label, counter, tick)
-        worst_acc += weight * np.asarray(worst)
-        if one[0] is None:
-            one_step_undefined = label
-        else:
-            one_step_acc += weight * np.asarray(one, dtype=np.float64)
+    with objective.collect_failure() as failure:
+        for index, problem, weight in problems:
+            label = "full" if s.m is None else f"chunk {index}"
+            one, worst = _problem_sweep(objective, problem, t, rhos, s, seed, label, counter, tick)
+            worst_acc += weight * np.asarray(worst)
+            if one[0] is None:
+                one_step_undefined = label
+            else:
+                one_step_acc += weight * np.asarray(one, dtype=np.float64)
+    if s.m is not None:  # chunks are per rank: sum their weighted values over ranks
+        packed = np.concatenate([worst_acc, one_step_acc, [one_step_undefined is not None]])
+        packed = objective.reduce_sum(torch.from_numpy(packed).to(objective.device), failure)
+        packed = packed.cpu().numpy()
+        worst_acc, one_step_acc = packed[: len(rhos)], packed[len(rhos) : -1]
+        if packed[-1] > 0 and one_step_undefined is None:
+            one_step_undefined = "a chunk on another rank"
+    elif failure.error is not None:  # the full-data sweep's collectives already ran on all ranks
+        raise failure.error
     direction = "ρ T_w² g/‖T_w g‖" if s.adaptive else "ρ g/‖g‖"
     if one_step_undefined is not None:
         where = "at w" if s.m is None else f"of {one_step_undefined} at w"
@@ -516,11 +529,11 @@ def _chunk_problems(
 ) -> Iterator[tuple[_Problem, float]]:
     """The m-sharpness chunks, each with its own loss and gradient at ``w`` (computed lazily, so
     only one chunk's gradient is held at a time)."""
-    for piece, weight in _chunks(objective, m):
+    for index, piece, weight in _chunks(objective, m):
         batches = [(piece, 1.0)]
         counter.gradients += 1
         try:
             base, grad = gradient_at(objective, None, batches)
         except NumericalError as exc:
             raise NumericalError(f"on an m-sharpness chunk at w: {exc.message}") from None
-        yield _Problem(batches, base, grad), weight
+        yield index, _Problem(batches, base, grad), weight

@@ -312,7 +312,9 @@ def evaluate_points(
     in :meth:`Objective.loss`. A non-finite loss at a point is recorded (NaN/Inf), not raised: a
     wide span may overflow far from ``w``. The metric is ``None`` as soon as one batch does not
     admit it. ``progress(done, P·B)`` is called after each point of each of the ``B`` batches
-    (``B = 1`` for data in one batch: one tick per grid point).
+    of this process (``B = 1`` for data in one batch: one tick per grid point). Under
+    :mod:`torch.distributed` each rank evaluates every point on its own batches and one
+    all-reduce sums the per-point losses (data parallel, like every other loss evaluation).
     """
     coefficients = np.asarray(coefficients, dtype=np.float64)
     if coefficients.ndim != 2 or coefficients.shape[1] != len(directions):
@@ -328,7 +330,7 @@ def evaluate_points(
     losses = np.zeros(count, dtype=np.float64)
     metric = np.zeros(count, dtype=np.float64)
     metric_ok = metric_fn is not None
-    num_batches = len(objective.batches)
+    num_batches = len(objective.batches.local_indices)
     total = count * num_batches
     done = 0
     captured: list[Any] = []
@@ -338,8 +340,8 @@ def evaluate_points(
 
     handle = objective.model.register_forward_hook(hook) if metric_ok else None
     try:
-        with torch.no_grad():
-            for _, batch, weight in objective._batches_on_device():
+        with torch.no_grad(), objective.collect_failure() as failure:
+            for index, batch, weight in objective._batches_on_device():
                 for p in range(count):
                     c = coefficients[p]
                     params = []
@@ -350,7 +352,7 @@ def evaluate_points(
                                 t = t + float(c[j]) * d[i]
                         params.append(t)
                     captured.clear()
-                    value = float(objective._call(params, batch))
+                    value = float(objective._call(params, batch, index))
                     losses[p] += value * weight
                     if metric_ok:
                         m = None
@@ -366,6 +368,10 @@ def evaluate_points(
     finally:
         if handle is not None:
             handle.remove()
+    if objective.ranks.distributed or failure.error is not None:
+        packed = torch.from_numpy(np.concatenate([losses, metric, [0.0 if metric_ok else 1.0]]))
+        packed = objective.reduce_sum(packed.to(objective.device), failure).cpu().numpy()
+        losses, metric, metric_ok = packed[:count], packed[count:-1], bool(packed[-1] == 0.0)
     return losses, (metric if metric_ok else None)
 
 

@@ -31,6 +31,7 @@ from landscape_cli.surface import (
     analyze_surface,
     classification_accuracy,
     eigen_directions,
+    evaluate_points,
     grid,
     interpolation_direction,
     loss_surface_1d,
@@ -324,3 +325,19 @@ def test_report_arrays_round_trip_through_hdf5(tmp_path):
         assert g["loss"].dims[0][0].name.endswith("/y") and g["loss"].dims[1][0].name.endswith("/x")
         np.testing.assert_allclose(g["eigenvalues"][()], eig[::-1][:2], atol=1e-10)
         assert g.attrs["kind"] == "eigen" and "accuracy" not in g
+
+
+def test_train_mode_surface_uses_each_batch_s_dropout_masks():
+    """In train mode every batch draws its Dropout mask from (seed, batch index); the surface must
+    use the same masks as the objective, so its value at the checkpoint is the objective's loss
+    (a regression: surfaces used batch 0's mask for every batch)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 3))
+    x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    ce = lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1])  # noqa: E731
+    objective = Objective(
+        model, ce, tensor_batches((x, y), 8, None, "t"), mode="train", dtype=torch.float64
+    )
+    zero = torch.zeros(objective.num_parameters, dtype=torch.float64)
+    losses, _ = evaluate_points(objective, [zero], np.zeros((1, 1)))
+    assert losses[0] == pytest.approx(objective.loss_value, rel=1e-12)
