@@ -102,6 +102,13 @@ HvpModeOpt = Annotated[
         help="auto, cached (keep one gradient graph) or streaming (batch by batch) [default: auto].",
     ),
 ]
+HvpBlockOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--hvp-block",
+        help="auto, batched (one vmapped backward per block of vectors) or loop [default: auto].",
+    ),
+]
 OutOpt = Annotated[
     str | None,
     typer.Option("--out", help="Write (or add a section to) an HDF5 report, atomically."),
@@ -144,6 +151,7 @@ SHARED_INPUTS: list[tuple[str, Any]] = [
     ("dtype", DtypeOpt),
     ("mode", ModeOpt),
     ("hvp_mode", HvpModeOpt),
+    ("hvp_block", HvpBlockOpt),
 ]
 SHARED_OUTPUTS: list[tuple[str, Any, bool]] = [
     ("trust_checkpoint", TrustOpt, False),

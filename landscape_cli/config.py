@@ -77,6 +77,13 @@ COMMON: dict[str, Option] = {
         "cached: keep one differentiable gradient graph; streaming: recompute batch by batch",
         choices=("auto", "cached", "streaming"),
     ),
+    "hvp_block": Option(
+        str,
+        "auto",
+        "products of a block of vectors: batched (one vmapped backward) or loop (one backward "
+        "per column); auto: batched unless the model has convolutions",
+        choices=("auto", "batched", "loop"),
+    ),
     "lr": Option(
         float,
         None,
@@ -292,6 +299,7 @@ class RunConfig:
     dtype: str = "float32"
     mode: str = "eval"
     hvp_mode: str = "auto"
+    hvp_block: str = "auto"
     lr: float | None = None
     trust_checkpoint: bool = False
     spectrum: SpectrumSettings = field(default_factory=SpectrumSettings)

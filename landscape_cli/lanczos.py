@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["LanczosResult", "lanczos", "tridiagonal_eigh"]
+__all__ = ["LanczosProcess", "LanczosResult", "lanczos", "tridiagonal_eigh"]
 
 #: Default number of Lanczos steps taken before the stopping test is allowed to fire.
 DEFAULT_MIN_ITER = 10
@@ -316,59 +316,132 @@ def lanczos(
             f"{top_k + bottom_k}: that many Ritz values cannot converge; raise max_iter"
         )
 
-    dtype: torch.dtype = A.dtype
-    device: torch.device = A.device
-    if not dtype.is_floating_point:
-        raise ValueError(f"the operator must have a floating-point dtype, got {dtype}")
+    if not A.dtype.is_floating_point:
+        raise ValueError(f"the operator must have a floating-point dtype, got {A.dtype}")
+    process = LanczosProcess(_start_vector(n, start, seed), A.dtype, A.device, max_iter)
+    met_tol = False
+    while not process.finished:
+        process.advance(_product(A, process.vector, n, process.steps + 1))
+        if progress is not None:
+            progress(process.steps, max_iter)
+        if process.finished:
+            break
+        # The stopping test needs the eigen-decomposition of T_m; it is skipped when it cannot
+        # fire (tol=None, before min_iter), which keeps fixed-length runs (SLQ) cheap.
+        m = process.steps
+        if tol is not None and m >= min_iter and m >= wanted_count:
+            if process.wanted_within(tol, top_k, bottom_k):
+                met_tol = True
+                break
+    return process.result(
+        converged=met_tol, return_vectors=return_vectors, top_k=top_k, bottom_k=bottom_k
+    )
 
+
+def _start_vector(n: int, start: torch.Tensor | None, seed: int) -> torch.Tensor:
+    """The start vector: ``start`` checked, or a Gaussian drawn on the CPU in float64 from
+    ``seed`` (so results do not depend on the device)."""
     if start is None:
         gen = torch.Generator().manual_seed(int(seed))
-        q = torch.randn(n, generator=gen, dtype=torch.float64)
-    else:
-        if not isinstance(start, torch.Tensor):
-            raise ValueError(f"start must be a torch.Tensor, got {type(start).__name__}")
-        if tuple(start.shape) != (n,):
-            raise ValueError(f"start must have shape ({n},), got {tuple(start.shape)}")
-        q = start.detach()
-    q = q.to(device=device, dtype=dtype)
-    start_norm = float(torch.linalg.vector_norm(q.to(torch.float64)))
-    if not math.isfinite(start_norm) or start_norm == 0.0:
-        raise ValueError(f"start vector must be finite and non-zero, its norm is {start_norm}")
-    q = q / torch.linalg.vector_norm(q)
+        return torch.randn(n, generator=gen, dtype=torch.float64)
+    if not isinstance(start, torch.Tensor):
+        raise ValueError(f"start must be a torch.Tensor, got {type(start).__name__}")
+    if tuple(start.shape) != (n,):
+        raise ValueError(f"start must have shape ({n},), got {tuple(start.shape)}")
+    return start.detach()
 
-    eps = torch.finfo(dtype).eps
-    breakdown_factor = 10.0 * eps * min(math.sqrt(n), 100.0)  # see "Breakdown" above
 
-    # Basis stored row-wise (Q[i] = q_{i+1}) so that writes and the block products are contiguous;
-    # storage grows by doubling up to max_iter rows so a run that stops early does not pay for more.
-    capacity = min(max_iter, 32)
-    Q = torch.empty((capacity, n), dtype=dtype, device=device)
-    alphas: list[float] = []
-    betas: list[float] = []
-    breakdown = False
-    met_tol = False
+def _product(A: Any, q: torch.Tensor, n: int, step: int) -> torch.Tensor:
+    """``A @ q``, checked for shape and finiteness (the step is named in the error)."""
+    w = A @ q
+    if not isinstance(w, torch.Tensor) or tuple(w.shape) != (n,):
+        shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+        raise ValueError(f"A @ v must return a tensor of shape ({n},), got {shape}")
+    if not bool(torch.isfinite(w).all()):
+        raise FloatingPointError(
+            f"the operator returned a non-finite value at Lanczos iteration {step} "
+            f"(matrix-vector product {step})"
+        )
+    return w
 
-    for j in range(max_iter):
-        if j == capacity:
-            capacity = min(2 * capacity, max_iter)
-            grown = torch.empty((capacity, n), dtype=dtype, device=device)
-            grown[:j] = Q[:j]
-            Q = grown
-        Q[j] = q
-        w = A @ q
-        if not isinstance(w, torch.Tensor) or tuple(w.shape) != (n,):
-            shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-            raise ValueError(f"A @ v must return a tensor of shape ({n},), got {shape}")
-        if not bool(torch.isfinite(w).all()):
-            raise FloatingPointError(
-                f"the operator returned a non-finite value at Lanczos iteration {j + 1} "
-                f"(matrix-vector product {j + 1})"
+
+class LanczosProcess:
+    """One Lanczos recurrence whose matrix-vector products the caller supplies.
+
+    ``vector`` is the next Lanczos vector ``q_{m+1}``; after computing ``w = A q_{m+1}`` (alone,
+    or as one column of a block product shared with other processes, as
+    :func:`landscape_cli.density.slq_density` does), ``advance(w)`` reorthogonalises it (CGS2),
+    appends ``alpha`` and ``beta`` and detects breakdown. :func:`lanczos` is this loop plus the
+    stopping test; see it for the numerics.
+
+    Args:
+        start: start vector ``(n,)`` (any dtype/device; normalised here).
+        dtype, device: those of the operator; the basis is stored in them.
+        max_iter: the basis capacity (clamped to ``n``): the process is finished after it.
+    """
+
+    def __init__(
+        self, start: torch.Tensor, dtype: torch.dtype, device: torch.device, max_iter: int
+    ) -> None:
+        n = int(start.shape[0])
+        self.n = n
+        self.dtype = dtype
+        self.device = device
+        self.max_iter = min(int(max_iter), n)
+        q = start.to(device=device, dtype=dtype)
+        self.start_norm = float(torch.linalg.vector_norm(q.to(torch.float64)))
+        if not math.isfinite(self.start_norm) or self.start_norm == 0.0:
+            raise ValueError(
+                f"start vector must be finite and non-zero, its norm is {self.start_norm}"
             )
-        w = w.to(dtype)
+        self._q: torch.Tensor | None = q / torch.linalg.vector_norm(q)
+        eps = torch.finfo(dtype).eps
+        self._breakdown_factor = 10.0 * eps * min(math.sqrt(n), 100.0)  # see lanczos()
+        # Basis stored row-wise (Q[i] = q_{i+1}) so that writes and the block products are
+        # contiguous; storage grows by doubling up to max_iter rows so a run that stops early
+        # does not pay for more.
+        self._capacity = min(self.max_iter, 32)
+        self._Q = torch.empty((self._capacity, n), dtype=dtype, device=device)
+        self.alphas: list[float] = []
+        self.betas: list[float] = []
+        self.breakdown = False
+
+    @property
+    def steps(self) -> int:
+        """Steps taken so far (= products consumed)."""
+        return len(self.alphas)
+
+    @property
+    def finished(self) -> bool:
+        """Broke down (an invariant subspace; includes ``m == n``) or reached ``max_iter``."""
+        return self.breakdown or self.steps >= self.max_iter
+
+    @property
+    def vector(self) -> torch.Tensor:
+        """The unit vector ``q_{m+1}`` whose product ``A q_{m+1}`` :meth:`advance` expects."""
+        if self._q is None or self.finished:
+            raise RuntimeError("the Lanczos process is finished: no further vector")
+        return self._q
+
+    def basis(self) -> torch.Tensor:
+        """``Q_m^T`` as an ``(m, n)`` view: the orthonormal Lanczos vectors as rows."""
+        return self._Q[: self.steps]
+
+    def advance(self, w: torch.Tensor) -> None:
+        """Take one step with ``w = A @ vector``."""
+        j = self.steps
+        q = self.vector
+        if j == self._capacity:
+            self._capacity = min(2 * self._capacity, self.max_iter)
+            grown = torch.empty((self._capacity, self.n), dtype=self.dtype, device=self.device)
+            grown[:j] = self._Q[:j]
+            self._Q = grown
+        self._Q[j] = q
+        w = w.to(self.dtype)
         # CGS2: two passes of classical Gram-Schmidt against all basis vectors, including q_j.
         # The coefficient on q_j accumulates alpha_j; those on q_{j-1} (~beta_{j-1}) and on older
         # vectors (~0 in exact arithmetic) remove the three-term recurrence and rounding drift.
-        Qj = Q[: j + 1]
+        Qj = self._Q[: j + 1]
         h = Qj @ w
         w = w - Qj.mT @ h
         h2 = Qj @ w
@@ -379,70 +452,75 @@ def lanczos(
             raise FloatingPointError(
                 f"non-finite Lanczos coefficient at iteration {j + 1} (alpha={alpha}, beta={beta})"
             )
-        alphas.append(alpha)
-        betas.append(beta)
+        self.alphas.append(alpha)
+        self.betas.append(beta)
         m = j + 1
-
         # Breakdown test against a cheap bound on ||T_m||_2: the largest Gershgorin row sum
         # |alpha_i| + beta_{i-1} + beta_i of T_m (within a factor 3 of ||T_m||_2 <= ||A||_2).
-        a_abs = np.abs(np.asarray(alphas))
-        off = np.asarray(betas[:-1])
+        a_abs = np.abs(np.asarray(self.alphas))
+        off = np.asarray(self.betas[:-1])
         rows = a_abs.copy()
         rows[1:] += off
         rows[:-1] += off
         norm_est = float(rows.max())
-        if beta <= breakdown_factor * norm_est or m == n:
-            breakdown = True
-        if progress is not None:
-            progress(m, max_iter)
-        if breakdown:
-            break
-        # The stopping test needs the eigen-decomposition of T_m; it is skipped when it cannot
-        # fire (tol=None, before min_iter), which keeps fixed-length runs (SLQ) cheap.
-        if tol is not None and m >= min_iter and m >= wanted_count:
-            theta, S = tridiagonal_eigh(np.asarray(alphas), off)
-            scale = float(max(abs(theta[0]), abs(theta[-1])))
-            residuals = np.abs(beta * S[-1, :])
-            bounds = _error_bounds(theta, residuals)
-            wanted = _wanted_indices(m, top_k, bottom_k)
-            if bool(np.all(bounds[wanted] <= tol * scale)):
-                met_tol = True
-                break
-        if m < max_iter:
-            q = w / beta
+        if beta <= self._breakdown_factor * norm_est or m == self.n:
+            self.breakdown = True
+        self._q = None if self.finished else w / beta
 
-    m = len(alphas)
-    alphas_np = np.asarray(alphas, dtype=np.float64)
-    betas_np = np.asarray(betas, dtype=np.float64)
-    theta, S = tridiagonal_eigh(alphas_np, betas_np[:-1])
-    residuals = np.abs(betas_np[-1] * S[-1, :])
-    bounds = _error_bounds(theta, residuals)
+    def wanted_within(self, tol: float, top_k: int, bottom_k: int) -> bool:
+        """The stopping test: every wanted extreme Ritz value's error estimate is within
+        ``tol`` times the spectral-norm estimate ``max(|theta_1|, |theta_m|)``."""
+        theta, S = tridiagonal_eigh(np.asarray(self.alphas), np.asarray(self.betas[:-1]))
+        scale = float(max(abs(theta[0]), abs(theta[-1])))
+        residuals = np.abs(self.betas[-1] * S[-1, :])
+        bounds = _error_bounds(theta, residuals)
+        wanted = _wanted_indices(self.steps, top_k, bottom_k)
+        return bool(np.all(bounds[wanted] <= tol * scale))
 
-    top_vectors = None
-    bottom_vectors = None
-    if return_vectors:
-        Qm = Q[:m].mT
+    def result(
+        self,
+        *,
+        converged: bool = False,
+        return_vectors: bool = False,
+        top_k: int = 1,
+        bottom_k: int = 0,
+    ) -> LanczosResult:
+        """The :class:`LanczosResult` of the steps so far (``converged`` also when broken down)."""
+        m = self.steps
+        if m == 0:
+            raise RuntimeError("no Lanczos step taken yet")
+        dtype, device = self.dtype, self.device
+        alphas_np = np.asarray(self.alphas, dtype=np.float64)
+        betas_np = np.asarray(self.betas, dtype=np.float64)
+        theta, S = tridiagonal_eigh(alphas_np, betas_np[:-1])
+        residuals = np.abs(betas_np[-1] * S[-1, :])
+        bounds = _error_bounds(theta, residuals)
 
-        def ritz_vectors(cols: np.ndarray) -> torch.Tensor:
-            s = torch.as_tensor(np.ascontiguousarray(S[:, cols]), dtype=dtype, device=device)
-            Y = Qm @ s
-            return Y / torch.linalg.vector_norm(Y, dim=0, keepdim=True)
+        top_vectors = None
+        bottom_vectors = None
+        if return_vectors:
+            Qm = self._Q[:m].mT
 
-        top_vectors = ritz_vectors(np.arange(m - 1, m - 1 - min(top_k, m), -1))
-        if bottom_k > 0:
-            bottom_vectors = ritz_vectors(np.arange(min(bottom_k, m)))
+            def ritz_vectors(cols: np.ndarray) -> torch.Tensor:
+                s = torch.as_tensor(np.ascontiguousarray(S[:, cols]), dtype=dtype, device=device)
+                Y = Qm @ s
+                return Y / torch.linalg.vector_norm(Y, dim=0, keepdim=True)
 
-    return LanczosResult(
-        alphas=alphas_np,
-        betas=betas_np,
-        ritz_values=theta,
-        ritz_residuals=residuals,
-        error_bounds=bounds,
-        first_components=S[0, :].copy(),
-        converged=bool(met_tol or breakdown),
-        breakdown=breakdown,
-        matvecs=m,
-        start_vector_norm=start_norm,
-        top_vectors=top_vectors,
-        bottom_vectors=bottom_vectors,
-    )
+            top_vectors = ritz_vectors(np.arange(m - 1, m - 1 - min(top_k, m), -1))
+            if bottom_k > 0:
+                bottom_vectors = ritz_vectors(np.arange(min(bottom_k, m)))
+
+        return LanczosResult(
+            alphas=alphas_np,
+            betas=betas_np,
+            ritz_values=theta,
+            ritz_residuals=residuals,
+            error_bounds=bounds,
+            first_components=S[0, :].copy(),
+            converged=bool(converged or self.breakdown),
+            breakdown=self.breakdown,
+            matvecs=m,
+            start_vector_norm=self.start_norm,
+            top_vectors=top_vectors,
+            bottom_vectors=bottom_vectors,
+        )

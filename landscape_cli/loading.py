@@ -589,6 +589,7 @@ def build_objective(config: RunConfig, progress: Callable[[int, int], None] | No
         dtype=dtype,
         mode=config.mode,
         hvp_mode=config.hvp_mode,
+        hvp_block=config.hvp_block,
         checkpoint=checkpoint,
         seed=config.seed,
         progress=progress,

@@ -735,7 +735,11 @@ class Report:
 
 
 def _run_info(attrs: Mapping[str, Any]) -> RunInfo:
-    return RunInfo(**{name: attrs.get(name) for name in INFO_FIELDS})
+    defaults = {  # fields added later have defaults; older files lack them
+        f.name: None if f.default is dataclasses.MISSING else f.default
+        for f in dataclasses.fields(RunInfo)
+    }
+    return RunInfo(**{name: attrs.get(name, defaults[name]) for name in INFO_FIELDS})
 
 
 def _settings(cls: type, attrs: Mapping[str, Any]) -> Any:

@@ -48,6 +48,8 @@ class RunInfo:
     dtype: str
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
+    hvp_block: str = "loop"
+    processes: int = 1
 
     @classmethod
     def from_objective(
@@ -69,6 +71,8 @@ class RunInfo:
             dtype=str(objective.dtype).replace("torch.", ""),
             checkpoint=None if checkpoint is None else checkpoint.path,
             checkpoint_sha256=None if checkpoint is None else checkpoint.sha256,
+            hvp_block=getattr(objective, "hvp_block_mode", "loop"),
+            processes=objective.ranks.world_size if hasattr(objective, "ranks") else 1,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +90,8 @@ class RunInfo:
             "dtype": self.dtype,
             "checkpoint": self.checkpoint,
             "checkpoint_sha256": self.checkpoint_sha256,
+            "hvp_block": self.hvp_block,
+            "processes": self.processes,
         }
 
 

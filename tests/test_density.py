@@ -220,8 +220,32 @@ def test_slq_reproducible_and_progress() -> None:
     assert not np.array_equal(a.nodes, c.nodes)
     # Runs use independent probes: their nodes differ.
     assert not np.array_equal(a.nodes[0], a.nodes[1])
-    done = [d for d, _ in calls]
-    assert done == list(range(1, 61)) and all(t == 60 for _, t in calls)
+    done = [d for d, _ in calls]  # one call per lockstep block product
+    assert done == sorted(done) and done[-1] == 60 and all(t == 60 for _, t in calls)
+
+
+def test_slq_lockstep_blocks_equal_one_run_at_a_time() -> None:
+    """Advancing the runs together (one (n, b) block product per step) changes nothing but the
+    rounding of the products: same probes, same nodes and weights to 1e-10 (float64), and a run
+    that breaks down early (rank-5 operator) leaves the others running."""
+    _, A = nn_like_matrix(400)
+    one = slq_density(A, runs=4, steps=30, seed=2, block_size=1)
+    for block in (2, 4, None):
+        other = slq_density(A, runs=4, steps=30, seed=2, block_size=block)
+        np.testing.assert_allclose(other.nodes, one.nodes, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(other.weights, one.weights, rtol=1e-10, atol=1e-12)
+        assert other.matvecs == one.matvecs == 120
+    gen = torch.Generator().manual_seed(0)
+    U = torch.linalg.qr(torch.randn(60, 5, generator=gen, dtype=torch.float64))[0]
+    low = U @ torch.diag(torch.arange(1.0, 6.0, dtype=torch.float64)) @ U.T
+    res = slq_density(low, runs=3, steps=20, seed=1, block_size=3)
+    lengths = np.isfinite(res.nodes).sum(axis=1)  # Krylov dimension 6 (5 eigenvalues + 0), and
+    assert np.all((lengths >= 6) & (lengths <= 8))  # breakdown is detected within 2 more steps
+    assert res.matvecs == int(lengths.sum())
+    finite = res.nodes[np.isfinite(res.nodes)]
+    assert np.all(np.min(np.abs(finite[:, None] - np.arange(0.0, 6.0)), axis=1) < 1e-8)
+    with pytest.raises(ValueError, match="block_size"):
+        slq_density(A, runs=2, steps=5, block_size=0)
 
 
 def test_density_options_and_to_dict() -> None:

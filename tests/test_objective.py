@@ -253,3 +253,45 @@ def test_non_finite_loss_names_the_batch():
     x[70] = float("inf")
     with pytest.raises(NumericalError, match="batch 2 of 4"):
         Objective(model, cross_entropy, tensor_batches((x, y), 32, None, "t"), hvp_mode="streaming")
+
+
+@pytest.mark.parametrize("hvp_mode", ["cached", "streaming"])
+def test_batched_block_products_equal_the_exact_hessian(hvp_mode):
+    """``hvp_block="batched"`` (one vmapped backward per chunk of columns) computes the same H V
+    as the exact Hessian, for more columns than one chunk holds (tolerance: float64 rounding)."""
+    model, x, y = make_problem()
+    H, _ = exact_hessian(model, cross_entropy, x, y)
+    obj = Objective(
+        model,
+        cross_entropy,
+        tensor_batches((x, y), 40, None, "t"),
+        dtype=torch.float64,
+        hvp_mode=hvp_mode,
+        hvp_block="batched",
+    )
+    k = Objective.BATCHED_COLUMNS + 3
+    V = torch.randn(obj.num_parameters, k, dtype=torch.float64)
+    assert torch.allclose(obj.hvp_block(V), H @ V, atol=1e-10 * H.abs().max(), rtol=0)
+    assert obj.hvp_block_mode == "batched"
+
+
+def test_auto_block_mode_loops_for_convolutions_and_falls_back_on_failure(monkeypatch):
+    model, x, y = make_problem()
+    batches = tensor_batches((x, y), 40, None, "t")
+    assert Objective(model, cross_entropy, batches).hvp_block_mode == "batched"
+    conv = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(2 * (x.shape[1] - 2), 3))
+    conv_loss = lambda m, b: nn.functional.cross_entropy(m(b[0][:, None, :]), b[1])  # noqa: E731
+    assert Objective(conv, conv_loss, batches).hvp_block_mode == "loop"
+
+    obj = Objective(model, cross_entropy, batches, dtype=torch.float64, hvp_block="batched")
+    V = torch.randn(obj.num_parameters, 4, dtype=torch.float64)
+    expected = obj.hvp_block(V)
+
+    def no_batching_rule(*args, **kwargs):
+        raise RuntimeError("Batching rule not implemented for aten::something")
+
+    monkeypatch.setattr(obj, "_backward_batched", no_batching_rule)
+    assert torch.allclose(obj.hvp_block(V), expected, atol=1e-12, rtol=0)
+    assert obj.hvp_block_mode == "loop"  # and it stays there, deterministically
+    with pytest.raises(ValueError, match="hvp_block"):
+        Objective(model, cross_entropy, batches, hvp_block="vmap")
