@@ -882,7 +882,9 @@ def check(
             from .report import read_report
 
             report = read_report(target)
-            metrics = metrics_from_results(report.spectrum, report.classify, report.sharpness)
+            metrics = metrics_from_results(
+                report.spectrum, report.classify, report.sharpness, report.jacobian
+            )
             info = {
                 "seed": report.attrs.get("seed"),
                 "num_parameters": report.attrs.get("num_parameters"),

@@ -454,17 +454,28 @@ class _Network:
         self.tensors.update(zip(objective.parameter_names, objective._params, strict=True))
         self.names = list(objective.parameter_names)
 
+    def _fresh(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """In train mode, fresh copies of the buffers for every call: BatchNorm updates its
+        running statistics in place, which torch.func transforms forbid on captured tensors
+        (and which must not accumulate across products anyway)."""
+        if self.objective.mode != "train":
+            return tensors
+        trainable = set(self.names)
+        return {k: v if k in trainable else v.clone() for k, v in tensors.items()}
+
     def __call__(self, x: torch.Tensor, params: Sequence[torch.Tensor] | None = None) -> Any:
         tensors = self.tensors
         if params is not None:
             tensors = {**self.tensors, **dict(zip(self.names, params, strict=True))}
         with self.objective._evaluation_context(0):
-            return functional_call(self.model, tensors, (x,), strict=False)
+            return functional_call(self.model, self._fresh(tensors), (x,), strict=False)
 
     def module_call(self, path: str, module: nn.Module, z: torch.Tensor) -> Any:
         """``module(z)`` with the objective's copies of the module's own tensors."""
         start = f"{path}." if path else ""
         local = {k[len(start) :]: v for k, v in self.tensors.items() if k.startswith(start)}
+        if self.objective.mode == "train":
+            local = {k: v.clone() for k, v in local.items()}  # see _fresh; parameters too
         with self.objective._evaluation_context(0):
             return functional_call(module, local, (z,), strict=False)
 
