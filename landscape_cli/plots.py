@@ -298,7 +298,7 @@ def report_figures(report: object, *, sigma: float | None = None) -> dict[str, F
     if jacobian is not None and (jacobian.layers or len(jacobian.sigma_max)):
         layers = jacobian.layers
         figures["jacobian"] = plot_layer_jacobians(
-            [layer.name for layer in layers],
+            [f"{layer.name}\n{layer.type}" for layer in layers],
             np.array([layer.sigma_max for layer in layers]).reshape(len(layers), -1),
             input_output=jacobian.sigma_max,
         )
