@@ -440,6 +440,18 @@ class JacobianResult:
 # ---------------------------------------------------------------------------- the network
 
 
+class _Forward(nn.Module):
+    """Holds a module as ``self.model`` so that :func:`functional_call` swaps its tensors by the
+    names ``model.<name>`` (as the objective does; this also works for TorchScript modules)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x)
+
+
 class _Network:
     """The objective's model as a pure function of its input (and optionally its parameters),
     evaluated with ``functional_call`` on the objective's tensor copies, in its module mode."""
@@ -447,12 +459,11 @@ class _Network:
     def __init__(self, objective: Any) -> None:
         self.objective = objective
         self.model: nn.Module = objective.model
-        prefix = "model."
-        self.tensors: dict[str, torch.Tensor] = {
-            name[len(prefix) :]: t for name, t in objective._constants.items()
-        }
-        self.tensors.update(zip(objective.parameter_names, objective._params, strict=True))
-        self.names = list(objective.parameter_names)
+        self._wrapped = _Forward(objective.model)
+        # the objective's names: "model.<name>" for buffers and frozen parameters
+        self.tensors: dict[str, torch.Tensor] = dict(objective._constants)
+        self.names = [f"model.{name}" for name in objective.parameter_names]
+        self.tensors.update(zip(self.names, objective._params, strict=True))
 
     def _fresh(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """In train mode, fresh copies of the buffers for every call: BatchNorm updates its
@@ -468,16 +479,19 @@ class _Network:
         if params is not None:
             tensors = {**self.tensors, **dict(zip(self.names, params, strict=True))}
         with self.objective._evaluation_context(0):
-            return functional_call(self.model, self._fresh(tensors), (x,), strict=False)
+            return functional_call(self._wrapped, self._fresh(tensors), (x,), strict=False)
 
-    def module_call(self, path: str, module: nn.Module, z: torch.Tensor) -> Any:
-        """``module(z)`` with the objective's copies of the module's own tensors."""
-        start = f"{path}." if path else ""
-        local = {k[len(start) :]: v for k, v in self.tensors.items() if k.startswith(start)}
+    def module_call(self, path: str, wrapped: _Forward, z: torch.Tensor) -> Any:
+        """``module(z)`` (``wrapped`` holds the module at ``path``) with the objective's copies of
+        the module's own tensors."""
+        start = f"model.{path}." if path else "model."
+        local = {
+            "model." + k[len(start) :]: v for k, v in self.tensors.items() if k.startswith(start)
+        }
         if self.objective.mode == "train":
             local = {k: v.clone() for k, v in local.items()}  # see _fresh; parameters too
         with self.objective._evaluation_context(0):
-            return functional_call(module, local, (z,), strict=False)
+            return functional_call(wrapped, local, (z,), strict=False)
 
 
 def _checked_output(out: Any, n: int, what: str) -> torch.Tensor:
@@ -559,6 +573,7 @@ def _capture_layers(
     n = X.shape[0]
     calls: list[_LayerCall] = []
     skipped: list[str] = []
+    rejected: set[str] = set()
 
     def make_hook(path: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -576,15 +591,19 @@ def _capture_layers(
             )
             if ok:
                 calls.append(_LayerCall(path, module, args[0].detach(), int(output[0].numel())))
-            elif path not in skipped:
-                skipped.append(path or "(model)")
+            elif path not in rejected:
+                rejected.add(path)
+                skipped.append(f"{path or '(model)'} (not one batch-first tensor in and out)")
 
         return hook
 
     handles = []
     try:
         for path, module in _layer_modules(network.model, scope):
-            handles.append(module.register_forward_hook(make_hook(path), with_kwargs=True))
+            try:
+                handles.append(module.register_forward_hook(make_hook(path), with_kwargs=True))
+            except (RuntimeError, AttributeError, TypeError):  # e.g. TorchScript modules
+                skipped.append(f"{path or '(model)'} (takes no forward hooks: TorchScript?)")
         with torch.no_grad():
             network(X)
     finally:
@@ -685,10 +704,7 @@ def analyze_jacobian(
             jvps += lj
             vjps += lv
             if skipped:
-                notes["layers"] = (
-                    "not layers (not one batch-first floating-point tensor in and out): "
-                    + ", ".join(skipped)
-                )
+                notes["layers"] = "skipped module calls: " + ", ".join(skipped)
             if not layers:
                 notes.setdefault("layers", "no module call qualified as a layer")
         else:
@@ -742,9 +758,12 @@ def _layer_jacobians(
     done = jvps = vjps = 0
     layers = []
     for label, call in calls:
+        wrapped = _Forward(call.module)
 
-        def layer(z: torch.Tensor, call: _LayerCall = call) -> torch.Tensor:
-            return network.module_call(call.path, call.module, z)
+        def layer(
+            z: torch.Tensor, call: _LayerCall = call, wrapped: _Forward = wrapped
+        ) -> torch.Tensor:
+            return network.module_call(call.path, wrapped, z)
 
         sigmas, steps, converged = [], [], []
         for i in range(n):

@@ -329,7 +329,7 @@ def print_jacobian(result: Any, console: Console | None = None) -> None:
     console.print(table)
     if result.layers:
         layers = Table(title="σ_max per layer (along the forward pass)", title_justify="left")
-        for name in ("layer", "type", "in → out", "q10", "median", "q90", "log₁₀ median"):
+        for name in ("layer", "type", "in→out", "q10", "median", "q90", "log₁₀ med"):
             layers.add_column(name, justify="right" if name not in ("layer", "type") else "left")
         for layer in result.layers:
             stats = summarize(layer.sigma_max)
@@ -338,7 +338,7 @@ def print_jacobian(result: Any, console: Console | None = None) -> None:
             layers.add_row(
                 escape(layer.name),
                 escape(layer.type),
-                f"{layer.input_dim:,} → {layer.output_dim:,}",
+                f"{layer.input_dim}→{layer.output_dim}",
                 _fmt(None if stats is None else stats["q10"], 4),
                 _fmt(median, 4),
                 _fmt(None if stats is None else stats["q90"], 4),

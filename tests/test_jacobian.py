@@ -40,6 +40,7 @@ from landscape_cli.jacobian import (
 from landscape_cli.objective import Objective
 
 F64 = torch.float64
+ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
@@ -211,6 +212,47 @@ def test_user_module_is_untouched_and_train_mode_uses_batch_rows():
         assert result.sigma_max[i] == pytest.approx(exact, rel=1e-9)
 
 
+class SharedNet(nn.Module):
+    """One Linear applied twice, a functional op between modules, a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = nn.Linear(4, 4)
+        self.act = nn.Tanh()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.shared(x))
+        h = self.act(self.shared(2.0 * h))
+        return self.head(h)
+
+
+def test_repeated_calls_are_separate_layers_and_children_scope():
+    torch.manual_seed(8)
+    model = SharedNet().to(F64)
+    x, y = torch.randn(3, 4, dtype=F64), torch.randn(3, 2, dtype=F64)
+    settings = JacobianSettings(samples=3, ntk=False, tol=1e-10)
+    result = analyze_jacobian(objective_for(model, x, y), settings)
+    names = [layer.name for layer in result.layers]
+    assert names == ["shared#1", "act#1", "shared#2", "act#2", "head"]
+    w = torch.linalg.svdvals(model.shared.weight.detach())[0].item()
+    for index in (0, 2):
+        np.testing.assert_allclose(result.layers[index].sigma_max, w, rtol=1e-9)
+    with torch.no_grad():
+        second = model.shared(2.0 * torch.tanh(model.shared(x)))
+    expected = (1 - torch.tanh(second) ** 2).max(dim=1).values.numpy()
+    np.testing.assert_allclose(result.layers[3].sigma_max, expected, rtol=1e-9)
+
+    nested = nn.Sequential(nn.Sequential(nn.Linear(4, 5), nn.Tanh()), nn.Linear(5, 2)).to(F64)
+    scope = JacobianSettings(samples=3, ntk=False, tol=1e-10, layer_scope="children")
+    result = analyze_jacobian(objective_for(nested, x, y), scope)
+    assert [layer.name for layer in result.layers] == ["0", "1"]
+    for i in range(3):
+        J = jacrev(lambda v: nested[0](v.unsqueeze(0))[0])(x[i]).detach()
+        exact = torch.linalg.svdvals(J)[0].item()
+        assert result.layers[0].sigma_max[i] == pytest.approx(exact, rel=1e-9)
+
+
 def test_integer_inputs_are_an_input_error():
     model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2)).to(F64)
     x = torch.randint(0, 10, (4, 3))
@@ -230,11 +272,31 @@ def test_summarize_is_numpy_quantiles():
 
 # ------------------------------------------------------------------ CLI
 JSON_KEYS = {
-    "command", "num_parameters", "loss", "grad_norm", "hvp_count", "seconds", "seed",
-    "num_samples", "hvp_mode", "device", "dtype", "checkpoint", "checkpoint_sha256",
-    "samples", "input_dim", "output_dim", "jacobian_products", "sigma_max", "sigma_min",
-    "condition", "per_sample", "lanczos", "layers", "ntk",
-}  # fmt: skip
+    "command",
+    "num_parameters",
+    "loss",
+    "grad_norm",
+    "hvp_count",
+    "seconds",
+    "seed",
+    "num_samples",
+    "hvp_mode",
+    "device",
+    "dtype",
+    "checkpoint",
+    "checkpoint_sha256",
+    "samples",
+    "input_dim",
+    "output_dim",
+    "jacobian_products",
+    "sigma_max",
+    "sigma_min",
+    "condition",
+    "per_sample",
+    "lanczos",
+    "layers",
+    "ntk",
+}  # fmt: skip (with a "notes" key only when there is a note)
 STATS_KEYS = {"min", "q10", "q25", "median", "q75", "q90", "max"}
 
 
@@ -299,13 +361,29 @@ def test_cli_out_writes_and_reads_back_the_jacobian_group(tmp_path: Path):
 
 @pytest.mark.parametrize(
     "args",
-    [["--max-samples", "0"], ["--samples", "0"], ["--layer-scope", "all"], ["--tol", "-1"]],
+    [
+        ["--max-samples", "0"],
+        ["--samples", "0"],
+        ["--layer-scope", "all"],
+        ["--tol", "-1"],
+        ["--config", str(ROOT / "configs" / "cubic.yaml")],  # an analytic loss: no inputs
+    ],
 )
 def test_cli_bad_input_is_one_line_exit_2(args):
     result = runner.invoke(app, ["jacobian", "--quiet", *args])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("landscape: error:")
+
+
+def test_cli_without_dense_jacobian_reports_null_with_reason():
+    args = ["jacobian", "--json", "--samples", "2", "--dense-max", "0", "--no-layers", "--no-ntk"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["sigma_min"] is None and payload["condition"] is None
+    assert payload["layers"] == [] and payload["ntk"] is None
+    assert {"sigma_min", "layers", "ntk"} <= set(payload["notes"])
 
 
 def test_check_jacobian_metrics_against_independent_values():
