@@ -3,7 +3,7 @@
     python docs/make_images.py
 
 Runs `landscape report` on the bundled MLP (spectrum, classify, sharpness, 2-D surface), a 1-D
-eigen-direction surface, and `classify` on the saddle sample, then renders every figure kind
+eigen-direction surface, `jacobian`, and `classify` on the saddle sample, then renders every figure kind
 into docs/images/ with `landscape plot`.
 """
 
@@ -34,6 +34,7 @@ def main() -> None:
         landscape(
             "surface", "--dims", "1", "--kind", "eigen", "--span", "0.3", "--out", str(report)
         )
+        landscape("jacobian", "--out", str(report))
         saddle = Path(tmp) / "saddle.h5"
         landscape("classify", "sample:saddle", "--out", str(saddle))
         for path in (report, saddle):

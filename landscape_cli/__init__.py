@@ -47,6 +47,9 @@ _EXPORTS = {
     "ClassifySettings": "config",
     "SpectrumResult": "results",
     "inspect_objective": "inspection",
+    "analyze_jacobian": "jacobian",
+    "JacobianResult": "jacobian",
+    "JacobianSettings": "config",
     # errors
     "LandscapeError": "errors",
     "InputError": "errors",

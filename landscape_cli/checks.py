@@ -12,7 +12,12 @@ A check is ``metric <= limit`` (``max``), ``metric >= limit`` (``min``) or
 ``lr_times_lambda_max``             η·λ_max (η from the optimizer state or ``--lr``)
 ``preconditioned_sharpness_ratio``  Adam: λ_max(P⁻¹H) / (38/η)
 ``sharpness@RHO``                   worst-case SAM sharpness at radius RHO (a lower bound)
+``jacobian_sigma_max``              median over samples of the input–output Jacobian's σ_max
+``jacobian_condition``              median over samples of its condition number σ_max/σ_min
 =================================  ========================================================
+
+The Jacobian metrics run :func:`~landscape_cli.jacobian.analyze_jacobian` without its layer and
+NTK parts, and only when a check asks for one of them.
 
 **Margin.** Stochastic estimates carry an uncertainty ``u``; with ``margin = k`` a ``max`` check
 fails only when ``value − k·u > limit`` (``min``: ``value + k·u < limit``), so a metric within
@@ -41,7 +46,10 @@ NUMERIC_METRICS = (
     "negative_fraction",
     "lr_times_lambda_max",
     "preconditioned_sharpness_ratio",
+    "jacobian_sigma_max",
+    "jacobian_condition",
 )
+JACOBIAN_METRICS = ("jacobian_sigma_max", "jacobian_condition")
 SHARPNESS_METRIC = re.compile(r"^sharpness@([0-9.eE+-]+)$")
 
 
@@ -259,12 +267,12 @@ def _sharpness_radii(checks: list[Check]) -> list[float]:
 
 
 def metrics_from_results(
-    spectrum: Any = None, classify: Any = None, sharpness: Any = None
+    spectrum: Any = None, classify: Any = None, sharpness: Any = None, jacobian: Any = None
 ) -> dict[str, tuple[Any, float | None, str | None]]:
     """Metric values (with uncertainty) from whichever results are present."""
     metrics: dict[str, tuple[Any, float | None, str | None]] = {}
     info = None
-    for result in (spectrum, classify, sharpness):
+    for result in (spectrum, classify, sharpness, jacobian):
         if result is not None:
             info = result.info
             break
@@ -293,6 +301,13 @@ def metrics_from_results(
                 None,
             )
         _stability_metrics(metrics, spectrum.stability, spectrum.notes)
+    if jacobian is not None:
+        metrics["jacobian_sigma_max"] = (jacobian.sigma_max_median, None, None)
+        condition = jacobian.condition_median
+        reason = None
+        if condition is None:
+            reason = jacobian.notes.get("sigma_min", "σ_min is zero for every sample")
+        metrics["jacobian_condition"] = (condition, None, reason)
     if sharpness is not None:
         for rho, worst in zip(sharpness.rho, sharpness.worst_case, strict=True):
             metrics[f"sharpness@{rho:g}"] = (
@@ -324,11 +339,12 @@ def compute_metrics(
     import dataclasses
 
     from .critical import classify_point
+    from .jacobian import analyze_jacobian
     from .sharpness import measure_sharpness
     from .spectrum import analyze_spectrum
 
     names = {c.metric for c in checks}
-    spectrum = classify = sharpness = None
+    spectrum = classify = sharpness = jacobian = None
     curvature = {
         "lambda_max", "lambda_min", "trace", "negative_fraction", "classification",
         "lr_times_lambda_max", "preconditioned_sharpness_ratio",
@@ -360,4 +376,7 @@ def compute_metrics(
     if radii:
         settings = dataclasses.replace(config.sharpness, rho=tuple(radii), second_order=False)
         sharpness = measure_sharpness(objective, settings, seed=config.seed, progress=progress)
-    return metrics_from_results(spectrum, classify, sharpness)
+    if names & set(JACOBIAN_METRICS):
+        settings = dataclasses.replace(config.jacobian, layers=False, ntk=False)
+        jacobian = analyze_jacobian(objective, settings, seed=config.seed, progress=progress)
+    return metrics_from_results(spectrum, classify, sharpness, jacobian)

@@ -291,6 +291,10 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
         "average": "average case",
         "surface": "surface grid points",
         "track": "checkpoints",
+        "jacobian": "input–output Jacobian",
+        "layers": "layer Jacobians",
+        "ntk": "NTK (Lanczos)",
+        "ntk-trace": "NTK trace",
     }
     with Progress(
         TextColumn("{task.description:<20}"),
@@ -715,6 +719,75 @@ def surface(
 
 @app.command()
 @analysis_command
+def jacobian(
+    run: RunArgs,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            "--samples",
+            help="Per-sample Jacobians (and the NTK) of the first N samples [default: 32].",
+        ),
+    ] = None,
+    tol: Annotated[
+        float | None,
+        typer.Option("--tol", help="Lanczos relative error target of σ_max² [default: 1e-6]."),
+    ] = None,
+    max_iter: Annotated[
+        int | None,
+        typer.Option("--max-iter", help="Maximum Lanczos iterations per Jacobian [default: 100]."),
+    ] = None,
+    dense_max: Annotated[
+        int | None,
+        typer.Option(
+            "--dense-max",
+            help="All singular values (σ_min, condition) when min(input, output dim) ≤ this "
+            "[default: 256].",
+        ),
+    ] = None,
+    layers: Annotated[
+        bool | None,
+        typer.Option("--layers/--no-layers", help="σ_max of every layer's Jacobian [default: on]."),
+    ] = None,
+    layer_scope: Annotated[
+        str | None,
+        typer.Option(
+            "--layer-scope", help="leaves (modules without children) or children [default: leaves]."
+        ),
+    ] = None,
+    ntk: Annotated[
+        bool | None,
+        typer.Option("--ntk/--no-ntk", help="Top eigenvalues and trace of the NTK [default: on]."),
+    ] = None,
+    ntk_top_k: Annotated[
+        int | None, typer.Option("--ntk-top-k", help="NTK eigenvalues to report [default: 5].")
+    ] = None,
+    out: OutOpt = None,
+) -> None:
+    """Input–output and per-layer Jacobian singular values, and the empirical NTK spectrum."""
+    flags = run.flags()
+    flags.update(
+        {
+            "jacobian.samples": samples,
+            "jacobian.tol": tol,
+            "jacobian.max_iter": max_iter,
+            "jacobian.dense_max": dense_max,
+            "jacobian.layers": layers,
+            "jacobian.layer_scope": layer_scope,
+            "jacobian.ntk": ntk,
+            "jacobian.ntk_top_k": ntk_top_k,
+        }
+    )
+
+    def analyze(objective: Any, cfg: Any, progress: Any) -> Any:
+        from .jacobian import analyze_jacobian
+
+        return analyze_jacobian(objective, cfg.jacobian, seed=cfg.seed, progress=progress)
+
+    _run_analysis(run, flags, analyze, "print_jacobian", out=out, section="jacobian")
+
+
+@app.command()
+@analysis_command
 def report(
     run: RunArgs,
     out: Annotated[str, typer.Option("--out", help="The HDF5 report to write (required).")],
@@ -840,7 +913,9 @@ def check(
             from .report import read_report
 
             report = read_report(target)
-            metrics = metrics_from_results(report.spectrum, report.classify, report.sharpness)
+            metrics = metrics_from_results(
+                report.spectrum, report.classify, report.sharpness, report.jacobian
+            )
             info = {
                 "seed": report.attrs.get("seed"),
                 "num_parameters": report.attrs.get("num_parameters"),

@@ -194,11 +194,37 @@ SURFACE: dict[str, Option] = {
     ),
 }
 
+JACOBIAN: dict[str, Option] = {
+    "samples": Option(
+        int,
+        32,
+        "per-sample Jacobians of the first N samples (of those --max-samples keeps)",
+        minimum=1,
+    ),
+    "tol": Option(
+        float, 1e-6, "Lanczos relative error target of σ_max² (eigenvalue of JᵀJ)", positive=True
+    ),
+    "max_iter": Option(int, 100, "maximum Lanczos iterations per Jacobian", minimum=1),
+    "dense_max": Option(
+        int,
+        256,
+        "all singular values (σ_min, rank, condition) when min(input, output dim) ≤ this",
+        minimum=0,
+    ),
+    "layers": Option(bool, True, "σ_max of every layer's Jacobian along the forward pass"),
+    "layer_scope": Option(
+        str, "leaves", "which modules are layers", choices=("leaves", "children")
+    ),
+    "ntk": Option(bool, True, "top eigenvalues and trace of the empirical NTK on the samples"),
+    "ntk_top_k": Option(int, 5, "NTK eigenvalues to report", minimum=1),
+}
+
 SECTIONS: dict[str, dict[str, Option]] = {
     "spectrum": SPECTRUM,
     "classify": CLASSIFY,
     "sharpness": SHARPNESS,
     "surface": SURFACE,
+    "jacobian": JACOBIAN,
 }
 
 
@@ -283,6 +309,21 @@ class SurfaceSettings:
 
 
 @dataclass(frozen=True)
+class JacobianSettings:
+    """Options of ``landscape jacobian`` (see :data:`JACOBIAN`; the method is described in
+    :mod:`landscape_cli.jacobian`)."""
+
+    samples: int = 32
+    tol: float = 1e-6
+    max_iter: int = 100
+    dense_max: int = 256
+    layers: bool = True
+    layer_scope: str = "leaves"
+    ntk: bool = True
+    ntk_top_k: int = 5
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The resolved configuration of one run. Build it with :func:`resolve_config`."""
 
@@ -306,6 +347,7 @@ class RunConfig:
     classify: ClassifySettings = field(default_factory=ClassifySettings)
     sharpness: SharpnessSettings = field(default_factory=SharpnessSettings)
     surface: SurfaceSettings = field(default_factory=SurfaceSettings)
+    jacobian: JacobianSettings = field(default_factory=JacobianSettings)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     config_file: str | None = None
 
@@ -547,6 +589,7 @@ def resolve_config(
         "classify": ClassifySettings,
         "sharpness": SharpnessSettings,
         "surface": SurfaceSettings,
+        "jacobian": JacobianSettings,
     }
     sections = {
         name: classes[name](**{k: values[f"{name}.{k}"] for k in options})

@@ -203,10 +203,50 @@ def plot_track(step: np.ndarray, lambda_max: np.ndarray, *, lr: np.ndarray | Non
     return figure
 
 
+def plot_layer_jacobians(
+    names: Sequence[str],
+    sigma_max: np.ndarray,
+    *,
+    input_output: np.ndarray | None = None,
+    title: str = "layer Jacobians along the forward pass",
+) -> Figure:
+    """``log₁₀ σ_max`` of each layer's Jacobian (rows of ``sigma_max``, one column per sample):
+    the median with the 10–90 % and 25–75 % quantile bands; ``input_output`` (per-sample σ_max of
+    the whole network) is drawn as its median and band at the right. 0 marks a layer that
+    neither grows nor shrinks the largest gradient direction."""
+    sigma = np.asarray(sigma_max, dtype=float).reshape(len(names), -1)
+    figure, ax = _axes(title, "layer (execution order)", "log₁₀ σ_max of ∂(out)/∂(in)")
+    with np.errstate(divide="ignore"):
+        logs = np.log10(np.where(sigma > 0, sigma, np.nan))
+    x = np.arange(len(names))
+    if len(names):
+        q = np.nanquantile(logs, [0.10, 0.25, 0.50, 0.75, 0.90], axis=1) if logs.size else None
+        if q is not None:
+            ax.fill_between(x, q[0], q[4], color="tab:blue", alpha=0.15, label="10–90 %")
+            ax.fill_between(x, q[1], q[3], color="tab:blue", alpha=0.3, label="25–75 %")
+            ax.plot(x, q[2], "o-", color="tab:blue", ms=4, label="median over samples")
+    labels = list(names)
+    if input_output is not None and np.size(input_output):
+        io = np.log10(np.asarray(input_output, dtype=float)[np.asarray(input_output) > 0])
+        if io.size:
+            pos = len(names) + 0.5
+            lo, q1, med, q3, hi = np.quantile(io, [0.10, 0.25, 0.5, 0.75, 0.90])
+            ax.errorbar([pos], [med], yerr=[[med - lo], [hi - med]], fmt="s", color="tab:red",
+                        capsize=4, label="input–output (10–90 %)")  # fmt: skip
+            ax.vlines([pos], q1, q3, color="tab:red", lw=4, alpha=0.5)
+            x = np.append(x, pos)
+            labels.append("input→output")
+    ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center", fontsize=8)  # fmt: skip
+    ax.legend(fontsize=8)
+    return figure
+
+
 def report_figures(report: object, *, sigma: float | None = None) -> dict[str, Figure]:
     """Every figure a :class:`~landscape_cli.report.Report` has the material for, by name:
     ``density`` (re-broadened with ``sigma`` when given), ``ritz``, ``sharpness``, ``escape``,
-    ``surface-<name>`` (a curve, or contours plus ``surface3d-<name>``).
+    ``jacobian`` (log σ_max per layer), ``surface-<name>`` (a curve, or contours plus ``surface3d-<name>``).
     Needs nothing but the file: no checkpoint, no HVPs."""
     figures: dict[str, Figure] = {}
     spectrum = getattr(report, "spectrum", None)
@@ -253,6 +293,14 @@ def report_figures(report: object, *, sigma: float | None = None) -> dict[str, F
             model=model,
             xlabel="t along the λ_min eigenvector",
             title=f"escape direction (λ_min = {e.eigenvalue:.4g})",
+        )
+    jacobian = getattr(report, "jacobian", None)
+    if jacobian is not None and (jacobian.layers or len(jacobian.sigma_max)):
+        layers = jacobian.layers
+        figures["jacobian"] = plot_layer_jacobians(
+            [f"{layer.name}\n{layer.type}" for layer in layers],
+            np.array([layer.sigma_max for layer in layers]).reshape(len(layers), -1),
+            input_output=jacobian.sigma_max,
         )
     track = getattr(report, "track", None)
     if track is not None:

@@ -5,8 +5,8 @@ Layout (``SCHEMA = "landscape-report/1"``; the full table is in the README):
 * root attributes: ``schema``, ``landscape_version``, ``created`` (ISO 8601, UTC),
   ``command_line``, ``config_yaml``, ``torch_version``, ``checkpoint_sha256`` (``""`` when the
   objective has no checkpoint file), ``num_parameters``, ``seed``, ``device``, ``dtype``;
-* one group per analysis (``/spectrum``, ``/classify``, ``/sharpness``; ``/surface/<name>`` and
-  ``/track`` through :func:`write_arrays`): parameters and scalar results as attributes, raw
+* one group per analysis (``/spectrum``, ``/classify``, ``/sharpness``, ``/jacobian``;
+  ``/surface/<name>`` and ``/track`` through :func:`write_arrays`): parameters and scalar results as attributes, raw
   material (Lanczos coefficients, Ritz values, trace samples, SLQ nodes and weights, curves) as
   datasets, so a plot can be redrawn and a density re-broadened (:func:`rebroaden`) without a
   single Hessian-vector product.
@@ -51,11 +51,12 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import ClassifySettings, RunConfig, SharpnessSettings
+from .config import ClassifySettings, JacobianSettings, RunConfig, SharpnessSettings
 from .critical import ClassifyResult, Decision, EscapeProbe, NewtonDecrement
 from .density import SLQResult, SpectralDensity
 from .errors import InputError
 from .exact import ExactSpectrum
+from .jacobian import JacobianResult, LayerJacobian, NTKSpectrum
 from .lanczos import LanczosResult
 from .results import RunInfo, SpectrumResult
 from .sharpness import SharpnessResult
@@ -474,11 +475,72 @@ def _write_surface(parent: h5py.Group, res: SurfaceResult, config: RunConfig | N
     _set_attrs(group, _info_attrs(res.info))
 
 
+def _write_jacobian(group: h5py.Group, res: JacobianResult, config: RunConfig | None) -> None:
+    """``/jacobian``: per-sample arrays (length N), per-layer arrays (layers × N), ``/ntk``."""
+    n = res.samples
+    arrays: dict[str, Any] = {
+        "sigma_max": np.asarray(res.sigma_max, dtype=np.float64),
+        "lanczos_iterations": np.asarray(res.lanczos_iterations, dtype=np.int64),
+        "lanczos_converged": np.asarray(res.lanczos_converged, dtype=bool),
+    }
+    if res.sigma_min is not None:
+        arrays["sigma_min"] = np.asarray(res.sigma_min, dtype=np.float64)
+        arrays["condition"] = np.asarray(res.condition, dtype=np.float64)  # NaN: σ_min = 0
+        arrays["rank"] = np.asarray(res.rank, dtype=np.int64)
+        arrays["singular_values"] = np.asarray(res.singular_values, dtype=np.float64)
+    layers = res.layers
+    arrays["layer_sigma_max"] = (
+        np.stack([np.asarray(x.sigma_max, dtype=np.float64) for x in layers])
+        if layers
+        else np.zeros((0, n))
+    )
+    arrays["layer_iterations"] = (
+        np.stack([np.asarray(x.iterations, dtype=np.int64) for x in layers])
+        if layers
+        else np.zeros((0, n), dtype=np.int64)
+    )
+    arrays["layer_converged"] = (
+        np.stack([np.asarray(x.converged, dtype=bool) for x in layers])
+        if layers
+        else np.zeros((0, n), dtype=bool)
+    )
+    _write_datasets(group, arrays)
+    _set_attrs(
+        group,
+        {
+            **_info_attrs(res.info),
+            "samples": n,
+            "input_dim": res.input_dim,
+            "output_dim": res.output_dim,
+            "jvp_count": res.jvp_count,
+            "vjp_count": res.vjp_count,
+            "sigma_max_median": res.sigma_max_median,
+            "condition_median": res.condition_median,
+            "layer_names": [x.name for x in layers],
+            "layer_types": [x.type for x in layers],
+            "layer_input_dims": np.asarray([x.input_dim for x in layers], dtype=np.int64),
+            "layer_output_dims": np.asarray([x.output_dim for x in layers], dtype=np.int64),
+        },
+    )
+    if res.ntk is not None:
+        k = res.ntk
+        sub = write_arrays(
+            group,
+            "ntk",
+            {"top_eigenvalues": np.asarray(k.top_eigenvalues, dtype=np.float64)},
+            {"samples": k.samples, "outputs": k.outputs, "trace": k.trace, "tol": k.tol},
+        )
+        _write_lanczos(sub, k.lanczos, {"tol": k.tol})
+    write_arrays(group, "settings", {}, _settings_attrs(res.settings))
+    _write_notes(group, res.notes)
+
+
 _WRITERS = {
     "spectrum": (SpectrumResult, _write_spectrum),
     "classify": (ClassifyResult, _write_classify),
     "sharpness": (SharpnessResult, _write_sharpness),
     "surface": (SurfaceResult, _write_surface),  # one of possibly many: /surface/<result.name>
+    "jacobian": (JacobianResult, _write_jacobian),
 }
 #: The sections :func:`write_report` writes and :func:`read_report` rebuilds.
 SECTIONS = tuple(_WRITERS)
@@ -728,6 +790,7 @@ class Report:
     spectrum: SpectrumResult | None = None
     classify: ClassifyResult | None = None
     sharpness: SharpnessResult | None = None
+    jacobian: JacobianResult | None = None
     surfaces: dict[str, SurfaceData] = field(default_factory=dict)
     track: dict[str, np.ndarray] | None = None  # /track arrays by name (step, lambda_max, ...)
     groups: tuple[str, ...] = ()
@@ -900,7 +963,68 @@ def _read_sharpness(group: h5py.Group) -> SharpnessResult:
     )
 
 
-_READERS = {"spectrum": _read_spectrum, "classify": _read_classify, "sharpness": _read_sharpness}
+def _read_jacobian(group: h5py.Group) -> JacobianResult:
+    a = read_attrs(group)
+
+    def optional(name: str) -> np.ndarray | None:
+        return _read_array(group, name) if name in group else None
+
+    sigma = _read_array(group, "layer_sigma_max")
+    steps = _read_array(group, "layer_iterations")
+    converged = _read_array(group, "layer_converged")
+    names = list(a["layer_names"])
+    inputs = np.atleast_1d(a["layer_input_dims"])
+    outputs = np.atleast_1d(a["layer_output_dims"])
+    layers = tuple(
+        LayerJacobian(
+            name=str(name),
+            type=str(kind),
+            input_dim=int(inputs[k]),
+            output_dim=int(outputs[k]),
+            sigma_max=sigma[k],
+            iterations=steps[k],
+            converged=converged[k],
+        )
+        for k, (name, kind) in enumerate(zip(names, list(a["layer_types"]), strict=True))
+    )
+    ntk = None
+    if "ntk" in group:
+        g = group["ntk"]
+        na = read_attrs(g)
+        ntk = NTKSpectrum(
+            samples=na["samples"],
+            outputs=na["outputs"],
+            top_eigenvalues=_read_array(g, "top_eigenvalues"),
+            trace=na["trace"],
+            lanczos=_read_lanczos(g["lanczos"]),
+            tol=na["tol"],
+        )
+    return JacobianResult(
+        info=_run_info(a),
+        settings=_settings(JacobianSettings, read_attrs(group["settings"])),
+        samples=a["samples"],
+        input_dim=a["input_dim"],
+        output_dim=a["output_dim"],
+        sigma_max=_read_array(group, "sigma_max"),
+        lanczos_iterations=_read_array(group, "lanczos_iterations"),
+        lanczos_converged=_read_array(group, "lanczos_converged"),
+        sigma_min=optional("sigma_min"),
+        rank=optional("rank"),
+        singular_values=optional("singular_values"),
+        layers=layers,
+        ntk=ntk,
+        jvp_count=a["jvp_count"],
+        vjp_count=a["vjp_count"],
+        notes=_read_notes(group),
+    )
+
+
+_READERS = {
+    "spectrum": _read_spectrum,
+    "classify": _read_classify,
+    "sharpness": _read_sharpness,
+    "jacobian": _read_jacobian,
+}
 
 
 def read_report(path: str | os.PathLike[str]) -> Report:

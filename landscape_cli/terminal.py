@@ -301,3 +301,60 @@ def print_track(result: Any, console: Console | None = None) -> None:
     console.print(
         f"{len(result.points)} checkpoints · {total:,} HVPs ({mode} Lanczos) · seed {result.seed}"
     )
+
+
+def print_jacobian(result: Any, console: Console | None = None) -> None:
+    """Input–output singular values, per-layer σ_max (median and quantiles), the NTK spectrum."""
+    console = console or Console()
+    _header(console, result.info)
+    from .jacobian import summarize
+
+    table = Table(
+        title=f"input–output Jacobian ({result.output_dim} outputs × {result.input_dim} inputs, "
+        f"{result.samples} samples)",
+        title_justify="left",
+    )
+    columns = ("min", "q10", "median", "q90", "max")
+    table.add_column("quantity")
+    for name in columns:
+        table.add_column(name, justify="right")
+    rows = [("σ_max (Lanczos)", result.sigma_max)]
+    if result.sigma_min is not None:
+        rows.append(("σ_min (non-zero)", result.sigma_min))
+        rows.append(("condition σ_max/σ_min", result.condition))
+        rows.append(("rank", result.rank))
+    for name, values in rows:
+        stats = summarize(values)
+        table.add_row(name, *(_fmt(None if stats is None else stats[c], 4) for c in columns))
+    console.print(table)
+    if result.layers:
+        layers = Table(title="σ_max per layer (along the forward pass)", title_justify="left")
+        for name in ("layer", "type", "in→out", "q10", "median", "q90", "log₁₀ med"):
+            layers.add_column(name, justify="right" if name not in ("layer", "type") else "left")
+        for layer in result.layers:
+            stats = summarize(layer.sigma_max)
+            median = None if stats is None else stats["median"]
+            log = None if median is None or median <= 0 else math.log10(median)
+            layers.add_row(
+                escape(layer.name),
+                escape(layer.type),
+                f"{layer.input_dim}→{layer.output_dim}",
+                _fmt(None if stats is None else stats["q10"], 4),
+                _fmt(median, 4),
+                _fmt(None if stats is None else stats["q90"], 4),
+                "n/a" if log is None else f"{log:+.3f}",
+            )
+        console.print(layers)
+    if result.ntk is not None:
+        k = result.ntk
+        top = ", ".join(_fmt(v, 5) for v in k.top_eigenvalues)
+        console.print(
+            f"NTK on {k.samples} samples ({k.outputs} × {k.outputs}): top eigenvalues {top}; "
+            f"trace {_fmt(k.trace)}"
+        )
+    console.print(
+        f"{result.jvp_count:,} JVPs + {result.vjp_count:,} VJPs (no HVPs) in "
+        f"{result.info.seconds:.2f} s · seed {result.info.seed}"
+    )
+    for key, note in result.notes.items():
+        console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
