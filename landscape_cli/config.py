@@ -322,6 +322,12 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters so a 400-digit number stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _coerce(key: str, option: Option, value: Any, where: str) -> Any:
     """Check and convert one value; raise :class:`InputError` naming the key and the source."""
     if value is None:
@@ -369,10 +375,10 @@ def _coerce(key: str, option: Option, value: Any, where: str) -> Any:
             if isinstance(value, (Mapping, list)):
                 raise TypeError
             out = str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400)
         raise InputError(
             f"{where}: '{key}' should be "
-            f"{'a list of numbers' if expected is tuple else expected.__name__}, got {value!r}",
+            f"{'a list of numbers' if expected is tuple else expected.__name__}, got {shown(value)}",
             hint=option.help,
         ) from None
     if option.choices is not None and out not in option.choices:

@@ -69,6 +69,7 @@ __all__ = [
     "SCHEMA",
     "SECTIONS",
     "Report",
+    "check_report_target",
     "objective_info",
     "read_attrs",
     "read_list",
@@ -590,6 +591,13 @@ def _existing_report_attrs(path: Path) -> dict[str, Any] | None:
             return read_attrs(f)
     except OSError as exc:
         raise _open_error(path, exc) from None
+
+
+def check_report_target(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`InputError` unless ``path`` may be written as a report: its directory exists
+    and it is absent or already a landscape report (the checks :func:`write_report` makes, done
+    early so that a bad ``--out`` fails before the analysis). Creates nothing."""
+    _existing_report_attrs(Path(path))
 
 
 @contextlib.contextmanager
