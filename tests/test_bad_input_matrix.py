@@ -951,7 +951,12 @@ CASES = [
         r"Invalid value for '--top-k'",
     ),
     Case("flag-wrong-type-float", with_flags("--tol", "tiny"), 2, r"Invalid value for '--tol'"),
-    Case("flag-missing-value", with_flags("--seed", command="inspect"), 2, r"Option '--seed' requires an argument"),
+    Case(
+        "flag-missing-value",
+        with_flags("--seed", command="inspect"),
+        2,
+        r"Option '--seed' requires an argument",
+    ),
     Case(
         "flag-zero-batch-size",
         with_flags("--batch-size", "0"),
