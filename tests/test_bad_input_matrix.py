@@ -15,7 +15,9 @@ Every case asserts the same contract (README "Reliability"):
   ``--out new.h5`` does not exist afterwards, and an existing report given as ``--out`` is
   unchanged).
 
-Cases are data: ``Case(id, argv builder, exit code, regex)``; the builder writes whatever files
+The installed typer (0.29, its own copy of click) keeps ``result.stderr`` apart from
+``result.stdout`` without a ``mix_stderr`` argument. Cases are data:
+``Case(id, argv builder, exit code, regex)``; the builder writes whatever files
 the case needs into ``tmp_path`` and returns the command line. Cases marked ``unreadable`` use
 ``chmod 000`` and are skipped when running as root (root reads such files anyway).
 """
