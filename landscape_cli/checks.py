@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+from .config import shown
 from .errors import InputError
 
 NUMERIC_METRICS = (
@@ -146,9 +147,9 @@ def _limit(metric: str, kind: str, value: Any, where: str) -> Any:
         raise InputError(f"{where}: '{metric}' takes max or min, not equals")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400)
         raise InputError(
-            f"{where}: the limit of '{metric}' must be a number, got {value!r}"
+            f"{where}: the limit of '{metric}' must be a number, got {shown(value)}"
         ) from None
     if not math.isfinite(number):
         raise InputError(f"{where}: the limit of '{metric}' must be finite")
@@ -193,8 +194,10 @@ def read_checks(path: str | Path) -> tuple[list[Check], float | None]:
         if key == "margin":
             try:
                 margin = float(value)
-            except (TypeError, ValueError):
-                raise InputError(f"{where}: margin must be a number, got {value!r}") from None
+            except (TypeError, ValueError, OverflowError):
+                raise InputError(f"{where}: margin must be a number, got {shown(value)}") from None
+            if not (math.isfinite(margin) and margin >= 0):
+                raise InputError(f"{where}: margin {shown(value)} must be a finite number >= 0")
             continue
         if key not in ("max", "min", "equals"):
             raise InputError(

@@ -20,13 +20,55 @@ from dataclasses import dataclass
 from typing import Annotated, Any, get_type_hints
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, LandscapeError
+from .errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NUMERICAL, LandscapeError
+
+try:  # typer >= 0.22 ships its own copy of click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - a typer that depends on click
+    from click.exceptions import UsageError
 
 EXIT_INTERNAL = 70  # a bug in landscape: please report it with the --debug traceback
+OUT_OF_MEMORY = (
+    "landscape: error: the device ran out of memory (try a smaller --batch-size, --max-samples "
+    "or --hvp-mode streaming)"
+)
+
+
+@contextlib.contextmanager
+def _one_line_usage() -> Iterator[None]:
+    """A usage error (unknown option or command, a value that is not a number, a missing
+    required option) as one line on stderr and exit code 2, like every other error; click would
+    print the usage block and a hint over several lines."""
+    try:
+        yield
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `landscape`: the help text
+            raise
+        command = exc.ctx.command_path if exc.ctx is not None else "landscape"
+        message = " ".join(exc.format_message().split())
+        typer.echo(f"landscape: error: {message} (see '{command} --help')", err=True)
+        raise typer.Exit(EXIT_INPUT) from None
+
+
+class _OneLineUsageGroup(TyperGroup):
+    """The ``landscape`` group: parses the command line with :func:`_one_line_usage`."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        with _one_line_usage():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
+    cls=_OneLineUsageGroup,
     name="landscape",
     help="Loss-landscape analysis of a trained PyTorch checkpoint, from Hessian-vector products.",
     no_args_is_help=True,
@@ -245,31 +287,34 @@ def _errors(debug: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo("landscape: interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except MemoryError:
+    except MemoryError:  # host memory
         if debug:
             raise
-        typer.echo(
-            "landscape: error: out of memory (try a smaller --batch-size, --max-samples or --hvp-mode streaming)",
-            err=True,
-        )
-        raise typer.Exit(3) from None
+        typer.echo(OUT_OF_MEMORY.replace("the device", "the host"), err=True)
+        raise typer.Exit(EXIT_NUMERICAL) from None
     except Exception as exc:
         if debug:
             raise
         text = str(exc).strip().splitlines()
-        if "out of memory" in (text[0].lower() if text else ""):
-            typer.echo(
-                "landscape: error: the device ran out of memory (try a smaller --batch-size, "
-                "--max-samples or --hvp-mode streaming)",
-                err=True,
-            )
-            raise typer.Exit(3) from None
+        if _is_out_of_memory(exc, text[0] if text else ""):
+            typer.echo(OUT_OF_MEMORY, err=True)
+            raise typer.Exit(EXIT_NUMERICAL) from None
         typer.echo(
             f"landscape: internal error: {exc.__class__.__name__}: {text[0] if text else ''} "
             "(a bug; rerun with --debug and report the traceback)",
             err=True,
         )
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _is_out_of_memory(exc: BaseException, first_line: str) -> bool:
+    """``torch.OutOfMemoryError`` (CUDA, MPS, XPU), or a ``RuntimeError`` saying so (older torch,
+    other backends). torch is looked up, not imported: ``--help`` must stay light."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in first_line.lower()
 
 
 @contextlib.contextmanager
@@ -334,6 +379,15 @@ def _join_process_group(config: Any) -> None:
         init_from_environment(resolve_device(config.device))
 
 
+def _check_out(out: str | None) -> None:
+    """Refuse an ``--out`` target that cannot be written (missing directory, a directory, a file
+    that is not a landscape report) before any work is spent; nothing is created."""
+    if out is not None:
+        from .report import check_report_target
+
+        check_report_target(out)
+
+
 def _write_out(out: str | None, section: str, result: Any, cfg: Any, objective: Any) -> None:
     """Add ``result`` as ``/<section>`` of the report at ``out`` (temp file + rename)."""
     if out is None or not _primary():
@@ -382,6 +436,8 @@ def _run_analysis(
     """The body every analysis command shares: load, ``analyze(objective, cfg, progress)``,
     add the result to the ``--out`` report, then JSON or the ``terminal.<printer>`` table."""
     with _errors(run.debug):
+        if section is not None:
+            _check_out(out)
         with _progress(run.quiet) as progress:
             cfg, objective = _load(flags, run.config, progress)
             result = analyze(objective, cfg, progress)
@@ -467,6 +523,13 @@ def spectrum(
     trace_matvecs: Annotated[
         int | None, typer.Option("--trace-matvecs", help="HVPs for the trace [default: 150].")
     ] = None,
+    deflate_trace: Annotated[
+        bool | None,
+        typer.Option(
+            "--deflate-trace/--no-deflate-trace",
+            help="Deflate the trace by the extremes' Lanczos basis [default: on].",
+        ),
+    ] = None,
     density: Annotated[
         bool | None,
         typer.Option("--density/--no-density", help="Estimate the spectral density [default: on]."),
@@ -511,6 +574,7 @@ def spectrum(
             "spectrum.trace": trace,
             "spectrum.trace_method": trace_method,
             "spectrum.trace_matvecs": trace_matvecs,
+            "spectrum.deflate_trace": deflate_trace,
             "spectrum.density": density,
             "spectrum.slq_runs": slq_runs,
             "spectrum.slq_steps": slq_steps,
@@ -816,6 +880,7 @@ def report(
 
         if fmt not in FORMATS:
             raise InputError(f"--format '{fmt}': choose one of {', '.join(FORMATS)}")
+        _check_out(out)
         with _progress(run.quiet) as progress:
             cfg, objective = _load(flags, run.config, progress)
             try:
@@ -999,6 +1064,7 @@ def track(
         from .loading import build_objective
         from .track import TrackResult, expand_checkpoints, track_series
 
+        _check_out(out)
         paths = expand_checkpoints([p for p in [first, *(more or [])] if p], from_dir)
         with _progress(run.quiet or jsonl) as progress:
             cfg = _config_only(flags, run.config)

@@ -104,6 +104,12 @@ SPECTRUM: dict[str, Option] = {
     "trace": Option(bool, True, "estimate the trace"),
     "trace_method": Option(str, "hutch++", "trace estimator", choices=("hutch++", "hutchinson")),
     "trace_matvecs": Option(int, 150, "HVPs spent on the trace estimate", minimum=4),
+    "deflate_trace": Option(
+        bool,
+        True,
+        "deflate the trace estimate by the extremes' Lanczos basis (tr(T_m) is free; the budget "
+        "goes to the remainder)",
+    ),
     "density": Option(bool, True, "estimate the spectral density (SLQ)"),
     "slq_runs": Option(int, 10, "SLQ random probes", minimum=1),
     "slq_steps": Option(int, 80, "Lanczos steps per SLQ probe", minimum=2),
@@ -243,6 +249,7 @@ class SpectrumSettings:
     trace: bool = True
     trace_method: str = "hutch++"
     trace_matvecs: int = 150
+    deflate_trace: bool = True
     density: bool = True
     slq_runs: int = 10
     slq_steps: int = 80
@@ -372,6 +379,12 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters so a 400-digit number stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _coerce(key: str, option: Option, value: Any, where: str) -> Any:
     """Check and convert one value; raise :class:`InputError` naming the key and the source."""
     if value is None:
@@ -419,10 +432,10 @@ def _coerce(key: str, option: Option, value: Any, where: str) -> Any:
             if isinstance(value, (Mapping, list)):
                 raise TypeError
             out = str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400)
         raise InputError(
             f"{where}: '{key}' should be "
-            f"{'a list of numbers' if expected is tuple else expected.__name__}, got {value!r}",
+            f"{'a list of numbers' if expected is tuple else expected.__name__}, got {shown(value)}",
             hint=option.help,
         ) from None
     if option.choices is not None and out not in option.choices:

@@ -33,9 +33,17 @@ class LandscapeError(Exception):
     exit_code: int = EXIT_INPUT
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message = _one_line(message)
+        hint = None if hint is None else _one_line(hint)
         self.message = message
         self.hint = hint
         super().__init__(message if hint is None else f"{message} ({hint})")
+
+
+def _one_line(text: str) -> str:
+    """Line breaks that come from user input (a YAML key, a file name, an exception text) are
+    shown escaped, so that an error stays one line."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
 
 
 class InputError(LandscapeError):

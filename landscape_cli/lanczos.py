@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -143,6 +143,9 @@ class LanczosResult:
             descending order, on the operator's device, if ``return_vectors=True``.
         bottom_vectors: ``(n, bottom_k)`` unit Ritz vectors of the smallest Ritz values in
             ascending order, if ``return_vectors=True`` and ``bottom_k > 0``.
+        basis: ``(n, m)`` the orthonormal Lanczos vectors ``Q_m`` (``Q_m^T A Q_m = T_m``), if
+            ``return_basis=True``: e.g. to deflate a trace estimate
+            (:func:`landscape_cli.trace.deflated_trace`).
     """
 
     alphas: np.ndarray
@@ -157,6 +160,7 @@ class LanczosResult:
     start_vector_norm: float
     top_vectors: torch.Tensor | None = None
     bottom_vectors: torch.Tensor | None = None
+    basis: torch.Tensor | None = None
 
     @property
     def steps(self) -> int:
@@ -237,6 +241,7 @@ def lanczos(
     top_k: int = 1,
     bottom_k: int = 0,
     return_vectors: bool = False,
+    return_basis: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> LanczosResult:
     """Lanczos with full (CGS2) reorthogonalisation; extreme Ritz values with error estimates.
@@ -255,6 +260,7 @@ def lanczos(
             steps (stochastic Lanczos quadrature needs a fixed number of nodes).
         top_k, bottom_k: how many of the largest / smallest Ritz values must meet ``tol``.
         return_vectors: also return unit Ritz vectors of those Ritz values.
+        return_basis: also return the Lanczos basis ``Q_m`` (``n x m``).
         progress: ``progress(done_steps, max_iter)`` called after each step.
 
     Returns:
@@ -271,17 +277,20 @@ def lanczos(
     theorem / the Kato-Temple inequality: a Ritz value isolated by ``gap`` from the rest of the
     spectrum is within ``r^2 / gap`` of an eigenvalue) and ``r_i`` otherwise (always valid: a Ritz
     value is within its residual of *some* eigenvalue). The run stops when every wanted Ritz value
-    (the ``top_k`` largest and ``bottom_k`` smallest) has error estimate ``<= tol * scale``, where
-    ``scale = max(|theta_max|, |theta_min|)`` estimates ``||A||_2``.
+    (the ``top_k`` largest and ``bottom_k`` smallest) has *residual* ``r_i <= tol * scale``, where
+    ``scale = max(|theta_max|, |theta_min|)`` estimates ``||A||_2`` (the ARPACK criterion); the
+    reported :attr:`LanczosResult.error_bounds` are the sharper ``min(r, r^2/gap)``.
 
-    The quadratic bound is a *heuristic before convergence*: its gap is measured to the other
-    *Ritz* values, not to the unknown eigenvalues, so an eigenvalue that the Krylov space has not
-    yet detected could sit inside the gap. It is safe in practice with a random start: every
-    eigenvector then has a component of size ``~ 1/sqrt(n)`` in the start vector (the chance that it
-    is below ``delta/sqrt(n)`` is ``O(delta)``), and the Chebyshev amplification of Lanczos makes any
-    eigenvalue beyond the current extreme Ritz value show up in ``T_m`` within a few steps; the
-    ``min_iter`` steps and the requirement that the residual itself be small keep a premature stop
-    unlikely. The plain residual bound ``r_i`` is rigorous (Parlett, Thm. 11.5.1).
+    Why the residual and not the quadratic estimate: the gap in ``r^2/gap`` is measured to the
+    other *Ritz* values, not to the unknown eigenvalues, so an eigenvalue that the Krylov space has
+    not yet detected can sit inside it. A property test found spectra with a close top pair
+    (1, 1 - 1e-5, 0.9984) on which stopping on ``r^2/gap <= tol`` claimed convergence with an error
+    16 times ``tol`` (38 of 300 random spectra with a close pair exceeded ``tol``; 2 of 300 with the
+    residual test, which costs 1-3 more HVPs on the bundled samples). The residual bound is
+    rigorous for "within ``r`` of an eigenvalue" (Parlett, Thm. 11.5.1); that the eigenvalue is the
+    *largest* one still rests on the random start: every eigenvector has a component of size
+    ``~ 1/sqrt(n)`` in it, and the Chebyshev amplification of Lanczos makes an eigenvalue beyond the
+    current extreme Ritz value show up in ``T_m`` within a few steps.
 
     **Breakdown.** If ``beta_m <= 10 * eps(dtype) * min(sqrt(n), 100) * ||T_m||`` (``||T_m||``
     estimated by its largest Gershgorin row sum, which needs no eigen-decomposition) the Krylov space
@@ -333,9 +342,12 @@ def lanczos(
             if process.wanted_within(tol, top_k, bottom_k):
                 met_tol = True
                 break
-    return process.result(
+    result = process.result(
         converged=met_tol, return_vectors=return_vectors, top_k=top_k, bottom_k=bottom_k
     )
+    if return_basis:
+        result = replace(result, basis=process.basis().mT)
+    return result
 
 
 def _start_vector(n: int, start: torch.Tensor | None, seed: int) -> torch.Tensor:
@@ -468,14 +480,13 @@ class LanczosProcess:
         self._q = None if self.finished else w / beta
 
     def wanted_within(self, tol: float, top_k: int, bottom_k: int) -> bool:
-        """The stopping test: every wanted extreme Ritz value's error estimate is within
-        ``tol`` times the spectral-norm estimate ``max(|theta_1|, |theta_m|)``."""
+        """The stopping test: every wanted extreme Ritz value's residual is within ``tol`` times
+        the spectral-norm estimate ``max(|theta_1|, |theta_m|)`` (see :func:`lanczos`)."""
         theta, S = tridiagonal_eigh(np.asarray(self.alphas), np.asarray(self.betas[:-1]))
         scale = float(max(abs(theta[0]), abs(theta[-1])))
         residuals = np.abs(self.betas[-1] * S[-1, :])
-        bounds = _error_bounds(theta, residuals)
         wanted = _wanted_indices(self.steps, top_k, bottom_k)
-        return bool(np.all(bounds[wanted] <= tol * scale))
+        return bool(np.all(residuals[wanted] <= tol * scale))
 
     def result(
         self,

@@ -100,9 +100,17 @@ def _torch_load(path: Path, trust: bool) -> Any:
             hint="expected a file written by torch.save, a .safetensors file or a TorchScript archive",
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on stderr
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         text = str(exc)
+        if "Unsupported operand" in text:  # not a pickle stream torch.save writes
+            raise InputError(
+                f"{where}: not a torch.save file, or it is corrupt (the weights-only unpickler "
+                "met a pickle opcode torch.save never writes)",
+                hint="re-save it with torch.save(model.state_dict(), path)",
+            ) from None
         if "Weights only load failed" in text or "weights_only" in text:
             raise InputError(
                 f"{where}: holds Python objects beyond plain tensors and containers, and loading "
@@ -242,6 +250,18 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where:
             + (f" and {len(mismatched) - 3} more" if len(mismatched) > 3 else ""),
             hint="check the model kwargs (layer widths, number of classes)",
         )
+    wrong_dtype = [
+        f"'{k}' is {state[k].dtype}"
+        for k, v in expected.items()
+        if v.is_floating_point() and not state[k].is_floating_point()
+    ]
+    if wrong_dtype:  # integer, bool or complex weights would be cast silently (or lossily)
+        raise InputError(
+            f"{where}: wrong dtype: {'; '.join(wrong_dtype[:3])}"
+            + (f" and {len(wrong_dtype) - 3} more" if len(wrong_dtype) > 3 else "")
+            + ", the model expects floating point",
+            hint="re-save the floating-point weights the model was trained with",
+        )
     for key, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
@@ -342,9 +362,23 @@ def _as_xy(obj: Any, where: str) -> tuple[torch.Tensor, ...]:
         )
     if tensors[0].shape[0] == 0:
         raise InputError(f"{where}: holds no samples")
-    if tensors[0].is_floating_point() and not bool(torch.isfinite(tensors[0]).all()):
-        raise NumericalError(f"{where}: 'x' holds NaN or Inf values")
     return tuple(tensors)
+
+
+def _finite_inputs(batches: Batches, where: str) -> Batches:
+    """Raise :class:`NumericalError` naming the first sample (and its batch) whose floating-point
+    inputs ``x`` hold NaN or Inf, among the samples the run uses."""
+    x = batches.source[0]
+    if x.is_floating_point() or x.is_complex():
+        bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0, 0])
+            raise NumericalError(
+                f"{where}: 'x' holds NaN or Inf values ({int(bad.sum())} sample(s); the first is "
+                f"sample {first}, in batch {first // batches.batch_size} of {len(batches)})",
+                hint="clean the data or select other samples with --max-samples",
+            )
+    return batches
 
 
 def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Batches:
@@ -376,7 +410,9 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise InputError(f"{where}: cannot be read as a tensor file ({first})") from None
-        return tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec)
+        return _finite_inputs(
+            tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+        )
     if suffix == ".npz":
         _check_file(path, "data")
         import numpy as np
@@ -386,7 +422,9 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
                 obj = {k: archive[k] for k in archive.files}
         except Exception as exc:
             raise InputError(f"{where}: cannot be read as .npz ({exc})") from None
-        return tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec)
+        return _finite_inputs(
+            tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+        )
     if suffix in (".h5", ".hdf5"):
         _check_file(path, "data")
         import h5py
@@ -404,7 +442,9 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
             raise
         except Exception as exc:
             raise InputError(f"{where}: cannot be read as HDF5 ({exc})") from None
-        return tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec)
+        return _finite_inputs(
+            tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+        )
     if ":" in spec:
         factory = import_object(spec, "data")
         try:
@@ -414,7 +454,9 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
         if isinstance(obj, torch.utils.data.DataLoader):
             obj = obj.dataset
         if isinstance(obj, (tuple, list, Mapping)):
-            return tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec)
+            return _finite_inputs(
+                tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+            )
         if hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
             if len(obj) == 0:
                 raise InputError(f"{where}: the dataset is empty")
@@ -568,7 +610,12 @@ def build_objective(config: RunConfig, progress: Callable[[int, int], None] | No
         )
     device = resolve_device(config.device)
     if config.threads is not None:
-        torch.set_num_threads(config.threads)
+        try:
+            torch.set_num_threads(config.threads)
+        except (ValueError, RuntimeError, OverflowError):
+            raise InputError(
+                f"--threads {config.threads}: not a usable number of threads"
+            ) from None
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     model = build_model(config.model, config.model_kwargs)
     checkpoint = None

@@ -70,6 +70,7 @@ __all__ = [
     "SCHEMA",
     "SECTIONS",
     "Report",
+    "check_report_target",
     "objective_info",
     "read_attrs",
     "read_list",
@@ -367,7 +368,14 @@ def _write_spectrum(group: h5py.Group, res: SpectrumResult, config: RunConfig | 
             group,
             "trace",
             {"samples": np.asarray(t.samples, dtype=np.float64)},
-            {"estimate": t.estimate, "stderr": t.stderr, "method": t.method, "matvecs": t.matvecs},
+            {
+                "estimate": t.estimate,
+                "stderr": t.stderr,
+                "method": t.method,
+                "matvecs": t.matvecs,
+                "deflation_rank": t.deflation_rank,
+                "deflation_trace": t.deflation_trace,
+            },
         )
     if res.slq is not None:
         _write_slq(group, res.slq)
@@ -654,6 +662,13 @@ def _existing_report_attrs(path: Path) -> dict[str, Any] | None:
         raise _open_error(path, exc) from None
 
 
+def check_report_target(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`InputError` unless ``path`` may be written as a report: its directory exists
+    and it is absent or already a landscape report (the checks :func:`write_report` makes, done
+    early so that a bad ``--out`` fails before the analysis). Creates nothing."""
+    _existing_report_attrs(Path(path))
+
+
 @contextlib.contextmanager
 def _atomic_update(path: Path, exists: bool) -> Iterator[h5py.File]:
     """An open copy of the report (or a new file) at a temporary name, renamed over ``path`` when
@@ -874,6 +889,8 @@ def _read_spectrum(group: h5py.Group) -> SpectrumResult:
             method=t["method"],
             matvecs=t["matvecs"],
             samples=_read_array(group["trace"], "samples"),
+            deflation_rank=int(t.get("deflation_rank", 0)),
+            deflation_trace=float(t.get("deflation_trace", 0.0)),
         )
     exact = None
     if "exact" in group:

@@ -8,6 +8,7 @@ same :class:`~landscape_cli.objective.HessianOperator`.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from .config import SpectrumSettings
 from .density import slq_density
@@ -19,7 +20,7 @@ from .progress import StageProgress, stage
 from .results import RunInfo, SpectrumResult
 from .seeding import derive_seed
 from .stability import NO_LEARNING_RATE, stability_report
-from .trace import hutchinson_trace, hutchpp_trace
+from .trace import deflated_trace, hutchinson_trace, hutchpp_trace
 
 
 def analyze_spectrum(
@@ -34,7 +35,9 @@ def analyze_spectrum(
 
     * Extremes: one Lanczos run with full reorthogonalisation, stopped when the wanted Ritz values'
       error bounds fall below ``settings.tol`` relative to the spectral-norm estimate.
-    * Trace: Hutch++ (Meyer et al. 2021) or Hutchinson (1989), ``settings.trace_matvecs`` HVPs.
+    * Trace: Hutch++ (Meyer et al. 2021) or Hutchinson (1989), ``settings.trace_matvecs`` HVPs,
+      by default on the remainder after deflating the extremes' Lanczos basis ``Q_m``, whose
+      part ``tr(T_m) = Σ alpha_i`` is known for free (:func:`~landscape_cli.trace.deflated_trace`).
     * Density: stochastic Lanczos quadrature (Lin, Saad & Yang 2016; Ghorbani et al. 2019),
       ``slq_runs × slq_steps`` HVPs, Gaussian broadening ``sigma``.
     * Exact (``settings.exact``): the dense Hessian from ``n`` HVPs, for small models.
@@ -64,15 +67,28 @@ def analyze_spectrum(
             top_k=top_k,
             bottom_k=min(bottom_k, n - top_k),  # tiny n: the wanted ends overlap
             return_vectors=settings.save_eigenvectors,
+            return_basis=settings.trace and settings.deflate_trace,
             progress=stage(progress, "lanczos"),
         )
+        basis, lz = lz.basis, replace(lz, basis=None)  # the basis is not kept in the result
         if not lz.converged:
             notes["lanczos"] = (
                 f"stopped after {len(lz.alphas)} iterations (--max-iter) before the error bounds "
                 f"reached tol={settings.tol:g}; see lanczos.*_error_bounds"
             )
         trace_estimate = None
-        if settings.trace:
+        if settings.trace and basis is not None:
+            trace_estimate = deflated_trace(
+                H,
+                basis,
+                float(lz.alphas.sum()),
+                settings.trace_matvecs,
+                method=settings.trace_method,
+                seed=derive_seed(seed, "trace"),
+                progress=stage(progress, "trace"),
+            )
+            del basis
+        elif settings.trace:
             estimator = hutchpp_trace if settings.trace_method == "hutch++" else hutchinson_trace
             trace_estimate = estimator(
                 H,

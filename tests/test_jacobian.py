@@ -285,6 +285,8 @@ JSON_KEYS = {
     "dtype",
     "checkpoint",
     "checkpoint_sha256",
+    "hvp_block",
+    "processes",
     "samples",
     "input_dim",
     "output_dim",

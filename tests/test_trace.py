@@ -202,3 +202,47 @@ def test_non_finite_operator_output() -> None:
     A[3, 3] = float("inf")
     with pytest.raises(FloatingPointError):
         hutchinson_trace(A, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# deflation by a Lanczos basis (what `landscape spectrum` does by default)
+
+
+def test_deflated_trace_is_exact_when_the_basis_spans_the_range() -> None:
+    """A rank-6 operator deflated by its own eigenvectors leaves a zero remainder: the estimate
+    is tr(Q^T A Q) to rounding, with stderr 0, for any seed."""
+    from landscape_cli.trace import deflated_trace
+
+    U = random_orthogonal(80, 3)[:, :6]
+    lam = torch.tensor([5.0, 4.0, -3.0, 2.0, 1.0, 0.5], dtype=torch.float64)
+    A = (U * lam) @ U.mT
+    basis_trace = float(torch.trace(U.mT @ A @ U))
+    est = deflated_trace(CountingOperator(A), U, basis_trace, 20, seed=1)
+    assert est.estimate == pytest.approx(float(lam.sum()), abs=1e-12)
+    assert est.stderr == pytest.approx(0.0, abs=1e-12)
+    assert est.method == "deflated hutch++" and est.matvecs == 20 and est.deflation_rank == 6
+
+
+@pytest.mark.parametrize("kind, budget, ratio", [("nn", 60, 1.15), ("powerlaw", 150, 0.9)])
+def test_lanczos_deflated_trace_is_unbiased_and_no_worse_than_hutchpp(kind, budget, ratio) -> None:
+    """Deflating by a 30-step Lanczos basis (tr(T_m) = Σα) and spending the whole budget on the
+    remainder: every estimate within 5 reported standard errors over 20 seeds (a wrong Σα or
+    projection would shift all of them together), and the median error against plain Hutch++
+    at the same budget: no worse on the 10-outlier spectrum, where Hutch++'s own sketch already
+    holds the outliers (measured ratio 1.05), better on the power law (measured 0.78). On the
+    bundled MLP the gain is 2.5x (BENCHMARKS.md)."""
+    from landscape_cli.lanczos import lanczos
+    from landscape_cli.trace import deflated_trace
+
+    lam, A = nn_like_matrix(2000, kind=kind)
+    tr = float(lam.sum())
+    lz = lanczos(A, seed=11, max_iter=30, tol=None, return_basis=True)
+    assert lz.basis is not None and lz.basis.shape == (2000, 30)
+    assert torch.allclose(lz.basis.mT @ lz.basis, torch.eye(30, dtype=torch.float64), atol=1e-12)
+    deflated, plain = [], []
+    for seed in range(20):
+        est = deflated_trace(A, lz.basis, float(lz.alphas.sum()), budget, seed=seed)
+        assert abs(est.estimate - tr) <= 5 * est.stderr
+        deflated.append(abs(est.estimate - tr))
+        plain.append(abs(hutchpp_trace(A, budget, seed=seed).estimate - tr))
+    assert np.median(deflated) < ratio * np.median(plain)

@@ -1,0 +1,257 @@
+"""Faults, untrusted files and determinism (README "Reliability").
+
+* Faults: a non-finite gradient or Hessian-vector product stops with exit 3 and says what failed;
+  running out of memory gives exit 3 and advice (smaller --batch-size, --hvp-mode streaming); a
+  real SIGINT gives exit 130 and leaves no partial report. (Non-finite data in a given batch and
+  Lanczos breakdown are covered in test_bad_input_matrix.py and test_properties.py.)
+* Untrusted files: YAML is only ever ``safe_load``-ed, tensors only ``weights_only``-loaded unless
+  --trust-checkpoint; a pickle in a data file is refused without running it; Python code is
+  imported only when a spec names it.
+* Determinism: the same command in two separate processes prints the same JSON (but "seconds").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import landscape_cli.spectrum
+from landscape_cli.cli import app
+from landscape_cli.errors import InputError
+from landscape_cli.loading import load_data
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--no-density", "--no-trace", "--max-iter", "20"]
+runner = CliRunner()
+
+
+def one_line(result, code: int, pattern: str) -> str:
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and re.search(pattern, lines[0]), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+# ------------------------------------------------------------------ faults
+SINGULAR = """\
+import torch
+
+class Point(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(3))
+
+def build():
+    return Point()
+
+def curvature_blows_up(model, batch):
+    # |w|^1.5: finite loss and gradient at w = 0, infinite second derivative
+    return (model.w.abs() ** 1.5).sum()
+
+def gradient_blows_up(model, batch):
+    # sqrt(|w|): finite loss at w = 0, infinite first derivative
+    return model.w.abs().sqrt().sum()
+"""
+
+
+@pytest.mark.parametrize(
+    "loss, pattern",
+    [
+        ("curvature_blows_up", r"landscape: error: a Hessian-vector product is not finite"),
+        ("gradient_blows_up", r"landscape: error: the gradient of the loss is not finite"),
+    ],
+)
+def test_non_finite_derivatives_stop_with_exit_3_and_no_report(tmp_path, loss, pattern):
+    module = tmp_path / "point.py"
+    module.write_text(SINGULAR)
+    out = tmp_path / "r.h5"
+    result = runner.invoke(
+        app,
+        ["spectrum", "--model", f"{module}:build", "--loss", f"{module}:{loss}", *FAST,
+         "--out", str(out)],
+    )  # fmt: skip
+    one_line(result, 3, pattern)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        torch.OutOfMemoryError(""),  # recognised by its type, not only by its message
+        RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"),
+        MemoryError(),
+    ],
+    ids=["cuda-oom", "oom-without-message", "runtime-error-oom", "host-memory"],
+)
+def test_out_of_memory_is_exit_3_with_advice(tmp_path, monkeypatch, exc):
+    def exhausted(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(landscape_cli.spectrum, "analyze_spectrum", exhausted)
+    out = tmp_path / "r.h5"
+    result = runner.invoke(app, ["spectrum", *FAST, "--out", str(out)])
+    line = one_line(result, 3, r"ran out of memory")
+    assert "--batch-size" in line and "--hvp-mode streaming" in line
+    assert not out.exists()
+
+
+def test_other_runtime_errors_are_not_mistaken_for_out_of_memory(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape '[3]' is invalid")
+
+    monkeypatch.setattr(landscape_cli.spectrum, "analyze_spectrum", broken)
+    result = runner.invoke(app, ["spectrum", *FAST])
+    one_line(result, 70, r"internal error: RuntimeError: shape .*--debug")
+
+
+INTERRUPTIBLE = """\
+import pathlib
+import torch
+
+calls = 0
+
+def loss(model, batch):
+    global calls
+    calls += 1
+    if calls == 40:  # well inside the analysis: HVPs recompute the loss (--hvp-mode streaming)
+        pathlib.Path("started").touch()
+    return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+"""
+
+
+def test_real_sigint_exits_130_and_leaves_no_report(tmp_path):
+    (tmp_path / "slowloss.py").write_text(INTERRUPTIBLE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "landscape_cli", "spectrum", "--loss", "slowloss.py:loss",
+         "--hvp-mode", "streaming", "--batch-size", "64", "--max-iter", "200", "--tol", "1e-12",
+         "--trace-matvecs", "400", "--out", "r.h5"],
+        cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "started").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the analysis never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip() == "landscape: interrupted" and stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == [
+        "slowloss.py",
+        "started",
+    ]  # no r.h5, no temporary file
+
+
+# ------------------------------------------------------------------ untrusted files
+def test_yaml_is_only_safe_loaded_and_pickles_only_weights_only():
+    """Static guard: no unsafe YAML loader, no raw pickle.load, torch.load always weights-only
+    unless the user trusts the file."""
+    sources = {p: p.read_text() for p in (ROOT / "landscape_cli").glob("*.py")}
+    for path, source in sources.items():
+        assert not re.search(r"yaml\.(load|unsafe_load|full_load)\(", source), path
+        assert "Loader=" not in source and "pickle.load" not in source, path
+        for call in re.findall(r"torch\.load\([^)]*\)", source):
+            assert "weights_only=True" in call or "weights_only=not trust" in call, (path, call)
+        assert "allow_pickle=True" not in source, path
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned-by-data",))
+
+
+def test_pickle_in_a_data_file_is_refused_and_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "val.pt"
+    torch.save({"x": torch.zeros(4, 8), "y": torch.zeros(4, dtype=torch.long), "p": Evil()}, path)
+    with pytest.raises(InputError, match=r"val\.pt: cannot be read as a tensor file"):
+        load_data(str(path), 4, None)
+    assert not (tmp_path / "pwned-by-data").exists()
+
+
+def test_malicious_checkpoint_through_the_cli_is_refused_and_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "payload": Evil()}, path)
+    result = runner.invoke(
+        app, ["inspect", str(path), "--model", "sample_models.mlp:build", "--data", "sample:blobs"]
+    )
+    one_line(result, 2, r"evil\.pt: holds Python objects .* would run code .*--trust-checkpoint")
+    assert not (tmp_path / "pwned-by-data").exists()
+
+
+def test_user_code_is_imported_only_when_named(tmp_path, monkeypatch):
+    (tmp_path / "eager_model.py").write_text(
+        "import pathlib\npathlib.Path('imported').touch()\n"
+        "import sample_models.mlp\nbuild = sample_models.mlp.build\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert runner.invoke(app, ["inspect", "--json"]).exit_code == 0
+    assert not (tmp_path / "imported").exists()  # on sys.path and in the cwd, but not named
+    named = runner.invoke(
+        app, ["inspect", "--model", "eager_model:build", "--data", "sample:blobs"]
+    )
+    assert named.exit_code == 0, named.stderr
+    assert (tmp_path / "imported").exists()
+    sys.modules.pop("eager_model", None)
+
+
+# ------------------------------------------------------------------ determinism
+SMALL = {
+    "spectrum": ["--trace-matvecs", "30", "--slq-runs", "2", "--slq-steps", "20", "--grid", "50"],
+    "classify": [],
+    "sharpness": [
+        "--rho",
+        "0.05",
+        "--rho",
+        "0.1",
+        "--steps",
+        "5",
+        "--restarts",
+        "1",
+        "--samples",
+        "4",
+    ],
+}
+
+
+@pytest.mark.parametrize("command", sorted(SMALL))
+def test_the_same_command_in_two_processes_prints_the_same_json(tmp_path, command):
+    argv = [sys.executable, "-m", "landscape_cli", command, "--json", *SMALL[command]]
+    procs = [
+        subprocess.Popen(argv, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    outputs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        payload = json.loads(stdout)
+        assert isinstance(payload.pop("seconds"), float)
+        outputs.append(payload)
+    assert outputs[0] == outputs[1]
+    assert outputs[0]["command"] == command
