@@ -125,6 +125,7 @@ class SpreadResult:
             },
             "subsets": [s.to_dict() for s in self.subsets],
             "matvecs": self.matvecs,
+            "warnings": list(self.warnings),
             "thresholds": {"min_subset_samples": MIN_SUBSET_SAMPLES, "max_cv": MAX_CV},
         }
 
