@@ -307,6 +307,21 @@ def _notes(result: Any) -> str:
     return f'<ul class="note">{items}</ul>'
 
 
+def _curvature_note(spectrum: Any) -> str:
+    """A line naming the matrix analysed when it is not the full Hessian (empty otherwise)."""
+    curvature = getattr(spectrum, "curvature", "hessian")
+    params = getattr(spectrum, "params", ())
+    if curvature == "hessian" and not params:
+        return ""
+    names = {"ggn": "generalised Gauss-Newton (Fisher)", "ef": "empirical Fisher"}
+    text = f"Matrix analysed: the {_e(names.get(curvature, curvature))}"
+    if curvature == "hessian":
+        text = "Matrix analysed: the Hessian"
+    if params:
+        text += f", diagonal block of the parameters matching {_e(' '.join(params))}"
+    return f'<p class="note">{text}; products are counted as Hessian-vector products.</p>'
+
+
 def _spectrum_section(spectrum: Any) -> str:
     d = spectrum.to_dict()
     lz = d["lanczos"]
@@ -330,6 +345,7 @@ def _spectrum_section(spectrum: Any) -> str:
     headers = ("#", "eigenvalue", "error bound", "residual ‖Hy − θy‖")
     parts = [
         '<section id="spectrum"><h2>Spectrum</h2>',
+        _curvature_note(spectrum),
         f'<p class="note">Lanczos: {format_number(lz["iterations"])} iterations, converged '
         f"{format_number(lz['converged'])}, tolerance {format_number(lz['tol'])}; "
         f"{format_number(d['hvp_count'])} Hessian-vector products in "

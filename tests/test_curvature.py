@@ -304,3 +304,48 @@ def test_cli_classify_needs_the_hessian_and_custom_loss_is_exit_2(tmp_path):
     )
     assert result.exit_code == 2
     assert "only the built-in losses" in result.stderr
+
+
+def test_100_samples_in_batches_of_32_weigh_the_short_batch_by_its_count():
+    """Issue 8, item 5 for the new operators: batches of 32, 32, 32, 4 give the same GGN and
+    empirical Fisher products as one batch of 100 (a mis-weighted last batch would not)."""
+    torch.manual_seed(0)
+    model = mlp()
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(100, 3, generator=gen, dtype=F64)
+    y = torch.randint(0, 3, (100,), generator=gen)
+
+    def obj(batch_size):
+        return Objective(
+            model, SplitLoss("cross_entropy"), tensor_batches((x, y), batch_size, None, "t"),
+            dtype=F64,
+        )  # fmt: skip
+
+    one, many = obj(100), obj(32)
+    v = torch.randn(one.num_parameters, dtype=F64, generator=gen)
+    for name in ("ggn", "ef"):
+        a, b = curvature_operator(one, name) @ v, curvature_operator(many, name) @ v
+        assert torch.allclose(a, b, atol=1e-13 * a.abs().max(), rtol=0), name
+
+
+def test_track_with_ggn_on_a_block_matches_spectrum_per_checkpoint(tmp_path):
+    from sample_models.run import training_run
+
+    training_run(tmp_path, checkpoints=2)
+    common = ["--model", "sample_models.mlp:build", "--data", "sample:blobs", "--curvature",
+              "ggn", "--params", "0.*", "--json"]  # fmt: skip
+    runner = CliRunner()
+    tracked = runner.invoke(app, ["track", "--from-dir", str(tmp_path), *common, "--no-trace"])
+    assert tracked.exit_code == 0, tracked.stderr
+    payload = json.loads(tracked.stdout)
+    assert payload["curvature"] == "ggn" and payload["params"] == ["0.*"]
+    for point in payload["points"]:
+        assert point["lr_times_lambda_max"] is None  # edge of stability: full Hessian only
+        alone = runner.invoke(
+            app, ["spectrum", point["checkpoint"], *common, "--top-k", "1", "--no-trace",
+                  "--no-density"],
+        )  # fmt: skip
+        assert alone.exit_code == 0, alone.stderr
+        assert point["lambda_max"] == pytest.approx(
+            json.loads(alone.stdout)["lambda_max"], rel=1e-4
+        )
