@@ -876,6 +876,8 @@ def check(
             info = {
                 "seed": report.attrs.get("seed"),
                 "num_parameters": report.attrs.get("num_parameters"),
+                "curvature": None if report.spectrum is None else report.spectrum.curvature,
+                "params": None if report.spectrum is None else list(report.spectrum.params) or None,
             }
             result = CheckResult(evaluate(parsed, metrics, k), k, "report", str(target), info)
         else:
@@ -889,6 +891,8 @@ def check(
                 "loss": objective.loss_value,
                 "grad_norm": objective.grad_norm,
                 "seconds": round(time.perf_counter() - start, 6),
+                "curvature": cfg.spectrum.curvature,
+                "params": list(cfg.spectrum.params) or None,
             }
             source = objective.checkpoint.path if objective.checkpoint is not None else "model"
             result = CheckResult(evaluate(parsed, metrics, k), k, "checkpoint", source, info)

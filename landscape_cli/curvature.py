@@ -21,7 +21,9 @@ cross-entropy, negative log-likelihood and MSE it equals the Fisher information 
 model's predictive distribution (Martens 2020, §9.2). ``J v`` is computed with the
 double-backward trick (``J v = ∂/∂u (Jᵀu)·v``, one reverse pass through ``u ↦ Jᵀu``), ``H_L (J v)``
 by double backward through the loss on the outputs, ``Jᵀ(·)`` by one reverse pass: one forward
-per batch shared by every column of a block.
+per batch shared by every column of a block. Measured on the bundled samples (1 CPU thread,
+float32): a GGN product costs 1.3× a cached HVP on the MLP (1.7 ms vs 1.2 ms per column in
+blocks of 8) and 1.5× on the CNN (33 ms vs 22 ms), i.e. about 1.5-2 gradients.
 
 **Empirical Fisher** (Kunstner, Hennig & Balles, "Limitations of the empirical Fisher
 approximation for natural gradient descent", NeurIPS 2019; Martens 2020, §11). With ``g_i`` the
@@ -35,7 +37,8 @@ spectrum can differ qualitatively from the Hessian's; it is reported because use
 tools that use it. Per-sample gradients come from ``torch.func.vmap(grad(...))`` over
 ``functional_call`` in chunks; they need eval mode (BatchNorm in train mode couples the samples of
 a batch, so a sample's loss alone is not defined). They are kept in memory (``N × n`` numbers)
-when that fits in half the objective's memory budget, else recomputed for every product.
+when that fits in half the objective's memory budget, else recomputed for every product; once
+kept, a product is two matrix products (0.1-1 ms on the bundled samples).
 
 Only the built-in losses can be split into model output and loss on the output
 (:class:`~landscape_cli.loading.SplitLoss`); a custom ``module:fn`` loss raises

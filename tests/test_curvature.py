@@ -349,3 +349,39 @@ def test_track_with_ggn_on_a_block_matches_spectrum_per_checkpoint(tmp_path):
         assert point["lambda_max"] == pytest.approx(
             json.loads(alone.stdout)["lambda_max"], rel=1e-4
         )
+
+
+def test_config_params_accepts_a_yaml_list_or_one_string_and_report_refuses(tmp_path):
+    import dataclasses
+
+    from landscape_cli.config import RunConfig, read_config_file, resolve_config
+    from landscape_cli.full_report import analyze_all
+
+    path = tmp_path / "c.yaml"
+    path.write_text("spectrum:\n  curvature: ef\n  params: ['0.*', 're:bias$']\n  spread: 3\n")
+    cfg = resolve_config({}, path)
+    assert cfg.spectrum.params == ("0.*", "re:bias$") and cfg.spectrum.curvature == "ef"
+    assert cfg.to_dict()["spectrum"]["params"] == ["0.*", "re:bias$"]
+    path.write_text("spectrum:\n  params: fc1.*\n")
+    assert read_config_file(path)["spectrum.params"] == ("fc1.*",)
+    path.write_text("spectrum:\n  params: [1, 2]\n")
+    with pytest.raises(InputError, match="a list of strings"):
+        read_config_file(path)
+    path.write_text("spectrum:\n  curvature: fisher\n")
+    with pytest.raises(InputError, match="hessian, ggn, ef"):
+        read_config_file(path)
+    with pytest.raises(InputError, match="--spread"):
+        resolve_config({"spectrum.spread": 1})
+    ggn = RunConfig(spectrum=dataclasses.replace(SpectrumSettings(), curvature="ggn"))
+    with pytest.raises(InputError, match="full Hessian only"):
+        analyze_all(None, ggn)  # refused before any work
+
+
+def test_check_json_says_which_matrix_its_metrics_are_of():
+    result = CliRunner().invoke(
+        app,
+        ["check", "--curvature", "ggn", "--params", "4.*", "--max", "lambda_max=1e9", "--json"],
+    )
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["curvature"] == "ggn" and payload["params"] == ["4.*"] and payload["passed"]
