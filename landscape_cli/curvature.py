@@ -47,7 +47,8 @@ Only the built-in losses can be split into model output and loss on the output
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -63,6 +64,26 @@ CURVATURE_NAMES = {
     "ggn": "generalised Gauss-Newton",
     "ef": "empirical Fisher",
 }
+
+
+@contextlib.contextmanager
+def _data_loop(objective: Objective) -> Iterator[Any]:
+    """The objective's ``collect_failure()`` context when it has one (``torch.distributed``
+    runs: an error in one rank's batches is raised on every rank at the loop's
+    :func:`_reduce`), else a no-op yielding ``None``."""
+    collect = getattr(objective, "collect_failure", None)
+    if collect is None:
+        yield None
+        return
+    with collect() as failure:
+        yield failure
+
+
+def _reduce(objective: Objective, total: torch.Tensor, failure: Any) -> torch.Tensor:
+    """``objective.reduce_sum`` of a data loop's total (with its failure record, if any)."""
+    if failure is None:
+        return objective.reduce_sum(total)
+    return objective.reduce_sum(total, failure)
 
 
 class _OutputModule(nn.Module):
@@ -197,36 +218,45 @@ class GGNOperator(_Operator):
         obj = self.objective
         columns = [obj.unflatten(V[:, j].contiguous()) for j in range(V.shape[1])]
         total = torch.zeros_like(V)
-        for index, batch, weight in obj._batches_on_device():
-            leaves = [p.detach().requires_grad_(True) for p in obj._params]
-            out = self._outputs(leaves, batch, index)
-            # H_L on the outputs: the gradient of the loss in o, differentiable once more
-            o = out.detach().requires_grad_(True)
-            loss = self.split.curvature_loss(o, batch)
-            (dl,) = torch.autograd.grad(loss, o, create_graph=True)
-            # Jᵀu with u a dummy cotangent: differentiating it in u gives J v (double backward)
-            u = torch.zeros_like(out, requires_grad=True)
-            jtu = torch.autograd.grad(
-                out, leaves, grad_outputs=u, create_graph=True, allow_unused=True
+        with _data_loop(obj) as failure:
+            for index, batch, weight in obj._batches_on_device():
+                self._accumulate(total, columns, index, batch, weight)
+        return _reduce(obj, total, failure)
+
+    def _accumulate(
+        self,
+        total: torch.Tensor,
+        columns: list[list[torch.Tensor]],
+        index: int,
+        batch: Any,
+        weight: float,
+    ) -> None:
+        """``total[:, j] += w_b J_bᵀ H_L,b J_b v_j`` for one batch and every column ``v_j``."""
+        obj = self.objective
+        leaves = [p.detach().requires_grad_(True) for p in obj._params]
+        out = self._outputs(leaves, batch, index)
+        # H_L on the outputs: the gradient of the loss in o, differentiable once more
+        o = out.detach().requires_grad_(True)
+        loss = self.split.curvature_loss(o, batch)
+        (dl,) = torch.autograd.grad(loss, o, create_graph=True)
+        # Jᵀu with u a dummy cotangent: differentiating it in u gives J v (double backward)
+        u = torch.zeros_like(out, requires_grad=True)
+        jtu = torch.autograd.grad(out, leaves, grad_outputs=u, create_graph=True, allow_unused=True)
+        live = [i for i, g in enumerate(jtu) if g is not None and g.requires_grad]
+        if not live:
+            return  # the outputs do not depend on w: J = 0
+        for j, v in enumerate(columns):
+            (jv,) = torch.autograd.grad(
+                [jtu[i] for i in live], u, grad_outputs=[v[i] for i in live], retain_graph=True
             )
-            live = [i for i, g in enumerate(jtu) if g is not None and g.requires_grad]
-            if not live:
-                continue  # the outputs do not depend on w: J = 0
-            for j, v in enumerate(columns):
-                (jv,) = torch.autograd.grad(
-                    [jtu[i] for i in live], u, grad_outputs=[v[i] for i in live], retain_graph=True
-                )
-                if dl.requires_grad:
-                    (hjv,) = torch.autograd.grad(dl, o, grad_outputs=jv, retain_graph=True)
-                else:  # the loss is linear in the outputs: H_L = 0
-                    hjv = torch.zeros_like(jv)
-                parts = torch.autograd.grad(
-                    out, leaves, grad_outputs=hjv, retain_graph=True, allow_unused=True
-                )
-                total[:, j] += weight * obj.flatten(
-                    [None if p is None else p.detach() for p in parts]
-                )
-        return obj.reduce_sum(total)
+            if dl.requires_grad:
+                (hjv,) = torch.autograd.grad(dl, o, grad_outputs=jv, retain_graph=True)
+            else:  # the loss is linear in the outputs: H_L = 0
+                hjv = torch.zeros_like(jv)
+            parts = torch.autograd.grad(
+                out, leaves, grad_outputs=hjv, retain_graph=True, allow_unused=True
+            )
+            total[:, j] += weight * obj.flatten([None if p is None else p.detach() for p in parts])
 
 
 class EmpiricalFisherOperator(_Operator):
@@ -282,8 +312,17 @@ class EmpiricalFisherOperator(_Operator):
         size = int(batch[0].shape[0])
         for start in range(0, size, self.chunk_size):
             chunk = tuple(t[start : start + self.chunk_size] for t in batch)
-            with obj._evaluation_context(index):
-                grads = self._sample_grad(params, chunk)
+            try:
+                with obj._evaluation_context(index):
+                    grads = self._sample_grad(params, chunk)
+            except (RuntimeError, ValueError, TypeError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise InputError(
+                    f"--curvature ef: per-sample gradients (torch.func.vmap over the model) "
+                    f"failed on batch {index}: {first}",
+                    hint="the model's forward must be vmap-compatible (no .item(), no in-place "
+                    "ops on inputs, no data-dependent Python control flow); or use --curvature ggn",
+                ) from None
             count = int(chunk[0].shape[0])
             rows.append(
                 torch.cat([grads[n].reshape(count, -1) for n in obj.parameter_names], dim=1)
@@ -308,9 +347,10 @@ class EmpiricalFisherOperator(_Operator):
 
     def _block(self, V: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(V)
-        for G, scale in self._batches():
-            total += scale * (G.T @ (G @ V))
-        return self.objective.reduce_sum(total)
+        with _data_loop(self.objective) as failure:
+            for G, scale in self._batches():
+                total += scale * (G.T @ (G @ V))
+        return _reduce(self.objective, total, failure)
 
 
 def analysis_operator(

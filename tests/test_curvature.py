@@ -385,3 +385,18 @@ def test_check_json_says_which_matrix_its_metrics_are_of():
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["curvature"] == "ggn" and payload["params"] == ["4.*"] and payload["passed"]
+
+
+def test_ef_with_a_model_vmap_cannot_handle_is_an_input_error():
+    class ItemModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = mlp()
+
+        def forward(self, x):
+            return self.net(x) * float(x.abs().max().item() > -1)  # .item() breaks vmap
+
+    x, y = data("classes")
+    obj = objective(ItemModel(), SplitLoss("cross_entropy"), x, y)
+    with pytest.raises(InputError, match="vmap"):
+        curvature_operator(obj, "ef") @ torch.ones(obj.num_parameters, dtype=F64)
