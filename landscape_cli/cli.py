@@ -974,13 +974,7 @@ def track(
                 points.append(point)
                 if jsonl:
                     _emit_json(point.to_dict())
-        result = TrackResult(
-            points,
-            cfg.seed,
-            warm_start,
-            curvature=cfg.spectrum.curvature,
-            params=tuple(cfg.spectrum.params),
-        )
+        result = TrackResult(points, cfg.seed, warm_start)
         if out is not None:
             import shlex
 

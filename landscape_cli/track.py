@@ -56,6 +56,8 @@ class TrackPoint:
     hvp_count: int
     warm_started: bool
     seconds: float
+    curvature: str = "hessian"  # the matrix λ_max and trace are of (--curvature)
+    params: tuple[str, ...] = ()  # --params patterns of the diagonal block (empty: all)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,8 @@ class TrackPoint:
             "hvp_count": self.hvp_count,
             "warm_started": self.warm_started,
             "seconds": round(self.seconds, 6),
+            "curvature": self.curvature,
+            "params": list(self.params) or None,
         }
 
 
@@ -83,8 +87,15 @@ class TrackResult:
     seed: int
     warm_start: bool
     notes: dict[str, str] = field(default_factory=dict)
-    curvature: str = "hessian"
-    params: tuple[str, ...] = ()
+
+    @property
+    def curvature(self) -> str:
+        """The matrix of the series (every point is analysed with the same settings)."""
+        return self.points[0].curvature if self.points else "hessian"
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return self.points[0].params if self.points else ()
 
     def arrays(self) -> dict[str, np.ndarray]:
         def column(name: str) -> np.ndarray:
@@ -250,6 +261,8 @@ def track_series(
             hvp_count=H.matvecs + (0 if stability is None else stability.matvecs),
             warm_started=warmed,
             seconds=time.perf_counter() - start,
+            curvature=settings.curvature,
+            params=tuple(settings.params),
         )
         if progress is not None:
             progress("track", position + 1, len(loaded))
