@@ -370,6 +370,33 @@ def _spectrum_section(spectrum: Any) -> str:
             f'<p class="note">Density: {format_number(den["runs"])} SLQ runs × '
             f"{format_number(den['steps'])} steps, σ = {format_number(den['sigma'])}.</p>"
         )
+    if d.get("per_layer"):
+        parts += [
+            "<h3>Per layer (diagonal blocks)</h3>",
+            _table(
+                ("module", "parameters", "λ_max", "error bound", "trace", "stderr"),
+                [
+                    (str(r["name"]), r["size"], r["lambda_max"], r["lambda_max_error_bound"],
+                     r["trace"], r["trace_stderr"])
+                    for r in d["per_layer"]
+                ],
+                text_cols=1,
+            ),
+        ]  # fmt: skip
+    if d.get("spread"):
+        sp = d["spread"]
+        rows = [
+            ("λ_max", sp["lambda_max"]["full"], sp["lambda_max"]["mean"], sp["lambda_max"]["std"])
+        ]
+        if sp["trace"] is not None:
+            tr = sp["trace"]
+            rows.append(("trace", tr["full"], tr["mean"], tr["std"]))
+        parts += [
+            f"<h3>Spread over {format_number(sp['k'])} data subsets</h3>",
+            _table(("quantity", "full data", "subset mean", "subset std"), rows, text_cols=1),
+        ]
+    for warning in d.get("warnings") or []:
+        parts.append(f'<p class="note">Warning: {_e(warning)}</p>')
     parts += [_notes(spectrum), "</section>"]
     return "".join(parts)
 

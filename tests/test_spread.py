@@ -122,3 +122,20 @@ def test_cli_spread_json_stderr_warning_and_report(tmp_path):
     spread = read_report(out).spectrum.spread
     assert [s.lambda_max for s in spread.subsets] == payload["spread"]["lambda_max"]["values"]
     assert spread.warnings == payload["spread"]["warnings"] == payload["warnings"]
+
+
+def test_html_summary_shows_per_layer_spread_and_warnings(tmp_path):
+    from landscape_cli.report import read_report
+    from landscape_cli.summary_html import render_html
+
+    out = tmp_path / "r.h5"
+    result = CliRunner().invoke(
+        app,
+        ["spectrum", "--json", "--spread", "2", "--per-layer", "--max-samples", "128",
+         "--batch-size", "64", "--trace-matvecs", "20", "--no-density", "--top-k", "1",
+         "--curvature", "ggn", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    page = render_html(read_report(out))
+    assert "Per layer (diagonal blocks)" in page and "Spread over 2 data subsets" in page
+    assert "Warning:" in page and "generalised Gauss-Newton" in page
