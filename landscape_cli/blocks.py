@@ -32,7 +32,7 @@ from .errors import InputError, numerical_errors
 from .lanczos import lanczos
 from .results import json_number
 from .seeding import derive_seed
-from .trace import hutchpp_trace
+from .trace import hutchinson_trace, hutchpp_trace
 
 TOP_LEVEL = "(top level)"
 
@@ -173,11 +173,13 @@ def per_layer_spectrum(
     max_iter: int = 200,
     trace: bool = True,
     trace_matvecs: int = 150,
+    trace_method: str = "hutch++",
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[BlockSpectrum]:
-    """λ_max (Lanczos to relative tolerance ``tol``) and trace (Hutch++ with ``trace_matvecs``
-    products; exact when the block has at most that many coordinates) of the diagonal block of
+    """λ_max (Lanczos to relative tolerance ``tol``) and trace (``trace_method``: Hutch++ or
+    Hutchinson with ``trace_matvecs`` products; Hutch++ is exact when the block has at most that
+    many coordinates) of the diagonal block of
     each module owning parameters among ``names`` (default: all). ``make_operator()`` returns a
     fresh full operator. Sorted by λ_max, largest first."""
     groups = layer_groups(list(names) if names is not None else objective.parameter_names)
@@ -194,7 +196,8 @@ def per_layer_spectrum(
             )
             estimate = None
             if trace:
-                estimate = hutchpp_trace(
+                estimator = hutchpp_trace if trace_method == "hutch++" else hutchinson_trace
+                estimate = estimator(
                     block,
                     trace_matvecs,
                     seed=derive_seed(seed, f"per_layer/trace/{module}"),

@@ -127,6 +127,7 @@ def analyze_spectrum(
             max_iter=settings.max_iter,
             trace=settings.trace,
             trace_matvecs=settings.trace_matvecs,
+            trace_method=settings.trace_method,
             seed=seed,
             progress=stage(progress, "per_layer"),
         )
