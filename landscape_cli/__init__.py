@@ -31,6 +31,15 @@ _EXPORTS = {
     # the operator
     "Objective": "objective",
     "HessianOperator": "objective",
+    "SplitLoss": "loading",
+    "GGNOperator": "curvature",
+    "EmpiricalFisherOperator": "curvature",
+    "curvature_operator": "curvature",
+    "analysis_operator": "curvature",
+    "BlockOperator": "blocks",
+    "per_layer_spectrum": "blocks",
+    "analyze_spread": "spread",
+    "check_determinism": "determinism",
     # estimators
     "LanczosResult": "lanczos",
     "hutchinson_trace": "trace",

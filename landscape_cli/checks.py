@@ -352,6 +352,10 @@ def compute_metrics(
         "lambda_max", "lambda_min", "trace", "negative_fraction", "classification",
         "lr_times_lambda_max", "preconditioned_sharpness_ratio",
     }  # fmt: skip
+    if names & {"negative_fraction", "classification"}:
+        from .curvature import require_hessian
+
+        require_hessian(config.spectrum, "the classification (negative_fraction, classification)")
     if names & curvature:
         # one Lanczos run (with its Ritz vectors) serves spectrum's and classify's metrics
         settings = dataclasses.replace(

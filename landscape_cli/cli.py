@@ -167,6 +167,42 @@ LrOpt = Annotated[
         help="Learning rate for the edge-of-stability numbers [default: from the checkpoint's optimizer].",
     ),
 ]
+CurvatureOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--curvature",
+        help="hessian, ggn (generalised Gauss-Newton; the Fisher for cross-entropy/MSE) or ef "
+        "(empirical Fisher) [default: hessian]. ggn/ef need a built-in --loss.",
+    ),
+]
+ParamsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--params",
+        help="Only the diagonal block of these parameters: a glob ('fc1.*') or re:REGEX; "
+        "repeatable [default: all].",
+    ),
+]
+DeterminismOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--determinism-check/--no-determinism-check",
+        help="First check that the loss and 2 products are reproducible; stop (exit 2) if not "
+        "[default: on].",
+    ),
+]
+
+
+def _curvature_flags(
+    curvature: str | None, params: list[str] | None, determinism_check: bool | None
+) -> dict[str, Any]:
+    return {
+        "spectrum.curvature": curvature,
+        "spectrum.params": list(params) if params else None,
+        "spectrum.determinism_check": determinism_check,
+    }
+
+
 TrustOpt = Annotated[
     bool,
     typer.Option(
@@ -340,6 +376,8 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
         "layers": "layer Jacobians",
         "ntk": "NTK (Lanczos)",
         "ntk-trace": "NTK trace",
+        "per_layer": "per-layer blocks",
+        "spread": "data subsets",
     }
     with Progress(
         TextColumn("{task.description:<20}"),
@@ -443,6 +481,8 @@ def _run_analysis(
             result = analyze(objective, cfg, progress)
         if section is not None:
             _write_out(out, section, result, cfg, objective)
+        for warning in getattr(result, "warnings", ()):
+            typer.echo(f"landscape: warning: {warning}", err=True)
         if run.json:
             _emit_json(result.to_dict())
         else:
@@ -560,11 +600,30 @@ def spectrum(
             help="Keep the top-k eigenvectors (stored in the --out report).",
         ),
     ] = None,
+    curvature: CurvatureOpt = None,
+    params: ParamsOpt = None,
+    per_layer: Annotated[
+        bool | None,
+        typer.Option(
+            "--per-layer/--no-per-layer",
+            help="λ_max and trace of each module's diagonal block, sorted by λ_max [default: off].",
+        ),
+    ] = None,
+    spread: Annotated[
+        int | None,
+        typer.Option(
+            "--spread",
+            help="λ_max and trace on K disjoint subsets of the data: mean ± std [default: off].",
+        ),
+    ] = None,
+    determinism_check: DeterminismOpt = None,
     lr: LrOpt = None,
     out: OutOpt = None,
 ) -> None:
     """Top-k eigenvalues and lambda_min (Lanczos), trace (Hutch++) and spectral density (SLQ)."""
     flags = run.flags(lr=lr)
+    flags.update(_curvature_flags(curvature, params, determinism_check))
+    flags.update({"spectrum.per_layer": per_layer, "spectrum.spread": spread})
     flags.update(
         {
             "spectrum.top_k": top_k,
@@ -942,12 +1001,16 @@ def check(
     junit: Annotated[
         str | None, typer.Option("--junit", help="Also write the outcomes as JUnit XML.")
     ] = None,
+    curvature: CurvatureOpt = None,
+    params: ParamsOpt = None,
+    determinism_check: DeterminismOpt = None,
     lr: LrOpt = None,
 ) -> None:
     """CI gate: thresholds on a checkpoint (computes what they need) or a report (computes nothing).
 
     Exit 0 when every check passes, 1 when one fails, 2 for bad input."""
     flags = run.flags(lr=lr)
+    flags.update(_curvature_flags(curvature, params, determinism_check))
     with _errors(run.debug):
         import math
         from pathlib import Path
@@ -984,6 +1047,8 @@ def check(
             info = {
                 "seed": report.attrs.get("seed"),
                 "num_parameters": report.attrs.get("num_parameters"),
+                "curvature": None if report.spectrum is None else report.spectrum.curvature,
+                "params": None if report.spectrum is None else list(report.spectrum.params) or None,
             }
             result = CheckResult(evaluate(parsed, metrics, k), k, "report", str(target), info)
         else:
@@ -997,6 +1062,8 @@ def check(
                 "loss": objective.loss_value,
                 "grad_norm": objective.grad_norm,
                 "seconds": round(time.perf_counter() - start, 6),
+                "curvature": cfg.spectrum.curvature,
+                "params": list(cfg.spectrum.params) or None,
             }
             source = objective.checkpoint.path if objective.checkpoint is not None else "model"
             result = CheckResult(evaluate(parsed, metrics, k), k, "checkpoint", source, info)
@@ -1054,11 +1121,15 @@ def track(
     trace: Annotated[
         bool, typer.Option("--trace/--no-trace", help="Estimate the trace too.")
     ] = True,
+    curvature: CurvatureOpt = None,
+    params: ParamsOpt = None,
+    determinism_check: DeterminismOpt = None,
     lr: LrOpt = None,
     out: OutOpt = None,
 ) -> None:
     """Curvature along a series of checkpoints: lambda_max, trace, loss, grad norm, eta*lambda_max."""
     flags = run.flags(lr=lr)
+    flags.update(_curvature_flags(curvature, params, determinism_check))
     first = flags.pop("checkpoint")
     with _errors(run.debug):
         from .loading import build_objective

@@ -125,6 +125,29 @@ SPECTRUM: dict[str, Option] = {
     "save_eigenvectors": Option(
         bool, False, "keep the top-k Ritz vectors (stored in the --out report)"
     ),
+    "curvature": Option(
+        str,
+        "hessian",
+        "the matrix analysed: hessian, ggn (generalised Gauss-Newton = Fisher for CE/MSE) or "
+        "ef (empirical Fisher); ggn and ef need a built-in loss",
+        choices=("hessian", "ggn", "ef"),
+    ),
+    "params": Option(
+        list,
+        (),
+        "restrict to the diagonal block of these parameters: glob patterns, or re:REGEX",
+    ),
+    "per_layer": Option(bool, False, "λ_max and trace of each module's diagonal block"),
+    "spread": Option(
+        int,
+        None,
+        "λ_max and trace on K disjoint contiguous subsets of the batches: mean ± std",
+        minimum=2,
+        nullable=True,
+    ),
+    "determinism_check": Option(
+        bool, True, "before the run, check that the loss and the products are reproducible"
+    ),
 }
 
 CLASSIFY: dict[str, Option] = {
@@ -257,6 +280,11 @@ class SpectrumSettings:
     grid: int = 1000
     exact: bool = False
     save_eigenvectors: bool = False
+    curvature: str = "hessian"
+    params: tuple[str, ...] = ()
+    per_layer: bool = False
+    spread: int | None = None
+    determinism_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -385,6 +413,9 @@ def shown(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_KIND = {tuple: "a list of numbers", list: "a list of strings"}
+
+
 def _coerce(key: str, option: Option, value: Any, where: str) -> Any:
     """Check and convert one value; raise :class:`InputError` naming the key and the source."""
     if value is None:
@@ -424,6 +455,11 @@ def _coerce(key: str, option: Option, value: Any, where: str) -> Any:
                     f"{option.minimum or 0.0:g}"
                 )
             return out
+        elif expected is list:  # a list of strings: YAML list or one string (kept as a tuple)
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+                raise TypeError
+            return tuple(items)
         elif expected is dict:
             if not isinstance(value, Mapping):
                 raise TypeError
@@ -434,8 +470,7 @@ def _coerce(key: str, option: Option, value: Any, where: str) -> Any:
             out = str(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400)
         raise InputError(
-            f"{where}: '{key}' should be "
-            f"{'a list of numbers' if expected is tuple else expected.__name__}, got {shown(value)}",
+            f"{where}: '{key}' should be {_KIND.get(expected, expected.__name__)}, got {shown(value)}",
             hint=option.help,
         ) from None
     if option.choices is not None and out not in option.choices:

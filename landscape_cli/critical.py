@@ -49,7 +49,7 @@ import torch
 from .cg import conjugate_gradient
 from .config import ClassifySettings
 from .density import slq_density
-from .errors import numerical_errors
+from .errors import InputError, numerical_errors
 from .exact import dense_matrix
 from .lanczos import lanczos
 from .objective import Objective
@@ -340,6 +340,12 @@ def classify_point(
     """
     s = settings or ClassifySettings()
     start = time.perf_counter()
+    if spectrum is not None and (spectrum.curvature != "hessian" or spectrum.params):
+        raise InputError(
+            f"classify needs the full Hessian, but the shared spectrum is of the {spectrum.curvature}"
+            + (f" block {' '.join(spectrum.params)}" if spectrum.params else ""),
+            hint="run classify without --curvature/--params",
+        )
     H = objective.operator()
     notes: dict[str, str] = {}
     n = objective.num_parameters

@@ -13,6 +13,7 @@ from typing import Any
 
 from .config import RunConfig
 from .critical import classify_point
+from .curvature import require_hessian
 from .objective import Objective
 from .progress import StageProgress
 from .sharpness import measure_sharpness
@@ -32,6 +33,7 @@ def analyze_all(
 
     Raises ``ValueError`` for invalid surface settings before any analysis runs.
     """
+    require_hessian(config.spectrum, "landscape report (its classify and sharpness sections)")
     if surface:
         validate_settings(config.surface)
     # one Krylov space serves all three: the spectrum's Lanczos run (with its Ritz vectors) gives

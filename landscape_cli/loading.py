@@ -470,37 +470,73 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
     )
 
 
-def _named_loss(name: str) -> LossFn:
-    functional = torch.nn.functional
+class SplitLoss:
+    """A built-in loss split into the model's output and a loss on that output.
 
-    def forward(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    ``split(model, batch) == split.loss(split.outputs(model, batch), batch)``, the mean loss of the
+    batch, so a :class:`SplitLoss` is used wherever a ``fn(model, batch)`` loss is. The split is
+    what the generalised Gauss-Newton matrix and the per-sample losses of the empirical Fisher
+    need (:mod:`landscape_cli.curvature`): the Jacobian of :meth:`outputs` and the Hessian of
+    :meth:`curvature_loss` with respect to the outputs. A custom ``module:fn`` loss is one opaque
+    function and cannot be split.
+
+    * ``cross_entropy``: outputs are logits ``z``; ``ℓ = -log softmax(z)_y``.
+    * ``nll``: outputs are log-probabilities ``o``; ``ℓ = -o_y`` is linear in ``o`` (its Hessian
+      is zero), so :meth:`curvature_loss` is the cross-entropy of ``o`` taken as logits, equal to
+      ``-o_y`` wherever ``logsumexp(o) = 0``; its GGN is then the Fisher (Martens 2020, §9.2).
+    * ``mse``: ``ℓ = mean((f - y)²)`` over the output elements.
+    * ``bce_with_logits``: outputs are logits; ``ℓ = mean(BCE(σ(f), y))``.
+
+    Example
+    -------
+    >>> import torch
+    >>> split = SplitLoss("mse")
+    >>> model = torch.nn.Linear(2, 1)
+    >>> batch = (torch.randn(4, 2), torch.randn(4, 1))
+    >>> bool(split(model, batch) == split.loss(split.outputs(model, batch), batch))
+    True
+    """
+
+    def __init__(self, name: str) -> None:
+        if name not in NAMED_LOSSES:
+            raise ValueError(f"unknown loss {name!r}; known: {', '.join(NAMED_LOSSES)}")
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"SplitLoss({self.name!r})"
+
+    def outputs(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """The model's output on the batch's inputs ``batch[0]``."""
         if batch is None:
-            raise InputError(f"loss '{name}' needs data; give --data")
-        x, y = batch[0], batch[1]
-        return model(x), y
+            raise InputError(f"loss '{self.name}' needs data; give --data")
+        return model(batch[0])
 
-    def cross_entropy(model: nn.Module, batch: Any) -> torch.Tensor:
-        out, y = forward(model, batch)
-        return functional.cross_entropy(out, y)
+    def loss(self, outputs: torch.Tensor, batch: Any) -> torch.Tensor:
+        """The mean loss of the batch given the model's outputs."""
+        functional = torch.nn.functional
+        y = batch[1]
+        if self.name == "cross_entropy":
+            return functional.cross_entropy(outputs, y)
+        if self.name == "nll":
+            return functional.nll_loss(outputs, y)
+        y = y.to(outputs.dtype).reshape(outputs.shape)
+        if self.name == "mse":
+            return functional.mse_loss(outputs, y)
+        return functional.binary_cross_entropy_with_logits(outputs, y)
 
-    def nll(model: nn.Module, batch: Any) -> torch.Tensor:
-        out, y = forward(model, batch)
-        return functional.nll_loss(out, y)
+    def curvature_loss(self, outputs: torch.Tensor, batch: Any) -> torch.Tensor:
+        """The loss whose Hessian in the outputs defines the GGN: :meth:`loss`, except for
+        ``nll``, where it is the cross-entropy of the log-probabilities (see the class note)."""
+        if self.name == "nll":
+            return torch.nn.functional.cross_entropy(outputs, batch[1])
+        return self.loss(outputs, batch)
 
-    def mse(model: nn.Module, batch: Any) -> torch.Tensor:
-        out, y = forward(model, batch)
-        return functional.mse_loss(out, y.to(out.dtype).reshape(out.shape))
+    def __call__(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        return self.loss(self.outputs(model, batch), batch)
 
-    def bce_with_logits(model: nn.Module, batch: Any) -> torch.Tensor:
-        out, y = forward(model, batch)
-        return functional.binary_cross_entropy_with_logits(out, y.to(out.dtype).reshape(out.shape))
 
-    return {
-        "cross_entropy": cross_entropy,
-        "nll": nll,
-        "mse": mse,
-        "bce_with_logits": bce_with_logits,
-    }[name]
+def _named_loss(name: str) -> LossFn:
+    return SplitLoss(name)
 
 
 def load_loss(spec: str) -> LossFn:

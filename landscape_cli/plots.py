@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -243,6 +244,17 @@ def plot_layer_jacobians(
     return figure
 
 
+_CURVATURE_LABELS = {"hessian": "Hessian", "ggn": "GGN (Fisher)", "ef": "empirical Fisher"}
+
+
+def _density_title(spectrum: Any) -> str:
+    """``"Hessian spectral density (SLQ)"``, or the curvature and parameter block analysed."""
+    curvature = getattr(spectrum, "curvature", "hessian")
+    title = f"{_CURVATURE_LABELS.get(curvature, curvature)} spectral density (SLQ)"
+    params = getattr(spectrum, "params", ())
+    return title + (f", block {' '.join(params)}" if params else "")
+
+
 def report_figures(report: object, *, sigma: float | None = None) -> dict[str, Figure]:
     """Every figure a :class:`~landscape_cli.report.Report` has the material for, by name:
     ``density`` (re-broadened with ``sigma`` when given), ``ritz``, ``sharpness``, ``escape``,
@@ -261,6 +273,7 @@ def report_figures(report: object, *, sigma: float | None = None) -> dict[str, F
                 top_eigenvalues=list(spectrum.top_eigenvalues),
                 lambda_min=spectrum.lambda_min,
                 sigma=density.sigma,
+                title=_density_title(spectrum),
             )
         lz = spectrum.lanczos
         if lz is not None and lz.steps > 0:

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .blocks import BlockSpectrum
 from .config import ClassifySettings, JacobianSettings, RunConfig, SharpnessSettings
 from .critical import ClassifyResult, Decision, EscapeProbe, NewtonDecrement
 from .density import SLQResult, SpectralDensity
@@ -60,6 +61,7 @@ from .jacobian import JacobianResult, LayerJacobian, NTKSpectrum
 from .lanczos import LanczosResult
 from .results import RunInfo, SpectrumResult
 from .sharpness import SharpnessResult
+from .spread import SpreadResult, SubsetResult
 from .stability import StabilityReport
 from .surface import SurfaceResult
 from .trace import TraceEstimate
@@ -359,9 +361,19 @@ def _write_spectrum(group: h5py.Group, res: SpectrumResult, config: RunConfig | 
             "top_k": res.top_k,
             "bottom_k": res.bottom_k,
             "tol": res.tol,
+            "curvature": res.curvature,
+            "params": list(res.params),
+            "block_parameters": res.block_parameters,
+            "block_size": res.block_size,
+            "warnings": list(res.warnings),
+            "determinism_check_matvecs": res.determinism_matvecs,
         },
     )
     _write_lanczos(group, res.lanczos, {"tol": res.tol})
+    if res.per_layer is not None:
+        _write_per_layer(group, res.per_layer)
+    if res.spread is not None:
+        _write_spread(group, res.spread)
     if res.trace_estimate is not None:
         t = res.trace_estimate
         write_arrays(
@@ -404,6 +416,108 @@ def _write_spectrum(group: h5py.Group, res: SpectrumResult, config: RunConfig | 
             group, "settings", {}, {**_settings_attrs(config.spectrum), "source": "config"}
         )
     _write_notes(group, res.notes)
+
+
+PER_LAYER_ARRAYS = (
+    "size",
+    "lambda_max",
+    "lambda_max_error_bound",
+    "converged",
+    "trace",
+    "trace_stderr",
+    "matvecs",
+)
+SPREAD_ARRAYS = (
+    "first_batch",
+    "stop_batch",
+    "num_samples",
+    "lambda_max",
+    "lambda_max_error_bound",
+    "trace",
+    "trace_stderr",
+    "matvecs",
+)
+
+
+def _write_per_layer(group: h5py.Group, rows: Sequence[BlockSpectrum]) -> None:
+    """``/spectrum/per_layer``: one entry per module, largest λ_max first."""
+    arrays = {name: [getattr(r, name) for r in rows] for name in PER_LAYER_ARRAYS}
+    arrays["converged"] = np.array([bool(r.converged) for r in rows])
+    write_arrays(
+        group,
+        "per_layer",
+        arrays,
+        {
+            "names": [r.name for r in rows],
+            "parameters": [",".join(r.parameters) for r in rows],
+            "trace_method": next((r.trace_method for r in rows if r.trace_method), None),
+        },
+    )
+
+
+def _write_spread(group: h5py.Group, spread: SpreadResult) -> None:
+    """``/spectrum/spread``: the K subsets' estimates with the summary statistics as attributes."""
+    from .spread import MAX_CV, MIN_SUBSET_SAMPLES
+
+    mean, std = spread.lambda_max_mean_std
+    trace = spread.trace_mean_std
+    write_arrays(
+        group,
+        "spread",
+        {name: [getattr(s, name) for s in spread.subsets] for name in SPREAD_ARRAYS},
+        {
+            "k": spread.k,
+            "full_lambda_max": spread.full_lambda_max,
+            "full_trace": spread.full_trace,
+            "lambda_max_mean": mean,
+            "lambda_max_std": std,
+            "lambda_max_cv": spread.lambda_max_cv,
+            "trace_mean": None if trace is None else trace[0],
+            "trace_std": None if trace is None else trace[1],
+            "warnings": list(spread.warnings),
+            "min_subset_samples": MIN_SUBSET_SAMPLES,
+            "max_cv": MAX_CV,
+        },
+    )
+
+
+def _read_per_layer(group: h5py.Group) -> list[BlockSpectrum]:
+    a = read_attrs(group)
+    columns = {name: read_list(group, name) for name in PER_LAYER_ARRAYS if name != "converged"}
+    converged = _read_array(group, "converged")
+    return [
+        BlockSpectrum(
+            name=name,
+            parameters=params.split(",") if params else [],
+            size=int(columns["size"][i]),
+            lambda_max=columns["lambda_max"][i],
+            lambda_max_error_bound=columns["lambda_max_error_bound"][i],
+            converged=bool(converged[i]),
+            trace=columns["trace"][i],
+            trace_stderr=columns["trace_stderr"][i],
+            trace_method=a.get("trace_method"),
+            matvecs=int(columns["matvecs"][i]),
+        )
+        for i, (name, params) in enumerate(zip(a["names"], a["parameters"], strict=True))
+    ]
+
+
+def _read_spread(group: h5py.Group) -> SpreadResult:
+    a = read_attrs(group)
+    columns = {name: read_list(group, name) for name in SPREAD_ARRAYS}
+    ints = ("first_batch", "stop_batch", "num_samples", "matvecs")
+    subsets = [
+        SubsetResult(
+            **{
+                name: (int(columns[name][i]) if name in ints else columns[name][i])
+                for name in SPREAD_ARRAYS
+            }
+        )
+        for i in range(len(columns["lambda_max"]))
+    ]
+    return SpreadResult(
+        a["k"], subsets, a["full_lambda_max"], a.get("full_trace"), list(a.get("warnings") or [])
+    )
 
 
 def _write_classify(group: h5py.Group, res: ClassifyResult, config: RunConfig | None) -> None:
@@ -912,6 +1026,14 @@ def _read_spectrum(group: h5py.Group) -> SpectrumResult:
         exact=exact,
         stability=_optional(group, "stability", _read_stability),
         notes=_read_notes(group),
+        curvature=a.get("curvature", "hessian"),  # reports written before curvature existed
+        params=tuple(a.get("params") or ()),
+        block_parameters=a.get("block_parameters"),
+        block_size=a.get("block_size"),
+        per_layer=_optional(group, "per_layer", _read_per_layer),
+        spread=_optional(group, "spread", _read_spread),
+        warnings=list(a.get("warnings") or []),
+        determinism_matvecs=a.get("determinism_check_matvecs"),
     )
 
 
@@ -1142,6 +1264,8 @@ def write_track(
             {
                 "checkpoints": "\n".join(p.checkpoint for p in result.points),
                 "warm_start": result.warm_start,
+                "curvature": getattr(result, "curvature", "hessian"),
+                "params": list(getattr(result, "params", ())),
                 "seed": result.seed,
                 "created": _utc_now(),
                 "command_line": command_line,

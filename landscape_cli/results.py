@@ -117,6 +117,14 @@ class SpectrumResult:
     exact: Any = None  # ExactSpectrum
     stability: Any = None  # StabilityReport
     notes: Mapping[str, str] = field(default_factory=dict)
+    curvature: str = "hessian"  # hessian, ggn or ef
+    params: tuple[str, ...] = ()  # --params patterns (empty: all parameters)
+    block_parameters: list[str] | None = None  # the parameters they matched
+    block_size: int | None = None  # coordinates in that block
+    per_layer: Any = None  # list[BlockSpectrum], largest λ_max first
+    spread: Any = None  # SpreadResult
+    warnings: Sequence[str] = ()
+    determinism_matvecs: int | None = None  # products spent by the determinism check (None: off)
 
     @property
     def lambda_max(self) -> float:
@@ -159,6 +167,26 @@ class SpectrumResult:
             }
         )
         out["stability"] = None if self.stability is None else self.stability.to_dict()
+        out["curvature"] = self.curvature
+        out["params"] = None if not self.params else list(self.params)
+        out["block"] = (
+            None
+            if self.block_parameters is None
+            else {
+                "parameters": list(self.block_parameters),
+                "size": self.block_size,
+            }
+        )
+        if self.per_layer is not None:
+            out["per_layer"] = [row.to_dict() for row in self.per_layer]
+        if self.spread is not None:
+            out["spread"] = self.spread.to_dict()
+        out["warnings"] = list(self.warnings)
+        out["determinism_check"] = (
+            None
+            if self.determinism_matvecs is None
+            else {"passed": True, "matvecs": self.determinism_matvecs, "loss_evaluations": 1}
+        )
         if self.exact is not None:
             out["exact"] = self.exact.to_dict(self.top_k, max(self.bottom_k, 1))
         if self.notes:

@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 
 from .config import SpectrumSettings
+from .curvature import CURVATURE_NAMES, analysis_operator, curvature_operator
 from .density import slq_density
 from .errors import InputError, numerical_errors
 from .exact import check_exact_size, exact_spectrum
@@ -31,10 +32,14 @@ def analyze_spectrum(
     lr: float | None = None,
     progress: StageProgress | None = None,
 ) -> SpectrumResult:
-    """Top-k and bottom-k eigenvalues, trace and spectral density of the Hessian at ``w``.
+    """Top-k and bottom-k eigenvalues, trace and spectral density of the curvature at ``w``.
+
+    The curvature is ``settings.curvature`` (the Hessian, the generalised Gauss-Newton matrix or
+    the empirical Fisher, :mod:`landscape_cli.curvature`), restricted to the diagonal block of
+    ``settings.params`` when given (:mod:`landscape_cli.blocks`).
 
     * Extremes: one Lanczos run with full reorthogonalisation, stopped when the wanted Ritz values'
-      error bounds fall below ``settings.tol`` relative to the spectral-norm estimate.
+      residuals fall below ``settings.tol`` relative to the spectral-norm estimate.
     * Trace: Hutch++ (Meyer et al. 2021) or Hutchinson (1989), ``settings.trace_matvecs`` HVPs,
       by default on the remainder after deflating the extremes' Lanczos basis ``Q_m``, whose
       part ``tr(T_m) = Σ alpha_i`` is known for free (:func:`~landscape_cli.trace.deflated_trace`).
@@ -42,13 +47,20 @@ def analyze_spectrum(
       ``slq_runs × slq_steps`` HVPs, Gaussian broadening ``sigma``.
     * Exact (``settings.exact``): the dense Hessian from ``n`` HVPs, for small models.
     * Edge of stability (:mod:`landscape_cli.stability`) when a learning rate is known (``lr`` or
-      the checkpoint's optimizer state).
+      the checkpoint's optimizer state); only for the full Hessian.
+    * Per layer (``settings.per_layer``): λ_max and trace of each module's diagonal block.
+    * Spread (``settings.spread = K``): λ_max and trace on K disjoint subsets of the data
+      (:mod:`landscape_cli.spread`), with warnings when the sample is too small.
+    * Determinism check (``settings.determinism_check``): 1 loss evaluation and 2 products
+      first (:mod:`landscape_cli.determinism`), counted in ``hvp_count``.
     """
     settings = settings or SpectrumSettings()
     start = time.perf_counter()
-    H = objective.operator()
+    H = analysis_operator(objective, settings.curvature, settings.params)
+    full_hessian = settings.curvature == "hessian" and not settings.params
     notes: dict[str, str] = {}
-    n = objective.num_parameters
+    warnings: list[str] = []
+    n = H.shape[0]
     top_k = min(settings.top_k, n)
     bottom_k = min(settings.bottom_k, n)
     if settings.exact:
@@ -58,6 +70,11 @@ def analyze_spectrum(
             f"--top-k {top_k} plus --bottom-k {bottom_k} exceed --max-iter {settings.max_iter}",
             hint=f"raise --max-iter to at least {top_k + bottom_k}",
         )
+    determinism_matvecs = None
+    if settings.determinism_check:
+        from .determinism import check_determinism
+
+        determinism_matvecs = check_determinism(objective, H, seed=derive_seed(seed, "determinism"))
     with numerical_errors("the Lanczos iteration"):
         lz = lanczos(
             H,
@@ -73,8 +90,8 @@ def analyze_spectrum(
         basis, lz = lz.basis, replace(lz, basis=None)  # the basis is not kept in the result
         if not lz.converged:
             notes["lanczos"] = (
-                f"stopped after {len(lz.alphas)} iterations (--max-iter) before the error bounds "
-                f"reached tol={settings.tol:g}; see lanczos.*_error_bounds"
+                f"stopped after {len(lz.alphas)} iterations (--max-iter) before the residuals "
+                f"reached tol={settings.tol:g}; see lanczos.*_residuals"
             )
         trace_estimate = None
         if settings.trace and basis is not None:
@@ -113,10 +130,50 @@ def analyze_spectrum(
         exact = exact_spectrum(H, progress=stage(progress, "exact")) if settings.exact else None
     if bottom_k == 0:
         notes["lambda_min"] = "not requested (--bottom-k 0)"
-    stability = stability_report(objective, float(lz.top(1)[0]), lr=lr, seed=seed)
-    if stability is None:
-        notes["stability"] = NO_LEARNING_RATE
-    hvps = H.matvecs + (stability.matvecs if stability is not None else 0)
+    per_layer = None
+    extra_hvps = 0
+    if settings.per_layer:
+        from .blocks import per_layer_spectrum
+
+        per_layer = per_layer_spectrum(
+            objective,
+            lambda: curvature_operator(objective, settings.curvature),
+            names=getattr(H, "names", None),
+            tol=settings.tol,
+            max_iter=settings.max_iter,
+            trace=settings.trace,
+            trace_matvecs=settings.trace_matvecs,
+            trace_method=settings.trace_method,
+            seed=seed,
+            progress=stage(progress, "per_layer"),
+        )
+        extra_hvps += sum(row.matvecs for row in per_layer)
+    spread = None
+    if settings.spread is not None:
+        from .spread import analyze_spread
+
+        spread = analyze_spread(
+            objective,
+            settings,
+            k=settings.spread,
+            full_lambda_max=float(lz.top(1)[0]),
+            full_trace=None if trace_estimate is None else trace_estimate.estimate,
+            seed=seed,
+            progress=stage(progress, "spread"),
+        )
+        extra_hvps += spread.matvecs
+        warnings.extend(spread.warnings)
+    stability = None
+    if full_hessian:
+        stability = stability_report(objective, float(lz.top(1)[0]), lr=lr, seed=seed)
+        if stability is None:
+            notes["stability"] = NO_LEARNING_RATE
+    else:
+        notes["stability"] = (
+            "the edge-of-stability numbers need λ_max of the full Hessian; not computed for "
+            f"the {CURVATURE_NAMES[settings.curvature]}" + (" block" if settings.params else "")
+        )
+    hvps = H.matvecs + extra_hvps + (stability.matvecs if stability is not None else 0)
     info = RunInfo.from_objective(objective, "spectrum", seed, hvps, time.perf_counter() - start)
     return SpectrumResult(
         info=info,
@@ -132,4 +189,12 @@ def analyze_spectrum(
         exact=exact,
         stability=stability,
         notes=notes,
+        curvature=settings.curvature,
+        params=tuple(settings.params),
+        block_parameters=getattr(H, "names", None),
+        block_size=n if settings.params else None,
+        per_layer=per_layer,
+        spread=spread,
+        warnings=warnings,
+        determinism_matvecs=determinism_matvecs,
     )

@@ -307,6 +307,21 @@ def _notes(result: Any) -> str:
     return f'<ul class="note">{items}</ul>'
 
 
+def _curvature_note(spectrum: Any) -> str:
+    """A line naming the matrix analysed when it is not the full Hessian (empty otherwise)."""
+    curvature = getattr(spectrum, "curvature", "hessian")
+    params = getattr(spectrum, "params", ())
+    if curvature == "hessian" and not params:
+        return ""
+    names = {"ggn": "generalised Gauss-Newton (Fisher)", "ef": "empirical Fisher"}
+    text = f"Matrix analysed: the {_e(names.get(curvature, curvature))}"
+    if curvature == "hessian":
+        text = "Matrix analysed: the Hessian"
+    if params:
+        text += f", diagonal block of the parameters matching {_e(' '.join(params))}"
+    return f'<p class="note">{text}; products are counted as Hessian-vector products.</p>'
+
+
 def _spectrum_section(spectrum: Any) -> str:
     d = spectrum.to_dict()
     lz = d["lanczos"]
@@ -330,6 +345,7 @@ def _spectrum_section(spectrum: Any) -> str:
     headers = ("#", "eigenvalue", "error bound", "residual ‖Hy − θy‖")
     parts = [
         '<section id="spectrum"><h2>Spectrum</h2>',
+        _curvature_note(spectrum),
         f'<p class="note">Lanczos: {format_number(lz["iterations"])} iterations, converged '
         f"{format_number(lz['converged'])}, tolerance {format_number(lz['tol'])}; "
         f"{format_number(d['hvp_count'])} Hessian-vector products in "
@@ -354,6 +370,33 @@ def _spectrum_section(spectrum: Any) -> str:
             f'<p class="note">Density: {format_number(den["runs"])} SLQ runs × '
             f"{format_number(den['steps'])} steps, σ = {format_number(den['sigma'])}.</p>"
         )
+    if d.get("per_layer"):
+        parts += [
+            "<h3>Per layer (diagonal blocks)</h3>",
+            _table(
+                ("module", "parameters", "λ_max", "error bound", "trace", "stderr"),
+                [
+                    (str(r["name"]), r["size"], r["lambda_max"], r["lambda_max_error_bound"],
+                     r["trace"], r["trace_stderr"])
+                    for r in d["per_layer"]
+                ],
+                text_cols=1,
+            ),
+        ]  # fmt: skip
+    if d.get("spread"):
+        sp = d["spread"]
+        rows = [
+            ("λ_max", sp["lambda_max"]["full"], sp["lambda_max"]["mean"], sp["lambda_max"]["std"])
+        ]
+        if sp["trace"] is not None:
+            tr = sp["trace"]
+            rows.append(("trace", tr["full"], tr["mean"], tr["std"]))
+        parts += [
+            f"<h3>Spread over {format_number(sp['k'])} data subsets</h3>",
+            _table(("quantity", "full data", "subset mean", "subset std"), rows, text_cols=1),
+        ]
+    for warning in d.get("warnings") or []:
+        parts.append(f'<p class="note">Warning: {_e(warning)}</p>')
     parts += [_notes(spectrum), "</section>"]
     return "".join(parts)
 

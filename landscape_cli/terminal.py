@@ -70,7 +70,7 @@ def print_spectrum(result: Any, console: Console | None = None) -> None:
     info = result.info
     _header(console, info)
     lz = result.lanczos
-    table = Table(title="Hessian spectrum", title_justify="left")
+    table = Table(title=_curvature_title(result), title_justify="left")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("± bound", justify="right")
@@ -104,6 +104,54 @@ def print_spectrum(result: Any, console: Console | None = None) -> None:
     for key, note in result.notes.items():
         if key != "stability":
             console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
+    if result.per_layer is not None:
+        _print_per_layer(console, result.per_layer)
+    if result.spread is not None:
+        _print_spread(console, result.spread)
+
+
+CURVATURE_TITLES = {
+    "hessian": "Hessian",
+    "ggn": "Generalised Gauss-Newton (Fisher)",
+    "ef": "Empirical Fisher",
+}
+
+
+def _curvature_title(result: Any) -> str:
+    title = f"{CURVATURE_TITLES.get(result.curvature, result.curvature)} spectrum"
+    if result.params:
+        size = f", {result.block_size:,} coordinates" if result.block_size else ""
+        title += f" · block {' '.join(result.params)}{size}"
+    return title
+
+
+def _print_per_layer(console: Console, rows: Any) -> None:
+    table = Table(title="per layer (diagonal blocks, largest λ_max first)", title_justify="left")
+    for name in ("module", "parameters", "λ_max", "± bound", "trace", "± s.e."):
+        table.add_column(name, justify="left" if name == "module" else "right")
+    for r in rows:
+        table.add_row(
+            escape(r.name), _fmt(r.size), _fmt(r.lambda_max), _fmt(r.lambda_max_error_bound, 2),
+            _fmt(r.trace), "exact" if r.trace_method == "exact" else _fmt(r.trace_stderr, 2),
+        )  # fmt: skip
+    console.print(table)
+
+
+def _print_spread(console: Console, spread: Any) -> None:
+    table = Table(title=f"spread over {spread.k} disjoint data subsets", title_justify="left")
+    for name in ("quantity", "full data", "subset mean", "subset std"):
+        table.add_column(name, justify="right")
+    mean, std = spread.lambda_max_mean_std
+    table.add_row("λ_max", _fmt(spread.full_lambda_max), _fmt(mean), _fmt(std, 3))
+    trace = spread.trace_mean_std
+    if trace is not None:
+        table.add_row("trace", _fmt(spread.full_trace), _fmt(trace[0]), _fmt(trace[1], 3))
+    console.print(table)
+    sizes = [s.num_samples for s in spread.subsets]
+    console.print(
+        f"subsets of {min(sizes):,}–{max(sizes):,} samples · λ_max varies by "
+        f"{_fmt(100 * spread.lambda_max_cv, 3)} % (coefficient of variation)"
+    )
 
 
 def print_inspection(result: Any, console: Console | None = None) -> None:
@@ -287,7 +335,9 @@ def print_checks(result: Any, console: Console | None = None) -> None:
 def print_track(result: Any, console: Console | None = None) -> None:
     """One row per checkpoint, in step order."""
     console = console or Console()
-    table = Table(title="curvature along the run", title_justify="left")
+    kind = CURVATURE_TITLES.get(getattr(result, "curvature", "hessian"), "Hessian")
+    block = f" · block {' '.join(result.params)}" if getattr(result, "params", ()) else ""
+    table = Table(title=f"curvature along the run ({kind}{block})", title_justify="left")
     for name in ("step", "λ_max", "trace", "loss", "‖∇L‖", "η·λ_max", "HVPs"):
         table.add_column(name, justify="right")
     for p in result.points:

@@ -364,7 +364,8 @@ def deflated_trace(
 
     Returns:
         :class:`TraceEstimate` with ``method = "deflated " + method``, ``matvecs`` the products
-        spent here (the basis is not counted), ``deflation_rank = r`` and ``deflation_trace``.
+        spent here (the basis is not counted), ``deflation_rank = r`` and ``deflation_trace``;
+        when ``num_matvecs >= n``, the exact trace of ``A`` (``method = "exact"``).
     """
     n = _operator_size(A)
     if Q.ndim != 2 or Q.shape[0] != n:
@@ -374,6 +375,8 @@ def deflated_trace(
     if not math.isfinite(basis_trace):
         raise ValueError(f"basis_trace must be finite, got {basis_trace!r}")
     estimator = hutchpp_trace if method == "hutch++" else hutchinson_trace
+    if num_matvecs >= n:  # the exact trace (n products) needs no deflation
+        return estimator(A, num_matvecs, seed=seed, block_size=block_size, progress=progress)
     rest = estimator(
         DeflatedOperator(A, Q), num_matvecs, seed=seed, block_size=block_size, progress=progress
     )

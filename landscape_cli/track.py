@@ -56,6 +56,8 @@ class TrackPoint:
     hvp_count: int
     warm_started: bool
     seconds: float
+    curvature: str = "hessian"  # the matrix λ_max and trace are of (--curvature)
+    params: tuple[str, ...] = ()  # --params patterns of the diagonal block (empty: all)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,8 @@ class TrackPoint:
             "hvp_count": self.hvp_count,
             "warm_started": self.warm_started,
             "seconds": round(self.seconds, 6),
+            "curvature": self.curvature,
+            "params": list(self.params) or None,
         }
 
 
@@ -83,6 +87,15 @@ class TrackResult:
     seed: int
     warm_start: bool
     notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def curvature(self) -> str:
+        """The matrix of the series (every point is analysed with the same settings)."""
+        return self.points[0].curvature if self.points else "hessian"
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return self.points[0].params if self.points else ()
 
     def arrays(self) -> dict[str, np.ndarray]:
         def column(name: str) -> np.ndarray:
@@ -113,6 +126,8 @@ class TrackResult:
             "command": "track",
             "seed": self.seed,
             "warm_start": self.warm_start,
+            "curvature": self.curvature,
+            "params": list(self.params) or None,
             "num_checkpoints": len(self.points),
             "hvp_count": int(sum(p.hvp_count for p in self.points)),
             "points": [p.to_dict() for p in self.points],
@@ -174,11 +189,17 @@ def track_series(
     """Yield one :class:`TrackPoint` per checkpoint, in step order, as each finishes.
 
     ``build(config)`` turns a config (with ``checkpoint`` set) into an objective: the CLI passes
-    :func:`~landscape_cli.loading.build_objective`.
+    :func:`~landscape_cli.loading.build_objective`. The curvature, parameter block and
+    determinism check are ``config.spectrum``'s (:func:`~landscape_cli.curvature.analysis_operator`);
+    the edge-of-stability numbers are computed for the full Hessian only.
     """
     import dataclasses
 
+    from .curvature import analysis_operator
+    from .determinism import check_determinism
     from .loading import load_checkpoint
+
+    settings = config.spectrum
 
     loaded = []
     for index, path in enumerate(paths):  # read the steps first: the files alone, no objective
@@ -189,14 +210,16 @@ def track_series(
     for position, (step, _index, path, source) in enumerate(loaded):
         start = time.perf_counter()
         objective = build(dataclasses.replace(config, checkpoint=path))
-        H = objective.operator()
+        H = analysis_operator(objective, settings.curvature, settings.params)
+        n = H.shape[0]
+        if settings.determinism_check:
+            check_determinism(objective, H, seed=derive_seed(config.seed, "determinism"))
+        determinism_matvecs = H.matvecs
         start_vector = None
-        warmed = (
-            warm_start and previous is not None and previous.shape[0] == objective.num_parameters
-        )
+        warmed = warm_start and previous is not None and previous.shape[0] == n
         if warmed:
             gen = torch.Generator().manual_seed(derive_seed(config.seed, f"track/{position}"))
-            noise = torch.randn(objective.num_parameters, generator=gen, dtype=torch.float64)
+            noise = torch.randn(n, generator=gen, dtype=torch.float64)
             mixed = previous.double().cpu() / previous.norm() + warm_mix * noise / noise.norm()
             start_vector = mixed.to(device=objective.device, dtype=objective.dtype)
         with numerical_errors(f"the Lanczos iteration on {path}"):
@@ -211,7 +234,7 @@ def track_series(
                 return_vectors=True,
                 progress=None if progress is None else (lambda d, t: progress("lanczos", d, t)),
             )
-        lanczos_matvecs = H.matvecs
+        lanczos_matvecs = H.matvecs - determinism_matvecs
         previous = lz.top_vectors[:, 0].detach()
         lambda_max = float(lz.top(1)[0])
         estimate = None
@@ -219,7 +242,9 @@ def track_series(
             estimate = hutchpp_trace(
                 H, config.spectrum.trace_matvecs, seed=derive_seed(config.seed, "trace")
             )
-        stability = stability_report(objective, lambda_max, lr=config.lr, seed=config.seed)
+        stability = None
+        if settings.curvature == "hessian" and not settings.params:  # EoS: the full Hessian's λ_max
+            stability = stability_report(objective, lambda_max, lr=config.lr, seed=config.seed)
         yield TrackPoint(
             checkpoint=path,
             step=step,
@@ -236,6 +261,8 @@ def track_series(
             hvp_count=H.matvecs + (0 if stability is None else stability.matvecs),
             warm_started=warmed,
             seconds=time.perf_counter() - start,
+            curvature=settings.curvature,
+            params=tuple(settings.params),
         )
         if progress is not None:
             progress("track", position + 1, len(loaded))

@@ -246,3 +246,13 @@ def test_lanczos_deflated_trace_is_unbiased_and_no_worse_than_hutchpp(kind, budg
         deflated.append(abs(est.estimate - tr))
         plain.append(abs(hutchpp_trace(A, budget, seed=seed).estimate - tr))
     assert np.median(deflated) < ratio * np.median(plain)
+
+
+def test_deflated_trace_with_a_budget_of_n_is_the_plain_exact_trace() -> None:
+    from landscape_cli.trace import deflated_trace
+
+    tr, A = small_indefinite(30)
+    Q = random_orthogonal(30, 1)[:, :4]
+    est = deflated_trace(A, Q, 123.0, 30)  # a wrong basis trace must not matter here
+    assert est.method == "exact" and est.deflation_rank == 0
+    assert est.estimate == pytest.approx(tr, abs=1e-10)
