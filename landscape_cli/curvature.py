@@ -47,8 +47,7 @@ Only the built-in losses can be split into model output and loss on the output
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,7 +55,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from .errors import InputError, NumericalError
-from .objective import Objective
+from .objective import CurvatureOperator, Objective
 
 CURVATURES = ("hessian", "ggn", "ef")
 CURVATURE_NAMES = {
@@ -64,26 +63,6 @@ CURVATURE_NAMES = {
     "ggn": "generalised Gauss-Newton",
     "ef": "empirical Fisher",
 }
-
-
-@contextlib.contextmanager
-def _data_loop(objective: Objective) -> Iterator[Any]:
-    """The objective's ``collect_failure()`` context when it has one (``torch.distributed``
-    runs: an error in one rank's batches is raised on every rank at the loop's
-    :func:`_reduce`), else a no-op yielding ``None``."""
-    collect = getattr(objective, "collect_failure", None)
-    if collect is None:
-        yield None
-        return
-    with collect() as failure:
-        yield failure
-
-
-def _reduce(objective: Objective, total: torch.Tensor, failure: Any) -> torch.Tensor:
-    """``objective.reduce_sum`` of a data loop's total (with its failure record, if any)."""
-    if failure is None:
-        return objective.reduce_sum(total)
-    return objective.reduce_sum(total, failure)
 
 
 class _OutputModule(nn.Module):
@@ -137,42 +116,7 @@ def curvature_operator(objective: Objective, curvature: str = "hessian") -> Any:
     raise InputError(f"--curvature '{curvature}': choose one of {', '.join(CURVATURES)}")
 
 
-class _Operator:
-    """Shared plumbing: shape, dtype, device, the matvec counter and ``(n,)`` / ``(n, k)`` input."""
-
-    def __init__(self, objective: Objective) -> None:
-        self.objective = objective
-        n = objective.num_parameters
-        self.shape = (n, n)
-        self.dtype = objective.dtype
-        self.device = objective.device
-        self.matvecs = 0
-
-    def _block(self, V: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
-        v = v.to(device=self.device, dtype=self.dtype)
-        if v.ndim == 1 and v.shape[0] == self.shape[0]:
-            out = self._block(v.reshape(-1, 1)).reshape(-1)
-            self.matvecs += 1
-        elif v.ndim == 2 and v.shape[0] == self.shape[0]:
-            out = self._block(v)
-            self.matvecs += v.shape[1]
-        else:
-            raise ValueError(
-                f"expected a vector of length {self.shape[0]} or an (n, k) block, "
-                f"got {tuple(v.shape)}"
-            )
-        if not bool(torch.isfinite(out).all()):
-            raise NumericalError(
-                f"a {type(self).__name__} product is not finite",
-                hint="the outputs or the loss overflow here; try --dtype float64",
-            )
-        return out
-
-
-class GGNOperator(_Operator):
+class GGNOperator(CurvatureOperator):
     """The generalised Gauss-Newton matrix ``G = Σ_b w_b J_bᵀ H_L,b J_b`` (module docstring).
 
     Example
@@ -218,10 +162,10 @@ class GGNOperator(_Operator):
         obj = self.objective
         columns = [obj.unflatten(V[:, j].contiguous()) for j in range(V.shape[1])]
         total = torch.zeros_like(V)
-        with _data_loop(obj) as failure:
+        with obj.collect_failure() as failure:
             for index, batch, weight in obj._batches_on_device():
                 self._accumulate(total, columns, index, batch, weight)
-        return _reduce(obj, total, failure)
+        return obj.reduce_sum(total, failure)
 
     def _accumulate(
         self,
@@ -259,7 +203,7 @@ class GGNOperator(_Operator):
             total[:, j] += weight * obj.flatten([None if p is None else p.detach() for p in parts])
 
 
-class EmpiricalFisherOperator(_Operator):
+class EmpiricalFisherOperator(CurvatureOperator):
     """The empirical Fisher ``F = (1/N) Σ_i g_i g_iᵀ`` of per-sample gradients (module docstring).
 
     Parameters
@@ -347,10 +291,10 @@ class EmpiricalFisherOperator(_Operator):
 
     def _block(self, V: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(V)
-        with _data_loop(self.objective) as failure:
+        with self.objective.collect_failure() as failure:
             for G, scale in self._batches():
                 total += scale * (G.T @ (G @ V))
-        return _reduce(self.objective, total, failure)
+        return self.objective.reduce_sum(total, failure)
 
 
 def analysis_operator(

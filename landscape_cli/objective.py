@@ -92,11 +92,14 @@ class _SavedBytes:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
 
 
-class HessianOperator:
-    """The Hessian of an :class:`Objective` as a matrix-free linear operator.
+class CurvatureOperator:
+    """Base of the matrix-free curvature operators of an :class:`Objective` (the Hessian here; the
+    generalised Gauss-Newton matrix and the empirical Fisher in :mod:`landscape_cli.curvature`).
 
-    ``H @ v`` for ``v`` of shape ``(n,)`` or ``(n, k)``; each column costs one HVP and is counted in
-    :attr:`matvecs`. Any estimator that accepts a dense symmetric tensor accepts this.
+    ``A @ v`` for ``v`` of shape ``(n,)`` or ``(n, k)``; each column is counted in
+    :attr:`matvecs`, and a non-finite product is a :class:`NumericalError`. Subclasses implement
+    ``_block(V)`` for an ``(n, k)`` block. Any estimator that accepts a dense symmetric tensor
+    accepts these.
     """
 
     def __init__(self, objective: Objective) -> None:
@@ -107,17 +110,35 @@ class HessianOperator:
         self.device = objective.device
         self.matvecs = 0
 
+    def _block(self, V: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
         v = v.to(device=self.device, dtype=self.dtype)
-        if v.ndim == 1:
+        if v.ndim == 1 and v.shape[0] == self.shape[0]:
+            out = self._block(v.reshape(-1, 1)).reshape(-1)
             self.matvecs += 1
-            return self.objective.hvp(v)
-        if v.ndim == 2 and v.shape[0] == self.shape[0]:
+        elif v.ndim == 2 and v.shape[0] == self.shape[0]:
+            out = self._block(v)
             self.matvecs += v.shape[1]
-            return self.objective.hvp_block(v)
-        raise ValueError(
-            f"expected a vector of length {self.shape[0]} or an (n, k) block, got {tuple(v.shape)}"
-        )
+        else:
+            raise ValueError(
+                f"expected a vector of length {self.shape[0]} or an (n, k) block, "
+                f"got {tuple(v.shape)}"
+            )
+        if not bool(torch.isfinite(out).all()):
+            raise NumericalError(
+                f"a {type(self).__name__} product is not finite",
+                hint="the outputs or the loss overflow here; try --dtype float64",
+            )
+        return out
+
+
+class HessianOperator(CurvatureOperator):
+    """The Hessian of an :class:`Objective`: each column costs one HVP (:meth:`Objective.hvp_block`)."""
+
+    def _block(self, V: torch.Tensor) -> torch.Tensor:
+        return self.objective.hvp_block(V)
 
 
 class ScaledOperator:

@@ -184,3 +184,23 @@ def test_a_failure_on_one_rank_stops_every_rank_with_one_message(tmp_path):
     assert len(errors) == 1, result.stderr[-3000:]
     assert "batch 3 of 6" in errors[0] and "(rank 1)" in errors[0]
     assert "exitcode  : 2" in result.stderr  # torchrun's summary of the failed ranks
+
+
+@pytest.mark.parametrize("curvature", ["ggn", "ef"])
+def test_torchrun_gauss_newton_and_fisher_match_single_process(tmp_path, curvature):
+    """The GGN and empirical-Fisher data loops shard and reduce like the Hessian's, including
+    the per-layer blocks and the data-subset spread."""
+    args = ["spectrum", "--curvature", curvature, *COMMON, "--json", "--no-density"]
+    args += ["--trace-matvecs", "20", "--per-layer", "--spread", "2"]
+    single = _run(args, tmp_path)
+    double = _run(args, tmp_path, nproc=2)
+    assert single.returncode == 0 and double.returncode == 0, double.stderr[-2000:]
+    a, b = json.loads(single.stdout), json.loads(double.stdout)
+    assert a["curvature"] == b["curvature"] == curvature
+    _close(a["top_eigenvalues"], b["top_eigenvalues"])
+    _close(a["trace"]["estimate"], b["trace"]["estimate"])
+    _close([r["lambda_max"] for r in a["per_layer"]], [r["lambda_max"] for r in b["per_layer"]])
+    _close(
+        [s["lambda_max"] for s in a["spread"]["subsets"]],
+        [s["lambda_max"] for s in b["spread"]["subsets"]],
+    )
