@@ -77,6 +77,7 @@ import numpy as np
 import torch
 
 from .config import SurfaceSettings
+from .data import move_batch
 from .errors import NumericalError
 from .lanczos import LanczosResult, lanczos
 from .objective import Objective
@@ -312,9 +313,13 @@ def evaluate_points(
     in :meth:`Objective.loss`. A non-finite loss at a point is recorded (NaN/Inf), not raised: a
     wide span may overflow far from ``w``. The metric is ``None`` as soon as one batch does not
     admit it. ``progress(done, P·B)`` is called after each point of each of the ``B`` batches
-    of this process (``B = 1`` for data in one batch: one tick per grid point). Under
-    :mod:`torch.distributed` each rank evaluates every point on its own batches and one
-    all-reduce sums the per-point losses (data parallel, like every other loss evaluation).
+    (``B = 1`` for data in one batch: one tick per grid point).
+
+    Under :mod:`torch.distributed` the *points* are split across ranks (rank ``r`` evaluates
+    points ``r, r + R, ...`` on all batches, as Goldstein et al.'s loss-landscape code does with
+    MPI) and one all-reduce gathers the losses: a grid of many points on data of few batches
+    still uses every rank, and each point's sum is accumulated in the single-process order, so
+    the surface equals the single-process one exactly.
     """
     coefficients = np.asarray(coefficients, dtype=np.float64)
     if coefficients.ndim != 2 or coefficients.shape[1] != len(directions):
@@ -330,8 +335,18 @@ def evaluate_points(
     losses = np.zeros(count, dtype=np.float64)
     metric = np.zeros(count, dtype=np.float64)
     metric_ok = metric_fn is not None
-    num_batches = len(objective.batches.local_indices)
-    total = count * num_batches
+    ranks = objective.ranks
+    points = range(ranks.rank, count, ranks.world_size)
+    if ranks.distributed:  # every batch, in order, for this rank's points
+        pairs: Any = (
+            (index, move_batch(batch, objective.device, objective.dtype), weight)
+            for index, (batch, weight) in enumerate(objective.batches)
+        )
+        num_batches = len(objective.batches)
+    else:
+        pairs = objective._batches_on_device()
+        num_batches = len(objective.batches.local_indices)
+    total = len(points) * num_batches
     done = 0
     captured: list[Any] = []
 
@@ -341,8 +356,8 @@ def evaluate_points(
     handle = objective.model.register_forward_hook(hook) if metric_ok else None
     try:
         with torch.no_grad(), objective.collect_failure() as failure:
-            for index, batch, weight in objective._batches_on_device():
-                for p in range(count):
+            for index, batch, weight in pairs:
+                for p in points:
                     c = coefficients[p]
                     params = []
                     for i, w in enumerate(base):
