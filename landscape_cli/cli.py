@@ -561,7 +561,7 @@ def spectrum(
         str | None, typer.Option("--trace-method", help="hutch++ or hutchinson [default: hutch++].")
     ] = None,
     trace_matvecs: Annotated[
-        int | None, typer.Option("--trace-matvecs", help="HVPs for the trace [default: 150].")
+        int | None, typer.Option("--trace-matvecs", help="HVPs for the trace [default: 100].")
     ] = None,
     deflate_trace: Annotated[
         bool | None,
@@ -575,10 +575,10 @@ def spectrum(
         typer.Option("--density/--no-density", help="Estimate the spectral density [default: on]."),
     ] = None,
     slq_runs: Annotated[
-        int | None, typer.Option("--slq-runs", help="SLQ random probes [default: 10].")
+        int | None, typer.Option("--slq-runs", help="SLQ random probes [default: 4].")
     ] = None,
     slq_steps: Annotated[
-        int | None, typer.Option("--slq-steps", help="Lanczos steps per SLQ probe [default: 80].")
+        int | None, typer.Option("--slq-steps", help="Lanczos steps per SLQ probe [default: 50].")
     ] = None,
     sigma: Annotated[
         float | None,

@@ -36,7 +36,7 @@ import torch
 from landscape_cli.lanczos import LanczosProcess
 
 #: Memory the lockstep SLQ runs' Lanczos bases may take together (bytes), when ``block_size`` is
-#: not given: all 10 default runs for models up to ~3M float32 parameters at 80 steps.
+#: not given: all 10 of slq_density's default runs for models up to ~3M float32 parameters at 80 steps.
 BLOCK_MEMORY = 1 << 30
 
 __all__ = [
