@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/scaling.py            # full run, ~10 minutes on a quiet 2-core CPU
+    python benchmarks/scaling.py            # full run, ~5 minutes (+ up to 10 s per configuration waiting for idle)
     python benchmarks/scaling.py --quick    # smoke run, under 2 minutes (3 smaller sizes per sweep)
 
 Two model families, each swept twice:
@@ -109,13 +109,6 @@ BATCH = 256
 
 
 # ---------------------------------------------------------------------------------- workloads
-def mlp_parameters(hidden: int) -> int:
-    """Parameters of ``sample_models.mlp.build(64, hidden, 10)``."""
-    from sample_models import mlp
-
-    return mlp.num_parameters(MLP_IN, hidden, MLP_CLASSES)
-
-
 def transformer_kwargs(d_model: int) -> dict[str, int]:
     """The width-scaled transformer; ``d_model=12`` is the bundled sample itself (1 layer, 2
     heads)."""
@@ -234,15 +227,15 @@ def sweeps(quick: bool) -> list[Sweep]:
     """The four sweeps; ``--quick`` runs 3 smaller sizes of each."""
     if quick:
         return [
-            Sweep("mlp", "params", [60, 210, 700], [512]),
+            Sweep("mlp", "params", [70, 260, 970], [512]),
             Sweep("transformer", "params", [20, 64, 208], [64]),
-            Sweep("mlp", "samples", [110], [512, 2048, 8192]),
+            Sweep("mlp", "samples", [135], [512, 2048, 8192]),
             Sweep("transformer", "samples", [12], [512, 2048, 8192]),
         ]
     return [
-        Sweep("mlp", "params", [60, 110, 210, 380, 700], [2048]),
+        Sweep("mlp", "params", [70, 135, 260, 500, 970], [2048]),
         Sweep("transformer", "params", [20, 36, 64, 116, 208], [256]),
-        Sweep("mlp", "samples", [110], [512, 1600, 5120, 16000, 51200]),
+        Sweep("mlp", "samples", [135], [512, 1600, 5120, 16000, 51200]),
         Sweep("transformer", "samples", [12], [512, 1600, 5120, 16000, 51200]),
     ]
 
