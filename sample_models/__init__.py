@@ -7,6 +7,10 @@ known answers:
   the mean cross-entropy on :func:`sample_models.data.blobs` (512 rows).
 * ``cnn``: a two-convolution BatchNorm CNN (1484 parameters) trained on
   :func:`sample_models.data.images` (256 images of oriented stripes).
+* ``transformer``: a one-block causal decoder-only transformer (2252 parameters: token and
+  positional embeddings, pre-LayerNorm attention and GELU MLP, final LayerNorm, linear head)
+  trained on :func:`sample_models.data.tokens` (256 sequences of a second-order Markov chain), with
+  the mean next-token loss :func:`sample_models.transformer.next_token_loss`.
 * analytic 2-D objectives (:mod:`sample_models.analytic`) at known critical points, whose
   gradient and Hessian are known in closed form.
 
@@ -116,6 +120,16 @@ SAMPLES: dict[str, Sample] = {
         data="sample:images",
         loss="cross_entropy",
     ),
+    "transformer": Sample(
+        name="transformer",
+        description="1-block causal transformer (2252 parameters) trained on 256 sequences of "
+        "12 tokens from a second-order Markov chain; next-token loss",
+        model="sample_models.transformer:build",
+        model_kwargs={"vocab": 8, "d_model": 12, "heads": 2, "layers": 1, "context": 12},
+        checkpoint=CHECKPOINT_DIR / "transformer.pt",
+        data="sample:tokens",
+        loss="sample_models.transformer:next_token_loss",
+    ),
     "bowl": _point("bowl", 0.0, 0.0, "x^2 + y^2 at its minimum (0, 0); Hessian diag(2, 2)"),
     "neg_bowl": _point(
         "neg_bowl", 0.0, 0.0, "-x^2 - y^2 at its maximum (0, 0); Hessian diag(-2, -2)"
@@ -154,6 +168,7 @@ DEFAULT_SAMPLE = "mlp"
 DATASETS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
     "blobs": _data.blobs,
     "images": _data.images,
+    "tokens": _data.tokens,
 }
 """Dataset generators by name; ``sample:NAME`` data specs refer to these."""
 

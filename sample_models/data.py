@@ -20,7 +20,17 @@ import math
 
 import torch
 
-__all__ = ["BLOBS_FEATURES", "IMAGE_SHAPE", "NUM_CLASSES", "blobs", "images"]
+__all__ = [
+    "BLOBS_FEATURES",
+    "IMAGE_SHAPE",
+    "NUM_CLASSES",
+    "TOKEN_CONTEXT",
+    "TOKEN_VOCAB",
+    "blobs",
+    "images",
+    "token_transitions",
+    "tokens",
+]
 
 NUM_CLASSES = 4
 BLOBS_FEATURES = 8
@@ -31,6 +41,10 @@ _DISTRIBUTION_SEED = 20_240_601
 _CLUSTERS_PER_CLASS = 2
 _CENTRE_SCALE = 1.0
 _BLOB_NOISE = 1.0
+
+TOKEN_VOCAB = 8
+TOKEN_CONTEXT = 12
+_TOKEN_PEAK = 0.97  # probability of the preferred next token of each (previous, current) pair
 
 _STRIPE_JITTER = 0.2  # radians of orientation noise per image
 _IMAGE_NOISE = 0.9
@@ -139,3 +153,48 @@ def images(num_samples: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.T
     stripes = torch.cos(freq.view(-1, 1, 1) * proj + phase.view(-1, 1, 1))  # (n, H, W)
     x = colour.view(-1, channels, 1, 1) * stripes.unsqueeze(1) + _IMAGE_NOISE * noise
     return x.to(torch.float32), y
+
+
+def token_transitions() -> torch.Tensor:
+    """The fixed second-order transition table ``P[a, b, c] = p(s_{t+1} = c | s_{t-1} = a, s_t = b)``.
+
+    For every pair ``(a, b)`` one preferred next token ``c*(a, b)``, drawn once from a fixed seed,
+    has probability 0.9 and the other ``V - 1`` tokens share the remaining 0.1 equally. Returns a
+    float64 tensor of shape ``(V, V, V)`` whose last axis sums to one.
+    """
+    gen = torch.Generator().manual_seed(_DISTRIBUTION_SEED + 1)
+    v = TOKEN_VOCAB
+    preferred = torch.randint(0, v, (v, v), generator=gen)
+    table = torch.full((v, v, v), (1 - _TOKEN_PEAK) / (v - 1), dtype=torch.float64)
+    table.scatter_(2, preferred.unsqueeze(2), _TOKEN_PEAK)
+    return table
+
+
+def tokens(num_samples: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences of a seeded second-order Markov chain over 8 tokens, for next-token prediction.
+
+    Each sequence ``s_0, ..., s_T`` (``T = 12``) starts with two uniform tokens and continues with
+    ``s_{t+1} ~ P[s_{t-1}, s_t]`` (:func:`token_transitions`): the next token is predictable (90 %)
+    from the *two* latest tokens but not from the latest one alone, so a model must attend to the
+    previous position, which a causal self-attention layer learns. The inputs are ``x = s_0..s_{T-1}``
+    and the targets the next tokens ``y = s_1..s_T``. The best possible mean next-token
+    cross-entropy is the entropy rate: ``log 8`` at the first position (``s_1`` is uniform and
+    independent of ``s_0``) and ``H(P[a, b]) = -0.9 log 0.9 - 0.1 log(0.1 / 7) ~ 0.52`` nats at
+    the others.
+
+    Args:
+        num_samples: number of sequences ``n``.
+        seed: seed of the draw (the transition table does not depend on it).
+
+    Returns:
+        ``x`` and ``y``, both of shape ``(n, 12)`` int64 in ``{0, ..., 7}``.
+    """
+    _check_args(num_samples, seed)
+    table = token_transitions()
+    gen = torch.Generator().manual_seed(seed)
+    seq = torch.empty(num_samples, TOKEN_CONTEXT + 1, dtype=torch.int64)
+    seq[:, :2] = torch.randint(0, TOKEN_VOCAB, (num_samples, 2), generator=gen)
+    for t in range(2, TOKEN_CONTEXT + 1):
+        probs = table[seq[:, t - 2], seq[:, t - 1]]
+        seq[:, t] = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    return seq[:, :-1].clone(), seq[:, 1:].clone()

@@ -144,7 +144,7 @@ def test_mlp_rejects_bad_sizes(bad: dict) -> None:
 # --- checkpoints --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
 def test_checkpoints_load_strictly_and_are_finite(name: str) -> None:
     sample = sample_models.get_sample(name)
     assert sample.checkpoint is not None and sample.checkpoint.is_absolute()
@@ -428,5 +428,5 @@ def test_training_regenerates_committed_checkpoints(
     assert train.main(["--out", str(tmp_path)]) == 0
     assert torch.get_num_threads() == threads  # global settings restored
     assert "mlp: 1476 parameters" in capsys.readouterr().out
-    for name in ("mlp.pt", "mlp_training.pt", "cnn.pt"):
+    for name in ("mlp.pt", "mlp_training.pt", "cnn.pt", "transformer.pt"):
         _assert_same(_load(tmp_path / name), _load(sample_models.CHECKPOINT_DIR / name), name)
