@@ -586,6 +586,7 @@ def task_top5(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
 
 def task_trace(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     """Trace at 99 HVPs for each seed: errors and seconds per estimate."""
+    import numpy as np
     import torch
 
     tool_name, ref, m = args["tool"], args["trace_ref"], args["trace_matvecs"]
@@ -604,8 +605,10 @@ def task_trace(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
             out["setting"] = f"hutchpp_trace({m}) (block_size 16)"
         elif tool_name == "pyhessian":
             torch.manual_seed(seed)
-            est = float(sum(tool.hess.trace(maxIter=m, tol=0.0)) / m)
-            out["setting"] = f"trace(maxIter={m}, tol=0): Hutchinson (its only estimator)"
+            # tol=-inf: its stopping test |mean - old| / (old + 1e-6) < tol is true for any tol >= 0
+            # once the running mean is negative, which ends the run early (at tol=0 too)
+            est = float(np.mean(tool.hess.trace(maxIter=m, tol=-math.inf)))
+            out["setting"] = f"trace(maxIter={m}, tol=-inf): Hutchinson (its only estimator)"
         elif tool_name == "eigenthings":
             import hessian_eigenthings as he
 
@@ -702,7 +705,7 @@ def task_pyhessian_whole(w: dict[str, Any], args: dict[str, Any]) -> dict[str, A
     patch_torch_eig()
     torch.manual_seed(0)
     values, _ = tool.hess.eigenvalues(top_n=5)
-    trace = float(sum(tool.hess.trace(maxIter=100, tol=0.0)) / 100)
+    trace = float(np.mean(tool.hess.trace(maxIter=100, tol=-math.inf)))  # see task_trace
     tool.hess.density(iter=100, n_v=1)
     return {"top5": sorted(values, reverse=True), "trace": trace, "hvps": rec.count}
 
