@@ -698,6 +698,7 @@ def task_density(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
 def task_pyhessian_whole(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     """The PyHessian side of the whole-process comparison: top-5 (its default tol=1e-3), a
     100-probe Hutchinson trace and a 100-step density, in one process."""
+    import numpy as np
     import torch
 
     rec = Recorder()
