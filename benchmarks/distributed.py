@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import mlp_784  # the shared workload definitions
+from workloads import mlp_784  # the shared workload definitions
 
 ROOT = Path(__file__).resolve().parents[1]
 

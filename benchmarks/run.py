@@ -60,6 +60,9 @@ from landscape_cli.lanczos import lanczos
 from landscape_cli.loading import build_objective, resolve_run_config
 from landscape_cli.objective import Objective
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from workloads import SYNTHETIC, build_synthetic  # benchmarks/ is not a package
+
 MECHANISMS = ("cached", "streaming", "fwd-over-rev")
 TOLERANCES = (1e-3, 1e-4)
 PYHESSIAN_MAX_ITER = 100  # PyHessian's hessian.eigenvalues defaults: maxIter=100, tol=1e-3
@@ -112,21 +115,15 @@ def _cross_entropy(model: nn.Module, batch: Any) -> torch.Tensor:
 def _synthetic_workload(
     name: str,
     description: str,
-    model_fn: Callable[[], nn.Module],
-    x_shape: tuple[int, ...],
-    num_classes: int,
+    quick: bool,
     seed: int,
     device: str,
     block_size: int = 8,
     slow_in_float64: bool = False,
 ) -> Workload:
-    """A model at its (seeded) initialisation on seeded Gaussian inputs and uniform labels."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_fn()
-    gen = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(x_shape, generator=gen)
-    y = torch.randint(0, num_classes, (x_shape[0],), generator=gen)
+    """A model at its (seeded) initialisation on seeded Gaussian inputs and uniform labels
+    (``workloads.build_synthetic``, shared with ``peers.py``)."""
+    model, x, y = build_synthetic(name, seed, quick)
 
     def build(hvp_mode: str, dtype: torch.dtype) -> Objective:
         batches = tensor_batches((x, y), 256, None, name)
@@ -134,47 +131,20 @@ def _synthetic_workload(
             model, _cross_entropy, batches, device=device, dtype=dtype, hvp_mode=hvp_mode
         )
 
-    return Workload(name, description, build, False, x_shape[0], block_size, slow_in_float64)
-
-
-def cnn3(width: int = 32, num_classes: int = 10) -> nn.Module:
-    """3-conv ReLU CNN for 3x32x32 inputs: conv(3->w), pool, conv(w->2w), pool, conv(2w->4w),
-    global average pool, linear (94 538 parameters for w = 32)."""
-    return nn.Sequential(
-        nn.Conv2d(3, width, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(2 * width, 4 * width, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4 * width, num_classes),
-    )
-
-
-def mlp_784() -> nn.Module:
-    """784-128-64-10 ReLU MLP (109 386 parameters)."""
-    return nn.Sequential(
-        nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
-    )
+    return Workload(name, description, build, False, x.shape[0], block_size, slow_in_float64)
 
 
 def workloads(quick: bool, seed: int, device: str) -> list[Workload]:
     """The four workloads; ``--quick`` shrinks the data of the two large ones."""
-    n_cnn = 128 if quick else 512
-    n_mlp = 512 if quick else 2048
+    n_cnn = SYNTHETIC["cnn3-cifar"].quick_samples if quick else SYNTHETIC["cnn3-cifar"].samples
+    n_mlp = SYNTHETIC["mlp-784"].quick_samples if quick else SYNTHETIC["mlp-784"].samples
     return [
         sample_workload("mlp", device),
         sample_workload("cnn", device, exact=not quick),  # dense float64 CNN Hessian: ~35 s
         _synthetic_workload(
             "cnn3-cifar",
             f"3-conv ReLU CNN, 94 538 params, {n_cnn} random 3x32x32 inputs, 10 classes, at init",
-            cnn3,
-            (n_cnn, 3, 32, 32),
-            10,
+            quick,
             seed,
             device,
             block_size=4,
@@ -183,9 +153,7 @@ def workloads(quick: bool, seed: int, device: str) -> list[Workload]:
         _synthetic_workload(
             "mlp-784",
             f"784-128-64-10 ReLU MLP, 109 386 params, {n_mlp} random inputs, 10 classes, at init",
-            mlp_784,
-            (n_mlp, 784),
-            10,
+            quick,
             seed,
             device,
         ),
