@@ -807,7 +807,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.timeout = 600.0 if args.quick else 3600.0
     if args.quick:
         args.max_wait = min(args.max_wait, 3.0)
-    args.density_timeout = 60.0 if args.quick else 120.0
+    args.density_timeout = 20.0 if args.quick else 120.0
     args.task_args = {
         "warmup": 1 if args.quick else 2,
         "repeats": 3 if args.quick else 20,
