@@ -3,7 +3,7 @@
 Run from the repository root, in an environment with the optional ``bench`` extra::
 
     python benchmarks/peers.py            # full run (see BENCHMARKS.md, section "Peers")
-    python benchmarks/peers.py --quick    # smoke run, ~3 minutes (smaller data, fewer seeds)
+    python benchmarks/peers.py --quick    # smoke run, ~10 minutes (smaller data, fewer seeds)
 
 Peers (each optional; a missing one makes its rows say "not installed"): PyHessian 0.1
 (Yao et al. 2020), hessian-eigenthings 1.0.0a5 and curvlinops 3 (Dangel et al.). Workloads:
@@ -786,7 +786,7 @@ def run_child(cmd: list[str], timeout: float) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="landscape against its peers (BENCHMARKS.md).")
-    parser.add_argument("--quick", action="store_true", help="smoke run, ~3 minutes")
+    parser.add_argument("--quick", action="store_true", help="smoke run, ~10 minutes")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in every child")
     parser.add_argument("--seeds", type=int, default=None, help="trace seeds (default 10; 3)")
     parser.add_argument(
@@ -1354,7 +1354,7 @@ def main(argv: list[str] | None = None) -> None:
 
         # ------------------------------------------------------------------ whole process
         if "whole" in args.parts:
-            name = "cnn3-cifar" if "cnn3-cifar" in works else synth[0]
+            name = "cnn3-cifar" if "cnn3-cifar" in works and not args.quick else synth[0]
             w = works[name]
             ref = refs[name]
             log(f"[whole] {name} landscape spectrum")
