@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape_cli.lanczos import LanczosProcess
+from landscape_cli.lanczos import LanczosProcess, checked_product
 
 #: Memory the lockstep SLQ runs' Lanczos bases may take together (bytes), when ``block_size`` is
 #: not given: all 10 of slq_density's default runs for models up to ~3M float32 parameters at 80 steps.
@@ -298,16 +298,7 @@ def slq_density(
         ]
         while active := [p for p in group if not p.finished]:
             V = torch.stack([p.vector for p in active], dim=1)
-            W = A @ V
-            if not isinstance(W, torch.Tensor) or tuple(W.shape) != tuple(V.shape):
-                shape = tuple(W.shape) if isinstance(W, torch.Tensor) else type(W).__name__
-                raise ValueError(
-                    f"A @ V must return a tensor of shape {tuple(V.shape)}, got {shape}"
-                )
-            if not bool(torch.isfinite(W).all()):
-                raise FloatingPointError(
-                    f"the operator returned a non-finite value at SLQ step {active[0].steps + 1}"
-                )
+            W = checked_product(A, V, f"at SLQ step {active[0].steps + 1}")
             for process, w in zip(active, W.unbind(dim=1), strict=True):
                 process.advance(w)
             matvecs += len(active)

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["LanczosProcess", "LanczosResult", "lanczos", "tridiagonal_eigh"]
+__all__ = ["LanczosProcess", "LanczosResult", "checked_product", "lanczos", "tridiagonal_eigh"]
 
 #: Default number of Lanczos steps taken before the stopping test is allowed to fire.
 DEFAULT_MIN_ITER = 10
@@ -330,7 +330,9 @@ def lanczos(
     process = LanczosProcess(_start_vector(n, start, seed), A.dtype, A.device, max_iter)
     met_tol = False
     while not process.finished:
-        process.advance(_product(A, process.vector, n, process.steps + 1))
+        step = process.steps + 1
+        where = f"at Lanczos iteration {step} (matrix-vector product {step})"
+        process.advance(checked_product(A, process.vector, where))
         if progress is not None:
             progress(process.steps, max_iter)
         if process.finished:
@@ -363,18 +365,18 @@ def _start_vector(n: int, start: torch.Tensor | None, seed: int) -> torch.Tensor
     return start.detach()
 
 
-def _product(A: Any, q: torch.Tensor, n: int, step: int) -> torch.Tensor:
-    """``A @ q``, checked for shape and finiteness (the step is named in the error)."""
-    w = A @ q
-    if not isinstance(w, torch.Tensor) or tuple(w.shape) != (n,):
-        shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-        raise ValueError(f"A @ v must return a tensor of shape ({n},), got {shape}")
-    if not bool(torch.isfinite(w).all()):
-        raise FloatingPointError(
-            f"the operator returned a non-finite value at Lanczos iteration {step} "
-            f"(matrix-vector product {step})"
-        )
-    return w
+def checked_product(A: Any, V: torch.Tensor, where: str) -> torch.Tensor:
+    """``A @ V`` for a vector ``(n,)`` or a block ``(n, k)``, checked for shape (``ValueError``)
+    and finiteness (``FloatingPointError`` saying ``where`` it happened); the one check every
+    estimator applies to the operator it is given."""
+    W = A @ V
+    if not isinstance(W, torch.Tensor) or tuple(W.shape) != tuple(V.shape):
+        shape = tuple(W.shape) if isinstance(W, torch.Tensor) else type(W).__name__
+        name = "v" if V.ndim == 1 else "V"
+        raise ValueError(f"A @ {name} must return a tensor of shape {tuple(V.shape)}, got {shape}")
+    if not bool(torch.isfinite(W).all()):
+        raise FloatingPointError(f"the operator returned a non-finite value {where}")
+    return W
 
 
 class LanczosProcess:

@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .lanczos import checked_product
+
 __all__ = [
     "DeflatedOperator",
     "TraceEstimate",
@@ -114,17 +116,9 @@ def _draw(gen: torch.Generator, n: int, count: int, distribution: str) -> torch.
     return torch.stack(cols, dim=1)
 
 
-def _apply(A: Any, V: torch.Tensor, n: int) -> torch.Tensor:
+def _apply(A: Any, V: torch.Tensor) -> torch.Tensor:
     """``A @ V`` for a block ``V`` of shape ``(n, b)``, checked for shape and finiteness."""
-    AV = A @ V
-    if not isinstance(AV, torch.Tensor) or tuple(AV.shape) != tuple(V.shape):
-        shape = tuple(AV.shape) if isinstance(AV, torch.Tensor) else type(AV).__name__
-        raise ValueError(f"A @ V must return a tensor of shape {tuple(V.shape)}, got {shape}")
-    if not bool(torch.isfinite(AV).all()):
-        raise FloatingPointError(
-            f"the operator returned a non-finite value for a block of {V.shape[1]} probe vectors"
-        )
-    return AV
+    return checked_product(A, V, f"for a block of {V.shape[1]} probe vectors")
 
 
 def _blocks(total: int, block_size: int) -> Iterator[tuple[int, int]]:
@@ -153,7 +147,7 @@ def _exact_trace(A: Any, n: int, block_size: int, progress: ProgressFn | None) -
         E = torch.zeros((n, hi - lo), dtype=dtype, device=device)
         idx = torch.arange(lo, hi, device=device)
         E[idx, idx - lo] = 1.0
-        AE = _apply(A, E, n)
+        AE = _apply(A, E)
         total += float(AE[idx, idx - lo].sum(dtype=torch.float64))
         counter.add(hi - lo)
     return TraceEstimate(estimate=total, stderr=0.0, method="exact", matvecs=n)
@@ -176,7 +170,7 @@ def _quadratic_forms(
         Z = _draw(gen, n, hi - lo, distribution).to(device=device, dtype=dtype)
         if Q is not None:
             Z = Z - Q @ (Q.mT @ Z)
-        AZ = _apply(A, Z, n)
+        AZ = _apply(A, Z)
         out.append((Z * AZ).sum(dim=0, dtype=torch.float64).cpu().numpy())
         counter.add(hi - lo)
     return np.concatenate(out) if out else np.zeros(0)
@@ -293,7 +287,7 @@ def hutchpp_trace(
     Y = torch.empty((n, k), dtype=dtype, device=device)
     for lo, hi in _blocks(k, block_size):
         S = _draw(gen, n, hi - lo, "rademacher").to(device=device, dtype=dtype)
-        Y[:, lo:hi] = _apply(A, S, n)
+        Y[:, lo:hi] = _apply(A, S)
         counter.add(hi - lo)
     Q, _ = torch.linalg.qr(Y, mode="reduced")
 
@@ -301,7 +295,7 @@ def hutchpp_trace(
     t1 = 0.0
     for lo, hi in _blocks(k, block_size):
         Qb = Q[:, lo:hi]
-        t1 += float((Qb * _apply(A, Qb, n)).sum(dtype=torch.float64))
+        t1 += float((Qb * _apply(A, Qb)).sum(dtype=torch.float64))
         counter.add(hi - lo)
 
     # 3. Hutchinson on the deflated operator (I - QQ^T) A (I - QQ^T).
