@@ -11,8 +11,8 @@ as a whole batch), and the result does not depend on ``batch_size``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -50,21 +50,67 @@ class Batches:
     """A re-iterable, fixed-order sequence of batches with per-batch weights ``n_b / N``.
 
     Build it with :func:`tensor_batches` (tensors held in memory), :func:`dataset_batches` (a
-    map-style dataset read in order) or :func:`no_data` (analytic objectives).
+    map-style dataset read in order), :func:`loader_batches` (a ``DataLoader``'s own batches,
+    sampler and ``collate_fn``) or :func:`no_data` (analytic objectives).
     """
 
-    source: Any  # tuple of tensors, a Dataset, or None
+    source: Any  # tuple of tensors, a Dataset, a LoaderSource, or None
     batch_size: int
     num_samples: int
     description: str
     rank: int = 0
     world_size: int = 1
+    #: per-batch sample counts when batches are not cut at ``batch_size`` (a DataLoader's own)
+    sizes: tuple[int, ...] | None = field(default=None)
 
     @property
     def num_batches(self) -> int:
         if self.source is None:
             return 1
+        if self.sizes is not None:
+            return len(self.sizes)
         return -(-self.num_samples // self.batch_size)
+
+    @property
+    def batch_size_bound(self) -> int:
+        """No batch holds more samples than this: ``batch_size``, or the largest of a
+        DataLoader's own batches."""
+        return max(self.sizes) if self.sizes is not None else self.batch_size
+
+    def reorders_between_passes(self) -> bool:
+        """Whether two passes over the data visit the samples in different orders or batches:
+        true for a ``DataLoader`` whose sampler shuffles; the other sources are read in index
+        order and never do. Costs two passes over the sampler's indices, not over the data."""
+        if isinstance(self.source, LoaderSource):
+            return self.source.plan() != self.source.plan()
+        return False
+
+    def subset(self, first_batch: int, stop_batch: int) -> Batches:
+        """Batches ``first_batch .. stop_batch - 1`` as their own :class:`Batches` (the same
+        batches with the same samples, weighted by the subset's sample count)."""
+        if not 0 <= first_batch < stop_batch <= len(self) or self.source is None:
+            raise ValueError(
+                f"invalid batch range {first_batch}..{stop_batch} of {len(self)} batches"
+            )
+        if isinstance(self.source, LoaderSource):
+            sizes = self.sizes[first_batch:stop_batch]  # type: ignore[index]
+            start = sum(self.sizes[:first_batch])  # type: ignore[index]
+            stop = start + sum(sizes)
+            source: Any = replace(
+                self.source,
+                first_batch=self.source.first_batch + first_batch,
+                stop_batch=self.source.first_batch + stop_batch,
+            )
+            description = f"{self.description} [batches {first_batch}..{stop_batch - 1}]"
+            return Batches(source, self.batch_size, stop - start, description, sizes=sizes)
+        start = first_batch * self.batch_size
+        stop = min(stop_batch * self.batch_size, self.num_samples)
+        if isinstance(self.source, tuple):
+            source = tuple(t[start:stop] for t in self.source)
+        else:
+            source = torch.utils.data.Subset(self.source, range(start, stop))
+        description = f"{self.description} [samples {start}..{stop - 1}]"
+        return Batches(source, self.batch_size, stop - start, description)
 
     def __len__(self) -> int:
         return self.num_batches
@@ -98,6 +144,9 @@ class Batches:
             if 0 in indices:
                 yield 0, None, 1.0
             return
+        if isinstance(self.source, LoaderSource):
+            yield from self._loader_batches(indices)
+            return
         for index in indices:
             start = index * self.batch_size
             stop = min(start + self.batch_size, self.num_samples)
@@ -107,18 +156,99 @@ class Batches:
                 batch = _read_items(self.source, start, stop, self.description)
             yield index, batch, (stop - start) / self.num_samples
 
+    def _loader_batches(self, indices: range) -> Iterator[tuple[int, Batch, float]]:
+        """One pass over the loader's batch sampler (a new order if it shuffles), reading the
+        batches at ``indices`` in the main process through the loader's ``collate_fn``."""
+        source: LoaderSource = self.source
+        plan = source.plan()
+        if tuple(len(b) for b in plan) != self.sizes:
+            raise InputError(
+                f"data {self.description}: the DataLoader's batches changed between passes "
+                f"({len(plan)} batches now, {len(self.sizes or ())} before)",
+                hint="use a batch sampler that yields the same batch sizes on every pass",
+            )
+        for index in indices:
+            items = [_read_item(source.dataset, i, self.description) for i in plan[index]]
+            try:
+                batch = _as_batch(source.collate_fn(items))
+            except InputError:
+                raise
+            except Exception as exc:
+                raise InputError(
+                    f"data {self.description}: the DataLoader's collate_fn failed on batch "
+                    f"{index} ({exc.__class__.__name__}: {exc})"
+                ) from None
+            yield index, batch, len(plan[index]) / self.num_samples
+
+
+@dataclass(frozen=True)
+class LoaderSource:
+    """What :class:`Batches` needs of a ``torch.utils.data.DataLoader``: its map-style dataset,
+    its batch sampler (which decides the order and the batch composition) and its ``collate_fn``.
+
+    Items are read in the main process (the loader's workers are not used), in the order the
+    batch sampler gives on each pass; ``max_samples`` cuts every pass after that many samples,
+    and ``first_batch``/``stop_batch`` select a contiguous range of a pass's batches.
+    """
+
+    dataset: Any
+    batch_sampler: Any
+    collate_fn: Callable[[list[Any]], Any]
+    max_samples: int | None = None
+    first_batch: int = 0
+    stop_batch: int | None = None
+
+    def plan(self) -> list[list[int]]:
+        """The sample indices of each batch of one pass over the batch sampler."""
+        batches: list[list[int]] = []
+        total = 0
+        for indices in self.batch_sampler:
+            indices = [int(i) for i in indices]
+            if self.max_samples is not None:
+                indices = indices[: self.max_samples - total]
+            if indices:
+                batches.append(indices)
+                total += len(indices)
+            if self.max_samples is not None and total >= self.max_samples:
+                break
+        return batches[self.first_batch : self.stop_batch]
+
+
+def _as_batch(collated: Any) -> Batch:
+    """A collated batch as a tuple of tensors: ``[x, y]`` lists become tuples and a mapping with
+    keys ``x`` and ``y`` becomes ``(x, y)``."""
+    if isinstance(collated, Mapping):
+        if "x" not in collated or "y" not in collated:
+            raise InputError(
+                f"a collated batch is a mapping with keys {sorted(collated)}; expected 'x' and 'y'",
+                hint="return (x, y) from collate_fn, or a mapping with keys x and y",
+            )
+        collated = (collated["x"], collated["y"])
+    if isinstance(collated, torch.Tensor):
+        collated = (collated,)
+    if not isinstance(collated, (tuple, list)) or not all(
+        isinstance(t, torch.Tensor) for t in collated
+    ):
+        raise InputError(
+            f"a collated batch is a {type(collated).__name__}, not a tuple of tensors",
+            hint="return (x, y) tensors from the DataLoader's collate_fn",
+        )
+    return tuple(collated)
+
+
+def _read_item(dataset: Any, index: int, description: str) -> Any:
+    try:
+        return dataset[index]
+    except Exception as exc:
+        raise InputError(
+            f"data {description}: reading item {index} failed: {exc.__class__.__name__}: {exc}"
+        ) from None
+
 
 def _read_items(dataset: Any, start: int, stop: int, description: str) -> Batch:
     """Items ``start:stop`` of a map-style dataset collated into a batch; a failing item is an
     input error naming its index."""
-    items = []
-    for index in range(start, stop):
-        try:
-            items.append(dataset[index])
-        except Exception as exc:
-            raise InputError(
-                f"data {description}: reading item {index} failed: {exc.__class__.__name__}: {exc}"
-            ) from None
+    items = [_read_item(dataset, index, description) for index in range(start, stop)]
     try:
         return _collate(items)
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
@@ -160,6 +290,32 @@ def dataset_batches(
     total = len(dataset)
     n = total if max_samples is None else min(total, max_samples)
     return Batches(dataset, batch_size, n, description)
+
+
+def loader_batches(loader: Any, max_samples: int | None, description: str) -> Batches:
+    """Batches as a ``DataLoader`` makes them: its batch sampler's order and batch composition
+    and its ``collate_fn`` (the loader's ``batch_size`` replaces ``--batch-size``), re-planned on
+    every pass, so a shuffling loader gives a different order each time (which the determinism
+    check refuses, :mod:`landscape_cli.determinism`). Weights are ``n_b / N`` as for every source.
+    """
+    if isinstance(loader.dataset, torch.utils.data.IterableDataset):
+        raise InputError(
+            f"data {description}: the DataLoader wraps an IterableDataset, which has no fixed "
+            "length or order to average over",
+            hint="return a map-style Dataset (__len__ and __getitem__), a DataLoader over one, "
+            "or tensors (x, y)",
+        )
+    if loader.batch_sampler is None:
+        raise InputError(
+            f"data {description}: the DataLoader has batch_size=None and yields single items",
+            hint="give the DataLoader a batch_size",
+        )
+    source = LoaderSource(loader.dataset, loader.batch_sampler, loader.collate_fn, max_samples)
+    sizes = tuple(len(b) for b in source.plan())
+    if not sizes:
+        raise InputError(f"data {description}: the DataLoader yields no samples")
+    nominal = loader.batch_size if loader.batch_size is not None else max(sizes)
+    return Batches(source, int(nominal), sum(sizes), description, sizes=sizes)
 
 
 def no_data() -> Batches:

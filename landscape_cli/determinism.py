@@ -8,6 +8,9 @@ non-deterministic kernels) silently turns the Krylov recurrences into noise.
 
 The check costs one loss evaluation and two products:
 
+0. the data order: a ``DataLoader`` is read as its batch sampler orders it on every pass, so a
+   shuffling loader (``shuffle=True``, a ``RandomSampler``) changes the batches between products;
+   two passes over its sampler's indices (no data read) must agree;
 1. ``L(w)`` evaluated again, compared with the value from the objective's initial pass;
 2. ``A v`` twice for one fixed random ``v`` (seeded), compared with each other.
 
@@ -28,6 +31,14 @@ import torch
 
 from .errors import InputError
 
+SHUFFLING = (
+    "the DataLoader visits the samples in a different order on every pass (its sampler shuffles, "
+    "e.g. DataLoader(shuffle=True)), so the batches change between curvature products"
+)
+SHUFFLING_FIX = (
+    "build the DataLoader with shuffle=False (the analysis averages over all samples and needs "
+    "no shuffling), return its dataset instead, or pass --no-determinism-check to run anyway"
+)
 CAUSES = (
     "likely causes: random data augmentation in the dataset, a dataset that reorders its items "
     "between reads (matters in --mode train with BatchNorm), randomness in the model or loss "
@@ -51,6 +62,9 @@ def check_determinism(objective: Any, operator: Any, *, seed: int = 0) -> int:
 
     Returns the number of products spent (2; they are also counted in ``operator.matvecs``).
     """
+    batches = getattr(objective, "batches", None)
+    if batches is not None and batches.reorders_between_passes():
+        raise InputError(f"data {batches.description}: {SHUFFLING}", hint=SHUFFLING_FIX)
     tol = tolerance(objective.dtype)
     again = objective.loss()
     first = objective.loss_value

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig
-from .data import Batches, dataset_batches, no_data, tensor_batches
+from .data import Batches, dataset_batches, loader_batches, no_data, tensor_batches
 from .distributed import launched_by_torchrun
 from .errors import InputError, NumericalError
 
@@ -386,8 +386,9 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
 
     ``spec`` is a ``.pt``/``.pth`` file holding ``{"x", "y"}`` or ``(x, y)`` (weights-only load),
     an ``.npz`` with arrays ``x`` and ``y``, an ``.h5``/``.hdf5`` file with datasets ``x`` and ``y``,
-    ``package.module:callable`` returning a Dataset, DataLoader (its dataset is read in index order)
-    or ``(x, y)``, or ``sample:NAME`` for bundled data; ``None`` means no data (analytic objective).
+    ``package.module:callable`` returning a Dataset (read in index order), a DataLoader (its own
+    batches, sampler order and ``collate_fn``; ``batch_size`` is the loader's) or ``(x, y)``, or
+    ``sample:NAME`` for bundled data; ``None`` means no data (analytic objective).
     """
     if spec is None:
         return no_data()
@@ -452,7 +453,7 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
         except Exception as exc:
             raise InputError(f"{where}: the data callable raised {exc!r}") from None
         if isinstance(obj, torch.utils.data.DataLoader):
-            obj = obj.dataset
+            return loader_batches(obj, max_samples, spec)
         if isinstance(obj, (tuple, list, Mapping)):
             return _finite_inputs(
                 tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where

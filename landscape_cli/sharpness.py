@@ -154,8 +154,8 @@ def _loss_at(
 def _chunks(objective: Objective, m: int) -> Iterator[tuple[int, Batch, float]]:
     """Disjoint chunks of at most ``m`` samples inside each of this rank's batches, weighted by
     ``|S| / N``, each with its index among all ranks' chunks (every batch but the last is
-    full, so batch ``b`` starts at chunk ``b · ⌈batch_size / m⌉``)."""
-    per_batch = -(-objective.batches.batch_size // m)
+    full, so batch ``b`` starts at chunk ``b · ⌈batch size bound / m⌉``)."""
+    per_batch = -(-objective.batches.batch_size_bound // m)
     for index, batch, weight in objective._batches_on_device():
         size = batch_size_of(batch)
         for j, start in enumerate(range(0, size, m)):

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from .data import Batches
 from .errors import InputError, numerical_errors
@@ -132,19 +131,8 @@ class SpreadResult:
 
 def subset_batches(batches: Batches, first_batch: int, stop_batch: int) -> Batches:
     """The samples of batches ``first_batch .. stop_batch - 1`` as their own :class:`Batches`
-    (same batch size, so the subset's batches are exactly those batches)."""
-    if not 0 <= first_batch < stop_batch <= len(batches) or batches.source is None:
-        raise ValueError(
-            f"invalid batch range {first_batch}..{stop_batch} of {len(batches)} batches"
-        )
-    start = first_batch * batches.batch_size
-    stop = min(stop_batch * batches.batch_size, batches.num_samples)
-    if isinstance(batches.source, tuple):
-        source: Any = tuple(t[start:stop] for t in batches.source)
-    else:
-        source = torch.utils.data.Subset(batches.source, range(start, stop))
-    description = f"{batches.description} [samples {start}..{stop - 1}]"
-    return Batches(source, batches.batch_size, stop - start, description)
+    (the same batches, so the subset's batches are exactly those batches)."""
+    return batches.subset(first_batch, stop_batch)
 
 
 def subset_objective(objective: Any, batches: Batches) -> Any:

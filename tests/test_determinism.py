@@ -1,6 +1,7 @@
 """The determinism check: an objective that changes between evaluations stops the run (exit 2)
-with the likely cause; fixed data, a shuffling DataLoader (read in index order by load_data) and
-a reordering dataset in eval mode (the mean loss does not depend on the order) pass.
+with the likely cause, and so does a shuffling DataLoader (read in its sampler's order on every
+pass); fixed data, a fixed-order DataLoader and a reordering dataset in eval mode (the mean loss
+does not depend on the order) pass.
 
 The check's tolerance is sqrt(eps) relative (1.5e-8 in float64); the randomness injected here
 changes the loss by O(1e-2) relative, and reordering in eval mode by O(1e-16).
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from landscape_cli.cli import app
 from landscape_cli.config import SpectrumSettings
-from landscape_cli.data import dataset_batches, tensor_batches
+from landscape_cli.data import dataset_batches, loader_batches, tensor_batches
 from landscape_cli.determinism import check_determinism
 from landscape_cli.errors import InputError
 from landscape_cli.loading import SplitLoss
@@ -173,6 +174,10 @@ def shuffled_loader():
     x, y = _tensors()
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=7, shuffle=True)
 
+def ordered_loader():
+    x, y = _tensors()
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=7)
+
 def augmented():
     return Augmenting()
 
@@ -182,20 +187,57 @@ def model():
 """
 
 
-def test_cli_shuffling_loader_passes_and_augmentation_is_exit_2(tmp_path):
+def test_cli_shuffling_loader_and_augmentation_are_exit_2_fixed_order_passes(tmp_path):
     spec = tmp_path / "user_data.py"
     spec.write_text(DATA_FILE)
     runner = CliRunner()
     common = ["spectrum", "--model", f"{spec}:model", "--json", "--top-k", "1", "--no-trace",
-              "--no-density", "--batch-size", "16", "--hvp-mode", "streaming"]  # fmt: skip
+              "--no-density", "--batch-size", "16", "--hvp-mode", "streaming",
+              "--dtype", "float64"]  # fmt: skip
     fixed = runner.invoke(app, [*common, "--data", f"{spec}:fixed"])
     assert fixed.exit_code == 0, fixed.stderr
+    lambda_fixed = json.loads(fixed.stdout)["lambda_max"]
+    ordered = runner.invoke(app, [*common, "--data", f"{spec}:ordered_loader"])
+    assert ordered.exit_code == 0, ordered.stderr
+    # eval mode: batches of 7 instead of 16 change only the summation order (float64 rounding)
+    assert json.loads(ordered.stdout)["lambda_max"] == pytest.approx(lambda_fixed, rel=1e-10)
     shuffled = runner.invoke(app, [*common, "--data", f"{spec}:shuffled_loader"])
-    assert shuffled.exit_code == 0, shuffled.stderr  # load_data reads its dataset in index order
-    assert json.loads(shuffled.stdout)["lambda_max"] == json.loads(fixed.stdout)["lambda_max"]
+    assert shuffled.exit_code == 2, shuffled.stderr
+    assert len(shuffled.stderr.strip().splitlines()) == 1
+    assert "different order on every pass" in shuffled.stderr
+    assert "shuffle=False" in shuffled.stderr and "--no-determinism-check" in shuffled.stderr
+    assert shuffled.stdout == ""
+    # run anyway: in eval mode over all samples a new order per product is rounding only
+    anyway = runner.invoke(
+        app, [*common, "--data", f"{spec}:shuffled_loader", "--no-determinism-check"]
+    )
+    assert anyway.exit_code == 0, anyway.stderr
+    assert json.loads(anyway.stdout)["lambda_max"] == pytest.approx(lambda_fixed, rel=1e-8)
     augmented = runner.invoke(app, [*common, "--data", f"{spec}:augmented"])
     assert augmented.exit_code == 2
     assert "not reproducible" in augmented.stderr and "augmentation" in augmented.stderr
     assert len(augmented.stderr.strip().splitlines()) == 1
     anyway = runner.invoke(app, [*common, "--data", f"{spec}:augmented", "--no-determinism-check"])
     assert anyway.exit_code == 0, anyway.stderr
+
+
+def test_shuffling_loader_stops_the_library_check_before_any_product():
+    x, y = tensors()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True
+    )
+    obj = objective(mlp(), loader_batches(loader, None, "train_loader"), hvp_mode="cached")
+    H = obj.operator()
+    with pytest.raises(InputError, match="different order on every pass") as info:
+        check_determinism(obj, H)
+    assert H.matvecs == 0 and "shuffle=False" in str(info.value)
+    # the same loader with a seeded generator still reorders between passes: also refused
+    seeded = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y),
+        batch_size=8,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    obj = objective(mlp(), loader_batches(seeded, None, "seeded"), hvp_mode="cached")
+    with pytest.raises(InputError, match="different order"):
+        check_determinism(obj, obj.operator())

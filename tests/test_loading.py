@@ -235,15 +235,16 @@ def test_data_callable_dataset_and_loader(tmp_path):
         "x = torch.arange(20.0).reshape(10, 2)\n"
         "y = torch.arange(10)\n"
         "def dataset():\n    return torch.utils.data.TensorDataset(x, y)\n"
-        "def loader():\n    return torch.utils.data.DataLoader(dataset(), batch_size=3, shuffle=True)\n"
+        "def loader():\n    return torch.utils.data.DataLoader(dataset(), batch_size=3)\n"
         "def pair():\n    return x, y\n"
     )
     for name in ("dataset", "loader", "pair"):
         batches = load_data(f"{module}:{name}", 4, None)
         got = torch.cat([b[0] for b, _ in batches])
-        assert torch.equal(got, torch.arange(20.0).reshape(10, 2)), (
-            name
-        )  # index order, no shuffling
+        assert torch.equal(got, torch.arange(20.0).reshape(10, 2)), name  # index order
+    # a DataLoader keeps its own batch size; --batch-size applies to tensors and datasets
+    assert load_data(f"{module}:loader", 4, None).sizes == (3, 3, 3, 1)
+    assert len(load_data(f"{module}:dataset", 4, None)) == 3
 
 
 def test_unknown_loss_suggests_the_closest():
