@@ -151,6 +151,14 @@ HvpBlockOpt = Annotated[
         help="auto, batched (one vmapped backward per block of vectors) or loop [default: auto].",
     ),
 ]
+CompileOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--compile/--no-compile",
+        help="torch.compile the loss for loss and gradient evaluations (surface, sharpness); "
+        "pays on large models and grids after a one-off compile of seconds [default: off].",
+    ),
+]
 OutOpt = Annotated[
     str | None,
     typer.Option("--out", help="Write (or add a section to) an HDF5 report, atomically."),
@@ -230,6 +238,7 @@ SHARED_INPUTS: list[tuple[str, Any]] = [
     ("mode", ModeOpt),
     ("hvp_mode", HvpModeOpt),
     ("hvp_block", HvpBlockOpt),
+    ("compile", CompileOpt),
 ]
 SHARED_OUTPUTS: list[tuple[str, Any, bool]] = [
     ("trust_checkpoint", TrustOpt, False),

@@ -84,6 +84,12 @@ COMMON: dict[str, Option] = {
         "per column); auto: batched unless the model has convolutions",
         choices=("auto", "batched", "loop"),
     ),
+    "compile": Option(
+        bool,
+        False,
+        "torch.compile the loss for loss and gradient evaluations (surface grids, sharpness); "
+        "curvature products stay eager (compiled graphs have no double backward)",
+    ),
     "lr": Option(
         float,
         None,
@@ -376,6 +382,7 @@ class RunConfig:
     mode: str = "eval"
     hvp_mode: str = "auto"
     hvp_block: str = "auto"
+    compile: bool = False
     lr: float | None = None
     trust_checkpoint: bool = False
     spectrum: SpectrumSettings = field(default_factory=SpectrumSettings)

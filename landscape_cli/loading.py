@@ -674,6 +674,7 @@ def build_objective(config: RunConfig, progress: Callable[[int, int], None] | No
         mode=config.mode,
         hvp_mode=config.hvp_mode,
         hvp_block=config.hvp_block,
+        compile=config.compile,
         checkpoint=checkpoint,
         seed=config.seed,
         progress=progress,

@@ -218,6 +218,7 @@ class Objective:
         progress: Progress | None = None,
         hvp_block: str = "auto",
         distributed: bool = True,
+        compile: bool = False,
     ) -> None:
         if mode not in ("eval", "train"):
             raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
@@ -240,6 +241,10 @@ class Objective:
         self.checkpoint = checkpoint
         self._module = _LossModule(model, loss_fn)
         self.model = model
+        #: "off", "on" (loss and gradient evaluations through torch.compile), or
+        #: "fallback: <reason>" when compiling failed and evaluation went back to eager
+        self.compile_mode = "on" if compile else "off"
+        self._compiled: Callable[..., torch.Tensor] | None = None
 
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not trainable:
@@ -338,16 +343,50 @@ class Objective:
             for module, training in flags:
                 module.training = training
 
-    def _call(self, params: list[torch.Tensor], batch: Batch, index: int = 0) -> torch.Tensor:
-        """The mean loss of one batch at ``params`` (a list shaped like the parameters)."""
+    def _call(
+        self,
+        params: list[torch.Tensor],
+        batch: Batch,
+        index: int = 0,
+        *,
+        first_order: bool = False,
+    ) -> torch.Tensor:
+        """The mean loss of one batch at ``params`` (a list shaped like the parameters).
+
+        With ``compile`` on, calls without gradients or marked ``first_order`` (no ``create_graph``
+        on the result) go through :func:`torch.compile`; curvature products always run eager,
+        since compiled graphs have no double backward (torch 2.13).
+        """
         tensors: dict[str, torch.Tensor] = dict(self._constants)
         tensors.update({f"model.{n}": p for n, p in zip(self.parameter_names, params, strict=True)})
         with self._evaluation_context(index):
-            loss = functional_call(self._module, tensors, (batch,), strict=False)
+            loss = None
+            if self.compile_mode == "on" and (first_order or not torch.is_grad_enabled()):
+                loss = self._compiled_call(tensors, batch)
+            if loss is None:
+                loss = functional_call(self._module, tensors, (batch,), strict=False)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise InputError(f"the loss must return a scalar tensor, got {shape}")
         return loss.reshape(())
+
+    def _compiled_call(self, tensors: dict[str, torch.Tensor], batch: Batch) -> Any:
+        """The loss through the compiled function, or ``None`` after recording why compiling
+        failed (then this and every later call run eager; a genuine error in the user's loss is
+        raised again by the eager call with its usual message)."""
+        if self._compiled is None:
+            module = self._module
+
+            def loss_of(tensors: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+                return functional_call(module, tensors, (batch,), strict=False)
+
+            self._compiled = torch.compile(loss_of)
+        try:
+            return self._compiled(tensors, batch)
+        except Exception as exc:  # compiler missing, graph not traceable, ...
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            self.compile_mode = f"fallback: {exc.__class__.__name__}: {first}".rstrip(": ")
+            return None
 
     def _batches_on_device(self) -> Iterable[tuple[int, Batch, float]]:
         """``(global batch index, batch on the device, weight n_b/N)`` for this rank's batches."""
@@ -508,7 +547,7 @@ class Objective:
         grads = [torch.zeros_like(p) for p in leaves]
         with self.collect_failure() as failure:
             for index, batch, weight in pairs:
-                loss = self._call(leaves, batch, index)
+                loss = self._call(leaves, batch, index, first_order=True)
                 self._check_finite_loss(loss, index)
                 parts = torch.autograd.grad(loss * weight, leaves, allow_unused=True)
                 grads = [

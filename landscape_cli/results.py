@@ -50,6 +50,7 @@ class RunInfo:
     checkpoint_sha256: str | None = None
     hvp_block: str = "loop"
     processes: int = 1
+    compile: str = "off"
 
     @classmethod
     def from_objective(
@@ -73,6 +74,7 @@ class RunInfo:
             checkpoint_sha256=None if checkpoint is None else checkpoint.sha256,
             hvp_block=getattr(objective, "hvp_block_mode", "loop"),
             processes=objective.ranks.world_size if hasattr(objective, "ranks") else 1,
+            compile=getattr(objective, "compile_mode", "off"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +94,7 @@ class RunInfo:
             "checkpoint_sha256": self.checkpoint_sha256,
             "hvp_block": self.hvp_block,
             "processes": self.processes,
+            "compile": self.compile,
         }
 
 

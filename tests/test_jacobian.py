@@ -287,6 +287,7 @@ JSON_KEYS = {
     "checkpoint_sha256",
     "hvp_block",
     "processes",
+    "compile",
     "samples",
     "input_dim",
     "output_dim",
