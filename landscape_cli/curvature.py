@@ -20,10 +20,15 @@ semi-definite whenever the loss is convex in the outputs (all built-in losses), 
 cross-entropy, negative log-likelihood and MSE it equals the Fisher information matrix of the
 model's predictive distribution (Martens 2020, §9.2). ``J v`` is computed with the
 double-backward trick (``J v = ∂/∂u (Jᵀu)·v``, one reverse pass through ``u ↦ Jᵀu``), ``H_L (J v)``
-by double backward through the loss on the outputs, ``Jᵀ(·)`` by one reverse pass: one forward
-per batch shared by every column of a block. Measured on the bundled samples (1 CPU thread,
-float32): a GGN product costs 1.3× a cached HVP on the MLP (1.7 ms vs 1.2 ms per column in
-blocks of 8) and 1.5× on the CNN (33 ms vs 22 ms), i.e. about 1.5-2 gradients.
+by double backward through the loss on the outputs, ``Jᵀ(·)`` by one reverse pass. Without a
+cache, one forward per batch is shared by every column of a block. When the objective is in
+``cached`` mode (and a second graph fits its memory budget), each batch's outputs, ``Jᵀu`` and
+loss gradient are kept, and a product is three backward passes with no forward. Measured with
+one column per product (as in Lanczos; 1 CPU thread, float32, BENCHMARKS.md):
+
+- ``mlp-784``: a cached GGN product costs 13 ms, against 25 ms uncached and 12 ms for a cached
+  HVP;
+- ``cnn3-cifar``: 0.96 s, against 1.49 s uncached and 0.91 s for a cached HVP.
 
 **Empirical Fisher** (Kunstner, Hennig & Balles, "Limitations of the empirical Fisher
 approximation for natural gradient descent", NeurIPS 2019; Martens 2020, §11). With ``g_i`` the
@@ -133,10 +138,19 @@ class GGNOperator(CurvatureOperator):
     True
     """
 
-    def __init__(self, objective: Objective, split: Any) -> None:
+    def __init__(self, objective: Objective, split: Any, *, cache: bool | None = None) -> None:
+        """``cache``: keep each batch's graph (outputs, ``Jᵀu`` and the loss gradient in the
+        outputs) between products, as the Hessian's ``cached`` mode keeps its gradient graph;
+        ``None`` follows the objective: cached when its ``hvp_mode`` is ``cached`` and a second
+        graph of the Hessian graph's measured size still fits its memory budget."""
         super().__init__(objective)
         self.split = split
         self._outputs_module = _OutputModule(objective.model, split)
+        if cache is None:
+            fits = 2 * objective.graph_bytes <= objective.memory_budget
+            cache = objective.hvp_mode == "cached" and fits
+        self.cache = bool(cache)
+        self._graphs: dict[int, _GGNGraph | None] = {}
 
     def _outputs(self, params: list[torch.Tensor], batch: Any, index: int) -> torch.Tensor:
         obj = self.objective
@@ -164,41 +178,69 @@ class GGNOperator(CurvatureOperator):
         total = torch.zeros_like(V)
         with obj.collect_failure() as failure:
             for index, batch, weight in obj._batches_on_device():
-                self._accumulate(total, columns, index, batch, weight)
+                graph = self._graphs.get(index) if self.cache else None
+                if graph is None and not (self.cache and index in self._graphs):
+                    graph = self._graph(index, batch)
+                    if self.cache:
+                        self._graphs[index] = graph
+                if graph is not None:
+                    graph.accumulate(total, columns, weight, obj)
         return obj.reduce_sum(total, failure)
 
-    def _accumulate(
-        self,
-        total: torch.Tensor,
-        columns: list[list[torch.Tensor]],
-        index: int,
-        batch: Any,
-        weight: float,
-    ) -> None:
-        """``total[:, j] += w_b J_bᵀ H_L,b J_b v_j`` for one batch and every column ``v_j``."""
+    def _graph(self, index: int, batch: Any) -> _GGNGraph | None:
+        """One batch's differentiable pieces: ``out = f_b(w)``, the loss gradient in the outputs
+        (differentiable once more, for ``H_L``) and ``Jᵀu`` for a dummy cotangent ``u``
+        (differentiable in ``u``, for ``J v``); ``None`` when the outputs do not depend on
+        ``w`` (``J = 0``)."""
         obj = self.objective
         leaves = [p.detach().requires_grad_(True) for p in obj._params]
         out = self._outputs(leaves, batch, index)
-        # H_L on the outputs: the gradient of the loss in o, differentiable once more
         o = out.detach().requires_grad_(True)
         loss = self.split.curvature_loss(o, batch)
         (dl,) = torch.autograd.grad(loss, o, create_graph=True)
-        # Jᵀu with u a dummy cotangent: differentiating it in u gives J v (double backward)
         u = torch.zeros_like(out, requires_grad=True)
         jtu = torch.autograd.grad(out, leaves, grad_outputs=u, create_graph=True, allow_unused=True)
         live = [i for i, g in enumerate(jtu) if g is not None and g.requires_grad]
         if not live:
-            return  # the outputs do not depend on w: J = 0
+            return None
+        return _GGNGraph(leaves, out, o, dl, u, [jtu[i] for i in live], live)
+
+
+class _GGNGraph:
+    """The autograd pieces of one batch from which ``J_bᵀ H_L,b J_b v`` is three backward passes
+    (double-backward trick for ``J v``; no forward pass)."""
+
+    def __init__(
+        self,
+        leaves: list[torch.Tensor],
+        out: torch.Tensor,
+        o: torch.Tensor,
+        dl: torch.Tensor,
+        u: torch.Tensor,
+        jtu: list[torch.Tensor],
+        live: list[int],
+    ) -> None:
+        self.leaves, self.out, self.o, self.dl, self.u = leaves, out, o, dl, u
+        self.jtu, self.live = jtu, live
+
+    def accumulate(
+        self,
+        total: torch.Tensor,
+        columns: list[list[torch.Tensor]],
+        weight: float,
+        obj: Objective,
+    ) -> None:
+        """``total[:, j] += weight · J_bᵀ H_L,b J_b v_j`` for every column ``v_j``."""
         for j, v in enumerate(columns):
             (jv,) = torch.autograd.grad(
-                [jtu[i] for i in live], u, grad_outputs=[v[i] for i in live], retain_graph=True
+                self.jtu, self.u, grad_outputs=[v[i] for i in self.live], retain_graph=True
             )
-            if dl.requires_grad:
-                (hjv,) = torch.autograd.grad(dl, o, grad_outputs=jv, retain_graph=True)
+            if self.dl.requires_grad:
+                (hjv,) = torch.autograd.grad(self.dl, self.o, grad_outputs=jv, retain_graph=True)
             else:  # the loss is linear in the outputs: H_L = 0
                 hjv = torch.zeros_like(jv)
             parts = torch.autograd.grad(
-                out, leaves, grad_outputs=hjv, retain_graph=True, allow_unused=True
+                self.out, self.leaves, grad_outputs=hjv, retain_graph=True, allow_unused=True
             )
             total[:, j] += weight * obj.flatten([None if p is None else p.detach() for p in parts])
 

@@ -149,6 +149,31 @@ def test_ggn_and_ef_products_match_dense_references(loss, kind, out, log_softmax
         assert float(computed[0]) >= -1e-10 * float(computed[-1])
 
 
+@pytest.mark.parametrize(("loss", "kind", "out", "log_softmax"), CASES)
+def test_cached_ggn_graphs_give_the_dense_ggn_without_another_forward(loss, kind, out, log_softmax):
+    """Cached GGN (the objective's cached mode): products from the kept per-batch graphs equal
+    the dense GGN and the uncached operator, and after the first product no forward pass runs."""
+    model = mlp(out, log_softmax)
+    x, y = data(kind, out)
+    obj = objective(model, SplitLoss(loss), x, y, hvp_mode="cached")
+    split = SplitLoss(loss)
+    cached, fresh = GGNOperator(obj, split), GGNOperator(obj, split, cache=False)
+    assert cached.cache and not fresh.cache
+    assert not GGNOperator(objective(model, split, x, y, hvp_mode="streaming"), split).cache
+    M = dense_ggn(model, loss, x, y)
+    V = torch.randn(obj.num_parameters, 3, dtype=F64, generator=torch.Generator().manual_seed(4))
+    cached @ V[:, 0]
+    forwards = []
+    handle = model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        got = cached @ V
+    finally:
+        handle.remove()
+    assert forwards == []  # the kept graphs serve every later product
+    assert torch.allclose(got, M @ V, atol=1e-10 * M.abs().max(), rtol=0)
+    assert torch.allclose(got, fresh @ V, atol=1e-13 * M.abs().max(), rtol=0)
+
+
 def test_ef_streaming_equals_cached_and_chunking_does_not_matter():
     model, (x, y) = mlp(), data("classes")
     obj = objective(model, SplitLoss("cross_entropy"), x, y)
