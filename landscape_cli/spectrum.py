@@ -44,7 +44,9 @@ def analyze_spectrum(
       by default on the remainder after deflating the extremes' Lanczos basis ``Q_m``, whose
       part ``tr(T_m) = Σ alpha_i`` is known for free (:func:`~landscape_cli.trace.deflated_trace`).
     * Density: stochastic Lanczos quadrature (Lin, Saad & Yang 2016; Ghorbani et al. 2019),
-      ``slq_runs × slq_steps`` HVPs, Gaussian broadening ``sigma``.
+      ``slq_runs × slq_steps`` HVPs, Gaussian broadening ``sigma``; with
+      ``settings.share_lanczos`` the extremes' Lanczos run (Gaussian start, so an unbiased SLQ
+      node set of its own length) is one more run, for no further HVP.
     * Exact (``settings.exact``): the dense Hessian from ``n`` HVPs, for small models.
     * Edge of stability (:mod:`landscape_cli.stability`) when a learning rate is known (``lr`` or
       the checkpoint's optimizer state); only for the full Hessian.
@@ -65,6 +67,11 @@ def analyze_spectrum(
     bottom_k = min(settings.bottom_k, n)
     if settings.exact:
         check_exact_size(n)  # refuse before spending HVPs, not after
+    if settings.density and settings.slq_runs == 0 and not settings.share_lanczos:
+        raise InputError(
+            "--slq-runs 0 with --no-share-lanczos leaves the density without a single run",
+            hint="use --slq-runs 1 or more, --share-lanczos, or --no-density",
+        )
     if top_k + bottom_k > min(settings.max_iter, n) and settings.max_iter < n:
         raise InputError(
             f"--top-k {top_k} plus --bottom-k {bottom_k} exceed --max-iter {settings.max_iter}",
@@ -117,12 +124,15 @@ def analyze_spectrum(
             notes["trace"] = "not requested (--no-trace)"
         slq = density = None
         if settings.density:
+            # The extremes' run started from an isotropic (Gaussian) vector: its quadrature is
+            # one more unbiased SLQ node set, already paid for (issue 6: share HVPs).
             slq = slq_density(
                 H,
                 runs=settings.slq_runs,
                 steps=settings.slq_steps,
                 seed=derive_seed(seed, "density"),
                 progress=stage(progress, "density"),
+                lanczos_runs=[lz] if settings.share_lanczos else (),
             )
             density = slq.density(sigma=settings.sigma, grid=settings.grid)
         else:
