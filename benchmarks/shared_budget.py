@@ -12,8 +12,9 @@ For each bundled sample (float64) the exact spectrum comes from the dense Hessia
 
 * the extremes' Lanczos run exactly as ``landscape spectrum`` makes it (top-5, bottom-1,
   ``tol``, ``max_iter`` and seed from :class:`~landscape_cli.config.SpectrumSettings`);
-* **trace**: landscape's default (``trace_matvecs`` HVPs of Hutch++ on the remainder after
-  deflating the Lanczos basis, :func:`~landscape_cli.trace.deflated_trace`) against PyHessian's
+* **trace**: landscape's default (``trace_matvecs`` HVPs of Hutchinson, ``trace_method="auto"``,
+  on the remainder after deflating the Lanczos basis, :func:`~landscape_cli.trace.deflated_trace`)
+  against PyHessian's
   ``trace(maxIter=100)``: plain Hutchinson with 100 Rademacher probes
   (:func:`~landscape_cli.trace.hutchinson_trace`); relative error to ``sum(eigenvalues)``;
 * **density**: landscape's default (the extremes' run counted as one SLQ run plus ``slq_runs``
@@ -52,7 +53,7 @@ from landscape_cli.exact import exact_spectrum
 from landscape_cli.lanczos import LanczosResult, lanczos
 from landscape_cli.loading import build_objective, resolve_run_config
 from landscape_cli.seeding import derive_seed
-from landscape_cli.trace import deflated_trace, hutchinson_trace
+from landscape_cli.trace import choose_method, deflated_trace, hutchinson_trace
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     pyhessian = DensityPlan(False, 1, 100)
     library = DensityPlan(False, DEFAULT_RUNS, DEFAULT_STEPS)  # slq_density's own defaults
     density_plans = [own, pyhessian, library]
-    trace_plans = [("deflated " + s.trace_method, s.trace_matvecs)]
+    trace_plans = [("deflated " + choose_method(s.trace_method, True), s.trace_matvecs)]
     if opts.scan:
         density_plans += [
             DensityPlan(True, 0, 0),

@@ -558,10 +558,15 @@ def spectrum(
         bool | None, typer.Option("--trace/--no-trace", help="Estimate the trace [default: on].")
     ] = None,
     trace_method: Annotated[
-        str | None, typer.Option("--trace-method", help="hutch++ or hutchinson [default: hutch++].")
+        str | None,
+        typer.Option(
+            "--trace-method",
+            help="auto, hutch++ or hutchinson [default: auto: Hutchinson on the deflated "
+            "remainder, Hutch++ without deflation].",
+        ),
     ] = None,
     trace_matvecs: Annotated[
-        int | None, typer.Option("--trace-matvecs", help="HVPs for the trace [default: 50].")
+        int | None, typer.Option("--trace-matvecs", help="HVPs for the trace [default: 60].")
     ] = None,
     deflate_trace: Annotated[
         bool | None,

@@ -102,8 +102,13 @@ SPECTRUM: dict[str, Option] = {
     ),
     "max_iter": Option(int, 200, "maximum Lanczos iterations (HVPs)", minimum=1),
     "trace": Option(bool, True, "estimate the trace"),
-    "trace_method": Option(str, "hutch++", "trace estimator", choices=("hutch++", "hutchinson")),
-    "trace_matvecs": Option(int, 50, "HVPs spent on the trace estimate", minimum=4),
+    "trace_method": Option(
+        str,
+        "auto",
+        "trace estimator (auto: Hutchinson on the deflated remainder, Hutch++ without deflation)",
+        choices=("auto", "hutch++", "hutchinson"),
+    ),
+    "trace_matvecs": Option(int, 60, "HVPs spent on the trace estimate", minimum=4),
     "deflate_trace": Option(
         bool,
         True,
@@ -276,8 +281,8 @@ class SpectrumSettings:
     tol: float = 1e-4
     max_iter: int = 200
     trace: bool = True
-    trace_method: str = "hutch++"
-    trace_matvecs: int = 50
+    trace_method: str = "auto"
+    trace_matvecs: int = 60
     deflate_trace: bool = True
     density: bool = True
     share_lanczos: bool = True

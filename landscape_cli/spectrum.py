@@ -21,7 +21,7 @@ from .progress import StageProgress, stage
 from .results import RunInfo, SpectrumResult
 from .seeding import derive_seed
 from .stability import NO_LEARNING_RATE, stability_report
-from .trace import deflated_trace, hutchinson_trace, hutchpp_trace
+from .trace import choose_method, deflated_trace, hutchinson_trace, hutchpp_trace
 
 
 def analyze_spectrum(
@@ -42,7 +42,9 @@ def analyze_spectrum(
       residuals fall below ``settings.tol`` relative to the spectral-norm estimate.
     * Trace: Hutch++ (Meyer et al. 2021) or Hutchinson (1989), ``settings.trace_matvecs`` HVPs,
       by default on the remainder after deflating the extremes' Lanczos basis ``Q_m``, whose
-      part ``tr(T_m) = Σ alpha_i`` is known for free (:func:`~landscape_cli.trace.deflated_trace`).
+      part ``tr(T_m) = Σ alpha_i`` is known for free (:func:`~landscape_cli.trace.deflated_trace`);
+      ``trace_method="auto"`` is Hutchinson on that remainder, Hutch++ without deflation
+      (:func:`~landscape_cli.trace.choose_method`).
     * Density: stochastic Lanczos quadrature (Lin, Saad & Yang 2016; Ghorbani et al. 2019),
       ``slq_runs × slq_steps`` HVPs, Gaussian broadening ``sigma``; with
       ``settings.share_lanczos`` the extremes' Lanczos run (Gaussian start, so an unbiased SLQ
@@ -107,13 +109,14 @@ def analyze_spectrum(
                 basis,
                 float(lz.alphas.sum()),
                 settings.trace_matvecs,
-                method=settings.trace_method,
+                method=choose_method(settings.trace_method, deflated=True),
                 seed=derive_seed(seed, "trace"),
                 progress=stage(progress, "trace"),
             )
             del basis
         elif settings.trace:
-            estimator = hutchpp_trace if settings.trace_method == "hutch++" else hutchinson_trace
+            method = choose_method(settings.trace_method, deflated=False)
+            estimator = hutchpp_trace if method == "hutch++" else hutchinson_trace
             trace_estimate = estimator(
                 H,
                 settings.trace_matvecs,
