@@ -196,7 +196,7 @@ def per_layer_spectrum(
             )
             estimate = None
             if trace:
-                estimator = hutchpp_trace if trace_method == "hutch++" else hutchinson_trace
+                estimator = hutchinson_trace if trace_method == "hutchinson" else hutchpp_trace
                 estimate = estimator(
                     block,
                     trace_matvecs,

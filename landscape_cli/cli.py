@@ -567,10 +567,15 @@ def spectrum(
         bool | None, typer.Option("--trace/--no-trace", help="Estimate the trace [default: on].")
     ] = None,
     trace_method: Annotated[
-        str | None, typer.Option("--trace-method", help="hutch++ or hutchinson [default: hutch++].")
+        str | None,
+        typer.Option(
+            "--trace-method",
+            help="auto, hutch++ or hutchinson [default: auto: Hutchinson on the deflated "
+            "remainder, Hutch++ without deflation].",
+        ),
     ] = None,
     trace_matvecs: Annotated[
-        int | None, typer.Option("--trace-matvecs", help="HVPs for the trace [default: 100].")
+        int | None, typer.Option("--trace-matvecs", help="HVPs for the trace [default: 60].")
     ] = None,
     deflate_trace: Annotated[
         bool | None,
@@ -583,11 +588,22 @@ def spectrum(
         bool | None,
         typer.Option("--density/--no-density", help="Estimate the spectral density [default: on]."),
     ] = None,
+    share_lanczos: Annotated[
+        bool | None,
+        typer.Option(
+            "--share-lanczos/--no-share-lanczos",
+            help="Count the extremes' Lanczos run as one more SLQ run of the density "
+            "[default: on].",
+        ),
+    ] = None,
     slq_runs: Annotated[
-        int | None, typer.Option("--slq-runs", help="SLQ random probes [default: 4].")
+        int | None,
+        typer.Option(
+            "--slq-runs", help="SLQ random probes besides the shared Lanczos run [default: 2]."
+        ),
     ] = None,
     slq_steps: Annotated[
-        int | None, typer.Option("--slq-steps", help="Lanczos steps per SLQ probe [default: 50].")
+        int | None, typer.Option("--slq-steps", help="Lanczos steps per SLQ probe [default: 30].")
     ] = None,
     sigma: Annotated[
         float | None,
@@ -644,6 +660,7 @@ def spectrum(
             "spectrum.trace_matvecs": trace_matvecs,
             "spectrum.deflate_trace": deflate_trace,
             "spectrum.density": density,
+            "spectrum.share_lanczos": share_lanczos,
             "spectrum.slq_runs": slq_runs,
             "spectrum.slq_steps": slq_steps,
             "spectrum.sigma": sigma,

@@ -108,8 +108,13 @@ SPECTRUM: dict[str, Option] = {
     ),
     "max_iter": Option(int, 200, "maximum Lanczos iterations (HVPs)", minimum=1),
     "trace": Option(bool, True, "estimate the trace"),
-    "trace_method": Option(str, "hutch++", "trace estimator", choices=("hutch++", "hutchinson")),
-    "trace_matvecs": Option(int, 100, "HVPs spent on the trace estimate", minimum=4),
+    "trace_method": Option(
+        str,
+        "auto",
+        "trace estimator (auto: Hutchinson on the deflated remainder, Hutch++ without deflation)",
+        choices=("auto", "hutch++", "hutchinson"),
+    ),
+    "trace_matvecs": Option(int, 60, "HVPs spent on the trace estimate", minimum=4),
     "deflate_trace": Option(
         bool,
         True,
@@ -117,8 +122,14 @@ SPECTRUM: dict[str, Option] = {
         "goes to the remainder)",
     ),
     "density": Option(bool, True, "estimate the spectral density (SLQ)"),
-    "slq_runs": Option(int, 4, "SLQ random probes", minimum=1),
-    "slq_steps": Option(int, 50, "Lanczos steps per SLQ probe", minimum=2),
+    "share_lanczos": Option(
+        bool,
+        True,
+        "count the extremes' Lanczos run (random Gaussian start) as one more SLQ run of the "
+        "density: its HVPs are already spent",
+    ),
+    "slq_runs": Option(int, 2, "SLQ random probes (besides the shared extremes' run)", minimum=0),
+    "slq_steps": Option(int, 30, "Lanczos steps per SLQ probe", minimum=2),
     "sigma": Option(
         float,
         None,
@@ -276,12 +287,13 @@ class SpectrumSettings:
     tol: float = 1e-4
     max_iter: int = 200
     trace: bool = True
-    trace_method: str = "hutch++"
-    trace_matvecs: int = 100
+    trace_method: str = "auto"
+    trace_matvecs: int = 60
     deflate_trace: bool = True
     density: bool = True
-    slq_runs: int = 4
-    slq_steps: int = 50
+    share_lanczos: bool = True
+    slq_runs: int = 2
+    slq_steps: int = 30
     sigma: float | None = None
     grid: int = 1000
     exact: bool = False

@@ -15,6 +15,17 @@ into neural net optimization via Hessian eigenvalue density", ICML 2019):
 
 Probes are Rademacher vectors, so ``||v||^2 = n`` exactly and the weights of each run sum to 1.
 
+**Runs made elsewhere.** Any Lanczos run whose start vector ``q`` is isotropic (``E[q q^T]`` a
+multiple of ``I``: a normalised Rademacher or Gaussian vector, i.e. ``q`` uniform on the sphere)
+is an SLQ run: ``E[(u_k^T q)^2] = 1 / n`` for every eigenvector, so its quadrature is an equally
+unbiased node set. ``slq_density(..., lanczos_runs=[...])`` adds such runs, given by their
+``(alphas, betas)`` (e.g. the extremes' run of :func:`~landscape_cli.lanczos.lanczos`, started
+from a Gaussian vector), to its own, with equal weight per run; their products were paid for by
+whoever made them and are not counted in ``matvecs`` (``SLQResult.shared_runs`` says how many rows
+are such runs). A run stopped early (by a convergence test) is a shorter quadrature, exact for
+polynomials of degree ``2m - 1`` for its own ``m``; since every run makes at least
+``min_iter`` steps before such a test may fire, low moments stay unbiased.
+
 Example:
     >>> import torch
     >>> A = torch.diag(torch.linspace(-1.0, 1.0, 400, dtype=torch.float64))
@@ -26,26 +37,37 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from landscape_cli.lanczos import LanczosProcess, checked_product
+from landscape_cli.lanczos import LanczosProcess, checked_product, tridiagonal_eigh
 
 #: Memory the lockstep SLQ runs' Lanczos bases may take together (bytes), when ``block_size`` is
-#: not given: all 10 of slq_density's default runs for models up to ~3M float32 parameters at 80 steps.
+#: not given: 10 runs of 80 steps for models up to ~3M float32 parameters.
 BLOCK_MEMORY = 1 << 30
 
+#: Default size of :func:`slq_density`: 3 runs of 30 steps, the quadrature of ``landscape
+#: spectrum``'s default density (``SpectrumSettings``: ``slq_runs = 2`` runs of ``slq_steps = 30``
+#: plus the extremes' Lanczos run, which has ~20-40 steps), so a library call without a shared
+#: run gets a density of the size the CLI reports (``benchmarks/shared_budget.py`` measures both
+#: against exact spectra and against one 100-step run, PyHessian's ``density()``).
+DEFAULT_RUNS = 3
+DEFAULT_STEPS = 30
+
 __all__ = [
+    "DEFAULT_RUNS",
     "DEFAULT_SIGMA_FRACTION",
+    "DEFAULT_STEPS",
     "SLQResult",
     "SpectralDensity",
     "default_grid",
     "default_sigma",
     "gaussian_broadening",
+    "lanczos_quadrature",
     "slq_density",
     "wasserstein1",
 ]
@@ -80,17 +102,32 @@ class SLQResult:
     """Gauss quadrature nodes and weights of every SLQ run.
 
     Attributes:
-        nodes: ``(runs, steps)`` Ritz values of each run, ascending within a row. A run that broke
-            down early (the probe's Krylov space became invariant after ``j < steps`` steps, so its
-            ``j`` nodes are exact) is padded with NaN in columns ``j:``.
+        nodes: ``(runs, steps)`` Ritz values of each run, ascending within a row. A run with
+            ``j < steps`` nodes (it broke down early: the probe's Krylov space became invariant,
+            so its ``j`` nodes are exact; or it is a shared run that stopped at convergence) is
+            padded with NaN in columns ``j:``.
         weights: ``(runs, steps)`` squared first components ``tau_i^2``; each row sums to 1;
             0 where padded.
-        matvecs: matrix-vector products spent (one per Lanczos step over all runs).
+        matvecs: matrix-vector products spent by :func:`slq_density` itself (one per Lanczos
+            step over its own runs; shared runs are not counted).
+        shared_runs: the first ``shared_runs`` rows are runs made elsewhere (``lanczos_runs`` of
+            :func:`slq_density`, e.g. the extremes' Lanczos run of ``landscape spectrum``).
     """
 
     nodes: np.ndarray
     weights: np.ndarray
     matvecs: int
+    shared_runs: int = 0
+
+    @property
+    def runs(self) -> int:
+        """Number of quadrature runs (rows), shared ones included."""
+        return int(self.nodes.shape[0])
+
+    @property
+    def run_steps(self) -> np.ndarray:
+        """``(runs,)`` Lanczos steps (= nodes) of each run: the non-padded entries of its row."""
+        return np.isfinite(np.asarray(self.nodes, dtype=np.float64)).sum(axis=1).astype(np.int64)
 
     def density(self, sigma: float | None = None, grid: np.ndarray | int = 1000) -> SpectralDensity:
         """Broadened density: ``sigma`` defaults to :func:`default_sigma`; ``grid`` is an array of
@@ -234,14 +271,59 @@ def wasserstein1(grid: np.ndarray, values: np.ndarray, eigenvalues: np.ndarray) 
     return float(pieces.sum())
 
 
+def lanczos_quadrature(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss quadrature nodes and weights of one Lanczos run from its coefficients.
+
+    With ``T_m = tridiag(betas[:m-1], alphas, betas[:m-1]) = S diag(theta) S^T``, the nodes are
+    the Ritz values ``theta`` (ascending) and the weights the squared first components
+    ``S[0, i]^2`` (Golub & Meurant 2010); they sum to 1. ``betas`` may have length ``m`` (as in
+    :class:`~landscape_cli.lanczos.LanczosResult`, whose last entry is the final residual norm,
+    not part of ``T_m``) or ``m - 1``.
+
+    Example:
+        >>> nodes, weights = lanczos_quadrature(np.array([2.0, 2.0]), np.array([1.0]))
+        >>> nodes.round(12).tolist(), weights.round(12).tolist()
+        ([1.0, 3.0], [0.5, 0.5])
+    """
+    a = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    b = np.asarray(betas, dtype=np.float64).reshape(-1)
+    m = a.shape[0]
+    if m == 0 or b.shape[0] not in (m, m - 1):
+        raise ValueError(
+            f"a Lanczos run needs m >= 1 alphas and m or m - 1 betas, got {m} and {b.shape[0]}"
+        )
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("the Lanczos coefficients must be finite")
+    theta, S = tridiagonal_eigh(a, b[: m - 1])
+    return theta, S[0, :] ** 2
+
+
+def _shared_quadratures(lanczos_runs: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for i, run in enumerate(lanczos_runs):
+        if hasattr(run, "alphas") and hasattr(run, "betas"):
+            alphas, betas = run.alphas, run.betas
+        else:
+            try:
+                alphas, betas = run
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"lanczos_runs[{i}] must be a LanczosResult or an (alphas, betas) pair, "
+                    f"got {type(run).__name__}"
+                ) from None
+        out.append(lanczos_quadrature(alphas, betas))
+    return out
+
+
 def slq_density(
     A: Any,
     *,
-    runs: int = 10,
-    steps: int = 80,
+    runs: int = DEFAULT_RUNS,
+    steps: int = DEFAULT_STEPS,
     seed: int = 0,
     block_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    lanczos_runs: Sequence[Any] = (),
 ) -> SLQResult:
     """Stochastic Lanczos quadrature: ``runs`` Lanczos runs of ``steps`` steps from Rademacher
     probes (Lin, Saad & Yang 2016; Ghorbani, Krishnan & Xiao 2019).
@@ -254,23 +336,28 @@ def slq_density(
 
     Args:
         A: symmetric operator (``.shape``, ``.dtype``, ``.device``, ``A @ v``).
-        runs: number of independent probes ``R >= 1``.
-        steps: Lanczos steps per run ``m >= 1`` (clamped to ``n``); the quadrature is exact for
-            polynomials of degree ``2m - 1``.
+        runs: number of independent probes ``R >= 1`` (default :data:`DEFAULT_RUNS`).
+        steps: Lanczos steps per run ``m >= 1`` (clamped to ``n``; default
+            :data:`DEFAULT_STEPS`); the quadrature is exact for polynomials of degree ``2m - 1``.
         seed: the probes are drawn in sequence from ``torch.Generator().manual_seed(seed)`` on the
             CPU in float64, so runs are independent of each other and reproducible.
         block_size: runs advanced together; ``None``: as many as keep their bases within
             :data:`BLOCK_MEMORY` bytes (at least one).
         progress: ``progress(done_steps, runs * steps)``.
+        lanczos_runs: runs already made from isotropic start vectors (see the module docstring),
+            each a :class:`~landscape_cli.lanczos.LanczosResult` or an ``(alphas, betas)`` pair;
+            they become the first rows of the result, weighted like the others, and cost no
+            products here. With at least one of them, ``runs`` may be 0.
 
     Returns:
         :class:`SLQResult` (nodes padded with NaN, weights with 0, for runs that broke down early
-        because the probe's Krylov space was invariant: those nodes are exact); ``.density()``
-        broadens it.
+        because the probe's Krylov space was invariant: those nodes are exact; and for shared
+        runs shorter than ``steps``); ``.density()`` broadens it.
     """
-    for name, value in (("runs", runs), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    shared = _shared_quadratures(lanczos_runs)
+    for name, value, minimum in (("runs", runs, 0 if shared else 1), ("steps", steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     shape = tuple(getattr(A, "shape", ()))
     if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 1:
         raise ValueError(f"the operator must have a square shape (n, n) with n >= 1, got {shape}")
@@ -288,8 +375,13 @@ def slq_density(
         torch.randint(0, 2, (n,), generator=gen, dtype=torch.float64) * 2.0 - 1.0
         for _ in range(runs)
     ]
-    nodes = np.full((runs, steps), np.nan)
-    weights = np.zeros((runs, steps))
+    width = max([steps] + [len(theta) for theta, _ in shared])
+    nodes = np.full((len(shared) + runs, width), np.nan)
+    weights = np.zeros((len(shared) + runs, width))
+    for r, (theta, tau2) in enumerate(shared):
+        nodes[r, : len(theta)] = theta
+        weights[r, : len(theta)] = tau2
+    own = len(shared)  # row of the first own run
     matvecs = 0
     for first in range(0, runs, block_size):
         group = [
@@ -305,9 +397,9 @@ def slq_density(
             if progress is not None:
                 done = first * steps + sum(steps if p.finished else p.steps for p in group)
                 progress(done, total)
-        for r, process in enumerate(group, start=first):
+        for r, process in enumerate(group, start=own + first):
             res = process.result()
             j = res.steps
             nodes[r, :j] = res.ritz_values
             weights[r, :j] = res.first_components**2
-    return SLQResult(nodes=nodes, weights=weights, matvecs=matvecs)
+    return SLQResult(nodes=nodes, weights=weights, matvecs=matvecs, shared_runs=len(shared))

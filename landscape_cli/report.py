@@ -323,12 +323,13 @@ def _write_slq(group: h5py.Group, slq: SLQResult) -> None:
     write_arrays(
         group,
         "slq",
-        {"nodes": slq.nodes, "weights": slq.weights},
+        {"nodes": slq.nodes, "weights": slq.weights, "run_steps": slq.run_steps},
         {
             "runs": int(slq.nodes.shape[0]),
             "steps": int(slq.nodes.shape[1]),
+            "shared_runs": int(slq.shared_runs),
             "matvecs": slq.matvecs,
-            "padding": "nodes NaN, weights 0 after a run's breakdown",
+            "padding": "nodes NaN, weights 0 after a run's last step (run_steps)",
         },
     )
 
@@ -966,6 +967,7 @@ def _read_slq(group: h5py.Group) -> SLQResult:
         nodes=_read_array(group, "nodes"),
         weights=_read_array(group, "weights"),
         matvecs=read_attrs(group)["matvecs"],
+        shared_runs=int(read_attrs(group).get("shared_runs", 0)),  # 0 in files before issue 6
     )
 
 

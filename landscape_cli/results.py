@@ -165,6 +165,8 @@ class SpectrumResult:
                     "sigma": json_number(self.density_estimate.sigma),
                     "runs": int(self.slq.nodes.shape[0]),
                     "steps": int(self.slq.nodes.shape[1]),
+                    "run_steps": [int(k) for k in self.slq.run_steps],
+                    "shared_runs": int(self.slq.shared_runs),
                     "matvecs": int(self.slq.matvecs),
                 },
             }

@@ -21,7 +21,7 @@ from .progress import StageProgress, stage
 from .results import RunInfo, SpectrumResult
 from .seeding import derive_seed
 from .stability import NO_LEARNING_RATE, stability_report
-from .trace import deflated_trace, hutchinson_trace, hutchpp_trace
+from .trace import choose_method, deflated_trace, hutchinson_trace, hutchpp_trace
 
 
 def analyze_spectrum(
@@ -42,9 +42,13 @@ def analyze_spectrum(
       residuals fall below ``settings.tol`` relative to the spectral-norm estimate.
     * Trace: Hutch++ (Meyer et al. 2021) or Hutchinson (1989), ``settings.trace_matvecs`` HVPs,
       by default on the remainder after deflating the extremes' Lanczos basis ``Q_m``, whose
-      part ``tr(T_m) = Σ alpha_i`` is known for free (:func:`~landscape_cli.trace.deflated_trace`).
+      part ``tr(T_m) = Σ alpha_i`` is known for free (:func:`~landscape_cli.trace.deflated_trace`);
+      ``trace_method="auto"`` is Hutchinson on that remainder, Hutch++ without deflation
+      (:func:`~landscape_cli.trace.choose_method`).
     * Density: stochastic Lanczos quadrature (Lin, Saad & Yang 2016; Ghorbani et al. 2019),
-      ``slq_runs × slq_steps`` HVPs, Gaussian broadening ``sigma``.
+      ``slq_runs × slq_steps`` HVPs, Gaussian broadening ``sigma``; with
+      ``settings.share_lanczos`` the extremes' Lanczos run (Gaussian start, so an unbiased SLQ
+      node set of its own length) is one more run, for no further HVP.
     * Exact (``settings.exact``): the dense Hessian from ``n`` HVPs, for small models.
     * Edge of stability (:mod:`landscape_cli.stability`) when a learning rate is known (``lr`` or
       the checkpoint's optimizer state); only for the full Hessian.
@@ -65,6 +69,11 @@ def analyze_spectrum(
     bottom_k = min(settings.bottom_k, n)
     if settings.exact:
         check_exact_size(n)  # refuse before spending HVPs, not after
+    if settings.density and settings.slq_runs == 0 and not settings.share_lanczos:
+        raise InputError(
+            "--slq-runs 0 with --no-share-lanczos leaves the density without a single run",
+            hint="use --slq-runs 1 or more, --share-lanczos, or --no-density",
+        )
     if top_k + bottom_k > min(settings.max_iter, n) and settings.max_iter < n:
         raise InputError(
             f"--top-k {top_k} plus --bottom-k {bottom_k} exceed --max-iter {settings.max_iter}",
@@ -100,13 +109,14 @@ def analyze_spectrum(
                 basis,
                 float(lz.alphas.sum()),
                 settings.trace_matvecs,
-                method=settings.trace_method,
+                method=choose_method(settings.trace_method, deflated=True),
                 seed=derive_seed(seed, "trace"),
                 progress=stage(progress, "trace"),
             )
             del basis
         elif settings.trace:
-            estimator = hutchpp_trace if settings.trace_method == "hutch++" else hutchinson_trace
+            method = choose_method(settings.trace_method, deflated=False)
+            estimator = hutchpp_trace if method == "hutch++" else hutchinson_trace
             trace_estimate = estimator(
                 H,
                 settings.trace_matvecs,
@@ -117,12 +127,15 @@ def analyze_spectrum(
             notes["trace"] = "not requested (--no-trace)"
         slq = density = None
         if settings.density:
+            # The extremes' run started from an isotropic (Gaussian) vector: its quadrature is
+            # one more unbiased SLQ node set, already paid for (issue 6: share HVPs).
             slq = slq_density(
                 H,
                 runs=settings.slq_runs,
                 steps=settings.slq_steps,
                 seed=derive_seed(seed, "density"),
                 progress=stage(progress, "density"),
+                lanczos_runs=[lz] if settings.share_lanczos else (),
             )
             density = slq.density(sigma=settings.sigma, grid=settings.grid)
         else:

@@ -195,7 +195,7 @@ def analyze_spread(
             estimate = None
             if settings.trace:
                 estimator = (
-                    hutchpp_trace if settings.trace_method == "hutch++" else hutchinson_trace
+                    hutchinson_trace if settings.trace_method == "hutchinson" else hutchpp_trace
                 )
                 estimate = estimator(A, settings.trace_matvecs, seed=derive_seed(seed, "trace"))
         subsets.append(

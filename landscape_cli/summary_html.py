@@ -366,9 +366,13 @@ def _spectrum_section(spectrum: Any) -> str:
         )
     if d["density"] is not None:
         den = d["density"]
+        shared = den.get("shared_runs", 0)
+        lengths = den.get("run_steps") or [den["steps"]] * den["runs"]
         parts.append(
-            f'<p class="note">Density: {format_number(den["runs"])} SLQ runs × '
-            f"{format_number(den['steps'])} steps, σ = {format_number(den['sigma'])}.</p>"
+            f'<p class="note">Density: {format_number(den["runs"])} SLQ runs'
+            + (" (the first is the extremes' Lanczos run)" if shared else "")
+            + f" of {', '.join(format_number(k) for k in lengths)} steps, "
+            f"σ = {format_number(den['sigma'])}.</p>"
         )
     if d.get("per_layer"):
         parts += [

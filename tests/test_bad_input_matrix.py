@@ -1070,7 +1070,7 @@ CASES = [
         "flag-unknown-trace-method",
         with_flags("--trace-method", "magic"),
         2,
-        r"'--trace-method' is 'magic'; choose one of hutch\+\+, hutchinson",
+        r"'--trace-method' is 'magic'; choose one of auto, hutch\+\+, hutchinson",
     ),
     Case("flag-unknown-device", with_flags("--device", "tpu"), 2, r"--device 'tpu': not a device"),
     Case("flag-unknown-option", with_flags("--no-such-flag"), 2, r"No such option: --no-such-flag"),

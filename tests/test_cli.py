@@ -61,7 +61,7 @@ def test_spectrum_json_has_every_guide_key_and_nothing_else_on_stdout():
 def test_spectrum_table_on_a_terminal_style_run():
     result = invoke("spectrum", "sample:cnn", "--top-k", "2", *FAST)
     assert result.exit_code == 0, result.stderr
-    assert "λ_max" in result.stdout and "trace (deflated hutch++)" in result.stdout
+    assert "λ_max" in result.stdout and "trace (deflated hutchinson)" in result.stdout
     assert "1,484 parameters" in result.stdout
 
 

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from landscape_cli.config import COMMON, SECTIONS, read_config_file, resolve_config
+from landscape_cli.config import (
+    COMMON,
+    SECTIONS,
+    SpectrumSettings,
+    read_config_file,
+    resolve_config,
+)
 from landscape_cli.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,3 +138,16 @@ def test_settings_dataclass_defaults_equal_option_defaults():
         settings = getattr(config, section)
         for key, option in options.items():
             assert getattr(settings, key) == option.default, f"{section}.{key}"
+
+
+def test_library_slq_defaults_are_the_size_of_the_spectrum_density():
+    # slq_density(A) alone gives a quadrature of the size `landscape spectrum` reports by default:
+    # its own slq_runs runs of slq_steps steps plus the shared extremes' Lanczos run.
+    import inspect
+
+    from landscape_cli.density import slq_density
+
+    params = inspect.signature(slq_density).parameters
+    s = SpectrumSettings()
+    assert params["runs"].default == s.slq_runs + int(s.share_lanczos)
+    assert params["steps"].default == s.slq_steps

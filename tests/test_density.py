@@ -15,15 +15,19 @@ import torch
 from spectra import nn_like_matrix, planted
 
 from landscape_cli.density import (
+    DEFAULT_RUNS,
     DEFAULT_SIGMA_FRACTION,
+    DEFAULT_STEPS,
     SLQResult,
     SpectralDensity,
     default_grid,
     default_sigma,
     gaussian_broadening,
+    lanczos_quadrature,
     slq_density,
     wasserstein1,
 )
+from landscape_cli.lanczos import lanczos
 from landscape_cli.trace import hutchinson_trace
 
 
@@ -136,14 +140,16 @@ def test_wasserstein1_matches_scipy_for_discretised_density() -> None:
 )
 def test_slq_density_w1_budget_on_nn_like_spectra(n: int, kind: str, seed: int) -> None:
     lam, A = nn_like_matrix(n, kind=kind)
-    res = slq_density(A, seed=seed)  # defaults: 10 runs x 80 steps
-    assert res.nodes.shape == (10, 80) and res.matvecs == 800
+    res = slq_density(A, seed=seed)  # defaults: the size of `landscape spectrum`'s density
+    assert res.nodes.shape == (DEFAULT_RUNS, DEFAULT_STEPS) == (3, 30)
+    assert res.matvecs == 90 and res.shared_runs == 0
     dens = res.density()
     assert trapezoid(dens.values, dens.grid) == pytest.approx(1.0, abs=1e-10)
     assert np.all(dens.values >= 0)
     width = lam[-1] - lam[0]
     w1 = wasserstein1(dens.grid, dens.values, lam)
-    # Project budget. Measured ~0.002-0.004: mostly the broadening (<= 0.8 sigma = 0.004 width).
+    # Project budget. Measured ~0.002-0.004 (10 x 80 and 3 x 30 alike): mostly the broadening
+    # (<= 0.8 sigma = 0.004 width).
     assert w1 <= 0.03 * width
     # The quadrature nodes are Ritz values: inside [lambda_min, lambda_max] (rounding aside).
     assert np.nanmin(res.nodes) >= lam[0] - 1e-10 * width
@@ -263,3 +269,90 @@ def test_density_options_and_to_dict() -> None:
     assert len(d["grid"]) == len(d["values"]) == 300
     assert all(isinstance(x, float) for x in d["values"][:5])
     assert isinstance(res, SLQResult)
+
+
+# ---------------------------------------------------------------------------------------------
+# runs made elsewhere (issue 6: the extremes' Lanczos run counted as an SLQ run)
+
+
+def test_shared_run_equals_an_own_run_from_the_same_probe() -> None:
+    # A Lanczos run handed in from outside gives the nodes and weights slq_density computes itself
+    # from the same start vector (regenerated from the documented scheme). Both are the same
+    # recurrence on the same dense matrix, so they agree to rounding: 1e-12 of ||A|| = 40.
+    lam, A = nn_like_matrix(600)
+    n, steps, seed = 600, 25, 3
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randint(0, 2, (n,), generator=gen, dtype=torch.float64) * 2.0 - 1.0
+    run = lanczos(A, start=z, tol=None, max_iter=steps)
+    own = slq_density(A, runs=1, steps=steps, seed=seed)
+    shared = slq_density(A, runs=0, steps=steps, lanczos_runs=[run])
+    pair = slq_density(A, runs=0, steps=1, lanczos_runs=[(run.alphas, run.betas[:-1])])
+    assert (own.shared_runs, shared.shared_runs, shared.matvecs, own.matvecs) == (0, 1, 0, steps)
+    for res in (shared, pair):
+        assert res.nodes.shape == (1, steps)
+        np.testing.assert_allclose(res.nodes, own.nodes, rtol=0, atol=1e-12 * lam[-1])
+        np.testing.assert_allclose(res.weights, own.weights, rtol=0, atol=1e-12)
+
+
+def test_stopped_extremes_run_is_the_quadrature_of_its_gaussian_start() -> None:
+    # The extremes' run (stopped by its convergence test after m steps, Gaussian start from the
+    # seed as lanczos documents) equals an m-step fixed-length run from the same start vector, and
+    # sits in row 0, padded, before the own runs, which are unchanged by its presence.
+    lam, A = nn_like_matrix(600)
+    n = 600
+    extremes = lanczos(A, seed=11, tol=1e-4, top_k=5, bottom_k=1, max_iter=200)
+    m = extremes.steps
+    assert extremes.converged and 10 <= m < 40
+    start = torch.randn(n, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    fixed = lanczos(A, start=start, tol=None, max_iter=m)
+    res = slq_density(A, runs=2, steps=50, seed=5, lanczos_runs=[extremes])
+    alone = slq_density(A, runs=2, steps=50, seed=5)
+    assert res.nodes.shape == (3, 50) and res.matvecs == alone.matvecs == 100
+    assert res.shared_runs == 1 and res.runs == 3
+    np.testing.assert_array_equal(res.run_steps, [m, 50, 50])
+    np.testing.assert_allclose(res.nodes[0, :m], fixed.ritz_values, rtol=0, atol=1e-12 * lam[-1])
+    np.testing.assert_allclose(res.weights[0, :m], fixed.first_components**2, atol=1e-12)
+    assert np.all(np.isnan(res.nodes[0, m:])) and np.all(res.weights[0, m:] == 0)
+    np.testing.assert_array_equal(res.nodes[1:], alone.nodes)
+    np.testing.assert_allclose(res.weights.sum(axis=1), 1.0, atol=1e-12)
+    # every run counts once in the broadened density
+    grid = np.linspace(lam[0] - 1.0, lam[-1] + 1.0, 400)
+    keep = np.isfinite(res.nodes)
+    theta, w = res.nodes[keep], res.weights[keep] / 3.0  # weight 1/3 per run, padding skipped
+    expected = np.sum(w[:, None] * scipy.stats.norm.pdf(grid[None, :], theta[:, None], 0.3), 0)
+    got = res.density(sigma=0.3, grid=grid).values
+    np.testing.assert_allclose(got, expected / trapezoid(expected, grid), rtol=1e-10, atol=1e-14)
+
+
+def test_gaussian_start_gives_unbiased_quadrature_moments() -> None:
+    # lanczos' default start (a Gaussian, normalised: uniform on the sphere) is isotropic, so
+    # each quadrature's moments sum_i w_i theta_i^k are unbiased for tr(A^k) / n (exact for
+    # k <= 2m - 1). Over 400 seeds the means must be within 4 standard errors of tr(A^k) / n:
+    # a start vector concentrated on some eigenvectors (e.g. a unit vector) fails this.
+    n = 60
+    lam = np.linspace(-1.0, 3.0, n) ** 3
+    A = planted(lam, seed=44)
+    moments = np.array(
+        [
+            [np.sum(lanczos_quadrature(r.alphas, r.betas)[1] * r.ritz_values**k) for k in (1, 2, 3)]
+            for r in (lanczos(A, seed=s, tol=None, max_iter=2) for s in range(400))
+        ]
+    )
+    exact = np.array([np.mean(lam**k) for k in (1, 2, 3)])
+    stderr = moments.std(axis=0, ddof=1) / math.sqrt(moments.shape[0])
+    assert np.all(np.abs(moments.mean(axis=0) - exact) <= 4.0 * stderr)
+
+
+def test_lanczos_quadrature_and_shared_run_validation() -> None:
+    nodes, weights = lanczos_quadrature(np.array([1.0, 5.0]), np.array([0.0, 0.0]))
+    np.testing.assert_allclose(nodes, [1.0, 5.0])
+    np.testing.assert_allclose(weights, [1.0, 0.0])
+    with pytest.raises(ValueError, match="m >= 1 alphas"):
+        lanczos_quadrature(np.array([1.0, 2.0]), np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="finite"):
+        lanczos_quadrature(np.array([1.0, np.nan]), np.array([1.0]))
+    _, A = nn_like_matrix(400)
+    with pytest.raises(ValueError, match="runs must be an integer >= 1"):
+        slq_density(A, runs=0, steps=5)
+    with pytest.raises(ValueError, match=r"lanczos_runs\[0\]"):
+        slq_density(A, runs=1, steps=5, lanczos_runs=[object()])

@@ -137,6 +137,15 @@ def test_round_trip_raw_material(tmp_path, sample):
         assert f["sharpness/worst_case"].dims[0][0].name == "/sharpness/rho"
         assert f["spectrum/trace"].attrs["method"] == sp.trace_estimate.method
         assert f["classify"].attrs["classification"] == sections["classify"].classification
+        # the density's first run is the extremes' Lanczos run (--share-lanczos, the default):
+        # the file says so and gives each run's length (the Lanczos run's is its iterations)
+        slq = f["spectrum/slq"]
+        assert slq.attrs["shared_runs"] == back.slq.shared_runs == 1
+        assert slq.attrs["runs"] == 1 + SMALL_SPECTRUM.slq_runs and slq.attrs["matvecs"] == 30
+        np.testing.assert_array_equal(
+            slq["run_steps"][()],
+            [sp.lanczos.steps] + [SMALL_SPECTRUM.slq_steps] * SMALL_SPECTRUM.slq_runs,
+        )
 
 
 def test_round_trip_saddle_with_none_nan_padding_and_escape(tmp_path, saddle):
