@@ -320,6 +320,43 @@ def test_min_iter_delays_the_stopping_test() -> None:
     assert lanczos(A, seed=0, min_iter=1).matvecs < 25
 
 
+class _Diagonal:
+    """``diag(lam)`` as an operator: with a Gaussian start vector the eigenbasis is irrelevant, so
+    a diagonal stands for any symmetric matrix with this spectrum, at ``n = 10^5`` for free."""
+
+    def __init__(self, lam: np.ndarray) -> None:
+        self.lam = torch.from_numpy(lam)
+        self.shape = (lam.size, lam.size)
+        self.dtype, self.device = self.lam.dtype, self.lam.device
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.lam * v
+
+
+def test_default_min_iter_does_not_stop_before_a_small_lambda_max_shows_up() -> None:
+    """Saddle-like spectra: power-law magnitudes with random signs, so ``lambda_max`` can be a few
+    percent of ``||A|| = |lambda_min|``. After a handful of steps the Krylov space is nearly
+    invariant on the dominant eigenvalues and the residual test can fire before the small
+    positive top shows up; ``min_iter`` is the guard. Exact answer: ``lam.max()``. The stated
+    guarantee (error within ``tol * scale`` when ``converged``) must hold for all 40 problems at
+    the default ``min_iter``; at ``min_iter=4`` it does not (measured: seeds 34 and 38 stop at
+    step 4 with 3-160 times ``tol``), which shows that this test can fail."""
+    n = 100_000
+    failures = {"default": 0, "min_iter=4": 0}
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        lam = rng.choice([-1.0, 1.0], n) * np.arange(1, n + 1) ** -rng.uniform(0.5, 3.0)
+        lam[rng.uniform(size=n) < 0.1] = 0.0
+        for label, kwargs in (("default", {}), ("min_iter=4", {"min_iter": 4})):
+            for tol in (1e-3, 1e-4):
+                res = lanczos(_Diagonal(lam), seed=seed, tol=tol, max_iter=300, **kwargs)
+                scale = max(abs(res.ritz_values[0]), abs(res.ritz_values[-1]))
+                error = lam.max() - res.top(1)[0]  # >= 0: a Ritz value never exceeds lambda_max
+                failures[label] += bool(res.converged and error > tol * scale)
+    assert failures["default"] == 0
+    assert failures["min_iter=4"] > 0
+
+
 def test_float32_operator() -> None:
     lam, A = nn_like_matrix(1000)
     A32 = A.to(torch.float32)

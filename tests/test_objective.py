@@ -6,6 +6,9 @@ the Hessian's scale is ample and would still catch any weighting error (which is
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -295,3 +298,42 @@ def test_auto_block_mode_loops_for_convolutions_and_falls_back_on_failure(monkey
     assert obj.hvp_block_mode == "loop"  # and it stays there, deterministically
     with pytest.raises(ValueError, match="hvp_block"):
         Objective(model, cross_entropy, batches, hvp_block="vmap")
+
+
+@pytest.mark.parametrize("hvp_mode", ["cached", "streaming"])
+def test_hvp_through_the_scalar_dot_equals_the_grad_outputs_product_to_the_bit(hvp_mode):
+    """``H v`` is taken as ``∇(g · v)`` (no tensor ``grad_outputs``, see ``Objective._backward``);
+    the backward of the product hands ``1 · v = v`` to the graph, so in float32 it must equal the
+    classic ``autograd.grad(g, w, grad_outputs=v)`` through the same gradient graph exactly."""
+    model, x, y = make_problem()
+    obj = Objective(model, cross_entropy, tensor_batches((x, y), 100, None, "t"), hvp_mode=hvp_mode)
+    leaves = [p.detach().requires_grad_(True) for p in obj._params]
+    loss = obj._call(leaves, (x, y))
+    g = torch.autograd.grad(loss, leaves, create_graph=True)
+    v = torch.randn(obj.num_parameters, generator=torch.Generator().manual_seed(1))
+    hv = torch.autograd.grad(g, leaves, grad_outputs=obj.unflatten(v))
+    assert torch.equal(obj.hvp(v), obj.flatten(hv))
+
+
+def test_first_hvp_does_not_import_sympy():
+    """Tensor ``grad_outputs`` make ``torch.autograd.grad`` import torch's symbolic-shapes module
+    and sympy (~0.4 s, once per process); a single-vector HVP must not pay that."""
+    code = (
+        "import sys, torch\n"
+        "from landscape_cli.data import tensor_batches\n"
+        "from landscape_cli.objective import Objective\n"
+        "m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))\n"
+        "x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))\n"
+        "ce = lambda model, b: torch.nn.functional.cross_entropy(model(b[0]), b[1])\n"
+        "for mode in ('cached', 'streaming'):\n"
+        "    obj = Objective(m, ce, tensor_batches((x, y), 8, None, 't'), hvp_mode=mode)\n"
+        "    before = 'sympy' in sys.modules\n"
+        "    obj.operator() @ torch.ones(obj.num_parameters)\n"
+        "    print(before, 'sympy' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split()
+    if out[0] == "True":
+        pytest.skip("this torch imports sympy before any HVP")
+    assert out == ["False", "False"] * 2
