@@ -435,11 +435,11 @@ def task_lmax(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     tool = Tool(tool_name, w, rec)
     out: dict[str, Any] = {"setup_s": tool.setup_s, "setup_hvps": tool.setup_hvps}
     if tool_name == "landscape":
-        from landscape_cli.lanczos import lanczos
+        from landscape_cli.lanczos import DEFAULT_MIN_ITER, lanczos
         from landscape_cli.seeding import derive_seed
 
         res = lanczos(tool.op, seed=derive_seed(0, "lanczos"), top_k=1)
-        out.update(default_setting="lanczos(top_k=1), tol=1e-4, min_iter=10")
+        out.update(default_setting=f"lanczos(top_k=1), tol=1e-4, min_iter={DEFAULT_MIN_ITER}")
         out.update(hvps=rec.count, s=tool.setup_s + rec.times[-1])
         out["value"] = float(res.top(1)[0])
         tops = [float(res.ritz_values_at(j)[-1]) for j in range(1, res.steps + 1)]
