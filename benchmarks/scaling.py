@@ -91,7 +91,7 @@ import torch  # noqa: E402
 
 from benchmarks.run import (  # noqa: E402
     CpuMonitor,
-    _synthetic_workload,
+    _cross_entropy,
     gradient_fn,
     log,
     machine_summary,
@@ -127,19 +127,24 @@ def build_objective(spec: dict[str, Any], hvp_mode: str) -> Objective:
     """The objective of one configuration, float32 on CPU (seeded model and data)."""
     seed = spec["seed"]
     if spec["family"] == "mlp":
+        from benchmarks.workloads import synthetic
         from sample_models import mlp
 
         hidden = spec["size"]
-        work = _synthetic_workload(
-            f"mlp-{hidden}",
-            "",
+        model, x, y = synthetic(
             lambda: mlp.build(MLP_IN, hidden, MLP_CLASSES),
             (spec["samples"], MLP_IN),
             MLP_CLASSES,
             seed,
-            spec["device"],
         )
-        return work.build(hvp_mode, torch.float32)
+        return Objective(
+            model,
+            _cross_entropy,
+            tensor_batches((x, y), BATCH, None, f"mlp-{hidden}"),
+            device=spec["device"],
+            dtype=torch.float32,
+            hvp_mode=hvp_mode,
+        )
     from sample_models import data, transformer
 
     with torch.random.fork_rng(devices=[]):
