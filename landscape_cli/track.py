@@ -27,7 +27,7 @@ import torch
 
 from .config import RunConfig
 from .errors import InputError, numerical_errors
-from .lanczos import lanczos
+from .lanczos import DEFAULT_MIN_ITER, lanczos
 from .results import json_number
 from .seeding import derive_seed
 from .stability import stability_report
@@ -230,7 +230,7 @@ def track_series(
                 max_iter=config.spectrum.max_iter,
                 tol=config.spectrum.tol,
                 top_k=1,
-                min_iter=4 if warmed else 10,
+                min_iter=4 if warmed else DEFAULT_MIN_ITER,
                 return_vectors=True,
                 progress=None if progress is None else (lambda d, t: progress("lanczos", d, t)),
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import pytest
@@ -57,6 +58,29 @@ def test_warm_start_costs_fewer_hvps_for_the_same_numbers(run_dir):
         assert w["lambda_max"] == pytest.approx(c["lambda_max"], rel=1e-4)
     assert [p["warm_started"] for p in warm] == [False, True, True, True, True]
     assert sum(p["lanczos_matvecs"] for p in warm) < sum(p["lanczos_matvecs"] for p in cold)
+
+
+def test_cold_start_point_is_the_spectrum_lambda_max_of_that_checkpoint():
+    """A cold-started track point runs the same Lanczos (seed, tol, min_iter) as
+    ``spectrum --top-k 1``, so both give the same λ_max and Lanczos HVPs (regression: track
+    kept min_iter 10 when the library default moved to 8; on the CNN sample the residual test
+    is met at step 8, so the old track spent 10)."""
+    import sample_models
+
+    cnn = ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "cnn.yaml")]
+    ckpt = str(sample_models.CHECKPOINT_DIR / "cnn.pt")
+    tracked = runner.invoke(app, ["track", ckpt, *cnn, "--cold-start", "--no-trace", "--json"])
+    assert tracked.exit_code == 0, tracked.stderr
+    point = json.loads(tracked.stdout)["points"][0]
+    alone = runner.invoke(
+        app,
+        ["spectrum", ckpt, *cnn, "--top-k", "1", "--bottom-k", "0", "--no-trace",
+         "--no-density", "--json"],
+    )  # fmt: skip
+    assert alone.exit_code == 0, alone.stderr
+    spectrum = json.loads(alone.stdout)
+    assert point["lanczos_matvecs"] == spectrum["lanczos"]["matvecs"]
+    assert point["lambda_max"] == spectrum["lambda_max"]
 
 
 def test_steps_from_file_names(tmp_path):
