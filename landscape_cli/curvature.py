@@ -199,7 +199,7 @@ class GGNOperator(CurvatureOperator):
         loss = self.split.curvature_loss(o, batch)
         (dl,) = torch.autograd.grad(loss, o, create_graph=True)
         u = torch.zeros_like(out, requires_grad=True)
-        jtu = torch.autograd.grad(out, leaves, grad_outputs=u, create_graph=True, allow_unused=True)
+        jtu = torch.autograd.grad((out * u).sum(), leaves, create_graph=True, allow_unused=True)
         live = [i for i, g in enumerate(jtu) if g is not None and g.requires_grad]
         if not live:
             return None
@@ -232,15 +232,19 @@ class _GGNGraph:
     ) -> None:
         """``total[:, j] += weight · J_bᵀ H_L,b J_b v_j`` for every column ``v_j``."""
         for j, v in enumerate(columns):
-            (jv,) = torch.autograd.grad(
-                self.jtu, self.u, grad_outputs=[v[i] for i in self.live], retain_graph=True
+            # Each backward differentiates a scalar <y, c> rather than passing c as grad_outputs:
+            # the same numbers, but tensor grad_outputs make torch import sympy on the first call
+            # (~0.3 s; see Objective._backward).
+            jtu_v = torch.stack(
+                [(g * v[i]).sum() for g, i in zip(self.jtu, self.live, strict=True)]
             )
+            (jv,) = torch.autograd.grad(jtu_v.sum(), self.u, retain_graph=True)
             if self.dl.requires_grad:
-                (hjv,) = torch.autograd.grad(self.dl, self.o, grad_outputs=jv, retain_graph=True)
+                (hjv,) = torch.autograd.grad((self.dl * jv).sum(), self.o, retain_graph=True)
             else:  # the loss is linear in the outputs: H_L = 0
                 hjv = torch.zeros_like(jv)
             parts = torch.autograd.grad(
-                self.out, self.leaves, grad_outputs=hjv, retain_graph=True, allow_unused=True
+                (self.out * hjv).sum(), self.leaves, retain_graph=True, allow_unused=True
             )
             total[:, j] += weight * obj.flatten([None if p is None else p.detach() for p in parts])
 

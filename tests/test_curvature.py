@@ -15,6 +15,8 @@ relative (the spectrum command's default tolerance) is met with room to spare.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -172,6 +174,32 @@ def test_cached_ggn_graphs_give_the_dense_ggn_without_another_forward(loss, kind
     assert forwards == []  # the kept graphs serve every later product
     assert torch.allclose(got, M @ V, atol=1e-10 * M.abs().max(), rtol=0)
     assert torch.allclose(got, fresh @ V, atol=1e-13 * M.abs().max(), rtol=0)
+
+
+def test_first_ggn_product_does_not_import_sympy():
+    """Like the HVP (tests/test_objective.py): tensor ``grad_outputs`` make torch import sympy
+    (~0.3 s, once per process); the GGN's backward passes differentiate scalars instead."""
+    code = (
+        "import sys, torch\n"
+        "from landscape_cli.curvature import GGNOperator\n"
+        "from landscape_cli.data import tensor_batches\n"
+        "from landscape_cli.loading import SplitLoss\n"
+        "from landscape_cli.objective import Objective\n"
+        "m = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))\n"
+        "x, y = torch.randn(20, 3), torch.randint(0, 3, (20,))\n"
+        "for mode in ('cached', 'streaming'):\n"
+        "    obj = Objective(m, SplitLoss('cross_entropy'), tensor_batches((x, y), 8, None, 't'),\n"
+        "                    hvp_mode=mode)\n"
+        "    before = 'sympy' in sys.modules\n"
+        "    GGNOperator(obj, SplitLoss('cross_entropy')) @ torch.ones(obj.num_parameters)\n"
+        "    print(before, 'sympy' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split()
+    if out[0] == "True":
+        pytest.skip("this torch imports sympy before any product")
+    assert out == ["False", "False"] * 2
 
 
 def test_ef_streaming_equals_cached_and_chunking_does_not_matter():
