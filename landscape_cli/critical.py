@@ -273,7 +273,7 @@ def escape_probe(
     )
     steps = scale * np.asarray(settings.escape_steps, dtype=np.float64)
     slope = float(objective.gradient @ v)
-    base = objective.loss_value
+    base = objective.base_loss()
     plus = np.array([objective.loss(float(t) * v) for t in steps])
     minus = np.array([objective.loss(-float(t) * v) for t in steps])
     model_plus = base + slope * steps + 0.5 * eigenvalue * steps**2

@@ -245,6 +245,7 @@ class Objective:
         #: "fallback: <reason>" when compiling failed and evaluation went back to eager
         self.compile_mode = "on" if compile else "off"
         self._compiled: Callable[..., torch.Tensor] | None = None
+        self._base_loss: float | None = None
 
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not trainable:
@@ -380,9 +381,14 @@ class Objective:
             def loss_of(tensors: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
                 return functional_call(module, tensors, (batch,), strict=False)
 
-            self._compiled = torch.compile(loss_of)
+            # fallback_random: random ops (Dropout in train mode) draw from the eager generator,
+            # so a compiled evaluation uses the same masks as the eager HVPs at the same seed
+            self._compiled = torch.compile(loss_of, options={"fallback_random": True})
         try:
-            return self._compiled(tensors, batch)
+            # guard on module hooks: a forward hook registered after the first compile (the
+            # surface metric's) must cause a recompile, not be silently skipped
+            with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False):
+                return self._compiled(tensors, batch)
         except Exception as exc:  # compiler missing, graph not traceable, ...
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
             self.compile_mode = f"fallback: {exc.__class__.__name__}: {first}".rstrip(": ")
@@ -504,6 +510,21 @@ class Objective:
                 self._check_finite_loss(value, index)
                 total += float(value) * weight
         return self._reduce_float(total, failure)
+
+    def base_loss(self) -> float:
+        """``L(w)`` through the same evaluation path as :meth:`loss`, the baseline of differences
+        ``L(w + δ) − L(w)`` (sharpness, escape probes).
+
+        Without ``compile`` this is :attr:`loss_value`. With it, :meth:`loss` runs compiled and
+        :attr:`loss_value` (from the eager gradient pass) may differ from it by rounding (fused
+        and reordered kernels); subtracting one from the other would put that rounding into a
+        difference that can itself be tiny. So the compiled ``L(w)`` is evaluated once and kept.
+        """
+        if self.compile_mode == "off" or self.compile_mode.startswith("fallback"):
+            return self.loss_value
+        if self._base_loss is None:
+            self._base_loss = self.loss()
+        return self._base_loss
 
     def _reduce_float(self, value: float, failure: Failure | None = None) -> float:
         return self._reduce_with_scalar(None, value, failure)[1]

@@ -291,7 +291,7 @@ def _average_case(
     """
     n = objective.num_parameters
     generator = torch.Generator().manual_seed(derive_seed(seed, "sharpness/average"))
-    base = objective.loss_value
+    base = objective.base_loss()
     values = np.empty(samples, dtype=np.float64)
     scale = rho / math.sqrt(n)
     for j in range(samples):
@@ -421,7 +421,7 @@ def measure_sharpness(
 
     # ---- worst case and one step: on the full loss, or on every m-chunk
     if s.m is None:
-        problems: Any = [(0, _Problem(None, objective.loss_value, objective.gradient), 1.0)]
+        problems: Any = [(0, _Problem(None, objective.base_loss(), objective.gradient), 1.0)]
         total_problems = 1
     else:
         if objective.batches.source is None:
