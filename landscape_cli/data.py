@@ -82,7 +82,7 @@ class Batches:
         true for a ``DataLoader`` whose sampler shuffles; the other sources are read in index
         order and never do. Costs two passes over the sampler's indices, not over the data."""
         if isinstance(self.source, LoaderSource):
-            return self.source.plan() != self.source.plan()
+            return self.source.plan(self.description) != self.source.plan(self.description)
         return False
 
     def subset(self, first_batch: int, stop_batch: int) -> Batches:
@@ -160,7 +160,7 @@ class Batches:
         """One pass over the loader's batch sampler (a new order if it shuffles), reading the
         batches at ``indices`` in the main process through the loader's ``collate_fn``."""
         source: LoaderSource = self.source
-        plan = source.plan()
+        plan = source.plan(self.description)
         if tuple(len(b) for b in plan) != self.sizes:
             raise InputError(
                 f"data {self.description}: the DataLoader's batches changed between passes "
@@ -198,12 +198,19 @@ class LoaderSource:
     first_batch: int = 0
     stop_batch: int | None = None
 
-    def plan(self) -> list[list[int]]:
+    def plan(self, description: str = "") -> list[list[int]]:
         """The sample indices of each batch of one pass over the batch sampler."""
         batches: list[list[int]] = []
         total = 0
         for indices in self.batch_sampler:
-            indices = [int(i) for i in indices]
+            try:
+                indices = [int(i) for i in indices]
+            except (TypeError, ValueError) as exc:
+                raise InputError(
+                    f"data {description}: the DataLoader's batch sampler yielded {indices!r:.60}, "
+                    f"not a list of integer indices ({exc})",
+                    hint="use a batch sampler over a map-style dataset's integer indices",
+                ) from None
             if self.max_samples is not None:
                 indices = indices[: self.max_samples - total]
             if indices:
@@ -310,8 +317,16 @@ def loader_batches(loader: Any, max_samples: int | None, description: str) -> Ba
             f"data {description}: the DataLoader has batch_size=None and yields single items",
             hint="give the DataLoader a batch_size",
         )
+    sampler = getattr(loader.batch_sampler, "sampler", None) or loader.sampler
+    if isinstance(sampler, torch.utils.data.DistributedSampler) and sampler.num_replicas > 1:
+        raise InputError(
+            f"data {description}: the DataLoader's DistributedSampler reads only 1/"
+            f"{sampler.num_replicas} of the dataset (rank {sampler.rank}'s share); landscape "
+            "averages over every sample and shards them across torchrun ranks itself",
+            hint="give the DataLoader no sampler (shuffle=False), or return the dataset",
+        )
     source = LoaderSource(loader.dataset, loader.batch_sampler, loader.collate_fn, max_samples)
-    sizes = tuple(len(b) for b in source.plan())
+    sizes = tuple(len(b) for b in source.plan(description))
     if not sizes:
         raise InputError(f"data {description}: the DataLoader yields no samples")
     nominal = loader.batch_size if loader.batch_size is not None else max(sizes)

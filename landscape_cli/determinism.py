@@ -37,7 +37,8 @@ SHUFFLING = (
 )
 SHUFFLING_FIX = (
     "build the DataLoader with shuffle=False (the analysis averages over all samples and needs "
-    "no shuffling), return its dataset instead, or pass --no-determinism-check to run anyway"
+    "no shuffling), return its dataset instead, or turn the check off to run anyway "
+    "(--no-determinism-check, or spectrum.determinism_check: false in --config)"
 )
 CAUSES = (
     "likely causes: random data augmentation in the dataset, a dataset that reorders its items "
@@ -57,14 +58,22 @@ def tolerance(dtype: torch.dtype) -> float:
     return math.sqrt(torch.finfo(dtype).eps)
 
 
+def check_data_order(batches: Any) -> None:
+    """Raise :class:`InputError` when two passes over ``batches`` visit the samples in different
+    orders (a shuffling ``DataLoader``). Reads sampler indices only, no data: every command runs it
+    on loading (:func:`landscape_cli.loading.build_objective`), since a surface or a sharpness
+    sweep evaluated on changing batches is as wrong as a Krylov run."""
+    if batches is not None and batches.reorders_between_passes():
+        raise InputError(f"data {batches.description}: {SHUFFLING}", hint=SHUFFLING_FIX)
+
+
 def check_determinism(objective: Any, operator: Any, *, seed: int = 0) -> int:
-    """Raise :class:`InputError` when the loss or ``operator @ v`` is not reproducible.
+    """Raise :class:`InputError` when the data order, the loss or ``operator @ v`` is not
+    reproducible.
 
     Returns the number of products spent (2; they are also counted in ``operator.matvecs``).
     """
-    batches = getattr(objective, "batches", None)
-    if batches is not None and batches.reorders_between_passes():
-        raise InputError(f"data {batches.description}: {SHUFFLING}", hint=SHUFFLING_FIX)
+    check_data_order(getattr(objective, "batches", None))
     tol = tolerance(objective.dtype)
     again = objective.loss()
     first = objective.loss_value

@@ -665,6 +665,10 @@ def build_objective(config: RunConfig, progress: Callable[[int, int], None] | No
                 raise NumericalError(f"model '{config.model}': tensor '{name}' is not finite")
     loss_fn = load_loss(config.loss)
     batches = load_data(config.data, config.batch_size, config.max_samples)
+    if config.spectrum.determinism_check:
+        from .determinism import check_data_order
+
+        check_data_order(batches)  # before the initial pass: no data is read twice in vain
     return Objective(
         model,
         loss_fn,

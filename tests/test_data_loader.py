@@ -143,3 +143,28 @@ def test_unsupported_loaders_are_input_errors():
     batches = loader_batches(loader, None, "broken")
     with pytest.raises(InputError, match="collate_fn failed on batch 0"):
         next(iter(batches))
+
+
+def test_a_sharding_distributed_sampler_is_refused_and_one_replica_is_read():
+    """Regression: under torchrun a DistributedSampler's share was sharded again across ranks, so
+    the run averaged over 1/world_size of the data without a word."""
+    x, y = data()
+    dataset = torch.utils.data.TensorDataset(x, y)
+    sharded = torch.utils.data.DistributedSampler(dataset, num_replicas=2, rank=0, shuffle=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, sampler=sharded)
+    with pytest.raises(InputError, match="DistributedSampler reads only 1/2"):
+        loader_batches(loader, None, "sharded")
+    whole = torch.utils.data.DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=False)
+    batches = loader_batches(
+        torch.utils.data.DataLoader(dataset, batch_size=8, sampler=whole), None, "one"
+    )
+    assert batches.num_samples == 40
+
+
+def test_a_batch_sampler_of_non_integers_is_an_input_error():
+    x, y = data()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_sampler=[["a", "b"], ["c"]]
+    )
+    with pytest.raises(InputError, match="not a list of integer indices"):
+        loader_batches(loader, None, "letters")

@@ -221,6 +221,34 @@ def test_cli_shuffling_loader_and_augmentation_are_exit_2_fixed_order_passes(tmp
     assert anyway.exit_code == 0, anyway.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["surface", "--dims", "1", "--points", "3"],
+        ["sharpness", "--rho", "0.01", "--samples", "2", "--steps", "2"],
+        ["classify"],
+        ["jacobian"],
+    ],
+)
+def test_every_command_refuses_a_shuffling_loader_and_the_config_turns_it_off(tmp_path, command):
+    """Regression: only spectrum/check/track compared loader passes, so a surface or sharpness
+    sweep silently evaluated every point on other batches."""
+    spec = tmp_path / "user_data.py"
+    spec.write_text(DATA_FILE)
+    runner = CliRunner()
+    common = [*command, "--model", f"{spec}:model", "--json", "--dtype", "float64"]
+    shuffled = runner.invoke(app, [*common, "--data", f"{spec}:shuffled_loader"])
+    assert shuffled.exit_code == 2, shuffled.stderr
+    assert len(shuffled.stderr.strip().splitlines()) == 1
+    assert "different order on every pass" in shuffled.stderr and shuffled.stdout == ""
+    config = tmp_path / "off.yaml"
+    config.write_text("spectrum:\n  determinism_check: false\n")
+    anyway = runner.invoke(
+        app, [*common, "--data", f"{spec}:shuffled_loader", "--config", str(config)]
+    )
+    assert anyway.exit_code == 0, anyway.stderr
+
+
 def test_shuffling_loader_stops_the_library_check_before_any_product():
     x, y = tensors()
     loader = torch.utils.data.DataLoader(
