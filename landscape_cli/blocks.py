@@ -32,7 +32,7 @@ from .errors import InputError, numerical_errors
 from .lanczos import lanczos
 from .results import json_number
 from .seeding import derive_seed
-from .trace import hutchinson_trace, hutchpp_trace
+from .trace import estimate_trace
 
 TOP_LEVEL = "(top level)"
 
@@ -173,15 +173,18 @@ def per_layer_spectrum(
     max_iter: int = 200,
     trace: bool = True,
     trace_matvecs: int = 150,
-    trace_method: str = "hutch++",
+    trace_method: str = "auto",
+    deflate_trace: bool = True,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[BlockSpectrum]:
-    """λ_max (Lanczos to relative tolerance ``tol``) and trace (``trace_method``: Hutch++ or
-    Hutchinson with ``trace_matvecs`` products; Hutch++ is exact when the block has at most that
-    many coordinates) of the diagonal block of
-    each module owning parameters among ``names`` (default: all). ``make_operator()`` returns a
-    fresh full operator. Sorted by λ_max, largest first."""
+    """λ_max (Lanczos to relative tolerance ``tol``) and trace of the diagonal block of each
+    module owning parameters among ``names`` (default: all). The trace spends ``trace_matvecs``
+    products as ``spectrum`` does (:func:`~landscape_cli.trace.estimate_trace`): deflated by the
+    block's Lanczos basis unless ``deflate_trace`` is off, ``trace_method`` as in
+    :func:`~landscape_cli.trace.choose_method`; exact when the block has at most that many
+    coordinates. ``make_operator()`` returns a fresh full operator (e.g. ``H.fresh``). Sorted by
+    λ_max, largest first."""
     groups = layer_groups(list(names) if names is not None else objective.parameter_names)
     rows: list[BlockSpectrum] = []
     for position, (module, members) in enumerate(groups.items()):
@@ -193,13 +196,16 @@ def per_layer_spectrum(
                 max_iter=max_iter,
                 tol=tol,
                 top_k=1,
+                return_basis=trace and deflate_trace,
             )
             estimate = None
             if trace:
-                estimator = hutchinson_trace if trace_method == "hutchinson" else hutchpp_trace
-                estimate = estimator(
+                estimate = estimate_trace(
                     block,
                     trace_matvecs,
+                    method=trace_method,
+                    basis=lz.basis,
+                    basis_trace=float(lz.alphas.sum()),
                     seed=derive_seed(seed, f"per_layer/trace/{module}"),
                 )
         rows.append(

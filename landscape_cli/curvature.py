@@ -152,6 +152,9 @@ class GGNOperator(CurvatureOperator):
         self.cache = bool(cache)
         self._graphs: dict[int, _GGNGraph | None] = {}
 
+    def release(self) -> None:
+        self._graphs.clear()  # the dict is shared with fresh() twins: they release too
+
     def _outputs(self, params: list[torch.Tensor], batch: Any, index: int) -> torch.Tensor:
         obj = self.objective
         tensors: dict[str, torch.Tensor] = dict(obj._constants)
@@ -276,8 +279,13 @@ class EmpiricalFisherOperator(CurvatureOperator):
         self.chunk_size = int(chunk_size)
         size = objective.num_samples * objective.num_parameters * objective.gradient.element_size()
         self.cache = size <= objective.memory_budget // 2 if cache is None else bool(cache)
-        self._cached: list[tuple[torch.Tensor, float]] | None = None
+        # {"rows": [(G_b, 1/N), ...]} once a full pass has kept them; a dict, so that fresh()
+        # twins share it (and release() empties it for all)
+        self._kept: dict[str, list[tuple[torch.Tensor, float]]] = {}
         self._sample_grad: Callable[..., Any] | None = None
+
+    def release(self) -> None:
+        self._kept.clear()
 
     def _per_sample_function(self) -> Callable[..., Any]:
         obj = self.objective
@@ -320,8 +328,8 @@ class EmpiricalFisherOperator(CurvatureOperator):
         return torch.cat(rows, dim=0)
 
     def _batches(self) -> Any:
-        if self._cached is not None:
-            yield from self._cached
+        if "rows" in self._kept:
+            yield from self._kept["rows"]
             return
         keep: list[tuple[torch.Tensor, float]] = []
         for index, batch, weight in self.objective._batches_on_device():
@@ -333,7 +341,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
                 keep.append((G, scale))
             yield G, scale
         if self.cache:
-            self._cached = keep
+            self._kept["rows"] = keep
 
     def _block(self, V: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(V)

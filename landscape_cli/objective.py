@@ -29,6 +29,7 @@ exceed the memory budget (half of the available device memory by default).
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
@@ -112,6 +113,18 @@ class CurvatureOperator:
 
     def _block(self, V: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def fresh(self) -> CurvatureOperator:
+        """The same operator with its own matvec counter, sharing whatever it keeps between
+        products (the GGN's per-batch graphs, the empirical Fisher's per-sample gradients), so
+        per-layer blocks neither rebuild nor duplicate them."""
+        twin = copy.copy(self)
+        twin.matvecs = 0
+        return twin
+
+    def release(self) -> None:
+        """Drop what this operator keeps between products (its next product rebuilds it); the
+        Hessian's gradient graph belongs to the objective and stays."""
 
     def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
         v = v.to(device=self.device, dtype=self.dtype)

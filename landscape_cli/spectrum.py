@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 
 from .config import SpectrumSettings
-from .curvature import CURVATURE_NAMES, analysis_operator, curvature_operator
+from .curvature import CURVATURE_NAMES, analysis_operator
 from .density import slq_density
 from .errors import InputError, numerical_errors
 from .exact import check_exact_size, exact_spectrum
@@ -21,7 +21,7 @@ from .progress import StageProgress, stage
 from .results import RunInfo, SpectrumResult
 from .seeding import derive_seed
 from .stability import NO_LEARNING_RATE, stability_report
-from .trace import choose_method, deflated_trace, hutchinson_trace, hutchpp_trace
+from .trace import estimate_trace
 
 
 def analyze_spectrum(
@@ -103,26 +103,17 @@ def analyze_spectrum(
                 f"reached tol={settings.tol:g}; see lanczos.*_residuals"
             )
         trace_estimate = None
-        if settings.trace and basis is not None:
-            trace_estimate = deflated_trace(
+        if settings.trace:
+            trace_estimate = estimate_trace(
                 H,
-                basis,
-                float(lz.alphas.sum()),
                 settings.trace_matvecs,
-                method=choose_method(settings.trace_method, deflated=True),
+                method=settings.trace_method,
+                basis=basis,
+                basis_trace=float(lz.alphas.sum()),
                 seed=derive_seed(seed, "trace"),
                 progress=stage(progress, "trace"),
             )
             del basis
-        elif settings.trace:
-            method = choose_method(settings.trace_method, deflated=False)
-            estimator = hutchpp_trace if method == "hutch++" else hutchinson_trace
-            trace_estimate = estimator(
-                H,
-                settings.trace_matvecs,
-                seed=derive_seed(seed, "trace"),
-                progress=stage(progress, "trace"),
-            )
         else:
             notes["trace"] = "not requested (--no-trace)"
         slq = density = None
@@ -148,15 +139,17 @@ def analyze_spectrum(
     if settings.per_layer:
         from .blocks import per_layer_spectrum
 
+        full = getattr(H, "operator", H)  # a --params block's full operator
         per_layer = per_layer_spectrum(
             objective,
-            lambda: curvature_operator(objective, settings.curvature),
+            full.fresh,
             names=getattr(H, "names", None),
             tol=settings.tol,
             max_iter=settings.max_iter,
             trace=settings.trace,
             trace_matvecs=settings.trace_matvecs,
             trace_method=settings.trace_method,
+            deflate_trace=settings.deflate_trace,
             seed=seed,
             progress=stage(progress, "per_layer"),
         )
@@ -165,6 +158,9 @@ def analyze_spectrum(
     if settings.spread is not None:
         from .spread import analyze_spread
 
+        # the subsets' operators keep their own graphs / per-sample gradients: drop the full
+        # data's first (nothing after this point multiplies by H)
+        getattr(H, "operator", H).release()
         spread = analyze_spread(
             objective,
             settings,

@@ -35,7 +35,7 @@ from .errors import InputError, numerical_errors
 from .lanczos import lanczos
 from .results import json_number, json_numbers
 from .seeding import derive_seed
-from .trace import hutchinson_trace, hutchpp_trace
+from .trace import estimate_trace
 
 MIN_SUBSET_SAMPLES = 128
 MAX_CV = 0.10
@@ -191,13 +191,18 @@ def analyze_spread(
                 max_iter=settings.max_iter,
                 tol=settings.tol,
                 top_k=1,
+                return_basis=settings.trace and settings.deflate_trace,
             )
             estimate = None
-            if settings.trace:
-                estimator = (
-                    hutchinson_trace if settings.trace_method == "hutchinson" else hutchpp_trace
+            if settings.trace:  # the budget spent as the full run's (spectrum.py)
+                estimate = estimate_trace(
+                    A,
+                    settings.trace_matvecs,
+                    method=settings.trace_method,
+                    basis=lz.basis,
+                    basis_trace=float(lz.alphas.sum()),
+                    seed=derive_seed(seed, "trace"),
                 )
-                estimate = estimator(A, settings.trace_matvecs, seed=derive_seed(seed, "trace"))
         subsets.append(
             SubsetResult(
                 first_batch=first,

@@ -413,3 +413,35 @@ def deflated_trace(
         deflation_rank=int(Q.shape[1]),
         deflation_trace=float(basis_trace),
     )
+
+
+def estimate_trace(
+    A: Any,
+    num_matvecs: int,
+    *,
+    method: str = "auto",
+    basis: torch.Tensor | None = None,
+    basis_trace: float | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> TraceEstimate:
+    """The trace estimate every command uses after a Lanczos run on ``A``: deflated by that
+    run's orthonormal ``basis`` when one is given (:func:`deflated_trace`, with ``basis_trace =
+    Σ alpha_i``), plain otherwise; ``method`` as in :func:`choose_method` (``"auto"``:
+    Hutchinson on a deflated remainder, Hutch++ without deflation). One function, so that
+    ``spectrum``, its per-layer and spread rows and ``track`` spend a budget the same way."""
+    if basis is not None:
+        if basis_trace is None:
+            raise ValueError("basis_trace (Σ alpha_i of the Lanczos run) must come with basis")
+        return deflated_trace(
+            A,
+            basis,
+            basis_trace,
+            num_matvecs,
+            method=choose_method(method, deflated=True),
+            seed=seed,
+            progress=progress,
+        )
+    chosen = choose_method(method, deflated=False)
+    estimator = hutchpp_trace if chosen == "hutch++" else hutchinson_trace
+    return estimator(A, num_matvecs, seed=seed, progress=progress)

@@ -31,7 +31,7 @@ from .lanczos import DEFAULT_MIN_ITER, lanczos
 from .results import json_number
 from .seeding import derive_seed
 from .stability import stability_report
-from .trace import hutchpp_trace
+from .trace import estimate_trace
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 STEP_KEYS = ("global_step", "step", "iteration", "epoch")
@@ -232,6 +232,7 @@ def track_series(
                 top_k=1,
                 min_iter=4 if warmed else DEFAULT_MIN_ITER,
                 return_vectors=True,
+                return_basis=trace and settings.deflate_trace,
                 progress=None if progress is None else (lambda d, t: progress("lanczos", d, t)),
             )
         lanczos_matvecs = H.matvecs - determinism_matvecs
@@ -239,8 +240,13 @@ def track_series(
         lambda_max = float(lz.top(1)[0])
         estimate = None
         if trace:
-            estimate = hutchpp_trace(
-                H, config.spectrum.trace_matvecs, seed=derive_seed(config.seed, "trace")
+            estimate = estimate_trace(  # --trace-method and the deflation, as in spectrum
+                H,
+                settings.trace_matvecs,
+                method=settings.trace_method,
+                basis=lz.basis,
+                basis_trace=float(lz.alphas.sum()),
+                seed=derive_seed(config.seed, "trace"),
             )
         stability = None
         if settings.curvature == "hessian" and not settings.params:  # EoS: the full Hessian's λ_max

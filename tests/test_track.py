@@ -69,18 +69,21 @@ def test_cold_start_point_is_the_spectrum_lambda_max_of_that_checkpoint():
 
     cnn = ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "cnn.yaml")]
     ckpt = str(sample_models.CHECKPOINT_DIR / "cnn.pt")
-    tracked = runner.invoke(app, ["track", ckpt, *cnn, "--cold-start", "--no-trace", "--json"])
+    tracked = runner.invoke(app, ["track", ckpt, *cnn, "--cold-start", "--json"])
     assert tracked.exit_code == 0, tracked.stderr
     point = json.loads(tracked.stdout)["points"][0]
     alone = runner.invoke(
         app,
-        ["spectrum", ckpt, *cnn, "--top-k", "1", "--bottom-k", "0", "--no-trace",
-         "--no-density", "--json"],
+        ["spectrum", ckpt, *cnn, "--top-k", "1", "--bottom-k", "0", "--no-density", "--json"],
     )  # fmt: skip
     assert alone.exit_code == 0, alone.stderr
     spectrum = json.loads(alone.stdout)
     assert point["lanczos_matvecs"] == spectrum["lanczos"]["matvecs"]
     assert point["lambda_max"] == spectrum["lambda_max"]
+    # and the trace spends its budget as spectrum's does (regression: track ran plain Hutch++
+    # whatever spectrum.trace_method said, not the deflated default)
+    assert spectrum["trace"]["method"] == "deflated hutchinson"
+    assert point["trace"] == spectrum["trace"]["estimate"]
 
 
 def test_steps_from_file_names(tmp_path):
