@@ -375,7 +375,7 @@ def slq_density(
         torch.randint(0, 2, (n,), generator=gen, dtype=torch.float64) * 2.0 - 1.0
         for _ in range(runs)
     ]
-    width = max([steps] + [len(theta) for theta, _ in shared])
+    width = max(([steps] if runs else []) + [len(theta) for theta, _ in shared] or [1])
     nodes = np.full((len(shared) + runs, width), np.nan)
     weights = np.zeros((len(shared) + runs, width))
     for r, (theta, tau2) in enumerate(shared):

@@ -153,8 +153,10 @@ def _loss_at(
 
 def _chunks(objective: Objective, m: int) -> Iterator[tuple[int, Batch, float]]:
     """Disjoint chunks of at most ``m`` samples inside each of this rank's batches, weighted by
-    ``|S| / N``, each with its index among all ranks' chunks (every batch but the last is
-    full, so batch ``b`` starts at chunk ``b · ⌈batch size bound / m⌉``)."""
+    ``|S| / N``, each with an index unique among all ranks' chunks: batch ``b``'s chunks start
+    at ``b · ⌈B / m⌉`` with ``B`` the largest batch size (:attr:`Batches.batch_size_bound`), so
+    indices skip where a batch is shorter (a last batch, a loader's uneven batches) and never
+    collide; seeds derived from them are the same whatever the number of ranks."""
     per_batch = -(-objective.batches.batch_size_bound // m)
     for index, batch, weight in objective._batches_on_device():
         size = batch_size_of(batch)

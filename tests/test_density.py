@@ -292,6 +292,10 @@ def test_shared_run_equals_an_own_run_from_the_same_probe() -> None:
         assert res.nodes.shape == (1, steps)
         np.testing.assert_allclose(res.nodes, own.nodes, rtol=0, atol=1e-12 * lam[-1])
         np.testing.assert_allclose(res.weights, own.weights, rtol=0, atol=1e-12)
+    # without own runs, ``steps`` does not widen the table: a 25-step shared run with steps=40
+    # has 25 node columns, not 15 columns of NaN padding (regression)
+    wide = slq_density(A, runs=0, steps=40, lanczos_runs=[run])
+    assert wide.nodes.shape == (1, steps) and not np.isnan(wide.nodes).any()
 
 
 def test_stopped_extremes_run_is_the_quadrature_of_its_gaussian_start() -> None:
