@@ -415,11 +415,24 @@ class Objective:
         for index, batch, weight in self.batches.local():
             yield index, move_batch(batch, self.device, self.dtype), weight
 
-    def _check_finite_loss(self, loss: torch.Tensor, index: int) -> None:
+    def _check_finite_loss(self, loss: torch.Tensor, index: int, batch: Batch = None) -> None:
+        """A non-finite loss is a :class:`NumericalError` naming the batch, and the first sample
+        whose inputs hold NaN/Inf when that is the cause (file data are checked on loading; a
+        Dataset or DataLoader is only read here, so its inputs are checked when the loss fails)."""
         if not bool(torch.isfinite(loss)):
             where = (
                 "" if self.batches.source is None else f" on batch {index} of {len(self.batches)}"
             )
+            x = batch[0] if isinstance(batch, tuple) and batch else None
+            if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 1:
+                bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+                if bool(bad.any()):
+                    raise NumericalError(
+                        f"the loss is {float(loss.detach())}{where}: the inputs 'x' hold NaN or "
+                        f"Inf ({int(bad.sum())} sample(s); the first is sample "
+                        f"{int(bad.nonzero()[0, 0])} of that batch)",
+                        hint="clean the data or select other samples with --max-samples",
+                    )
             raise NumericalError(
                 f"the loss is {float(loss.detach())}{where}",
                 hint="check the checkpoint (diverged?) and the data (NaN inputs, labels out of range)",
@@ -470,7 +483,7 @@ class Objective:
                 batch = move_batch(batch, self.device, self.dtype)
                 with counter.hooks() if want_graph else nullcontext():
                     loss = self._checked_call(leaves, batch, index)
-                    self._check_finite_loss(loss, index)
+                    self._check_finite_loss(loss, index, batch)
                     grads = torch.autograd.grad(
                         loss * weight, leaves, create_graph=want_graph, allow_unused=True
                     )
@@ -520,7 +533,7 @@ class Objective:
         with torch.no_grad(), self.collect_failure() as failure:
             for index, batch, weight in self._batches_on_device():
                 value = self._call(params, batch, index)
-                self._check_finite_loss(value, index)
+                self._check_finite_loss(value, index, batch)
                 total += float(value) * weight
         return self._reduce_float(total, failure)
 
@@ -582,7 +595,7 @@ class Objective:
         with self.collect_failure() as failure:
             for index, batch, weight in pairs:
                 loss = self._call(leaves, batch, index, first_order=True)
-                self._check_finite_loss(loss, index)
+                self._check_finite_loss(loss, index, batch)
                 parts = torch.autograd.grad(loss * weight, leaves, allow_unused=True)
                 grads = [
                     a + b.detach() if b is not None else a
@@ -654,7 +667,7 @@ class Objective:
             for index, batch, weight in self._batches_on_device():
                 leaves = [p.detach().requires_grad_(True) for p in self._params]
                 loss = self._call(leaves, batch, index)
-                self._check_finite_loss(loss, index)
+                self._check_finite_loss(loss, index, batch)
                 grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
                 grads = [
                     g if g is not None else torch.zeros_like(p)

@@ -168,3 +168,19 @@ def test_a_batch_sampler_of_non_integers_is_an_input_error():
     )
     with pytest.raises(InputError, match="not a list of integer indices"):
         loader_batches(loader, None, "letters")
+
+
+def test_nan_inputs_in_a_loader_name_the_batch_and_sample():
+    """File data are checked for NaN inputs on loading; a DataLoader is only read during the
+    run, so a NaN input must still be named when the loss turns non-finite."""
+    from landscape_cli.errors import NumericalError
+
+    x, y = data()
+    x = x.clone()
+    x[19, 1] = float("nan")  # batch 2 of batches of 8, sample 3 within it
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    with pytest.raises(NumericalError, match=r"on batch 2 of 5: the inputs 'x' hold NaN") as info:
+        Objective(
+            bn_mlp(), SplitLoss("cross_entropy"), loader_batches(loader, None, "l"), dtype=F64
+        )
+    assert "the first is sample 3 of that batch" in str(info.value)
