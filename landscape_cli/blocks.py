@@ -32,7 +32,7 @@ from .errors import InputError, numerical_errors
 from .lanczos import lanczos
 from .results import json_number
 from .seeding import derive_seed
-from .trace import estimate_trace
+from .trace import EXACT_METHOD, TraceEstimate, estimate_trace
 
 TOP_LEVEL = "(top level)"
 
@@ -175,6 +175,7 @@ def per_layer_spectrum(
     trace_matvecs: int = 150,
     trace_method: str = "auto",
     deflate_trace: bool = True,
+    exact_traces: dict[str, float] | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[BlockSpectrum]:
@@ -183,9 +184,12 @@ def per_layer_spectrum(
     products as ``spectrum`` does (:func:`~landscape_cli.trace.estimate_trace`): deflated by the
     block's Lanczos basis unless ``deflate_trace`` is off, ``trace_method`` as in
     :func:`~landscape_cli.trace.choose_method`; exact when the block has at most that many
-    coordinates. ``make_operator()`` returns a fresh full operator (e.g. ``H.fresh``). Sorted by
-    λ_max, largest first."""
+    coordinates. ``exact_traces`` (module name → trace, e.g.
+    :attr:`~landscape_cli.ggn_trace.ExactTrace.per_module`) replaces the estimate of the modules
+    it names with their exact block trace, at no cost. ``make_operator()`` returns a fresh full
+    operator (e.g. ``H.fresh``). Sorted by λ_max, largest first."""
     groups = layer_groups(list(names) if names is not None else objective.parameter_names)
+    exact = {(m or TOP_LEVEL): v for m, v in (exact_traces or {}).items()}
     rows: list[BlockSpectrum] = []
     for position, (module, members) in enumerate(groups.items()):
         block = BlockOperator(make_operator(), block_indices(objective, members), members)
@@ -196,10 +200,12 @@ def per_layer_spectrum(
                 max_iter=max_iter,
                 tol=tol,
                 top_k=1,
-                return_basis=trace and deflate_trace,
+                return_basis=trace and deflate_trace and module not in exact,
             )
             estimate = None
-            if trace:
+            if trace and module in exact:
+                estimate = TraceEstimate(exact[module], 0.0, EXACT_METHOD, 0)
+            elif trace:
                 estimate = estimate_trace(
                     block,
                     trace_matvecs,

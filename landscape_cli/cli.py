@@ -570,8 +570,9 @@ def spectrum(
         str | None,
         typer.Option(
             "--trace-method",
-            help="auto, hutch++ or hutchinson [default: auto: Hutchinson on the deflated "
-            "remainder, Hutch++ without deflation].",
+            help="auto, hutch++, hutchinson or per-sample [default: auto: exact from "
+            "per-sample gradient norms where that applies, else Hutchinson on the deflated "
+            "remainder].",
         ),
     ] = None,
     trace_matvecs: Annotated[

@@ -111,8 +111,10 @@ SPECTRUM: dict[str, Option] = {
     "trace_method": Option(
         str,
         "auto",
-        "trace estimator (auto: Hutchinson on the deflated remainder, Hutch++ without deflation)",
-        choices=("auto", "hutch++", "hutchinson"),
+        "trace estimator (auto: exact from per-sample gradient norms where that applies, else "
+        "Hutchinson on the deflated remainder, Hutch++ without deflation; per-sample: exact or "
+        "an error)",
+        choices=("auto", "hutch++", "hutchinson", "per-sample"),
     ),
     "trace_matvecs": Option(int, 60, "HVPs spent on the trace estimate", minimum=4),
     "deflate_trace": Option(

@@ -15,13 +15,13 @@ from .curvature import CURVATURE_NAMES, analysis_operator
 from .density import slq_density
 from .errors import InputError, numerical_errors
 from .exact import check_exact_size, exact_spectrum
+from .ggn_trace import curvature_trace
 from .lanczos import lanczos
 from .objective import Objective
 from .progress import StageProgress, stage
 from .results import RunInfo, SpectrumResult
 from .seeding import derive_seed
 from .stability import NO_LEARNING_RATE, stability_report
-from .trace import estimate_trace
 
 
 def analyze_spectrum(
@@ -103,16 +103,24 @@ def analyze_spectrum(
                 f"reached tol={settings.tol:g}; see lanczos.*_residuals"
             )
         trace_estimate = None
+        exact_traces = None
         if settings.trace:
-            trace_estimate = estimate_trace(
+            trace_estimate, exact_traces, fallback = curvature_trace(
+                objective,
                 H,
                 settings.trace_matvecs,
+                curvature=settings.curvature,
+                params=settings.params,
                 method=settings.trace_method,
                 basis=basis,
                 basis_trace=float(lz.alphas.sum()),
                 seed=derive_seed(seed, "trace"),
                 progress=stage(progress, "trace"),
             )
+            if fallback is not None:
+                notes["trace"] = (
+                    f"stochastic: the exact per-sample trace does not apply ({fallback})"
+                )
             del basis
         else:
             notes["trace"] = "not requested (--no-trace)"
@@ -150,6 +158,7 @@ def analyze_spectrum(
             trace_matvecs=settings.trace_matvecs,
             trace_method=settings.trace_method,
             deflate_trace=settings.deflate_trace,
+            exact_traces=None if exact_traces is None else exact_traces.per_module,
             seed=seed,
             progress=stage(progress, "per_layer"),
         )

@@ -32,10 +32,10 @@ import numpy as np
 
 from .data import Batches
 from .errors import InputError, numerical_errors
+from .ggn_trace import curvature_trace
 from .lanczos import lanczos
 from .results import json_number, json_numbers
 from .seeding import derive_seed
-from .trace import estimate_trace
 
 MIN_SUBSET_SAMPLES = 128
 MAX_CV = 0.10
@@ -195,9 +195,12 @@ def analyze_spread(
             )
             estimate = None
             if settings.trace:  # the budget spent as the full run's (spectrum.py)
-                estimate = estimate_trace(
+                estimate, _, _ = curvature_trace(
+                    sub,
                     A,
                     settings.trace_matvecs,
+                    curvature=settings.curvature,
+                    params=settings.params,
                     method=settings.trace_method,
                     basis=lz.basis,
                     basis_trace=float(lz.alphas.sum()),

@@ -45,19 +45,27 @@ import torch
 from .lanczos import checked_product
 
 __all__ = [
+    "EXACT_METHOD",
+    "PER_SAMPLE",
     "TRACE_METHODS",
     "DeflatedOperator",
     "TraceEstimate",
     "choose_method",
     "deflated_trace",
+    "estimate_trace",
     "hutchinson_trace",
     "hutchpp_trace",
 ]
 
 ProgressFn = Callable[[int, int], None]
 
-#: Names accepted by ``--trace-method``; ``"auto"`` is resolved by :func:`choose_method`.
-TRACE_METHODS = ("auto", "hutch++", "hutchinson")
+#: the exact trace from per-sample gradient norms (:mod:`landscape_cli.ggn_trace`), where it applies
+PER_SAMPLE = "per-sample"
+#: ``TraceEstimate.method`` of that exact trace
+EXACT_METHOD = "per-sample exact"
+#: Names accepted by ``--trace-method``; ``"auto"`` is resolved by
+#: :func:`landscape_cli.ggn_trace.curvature_trace` and :func:`choose_method`.
+TRACE_METHODS = ("auto", "hutch++", "hutchinson", PER_SAMPLE)
 
 
 def choose_method(method: str, deflated: bool) -> str:
@@ -80,7 +88,7 @@ def choose_method(method: str, deflated: bool) -> str:
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"method must be one of {', '.join(TRACE_METHODS)}, got {method!r}")
-    if method == "auto":
+    if method in ("auto", PER_SAMPLE):  # the stochastic part of auto (per-sample: see ggn_trace)
         return "hutchinson" if deflated else "hutch++"
     return method
 

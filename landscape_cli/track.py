@@ -27,11 +27,11 @@ import torch
 
 from .config import RunConfig
 from .errors import InputError, numerical_errors
+from .ggn_trace import curvature_trace
 from .lanczos import DEFAULT_MIN_ITER, lanczos
 from .results import json_number
 from .seeding import derive_seed
 from .stability import stability_report
-from .trace import estimate_trace
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 STEP_KEYS = ("global_step", "step", "iteration", "epoch")
@@ -240,9 +240,12 @@ def track_series(
         lambda_max = float(lz.top(1)[0])
         estimate = None
         if trace:
-            estimate = estimate_trace(  # --trace-method and the deflation, as in spectrum
+            estimate, _, _ = curvature_trace(  # the method and deflation, as in spectrum
+                objective,
                 H,
                 settings.trace_matvecs,
+                curvature=settings.curvature,
+                params=settings.params,
                 method=settings.trace_method,
                 basis=lz.basis,
                 basis_trace=float(lz.alphas.sum()),

@@ -61,8 +61,12 @@ def test_spectrum_json_has_every_guide_key_and_nothing_else_on_stdout():
 def test_spectrum_table_on_a_terminal_style_run():
     result = invoke("spectrum", "sample:cnn", "--top-k", "2", *FAST)
     assert result.exit_code == 0, result.stderr
-    assert "λ_max" in result.stdout and "trace (deflated hutchinson)" in result.stdout
+    # the sample CNN (conv, eval BatchNorm, ReLU, max-pool) is piecewise linear: exact trace
+    assert "λ_max" in result.stdout and "trace (per-sample exact)" in result.stdout
     assert "1,484 parameters" in result.stdout
+    tanh = invoke("spectrum", "sample:mlp", "--top-k", "2", *FAST)
+    assert tanh.exit_code == 0, tanh.stderr
+    assert "trace (deflated hutchinson)" in tanh.stdout  # tanh: the stochastic estimate
 
 
 def test_inspect_json():

@@ -204,3 +204,17 @@ def test_torchrun_gauss_newton_and_fisher_match_single_process(tmp_path, curvatu
         [s["lambda_max"] for s in a["spread"]["subsets"]],
         [s["lambda_max"] for s in b["spread"]["subsets"]],
     )
+
+
+def test_torchrun_exact_ggn_trace_with_more_ranks_than_batches(tmp_path):
+    """The exact per-sample trace sums each rank's batches; rank 1 holding no batch still decides
+    applicability on the first batch like rank 0 (no rank falls back alone) and joins the sum."""
+    args = ["spectrum", "--dtype", "float64", "--json", "--quiet", "--no-density"]
+    args += ["--curvature", "ggn", "--top-k", "1"]
+    for batch_size in ("512", "100"):  # one batch (rank 1 empty), then 6 batches over 2 ranks
+        single = _run([*args, "--batch-size", batch_size], tmp_path)
+        double = _run([*args, "--batch-size", batch_size], tmp_path, nproc=2)
+        assert single.returncode == 0 and double.returncode == 0, double.stderr[-2000:]
+        a, b = json.loads(single.stdout), json.loads(double.stdout)
+        assert a["trace"]["method"] == b["trace"]["method"] == "per-sample exact"
+        _close(a["trace"]["estimate"], b["trace"]["estimate"])

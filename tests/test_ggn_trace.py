@@ -1,0 +1,351 @@
+"""The exact trace from per-sample gradient norms (:mod:`landscape_cli.ggn_trace`).
+
+Every case is checked against the trace of the dense matrix built column by column from the
+operators (GGN, empirical Fisher, Hessian), which are themselves tested against ``torch.func``
+references (tests/test_curvature.py). Float64 throughout; the two sides sum the same
+non-negative numbers in different orders, so they agree to rounding: 1e-12 relative.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from landscape_cli.blocks import block_indices
+from landscape_cli.cli import app
+from landscape_cli.config import SpectrumSettings
+from landscape_cli.curvature import curvature_operator
+from landscape_cli.data import tensor_batches
+from landscape_cli.ggn_trace import Unsupported, exact_trace, piecewise_linear_reason
+from landscape_cli.loading import SplitLoss
+from landscape_cli.objective import Objective
+from landscape_cli.spectrum import analyze_spectrum
+
+F64 = torch.float64
+N = 20
+
+
+def objective(model: nn.Module, x, y, loss: str = "cross_entropy", mode: str = "eval"):
+    torch.manual_seed(0)
+    model = model.double()
+    return Objective(
+        model, SplitLoss(loss), tensor_batches((x, y), 7, None, "t"), dtype=F64, mode=mode
+    )
+
+
+def dense_trace(obj: Objective, curvature: str) -> float:
+    n = obj.num_parameters
+    return float((curvature_operator(obj, curvature) @ torch.eye(n, dtype=F64)).trace())
+
+
+def inputs(*shape: int):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(N, *shape, generator=gen, dtype=F64)
+    return x, torch.randint(0, 3, (N,), generator=gen), torch.randn(N, 3, generator=gen, dtype=F64)
+
+
+def relu_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3))
+
+
+def relu_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 2, stride=2, bias=False),
+        nn.LeakyReLU(0.1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
+    with torch.no_grad():  # running statistics away from (0, 1), so that using them matters
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[1].running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def conv1d_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv1d(2, 3, 3, padding=2, dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(27, 3)
+    )
+
+
+def sequence_net() -> nn.Module:
+    """Linear layers on (N, T, features) inputs and a LayerNorm: not piecewise linear."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(5, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 3), nn.Flatten(), nn.Linear(12, 3)
+    )
+
+
+def tanh_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
+
+
+CASES = {
+    "relu-mlp": (relu_mlp, (5,), True),
+    "cnn-bn-maxpool": (relu_cnn, (2, 6, 6), True),
+    "conv1d-dilated": (conv1d_net, (2, 9), True),
+    "sequence-layernorm": (sequence_net, (4, 5), False),
+    "tanh": (tanh_mlp, (5,), False),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "bce_with_logits"])
+def test_exact_traces_equal_the_dense_matrices(case, loss):
+    build, shape, piecewise_linear = CASES[case]
+    x, labels, targets = inputs(*shape)
+    y = {"cross_entropy": labels, "mse": targets, "bce_with_logits": (targets > 0).to(F64)}[loss]
+    obj = objective(build(), x, y, loss)
+    for curvature in ("ggn", "ef"):
+        exact = exact_trace(obj, curvature)
+        assert exact.trace == pytest.approx(dense_trace(obj, curvature), rel=1e-12)
+    if piecewise_linear:
+        assert exact_trace(obj, "hessian").trace == pytest.approx(
+            dense_trace(obj, "hessian"), rel=1e-12
+        )
+    else:
+        with pytest.raises(Unsupported, match="not piecewise linear"):
+            exact_trace(obj, "hessian")
+        # and it would have been wrong: the Hessian's trace differs from the GGN's here
+        assert abs(dense_trace(obj, "hessian") - dense_trace(obj, "ggn")) > 1e-6
+
+
+def test_nll_ggn_is_the_fisher_and_its_hessian_is_refused():
+    x, y, _ = inputs(5)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3), nn.LogSoftmax(dim=1))
+    obj = objective(model, x, y, "nll")
+    assert exact_trace(obj, "ggn").trace == pytest.approx(dense_trace(obj, "ggn"), rel=1e-12)
+    with pytest.raises(Unsupported, match="LogSoftmax"):
+        exact_trace(obj, "hessian")
+
+
+def test_per_module_traces_are_the_diagonal_blocks_and_feed_per_layer():
+    x, y, _ = inputs(2, 6, 6)
+    obj = objective(relu_cnn(), x, y)
+    H = curvature_operator(obj, "hessian") @ torch.eye(obj.num_parameters, dtype=F64)
+    exact = exact_trace(obj, "hessian")
+    assert sorted(exact.per_module) == ["0", "1", "4", "8"]
+    assert exact.passes == 2  # 3 classes: the cross-entropy's Hessian has rank 2
+    for module, value in exact.per_module.items():
+        names = [n for n in obj.parameter_names if n.rpartition(".")[0] == module]
+        i = block_indices(obj, names)
+        assert value == pytest.approx(float(H[i][:, i].trace()), rel=1e-12)
+    settings = SpectrumSettings(top_k=1, bottom_k=0, density=False, per_layer=True, trace_matvecs=4)
+    result = analyze_spectrum(obj, settings)
+    assert result.trace_estimate.method == "per-sample exact"
+    assert result.trace_estimate.matvecs == 0
+    for row in result.per_layer:
+        assert row.trace_method == "per-sample exact"
+        assert row.trace == exact.per_module[row.name]
+
+
+class Gated(nn.Module):
+    """``c(relu(a(x)) * b(x))``: a product of two activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(5, 6), nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.a(x)) * self.b(x))
+
+
+class LinearAttention(nn.Module):
+    """Scores ``(x W_q)(x W_k)ᵀ`` without a softmax: quadratic in the input's weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(5, 4)
+        self.q, self.k, self.out = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(12, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.embed(x))
+        return self.out((self.q(h) @ self.k(h).transpose(1, 2) @ h).flatten(1))
+
+
+class Normalised(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 3), nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.a(x) / (1 + self.b(x).abs())
+
+
+@pytest.mark.parametrize(
+    ("build", "shape", "reason"),
+    [
+        (Gated, (5,), "Mul of two tensors that both depend on the weights"),
+        (LinearAttention, (3, 5), "of two tensors that both depend on the weights"),
+        (Normalised, (5,), "division by a tensor that depends on the weights"),
+    ],
+)
+def test_products_of_activations_are_not_proven_piecewise_linear(build, shape, reason):
+    x, y, _ = inputs(*shape)
+    torch.manual_seed(0)
+    obj = objective(build(), x, y)
+    with pytest.raises(Unsupported, match=reason):
+        exact_trace(obj, "hessian")
+    assert exact_trace(obj, "ggn").trace == pytest.approx(dense_trace(obj, "ggn"), rel=1e-12)
+
+
+def test_the_check_accepts_products_with_parameters_and_sees_train_mode_batchnorm():
+    torch.manual_seed(0)
+    x = torch.randn(4, 5)
+    w = nn.Parameter(torch.randn(5))
+    assert piecewise_linear_reason(torch.relu(nn.Linear(5, 5)(x)) * w) is None  # x · parameter
+    bn = nn.BatchNorm1d(5).train()
+    assert "train mode" in piecewise_linear_reason(bn(nn.Linear(5, 5)(x)))
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+        self.b.weight = self.a.weight
+
+
+class Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.a(torch.relu(self.a(x)))
+
+
+class OwnParameter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(3))
+        self.a = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.a(x) * self.scale
+
+
+def test_unsupported_models_and_modes_say_why():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(N, 3, generator=gen, dtype=F64), torch.randint(0, 3, (N,), generator=gen)
+    torch.manual_seed(0)
+    tied = Tied()
+    tied.forward = lambda x: tied.b(torch.relu(tied.a(x)))
+    for model, match in [
+        (tied, "shared"),
+        (Twice(), "ran 2 times"),
+        (OwnParameter(), "OwnParameter"),
+        (nn.Sequential(nn.Embedding(5, 3), nn.Flatten(), nn.Linear(3, 3)), "Embedding"),
+    ]:
+        data = (torch.randint(0, 5, (N, 1)), y) if isinstance(model, nn.Sequential) else (x, y)
+        with pytest.raises(Unsupported, match=match):
+            exact_trace(objective(model, *data), "ggn")
+    x5, y5, _ = inputs(5)
+    with pytest.raises(Unsupported, match="train mode"):
+        exact_trace(objective(relu_mlp(), x5, y5, mode="train"), "ggn")
+    with pytest.raises(Unsupported, match="outputs per sample"):
+        exact_trace(objective(relu_mlp(), x5, y5), "ggn", max_outputs=2)
+
+
+def test_auto_falls_back_with_a_note_and_per_sample_is_an_error():
+    x, y, _ = inputs(5)
+    obj = objective(tanh_mlp(), x, y)
+    settings = SpectrumSettings(top_k=1, bottom_k=0, density=False, trace_matvecs=8)
+    result = analyze_spectrum(obj, settings)
+    assert result.trace_estimate.method == "deflated hutchinson"
+    assert "not piecewise linear: the operation Tanh" in result.notes["trace"]
+    ggn = analyze_spectrum(obj, SpectrumSettings(top_k=1, density=False, curvature="ggn"))
+    assert ggn.trace_estimate.method == "per-sample exact"
+    assert ggn.trace_estimate.estimate == pytest.approx(dense_trace(obj, "ggn"), rel=1e-12)
+    # more backward passes than the budget (6 outputs, 4 HVPs): auto prefers the estimate
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 6))
+    targets = torch.randn(N, 6, dtype=F64)
+    few = SpectrumSettings(top_k=1, density=False, curvature="ggn", trace_matvecs=4)
+    result = analyze_spectrum(objective(wide, x, targets, "mse"), few)
+    assert result.trace_estimate.method == "deflated hutchinson"
+    assert "6 outputs per sample (> 4 backward passes)" in result.notes["trace"]
+
+
+def test_cli_per_sample_trace(tmp_path):
+    runner = CliRunner()
+    common = ["--top-k", "1", "--no-density", "--json", "--dtype", "float64"]
+    refused = runner.invoke(
+        app, ["spectrum", "sample:mlp", "--trace-method", "per-sample", *common]
+    )
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "does not apply: the network is not piecewise linear: the operation Tanh" in (
+        refused.stderr
+    )
+    # the sample CNN against the dense spectrum: tests/test_spectrum_accuracy.py (1e-12); here
+    # the CLI fields, and agreement with a long stochastic estimate (within 4 standard errors)
+    exact = runner.invoke(app, ["spectrum", "sample:cnn", "--trace-method", "per-sample", *common])
+    assert exact.exit_code == 0, exact.stderr
+    trace = json.loads(exact.stdout)["trace"]
+    assert trace["method"] == "per-sample exact"
+    assert trace["stderr"] == 0.0 and trace["matvecs"] == 0
+    long = ["--trace-method", "hutchinson", "--trace-matvecs", "300", "--no-deflate-trace"]
+    sampled = runner.invoke(app, ["spectrum", "sample:cnn", *common, *long])
+    estimate = json.loads(sampled.stdout)["trace"]
+    assert estimate["method"] == "hutchinson"
+    assert abs(estimate["estimate"] - trace["estimate"]) <= 4 * estimate["stderr"]
+
+
+def test_convolution_chunks_give_the_same_trace(monkeypatch):
+    """Unfolded inputs are formed a few samples at a time; one sample at a time gives the same."""
+    import landscape_cli.ggn_trace as ggn_trace
+
+    x, y, _ = inputs(2, 6, 6)
+    obj = objective(relu_cnn(), x, y)
+    whole = exact_trace(obj, "hessian").trace
+    monkeypatch.setattr(ggn_trace, "_CHUNK_ELEMENTS", 1)
+    assert exact_trace(obj, "hessian").trace == pytest.approx(whole, rel=1e-13)
+    assert whole == pytest.approx(dense_trace(obj, "hessian"), rel=1e-12)
+
+
+def test_a_custom_loss_is_unsupported_and_an_unknown_curvature_an_error():
+    x, y, _ = inputs(5)
+
+    def loss(model, batch):
+        return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+    torch.manual_seed(0)
+    obj = Objective(relu_mlp().double(), loss, tensor_batches((x, y), 7, None, "t"), dtype=F64)
+    with pytest.raises(Unsupported, match="custom loss"):
+        exact_trace(obj, "hessian")
+    with pytest.raises(ValueError, match="curvature"):
+        exact_trace(obj, "fisher")
+
+
+class Centred(nn.Module):
+    """Subtracts the batch mean of the hidden layer: samples are coupled with no parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(h - h.mean(0, keepdim=True))
+
+
+def test_outputs_coupled_across_samples_are_unsupported():
+    """The per-sample split of a backward pass needs each sample's outputs to depend on its own
+    input only; a batch statistic in forward breaks it (and the trace would be wrong)."""
+    x, y, _ = inputs(5)
+    obj = objective(Centred(), x, y)
+    with pytest.raises(Unsupported, match="depend on the other samples"):
+        exact_trace(obj, "ggn")
