@@ -193,6 +193,32 @@ def piecewise_linear_reason(output: torch.Tensor) -> str | None:
     return None
 
 
+def parameter_reuse_reason(output: torch.Tensor) -> str | None:
+    """``None`` when every parameter leaf in the autograd graph of ``output`` has exactly one
+    consumer; else a description. A weight used twice (``F.linear(h, layer.weight)`` besides
+    ``layer(x)``, a weight reused in a loop) is missed by the module hooks, which see one call,
+    and makes the network quadratic in that weight."""
+    uses: dict[int, int] = {}
+    seen: set[Any] = set()
+    stack = [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for fn, _ in node.next_functions:
+            if fn is None:
+                continue
+            if type(fn).__name__ == "AccumulateGrad":
+                uses[id(fn)] = uses.get(id(fn), 0) + 1
+            else:
+                stack.append(fn)
+    reused = sum(count > 1 for count in uses.values())
+    if reused:
+        return f"{reused} parameter tensor(s) are used more than once in one forward pass"
+    return None
+
+
 def _owners(objective: Any) -> dict[str, nn.Module]:
     """Module name → module for every module owning trainable parameters of the objective, after
     checking that each is supported and that no parameter is shared."""
@@ -454,6 +480,9 @@ def _exact_trace(objective: Any, split: Any, curvature: str, max_outputs: int) -
     out, calls, _ = forward(move_batch(first, objective.device, objective.dtype), 0)
     if not isinstance(out, torch.Tensor):
         raise Unsupported(f"the model returns {type(out).__name__}, not a tensor")
+    reused = parameter_reuse_reason(out)
+    if reused is not None:
+        raise Unsupported(reused)
     if for_hessian:
         reason = piecewise_linear_reason(out)
         if reason is not None:

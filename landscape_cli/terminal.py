@@ -82,7 +82,8 @@ def print_spectrum(result: Any, console: Console | None = None) -> None:
         table.add_row(name, _fmt(lz.ritz_values[idx]), _fmt(lz.error_bounds[idx], 2))
     if result.trace_estimate is not None:
         t = result.trace_estimate
-        table.add_row(f"trace ({t.method})", _fmt(t.estimate), _fmt(t.stderr, 2) + " s.e.")
+        spread = "exact" if t.method.endswith("exact") else _fmt(t.stderr, 2) + " s.e."
+        table.add_row(f"trace ({t.method})", _fmt(t.estimate), spread)
     if result.exact is not None:
         ex = result.exact.eigenvalues
         table.add_row("exact λ_max", _fmt(ex[-1]), "")
@@ -132,7 +133,7 @@ def _print_per_layer(console: Console, rows: Any) -> None:
     for r in rows:
         table.add_row(
             escape(r.name), _fmt(r.size), _fmt(r.lambda_max), _fmt(r.lambda_max_error_bound, 2),
-            _fmt(r.trace), "exact" if r.trace_method == "exact" else _fmt(r.trace_stderr, 2),
+            _fmt(r.trace), "exact" if (r.trace_method or "").endswith("exact") else _fmt(r.trace_stderr, 2),
         )  # fmt: skip
     console.print(table)
 

@@ -63,6 +63,8 @@ def test_spectrum_table_on_a_terminal_style_run():
     assert result.exit_code == 0, result.stderr
     # the sample CNN (conv, eval BatchNorm, ReLU, max-pool) is piecewise linear: exact trace
     assert "λ_max" in result.stdout and "trace (per-sample exact)" in result.stdout
+    trace_row = next(line for line in result.stdout.splitlines() if "trace (" in line)
+    assert "exact │" in trace_row.replace("exact) ", "") and "s.e." not in trace_row
     assert "1,484 parameters" in result.stdout
     tanh = invoke("spectrum", "sample:mlp", "--top-k", "2", *FAST)
     assert tanh.exit_code == 0, tanh.stderr

@@ -245,7 +245,7 @@ def test_unsupported_models_and_modes_say_why():
     tied.forward = lambda x: tied.b(torch.relu(tied.a(x)))
     for model, match in [
         (tied, "shared"),
-        (Twice(), "ran 2 times"),
+        (Twice(), "used more than once"),
         (OwnParameter(), "OwnParameter"),
         (nn.Sequential(nn.Embedding(5, 3), nn.Flatten(), nn.Linear(3, 3)), "Embedding"),
     ]:
@@ -349,3 +349,24 @@ def test_outputs_coupled_across_samples_are_unsupported():
     obj = objective(Centred(), x, y)
     with pytest.raises(Unsupported, match="depend on the other samples"):
         exact_trace(obj, "ggn")
+
+
+class ReusedWeight(nn.Module):
+    """``b`` runs once as a module, and its weight is used again functionally: the hooks see one
+    call, the network is quadratic in that weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.relu(nn.functional.linear(torch.relu(self.a(x)), self.a.weight))
+        return self.b(h)
+
+
+def test_a_parameter_used_twice_is_unsupported():
+    x, y, _ = inputs(5)
+    obj = objective(ReusedWeight(), x, y)
+    for curvature in ("ggn", "ef", "hessian"):
+        with pytest.raises(Unsupported, match="used more than once"):
+            exact_trace(obj, curvature)
