@@ -390,7 +390,11 @@ def _loss_factors(split: Any, out: torch.Tensor, y: Any, for_hessian: bool) -> t
     H = vmap(hessian(per_sample), in_dims=(0, 0))(flat, y)
     H = (H + H.transpose(1, 2)) / 2
     values, vectors = torch.linalg.eigh(H)
-    return vectors * values.clamp_min(0).sqrt().unsqueeze(1)
+    # eigenvalues at rounding level are null directions (e.g. 1 per position for a sequence
+    # cross-entropy): zero columns, which cost no backward pass
+    floor = 1e3 * torch.finfo(values.dtype).eps * values.abs().amax(dim=1, keepdim=True)
+    values = torch.where(values > floor, values, torch.zeros_like(values))
+    return vectors * values.sqrt().unsqueeze(1)
 
 
 @dataclass(frozen=True)

@@ -370,3 +370,21 @@ def test_a_parameter_used_twice_is_unsupported():
     for curvature in ("ggn", "ef", "hessian"):
         with pytest.raises(Unsupported, match="used more than once"):
             exact_trace(obj, curvature)
+
+
+def test_sequence_outputs_use_the_generic_loss_factor():
+    """Cross-entropy on (N, C, T) outputs (a class per position): the loss Hessian comes from
+    torch.func.hessian, its null directions (one per position) cost no pass."""
+    torch.manual_seed(0)
+    x = torch.randn(12, 2, 5, dtype=F64)
+    model = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv1d(4, 3, 1))
+    for loss, y in [
+        ("cross_entropy", torch.randint(0, 3, (12, 5))),
+        ("mse", torch.randn(12, 3, 5, dtype=F64)),
+    ]:
+        obj = objective(model, x, y, loss)
+        for curvature in ("ggn", "ef", "hessian"):
+            exact = exact_trace(obj, curvature)
+            assert exact.trace == pytest.approx(dense_trace(obj, curvature), rel=1e-12)
+        if loss == "cross_entropy":
+            assert exact_trace(obj, "ggn").passes == 10  # 15 outputs, 5 null directions
