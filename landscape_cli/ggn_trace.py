@@ -33,9 +33,13 @@ Hessian, never given the GGN's trace.
 
 **What is supported.** Eval mode; every trainable parameter owned directly by a ``Linear``,
 ``Conv1d``/``Conv2d`` (zero padding, numeric padding), ``BatchNorm1d/2d/3d`` (with running
-statistics) or ``LayerNorm`` module, each called once per forward pass and not sharing a
-parameter with another; a :class:`~landscape_cli.loading.SplitLoss` (built-in loss); at most
-:data:`MAX_OUTPUTS` outputs per sample. Anything else raises :class:`Unsupported` with the reason,
+statistics) or ``LayerNorm`` module (these classes exactly, with only ``weight`` and ``bias``
+and no forward hooks), each called once per forward pass, each parameter used once (an autograd
+use count) and not shared; samples independent (a batch's outputs unchanged when the batch is
+reversed, split in halves, or one sample is made extreme); a
+:class:`~landscape_cli.loading.SplitLoss` (built-in loss) without ``ignore_index`` labels; at
+most :data:`MAX_OUTPUTS` outputs per sample. Module outputs and inputs are copied in the hooks,
+so in-place operations downstream (``ReLU(inplace=True)``) do not change them. Anything else raises :class:`Unsupported` with the reason,
 and the caller falls back to the stochastic estimators.
 """
 
@@ -232,11 +236,15 @@ def _owners(objective: Any) -> dict[str, nn.Module]:
         own = [(p, t) for p, t in module.named_parameters(recurse=False) if id(t) in trainable]
         if not own:
             continue
-        if not isinstance(module, _SUPPORTED):
+        if type(module) not in _SUPPORTED:  # exactly: a subclass may compute otherwise
             raise Unsupported(
                 f"module '{name}' ({type(module).__name__}) owns parameters; the exact trace "
-                f"knows {', '.join(c.__name__ for c in _SUPPORTED)}"
+                f"knows {', '.join(c.__name__ for c in _SUPPORTED)} (not subclasses)"
             )
+        if any(p not in ("weight", "bias") for p, _ in module.named_parameters(recurse=False)):
+            raise Unsupported(f"module '{name}' has parameters besides weight and bias")
+        if module._forward_hooks or module._forward_pre_hooks:
+            raise Unsupported(f"module '{name}' has forward hooks that may change its output")
         if isinstance(module, _CONV) and (
             module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str)
         ):
@@ -325,8 +333,13 @@ def _capture(owners: dict[str, nn.Module]) -> Iterator[dict[str, list[tuple[Any,
     handles = []
     for name, module in owners.items():
 
-        def hook(module: Any, args: Any, output: Any, name: str = name) -> None:
-            calls[name].append((args[0].detach(), output))
+        def hook(module: Any, args: Any, output: Any, name: str = name) -> torch.Tensor:
+            # keep private copies: an in-place op downstream (ReLU(inplace=True) after a
+            # BatchNorm, as in torchvision's ResNets) would otherwise change the kept output,
+            # whose gradient is then that of the ReLU's output; the clone is what the rest of
+            # the network sees and may modify
+            calls[name].append((args[0].detach().clone(), output))
+            return output.clone()
 
         handles.append(module.register_forward_hook(hook))
     try:
@@ -334,6 +347,24 @@ def _capture(owners: dict[str, nn.Module]) -> Iterator[dict[str, list[tuple[Any,
     finally:
         for handle in handles:
             handle.remove()
+
+
+#: why a batch's targets or outputs stop the exact trace (flags summed over ranks)
+_TARGET_PROBLEMS = (
+    "targets hold ignore_index (-100): the batch mean is over the other samples only",
+    "the nll model's outputs are not log-probabilities",
+)
+
+
+def _target_problems(split: Any, out: torch.Tensor, y: Any, curvature: str) -> list[float]:
+    """Flags (1.0 = present) for :data:`_TARGET_PROBLEMS` in one batch: class labels set to
+    ``ignore_index``, and for the GGN of ``nll`` outputs that are not log-probabilities (as
+    :class:`~landscape_cli.curvature.GGNOperator` refuses)."""
+    ignored = split.name in ("cross_entropy", "nll") and not y.is_floating_point()
+    ignored = ignored and bool((y < 0).any())
+    not_log = split.name == "nll" and curvature == "ggn"
+    not_log = not_log and float(torch.logsumexp(out.detach(), dim=1).abs().max()) > 1e-3
+    return [float(ignored), float(not_log)]
 
 
 def _loss_gradients(split: Any, out: torch.Tensor, y: Any) -> torch.Tensor:
@@ -368,7 +399,8 @@ def _loss_factors(split: Any, out: torch.Tensor, y: Any, for_hessian: bool) -> t
     if name == "bce_with_logits":
         sig = torch.sigmoid(flat)
         return torch.diag_embed((sig * (1 - sig) / d).sqrt())
-    if out.ndim == 2:  # cross-entropy, or nll's GGN (the cross-entropy of its log-probabilities)
+    if out.ndim == 2 and not y.is_floating_point():
+        # cross-entropy with class labels, or nll's GGN (the cross-entropy of log-probabilities)
         p = torch.softmax(flat, dim=1)
         root = p.sqrt()
         S = torch.diag_embed(root) - p.unsqueeze(2) * root.unsqueeze(1)
@@ -416,15 +448,27 @@ def _check_samples_independent(out: torch.Tensor, batch: Any, forward: Any, obje
 
     if not isinstance(batch, tuple) or batch[0].shape[0] < 3:
         return
-    x = batch[0].clone()
-    x[0] = batch[0][-1]
-    if torch.equal(x[0], batch[0][0]):
-        return
-    with torch.no_grad():
-        moved = move_batch((x, *batch[1:]), objective.device, objective.dtype)
-        other = forward(moved, 0)[0].detach()
-    scale = float(out[1:].abs().max()) + torch.finfo(out.dtype).tiny
-    if float((other[1:] - out[1:]).abs().max()) > 1e3 * torch.finfo(out.dtype).eps * scale:
+    x, rest = batch[0], batch[1:]
+    n = x.shape[0]
+    tol = 1e3 * torch.finfo(out.dtype).eps * (float(out.abs().max()) + torch.finfo(out.dtype).tiny)
+
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            moved = move_batch((inputs, *rest), objective.device, objective.dtype)
+            return forward(moved, 0)[0].detach()
+
+    def differs(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return float((a - b).abs().max()) > tol
+
+    reverse = torch.arange(n - 1, -1, -1)
+    half = n // 2
+    coupled = differs(run(x[reverse])[reverse], out)  # order-dependent coupling (h - h[1])
+    coupled = coupled or differs(torch.cat([run(x[:half]), run(x[half:])]), out)  # batch stats
+    if x.is_floating_point() and not coupled:  # one sample made extreme: max/min statistics
+        loud = x.clone()
+        loud[0] = 10 * x[-1] + 1
+        coupled = differs(run(loud)[1:], out[1:])
+    if coupled:
         raise Unsupported("a sample's outputs depend on the other samples of its batch")
 
 
@@ -500,11 +544,16 @@ def _exact_trace(objective: Any, split: Any, curvature: str, max_outputs: int) -
     del out, calls
 
     local = torch.zeros(len(owners), dtype=torch.float64, device=objective.device)
+    problems = torch.zeros(len(_TARGET_PROBLEMS), dtype=torch.float64, device=objective.device)
     passes = 0
     with objective.collect_failure() as failure:
         for index, batch, weight in objective._batches_on_device():
             out, calls, tensors = forward(batch, index)
             n = out.shape[0]
+            flags = _target_problems(split, out, batch[1], curvature)
+            if any(flags):  # said on every rank after the sum below
+                problems += torch.tensor(flags, dtype=torch.float64, device=problems.device)
+                continue
             if curvature == "ef":
                 S = _loss_gradients(split, out, batch[1]).to(out.dtype)
             else:
@@ -535,7 +584,11 @@ def _exact_trace(objective: Any, split: Any, curvature: str, max_outputs: int) -
                         norms = _sq_norms(owners[m], calls[m][0][0], g, stats)
                         sums[j] += norms.sum().to(torch.float64)
             local = local + sums * (weight / n)
-    total = objective.reduce_sum(local, failure).cpu()
+    packed = objective.reduce_sum(torch.cat([local, problems]), failure).cpu()
+    total, flagged = packed[: len(owners)], packed[len(owners) :]
+    for message, flag in zip(_TARGET_PROBLEMS, flagged, strict=True):
+        if float(flag) > 0:
+            raise Unsupported(message)
     per_module = {m: float(v) for m, v in zip(owners, total, strict=True)}
     num_batches = max(len(objective.batches.local_indices), 1)
     return ExactTrace(float(total.sum()), per_module, -(-passes // num_batches))

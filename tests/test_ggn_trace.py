@@ -388,3 +388,98 @@ def test_sequence_outputs_use_the_generic_loss_factor():
             assert exact.trace == pytest.approx(dense_trace(obj, curvature), rel=1e-12)
         if loss == "cross_entropy":
             assert exact_trace(obj, "ggn").passes == 10  # 15 outputs, 5 null directions
+
+
+# ----------------------------------------------------------------- review findings (session 4)
+class HalfWeightLinear(nn.Linear):
+    """A subclass computing with half its weight: its own forward, not Linear's."""
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight * 0.5, self.bias)
+
+
+class OffsetBySecond(nn.Module):
+    """Couples samples through one fixed other sample, ``h - h[1]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(h - h[1:2])
+
+
+def test_in_place_activations_after_a_module_give_the_dense_traces():
+    """Regression: the kept module output was changed by ReLU(inplace=True), so the backward
+    pass gave the ReLU output's gradient (GGN 2.649 against 2.100)."""
+    x, y, _ = inputs(5)
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(5, 6), nn.ReLU(inplace=True), nn.Linear(6, 3))
+    xi, yi, _ = inputs(2, 5, 5)
+    torch.manual_seed(0)
+    cnn = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(inplace=True), nn.Flatten(),
+        nn.Linear(27, 3),
+    )  # fmt: skip
+    with torch.no_grad():
+        cnn[1].running_mean.uniform_(-0.5, 0.5)
+        cnn[1].running_var.uniform_(0.5, 2.0)
+    for obj in (objective(mlp, x, y), objective(cnn, xi, yi)):
+        for curvature in ("ggn", "ef", "hessian"):
+            exact = exact_trace(obj, curvature).trace
+            assert exact == pytest.approx(dense_trace(obj, curvature), rel=1e-12)
+
+
+def test_subclasses_extra_parameters_and_hooks_are_unsupported():
+    """Regression: isinstance accepted a Linear subclass with its own forward (GGN 1.403 against
+    0.982), and weight_norm's weight_g/weight_v were ignored."""
+    x, y, _ = inputs(5)
+    torch.manual_seed(0)
+    subclass = nn.Sequential(HalfWeightLinear(5, 6), nn.ReLU(), nn.Linear(6, 3))
+    with pytest.raises(Unsupported, match="not subclasses"):
+        exact_trace(objective(subclass, x, y), "ggn")
+    torch.manual_seed(0)
+    extra = nn.Linear(5, 6)
+    extra.register_parameter("scale", nn.Parameter(torch.ones(6)))
+    with pytest.raises(Unsupported, match="besides weight and bias"):
+        exact_trace(objective(nn.Sequential(extra, nn.ReLU(), nn.Linear(6, 3)), x, y), "ggn")
+    torch.manual_seed(0)
+    hooked = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3))
+    hooked[0].register_forward_hook(lambda module, args, output: output * 2)
+    with pytest.raises(Unsupported, match="forward hooks"):
+        exact_trace(objective(hooked, x, y), "ggn")
+
+
+def test_ignored_labels_and_soft_targets():
+    """Regression: labels set to ignore_index (-100) were weighed as samples (EF 2.87 against
+    1.15); soft targets summing to 2 used the closed form for a sum of 1 (GGN half the dense)."""
+    x, y, _ = inputs(5)
+    ignored = y.clone()
+    ignored[::3] = -100
+    obj = objective(relu_mlp(), x, ignored)
+    for curvature in ("ggn", "ef", "hessian"):
+        with pytest.raises(Unsupported, match="ignore_index"):
+            exact_trace(obj, curvature)
+    settings = SpectrumSettings(top_k=1, bottom_k=0, density=False, trace_matvecs=8)
+    assert "ignore_index" in analyze_spectrum(obj, settings).notes["trace"]  # auto falls back
+    soft = 2 * torch.softmax(torch.randn(N, 3, generator=torch.Generator().manual_seed(4)), 1)
+    obj = objective(relu_mlp(), x, soft.to(F64))
+    for curvature in ("ggn", "ef", "hessian"):
+        assert exact_trace(obj, curvature).trace == pytest.approx(
+            dense_trace(obj, curvature), rel=1e-12
+        )
+
+
+def test_coupling_through_any_sample_is_detected():
+    """Regression: only sample 0 was replaced, so ``h - h[1]`` passed (GGN 1.840 against 1.383)."""
+    x, y, _ = inputs(5)
+    with pytest.raises(Unsupported, match="depend on the other samples"):
+        exact_trace(objective(OffsetBySecond(), x, y), "ggn")
+
+
+def test_nll_outputs_that_are_not_log_probabilities_are_refused_like_the_operator():
+    x, y, _ = inputs(5)
+    obj = objective(relu_mlp(), x, y, "nll")  # logits, not log-probabilities
+    with pytest.raises(Unsupported, match="not log-probabilities"):
+        exact_trace(obj, "ggn")
