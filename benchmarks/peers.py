@@ -602,9 +602,10 @@ def task_trace(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
             from landscape_cli.ggn_trace import curvature_trace
             from landscape_cli.seeding import derive_seed
 
-            budget = SpectrumSettings().trace_matvecs
+            defaults = SpectrumSettings()
+            budget = defaults.trace_matvecs
             estimate, _, fallback = curvature_trace(
-                tool.obj, tool.op, budget, method="auto", seed=derive_seed(seed, "trace")
+                tool.obj, tool.op, defaults, seed=derive_seed(seed, "trace")
             )
             est = estimate.estimate
             out["setting"] = f"spectrum's default (auto, {budget} HVPs): {estimate.method}" + (

@@ -171,6 +171,25 @@ def piecewise_linear_reason(output: torch.Tensor) -> str | None:
     linear in its numerator only. Parameters are distinct leaves (shared parameters are refused
     by the caller), so no coordinate reaches a product through two factors.
     """
+    for node in _graph_nodes(output):
+        name = type(node).__name__
+        label = name.removesuffix("0").removesuffix("1").removesuffix("Backward")
+        if name == "DivBackward0":
+            if node.next_functions[1][0] is not None:
+                return "a division by a tensor that depends on the weights"
+        elif name in _PRODUCT_NODES:
+            if "BatchNorm" in name and bool(getattr(node, "_saved_training", True)):
+                return "BatchNorm with batch statistics (train mode)"
+            inputs = [fn for fn, _ in node.next_functions if fn is not None]
+            if sum(not _is_parameter(fn) for fn in inputs) > 1:
+                return f"{label} of two tensors that both depend on the weights"
+        elif name not in _PIECEWISE_LINEAR_NODES | _VIEW_NODES | {"AccumulateGrad"}:
+            return f"the operation {label}"
+    return None
+
+
+def _graph_nodes(output: torch.Tensor) -> Iterator[Any]:
+    """Each node of the autograd graph of ``output`` once (depth first)."""
     seen: set[Any] = set()
     stack = [output.grad_fn]
     while stack:
@@ -178,23 +197,8 @@ def piecewise_linear_reason(output: torch.Tensor) -> str | None:
         if node is None or node in seen:
             continue
         seen.add(node)
-        name = type(node).__name__
-        label = name.removesuffix("0").removesuffix("1").removesuffix("Backward")
-        inputs = [fn for fn, _ in node.next_functions if fn is not None]
-        if name == "DivBackward0":
-            if node.next_functions[1][0] is not None:
-                return "a division by a tensor that depends on the weights"
-        elif name in _PRODUCT_NODES:
-            if "BatchNorm" in name and bool(getattr(node, "_saved_training", True)):
-                return "BatchNorm with batch statistics (train mode)"
-            if sum(not _is_parameter(fn) for fn in inputs) > 1:
-                return f"{label} of two tensors that both depend on the weights"
-        elif name not in _PIECEWISE_LINEAR_NODES and name not in _VIEW_NODES:
-            if name == "AccumulateGrad":
-                continue
-            return f"the operation {label}"
-        stack.extend(inputs)
-    return None
+        yield node
+        stack.extend(fn for fn, _ in node.next_functions if fn is not None)
 
 
 def parameter_reuse_reason(output: torch.Tensor) -> str | None:
@@ -203,20 +207,10 @@ def parameter_reuse_reason(output: torch.Tensor) -> str | None:
     ``layer(x)``, a weight reused in a loop) is missed by the module hooks, which see one call,
     and makes the network quadratic in that weight."""
     uses: dict[int, int] = {}
-    seen: set[Any] = set()
-    stack = [output.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
+    for node in _graph_nodes(output):
         for fn, _ in node.next_functions:
-            if fn is None:
-                continue
-            if type(fn).__name__ == "AccumulateGrad":
+            if fn is not None and type(fn).__name__ == "AccumulateGrad":
                 uses[id(fn)] = uses.get(id(fn), 0) + 1
-            else:
-                stack.append(fn)
     reused = sum(count > 1 for count in uses.values())
     if reused:
         return f"{reused} parameter tensor(s) are used more than once in one forward pass"
@@ -597,33 +591,34 @@ def _exact_trace(objective: Any, split: Any, curvature: str, max_outputs: int) -
 def curvature_trace(
     objective: Any,
     A: Any,
-    num_matvecs: int,
+    settings: Any,
+    lanczos_run: Any = None,
     *,
-    curvature: str = "hessian",
-    params: Any = (),
-    method: str = "auto",
     basis: torch.Tensor | None = None,
-    basis_trace: float | None = None,
     seed: int = 0,
     progress: Any = None,
 ) -> tuple[TraceEstimate, ExactTrace | None, str | None]:
-    """The trace of ``A`` (``curvature``'s operator on ``objective``, or a ``params`` block of it)
-    the way ``spectrum``, ``track`` and ``--spread`` compute it.
+    """The trace of ``A`` the way ``spectrum``, ``track`` and ``--spread`` compute it, from
+    ``settings`` (a :class:`~landscape_cli.config.SpectrumSettings`: ``curvature`` and
+    ``params`` say what ``A`` is on ``objective``, ``trace_method`` and ``trace_matvecs`` how).
 
-    ``method="per-sample"``: :func:`exact_trace`, or an :class:`InputError` saying why it does
-    not apply. ``"auto"``: the exact trace when it applies and needs no more backward passes per
-    batch than ``num_matvecs`` (each costs at most about one HVP), else the stochastic estimate
-    of :func:`~landscape_cli.trace.estimate_trace`; ``"hutch++"``/``"hutchinson"``: that
-    estimate. Returns the estimate, the exact result (its per-module split) when used, and why
-    ``auto`` fell back to the stochastic estimate (``None`` when it did not).
+    ``trace_method="per-sample"``: :func:`exact_trace`, or an :class:`InputError` saying why it
+    does not apply. ``"auto"``: the exact trace when it applies and needs no more backward passes
+    per batch than ``trace_matvecs`` (each costs at most about one HVP), else the stochastic
+    estimate of :func:`~landscape_cli.trace.estimate_trace`, deflated by the Lanczos basis
+    (``basis``, default ``lanczos_run.basis``, with ``tr(T_m) = Σ lanczos_run.alphas``) when
+    there is one; ``"hutch++"``/``"hutchinson"``: that estimate. Returns the estimate, the exact
+    result (its per-module split) when used, and why ``auto`` fell back to the stochastic
+    estimate (``None`` when it did not).
     """
+    method, num_matvecs = settings.trace_method, settings.trace_matvecs
     fallback = None
     if method in ("auto", PER_SAMPLE):
         try:
-            if params:
+            if settings.params:
                 raise Unsupported("it is computed for the full matrix, not a --params block")
             cap = MAX_OUTPUTS if method == PER_SAMPLE else int(num_matvecs)
-            exact = exact_trace(objective, curvature, max_outputs=cap)
+            exact = exact_trace(objective, settings.curvature, max_outputs=cap)
             return TraceEstimate(exact.trace, 0.0, EXACT_METHOD, 0), exact, None
         except Unsupported as exc:
             if method == PER_SAMPLE:
@@ -632,12 +627,14 @@ def curvature_trace(
                     hint="use --trace-method auto (a stochastic estimate where it does not apply)",
                 ) from None
             fallback = str(exc)
+    if basis is None and lanczos_run is not None:
+        basis = lanczos_run.basis
     estimate = estimate_trace(
         A,
         num_matvecs,
-        method=method if method != PER_SAMPLE else "auto",
+        method=method,  # not per-sample: that has returned or raised above
         basis=basis,
-        basis_trace=basis_trace,
+        basis_trace=None if basis is None else float(lanczos_run.alphas.sum()),
         seed=seed,
         progress=progress,
     )

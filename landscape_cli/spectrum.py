@@ -108,12 +108,9 @@ def analyze_spectrum(
             trace_estimate, exact_traces, fallback = curvature_trace(
                 objective,
                 H,
-                settings.trace_matvecs,
-                curvature=settings.curvature,
-                params=settings.params,
-                method=settings.trace_method,
+                settings,
+                lz,
                 basis=basis,
-                basis_trace=float(lz.alphas.sum()),
                 seed=derive_seed(seed, "trace"),
                 progress=stage(progress, "trace"),
             )

@@ -196,15 +196,7 @@ def analyze_spread(
             estimate = None
             if settings.trace:  # the budget spent as the full run's (spectrum.py)
                 estimate, _, _ = curvature_trace(
-                    sub,
-                    A,
-                    settings.trace_matvecs,
-                    curvature=settings.curvature,
-                    params=settings.params,
-                    method=settings.trace_method,
-                    basis=lz.basis,
-                    basis_trace=float(lz.alphas.sum()),
-                    seed=derive_seed(seed, "trace"),
+                    sub, A, settings, lz, seed=derive_seed(seed, "trace")
                 )
         subsets.append(
             SubsetResult(

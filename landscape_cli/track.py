@@ -241,15 +241,7 @@ def track_series(
         estimate = None
         if trace:
             estimate, _, _ = curvature_trace(  # the method and deflation, as in spectrum
-                objective,
-                H,
-                settings.trace_matvecs,
-                curvature=settings.curvature,
-                params=settings.params,
-                method=settings.trace_method,
-                basis=lz.basis,
-                basis_trace=float(lz.alphas.sum()),
-                seed=derive_seed(config.seed, "trace"),
+                objective, H, settings, lz, seed=derive_seed(config.seed, "trace")
             )
         stability = None
         if settings.curvature == "hessian" and not settings.params:  # EoS: the full Hessian's λ_max
