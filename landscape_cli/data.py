@@ -32,6 +32,18 @@ def batch_size_of(batch: Batch) -> int:
     return int(first.shape[0])
 
 
+def nonfinite_samples(x: Any) -> torch.Tensor | None:
+    """The boolean mask of the samples (first dimension) of floating-point inputs ``x`` holding
+    NaN or Inf, or ``None`` when ``x`` is not a floating-point (or complex) tensor."""
+    if (
+        not isinstance(x, torch.Tensor)
+        or x.ndim < 1
+        or not (x.is_floating_point() or x.is_complex())
+    ):
+        return None
+    return ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+
+
 def move_batch(batch: Batch, device: torch.device, dtype: torch.dtype) -> Batch:
     """Move a batch to ``device``; floating-point tensors are cast to ``dtype``, others kept."""
     if batch is None:

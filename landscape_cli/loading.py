@@ -27,7 +27,14 @@ import torch
 from torch import nn
 
 from .config import RunConfig
-from .data import Batches, dataset_batches, loader_batches, no_data, tensor_batches
+from .data import (
+    Batches,
+    dataset_batches,
+    loader_batches,
+    no_data,
+    nonfinite_samples,
+    tensor_batches,
+)
 from .distributed import launched_by_torchrun
 from .errors import InputError, NumericalError
 
@@ -368,16 +375,14 @@ def _as_xy(obj: Any, where: str) -> tuple[torch.Tensor, ...]:
 def _finite_inputs(batches: Batches, where: str) -> Batches:
     """Raise :class:`NumericalError` naming the first sample (and its batch) whose floating-point
     inputs ``x`` hold NaN or Inf, among the samples the run uses."""
-    x = batches.source[0]
-    if x.is_floating_point() or x.is_complex():
-        bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
-        if bool(bad.any()):
-            first = int(bad.nonzero()[0, 0])
-            raise NumericalError(
-                f"{where}: 'x' holds NaN or Inf values ({int(bad.sum())} sample(s); the first is "
-                f"sample {first}, in batch {first // batches.batch_size} of {len(batches)})",
-                hint="clean the data or select other samples with --max-samples",
-            )
+    bad = nonfinite_samples(batches.source[0])
+    if bad is not None and bool(bad.any()):
+        first = int(bad.nonzero()[0, 0])
+        raise NumericalError(
+            f"{where}: 'x' holds NaN or Inf values ({int(bad.sum())} sample(s); the first is "
+            f"sample {first}, in batch {first // batches.batch_size} of {len(batches)})",
+            hint="clean the data or select other samples with --max-samples",
+        )
     return batches
 
 

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .data import Batch, Batches, move_batch
+from .data import Batch, Batches, move_batch, nonfinite_samples
 from .distributed import Failure, Ranks, all_reduce_sum, collect_failure, current
 from .errors import InputError, NumericalError
 from .seeding import derive_seed
@@ -423,16 +423,14 @@ class Objective:
             where = (
                 "" if self.batches.source is None else f" on batch {index} of {len(self.batches)}"
             )
-            x = batch[0] if isinstance(batch, tuple) and batch else None
-            if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 1:
-                bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
-                if bool(bad.any()):
-                    raise NumericalError(
-                        f"the loss is {float(loss.detach())}{where}: the inputs 'x' hold NaN or "
-                        f"Inf ({int(bad.sum())} sample(s); the first is sample "
-                        f"{int(bad.nonzero()[0, 0])} of that batch)",
-                        hint="clean the data or select other samples with --max-samples",
-                    )
+            bad = nonfinite_samples(batch[0]) if isinstance(batch, tuple) and batch else None
+            if bad is not None and bool(bad.any()):
+                raise NumericalError(
+                    f"the loss is {float(loss.detach())}{where}: the inputs 'x' hold NaN or "
+                    f"Inf ({int(bad.sum())} sample(s); the first is sample "
+                    f"{int(bad.nonzero()[0, 0])} of that batch)",
+                    hint="clean the data or select other samples with --max-samples",
+                )
             raise NumericalError(
                 f"the loss is {float(loss.detach())}{where}",
                 hint="check the checkpoint (diverged?) and the data (NaN inputs, labels out of range)",
