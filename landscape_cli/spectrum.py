@@ -15,7 +15,7 @@ from .curvature import CURVATURE_NAMES, analysis_operator
 from .density import slq_density
 from .errors import InputError, numerical_errors
 from .exact import check_exact_size, exact_spectrum
-from .ggn_trace import curvature_trace
+from .ggn_trace import curvature_trace, planned_exact_trace
 from .lanczos import lanczos
 from .objective import Objective
 from .progress import StageProgress, stage
@@ -84,6 +84,9 @@ def analyze_spectrum(
         from .determinism import check_determinism
 
         determinism_matvecs = check_determinism(objective, H, seed=derive_seed(seed, "determinism"))
+    # the exact trace first: the Lanczos run keeps its basis only for a stochastic estimate, and
+    # --trace-method per-sample fails before the Lanczos HVPs when it does not apply
+    planned = planned_exact_trace(objective, settings) if settings.trace else (None, None)
     with numerical_errors("the Lanczos iteration"):
         lz = lanczos(
             H,
@@ -93,7 +96,7 @@ def analyze_spectrum(
             top_k=top_k,
             bottom_k=min(bottom_k, n - top_k),  # tiny n: the wanted ends overlap
             return_vectors=settings.save_eigenvectors,
-            return_basis=settings.trace and settings.deflate_trace,
+            return_basis=settings.trace and settings.deflate_trace and planned[0] is None,
             progress=stage(progress, "lanczos"),
         )
         basis, lz = lz.basis, replace(lz, basis=None)  # the basis is not kept in the result
@@ -113,6 +116,7 @@ def analyze_spectrum(
                 basis=basis,
                 seed=derive_seed(seed, "trace"),
                 progress=stage(progress, "trace"),
+                planned=planned,
             )
             if fallback is not None:
                 notes["trace"] = (

@@ -32,7 +32,7 @@ import numpy as np
 
 from .data import Batches
 from .errors import InputError, numerical_errors
-from .ggn_trace import curvature_trace
+from .ggn_trace import curvature_trace, planned_exact_trace
 from .lanczos import lanczos
 from .results import json_number, json_numbers
 from .seeding import derive_seed
@@ -184,6 +184,7 @@ def analyze_spread(
         first, stop = int(group[0]), int(group[-1]) + 1
         sub = subset_objective(objective, subset_batches(objective.batches, first, stop))
         A = analysis_operator(sub, settings.curvature, settings.params)
+        planned = planned_exact_trace(sub, settings) if settings.trace else (None, None)
         with numerical_errors(f"the Lanczos iteration on spread subset {position}"):
             lz = lanczos(
                 A,
@@ -191,12 +192,12 @@ def analyze_spread(
                 max_iter=settings.max_iter,
                 tol=settings.tol,
                 top_k=1,
-                return_basis=settings.trace and settings.deflate_trace,
+                return_basis=settings.trace and settings.deflate_trace and planned[0] is None,
             )
             estimate = None
             if settings.trace:  # the budget spent as the full run's (spectrum.py)
                 estimate, _, _ = curvature_trace(
-                    sub, A, settings, lz, seed=derive_seed(seed, "trace")
+                    sub, A, settings, lz, seed=derive_seed(seed, "trace"), planned=planned
                 )
         subsets.append(
             SubsetResult(

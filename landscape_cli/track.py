@@ -27,7 +27,7 @@ import torch
 
 from .config import RunConfig
 from .errors import InputError, numerical_errors
-from .ggn_trace import curvature_trace
+from .ggn_trace import curvature_trace, planned_exact_trace
 from .lanczos import DEFAULT_MIN_ITER, lanczos
 from .results import json_number
 from .seeding import derive_seed
@@ -222,6 +222,7 @@ def track_series(
             noise = torch.randn(n, generator=gen, dtype=torch.float64)
             mixed = previous.double().cpu() / previous.norm() + warm_mix * noise / noise.norm()
             start_vector = mixed.to(device=objective.device, dtype=objective.dtype)
+        planned = planned_exact_trace(objective, settings) if trace else (None, None)
         with numerical_errors(f"the Lanczos iteration on {path}"):
             lz = lanczos(
                 H,
@@ -232,7 +233,7 @@ def track_series(
                 top_k=1,
                 min_iter=4 if warmed else DEFAULT_MIN_ITER,
                 return_vectors=True,
-                return_basis=trace and settings.deflate_trace,
+                return_basis=trace and settings.deflate_trace and planned[0] is None,
                 progress=None if progress is None else (lambda d, t: progress("lanczos", d, t)),
             )
         lanczos_matvecs = H.matvecs - determinism_matvecs
@@ -241,7 +242,7 @@ def track_series(
         estimate = None
         if trace:
             estimate, _, _ = curvature_trace(  # the method and deflation, as in spectrum
-                objective, H, settings, lz, seed=derive_seed(config.seed, "trace")
+                objective, H, settings, lz, seed=derive_seed(config.seed, "trace"), planned=planned
             )
         stability = None
         if settings.curvature == "hessian" and not settings.params:  # EoS: the full Hessian's λ_max

@@ -20,6 +20,7 @@ from landscape_cli.cli import app
 from landscape_cli.config import SpectrumSettings
 from landscape_cli.curvature import curvature_operator
 from landscape_cli.data import tensor_batches
+from landscape_cli.errors import InputError
 from landscape_cli.ggn_trace import Unsupported, exact_trace, piecewise_linear_reason
 from landscape_cli.loading import SplitLoss
 from landscape_cli.objective import Objective
@@ -277,6 +278,33 @@ def test_auto_falls_back_with_a_note_and_per_sample_is_an_error():
     result = analyze_spectrum(objective(wide, x, targets, "mse"), few)
     assert result.trace_estimate.method == "deflated hutchinson"
     assert "6 outputs per sample (> 4 backward passes)" in result.notes["trace"]
+
+
+def test_exact_trace_runs_first_so_lanczos_keeps_no_basis_and_per_sample_fails_early(monkeypatch):
+    """The exact trace is decided before the Lanczos run: the run keeps its m x n basis only for
+    a stochastic estimate, and a per-sample request that does not apply fails before the Lanczos run."""
+    import landscape_cli.spectrum as spectrum_module
+
+    calls = []
+    real = spectrum_module.lanczos
+
+    def spy(A, **kwargs):
+        calls.append(kwargs["return_basis"])
+        return real(A, **kwargs)
+
+    monkeypatch.setattr(spectrum_module, "lanczos", spy)
+    x, y, _ = inputs(5)
+    settings = SpectrumSettings(top_k=1, bottom_k=0, density=False, trace_matvecs=8)
+    exact = analyze_spectrum(objective(relu_mlp(), x, y), settings)
+    assert exact.trace_estimate.method == "per-sample exact" and calls == [False]
+    smooth = objective(tanh_mlp(), x, y)
+    fallback = analyze_spectrum(smooth, settings)
+    assert fallback.trace_estimate.method == "deflated hutchinson" and calls == [False, True]
+    with pytest.raises(InputError, match="per-sample does not apply: .*Tanh"):
+        analyze_spectrum(
+            smooth, SpectrumSettings(top_k=1, density=False, trace_method="per-sample")
+        )
+    assert calls == [False, True]  # no Lanczos run was started
 
 
 def test_cli_per_sample_trace(tmp_path):
