@@ -3,13 +3,24 @@
 Gradient descent with step ``η`` on a quadratic diverges along an eigenvector once ``η·λ > 2``;
 Cohen et al. ("Gradient descent on neural networks typically occurs at the edge of stability",
 ICLR 2021) found full-batch training drives ``λ_max`` to ``2/η`` and hovers there. With heavy-ball
-momentum ``β`` the bound is ``η·λ < 2(1 + β)`` (their appendix; Goh 2017).
+momentum ``β`` the bound is ``η·λ < 2(1 + β)`` (their appendix; Goh 2017). PyTorch's SGD variants
+shift it: with ``dampening τ`` the buffer accumulates ``(1 − τ)g``, so the bound is
+``2(1 + β)/(1 − τ)``; with ``nesterov=True`` the step is ``η(g + β b)`` and the iteration matrix
+``[[1 − h(1+β), −β²], [h, β]]`` (``h = ηλ``) has an eigenvalue ``−1`` at ``h = 2(1 + β)/(1 + 2β)``
+(1.36 for ``β = 0.9``, not 3.8).
 
 For Adam the relevant quantity is the *preconditioned* sharpness ``λ_max(P⁻¹H)`` with
 ``P = (1 − β₁ᵗ)·diag(√v̂ + ε)``, ``v̂ = v/(1 − β₂ᵗ)`` the bias-corrected second-moment estimate,
 whose stability threshold is ``(2 + 2β₁)/((1 − β₁)η)`` = ``38/η`` for ``β₁ = 0.9`` (Cohen et al.,
 "Adaptive gradient methods at the edge of stability", 2022). ``λ_max(P⁻¹H)`` is computed as the
-largest eigenvalue of the symmetric ``P^{-1/2} H P^{-1/2}`` by Lanczos.
+largest eigenvalue of the symmetric ``P^{-1/2} H P^{-1/2}`` by Lanczos. With ``amsgrad=True`` Adam
+divides by the running maximum ``max_exp_avg_sq`` instead of ``v``, and so does ``P`` here.
+
+Only SGD (``momentum``, ``dampening`` and ``nesterov`` in its param group) and Adam/AdamW
+(``exp_avg_sq`` in the state, ``amsgrad`` in the group) are modelled. Other optimizers' states
+(RMSprop, RAdam, NAdam, Adagrad, Adamax, ...) are reported as ``unknown``: ``η·λ_max`` against the
+plain gradient-descent bound 2, with a note that this is not their threshold. Coupled weight decay
+``wd`` adds ``wd`` to every eigenvalue the step meets; it is not included.
 
 The learning rate and optimizer state come from the checkpoint (``optimizer``,
 ``optimizer_state_dict`` or Lightning's ``optimizer_states``) or from ``--lr``.
@@ -37,13 +48,17 @@ NO_LEARNING_RATE = "no learning rate: pass --lr, or a checkpoint that stores its
 class OptimizerState:
     """What the stability analysis needs from a torch optimizer ``state_dict``."""
 
-    kind: str  # "adam" (Adam/AdamW: exp_avg_sq present), "sgd", or "unknown"
+    kind: str  # "adam" (Adam/AdamW), "sgd", or "unknown"
     lr: float
     momentum: float = 0.0
     betas: tuple[float, float] | None = None
     eps: float = 1e-8
     step: float | None = None
-    exp_avg_sq: list[torch.Tensor] | None = None  # per parameter, optimizer order
+    #: per parameter, optimizer order: Adam's ``exp_avg_sq``, or ``max_exp_avg_sq`` with amsgrad
+    exp_avg_sq: list[torch.Tensor] | None = None
+    nesterov: bool = False
+    dampening: float = 0.0
+    note: str = ""  # why an optimizer is "unknown"
 
 
 def find_optimizer_state(extra: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -79,26 +94,45 @@ def parse_optimizer_state(
             )
     order = [index for g in groups for index in g.get("params", [])]
     first = next(iter(state.values()), {}) if isinstance(state, Mapping) else {}
-    if isinstance(first, Mapping) and "exp_avg_sq" in first:
+    first = first if isinstance(first, Mapping) else {}
+    if "exp_avg_sq" in first and "amsgrad" in group and "mu_product" not in first:
+        # Adam / AdamW (RAdam has no amsgrad, NAdam keeps mu_product: their steps differ)
         betas = tuple(float(b) for b in group.get("betas", (0.9, 0.999)))
+        key = "max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq"
         try:
-            squares = [state[index]["exp_avg_sq"] for index in order]
+            squares = [state[index][key] for index in order]
             step = state[order[0]].get("step")
         except KeyError as exc:
-            raise InputError(f"{where}: Adam state is missing parameter {exc}") from None
+            raise InputError(f"{where}: Adam state is missing {exc}") from None
         step_value = float(step) if step is not None else None
         return OptimizerState(
             "adam", lr, 0.0, betas, float(group.get("eps", 1e-8)), step_value, squares
         )
-    if "momentum" in group:
-        return OptimizerState("sgd", lr, float(group.get("momentum") or 0.0))
-    return OptimizerState("unknown", lr)
+    if {"momentum", "dampening", "nesterov"} <= set(group) and "exp_avg_sq" not in first:
+        return OptimizerState(
+            "sgd",
+            lr,
+            float(group.get("momentum") or 0.0),
+            nesterov=bool(group.get("nesterov")),
+            dampening=float(group.get("dampening") or 0.0),
+        )
+    keys = sorted({*(k for k in group if k != "params"), *first})
+    return OptimizerState(
+        "unknown",
+        lr,
+        note=(
+            "the optimizer is neither SGD nor Adam/AdamW (its state has "
+            + ", ".join(keys)
+            + "): η·λ_max is compared with the plain gradient-descent bound 2, which is not its "
+            "stability threshold"
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class StabilityReport:
-    """``η·λ_max`` against ``2`` (GD) and ``2(1+β)`` (momentum); for Adam ``λ_max(P⁻¹H)`` against
-    ``(2+2β₁)/((1−β₁)η)``."""
+    """``η·λ_max`` against ``2`` (GD) and SGD's momentum bound (``2(1+β)/(1−τ)``, Nesterov
+    ``2(1+β)/(1+2β)``); for Adam ``λ_max(P⁻¹H)`` against ``(2+2β₁)/((1−β₁)η)``."""
 
     lr: float
     source: str  # "checkpoint" or "--lr"
@@ -108,6 +142,9 @@ class StabilityReport:
     preconditioned_sharpness: float | None = None
     preconditioned_threshold: float | None = None
     matvecs: int = 0
+    nesterov: bool = False
+    dampening: float = 0.0
+    note: str = ""  # e.g. why the optimizer's own threshold is not known
 
     @property
     def lr_times_lambda_max(self) -> float:
@@ -115,7 +152,12 @@ class StabilityReport:
 
     @property
     def momentum_threshold(self) -> float:
-        return 2.0 * (1.0 + self.momentum)
+        """The bound on ``η·λ_max`` of SGD with this momentum: ``2(1+β)/(1−τ)`` (heavy ball with
+        dampening ``τ``), ``2(1+β)/(1+2β)`` with Nesterov; 2 without momentum."""
+        beta = self.momentum
+        if self.nesterov:
+            return 2.0 * (1.0 + beta) / (1.0 + 2.0 * beta)
+        return 2.0 * (1.0 + beta) / (1.0 - self.dampening)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -126,8 +168,12 @@ class StabilityReport:
             "gd_threshold": 2.0,
             "gd_stable": bool(self.lr_times_lambda_max < 2.0),
             "momentum": self.momentum,
-            "momentum_threshold": self.momentum_threshold,
+            "nesterov": bool(self.nesterov),
+            "dampening": self.dampening,
+            "momentum_threshold": json_number(self.momentum_threshold),
         }
+        if self.note:
+            out["note"] = self.note
         if self.preconditioned_sharpness is not None:
             assert self.preconditioned_threshold is not None
             out.update(
@@ -193,10 +239,19 @@ def stability_report(
     if not rate > 0:
         raise InputError(f"--lr must be positive, got {rate}")
     source = "--lr" if lr is not None else "checkpoint"
-    kind = state.kind if state is not None else "unknown"
-    momentum = state.momentum if state is not None else 0.0
-    if state is None or state.kind != "adam":
-        return StabilityReport(rate, source, kind, lambda_max, momentum)
+    if state is None:  # --lr alone: plain gradient descent
+        return StabilityReport(rate, source, "unknown", lambda_max, 0.0)
+    if state.kind != "adam":
+        return StabilityReport(
+            rate,
+            source,
+            state.kind,
+            lambda_max,
+            state.momentum,
+            nesterov=state.nesterov,
+            dampening=state.dampening,
+            note=state.note,
+        )
     inverse_sqrt = adam_preconditioner(objective, state).rsqrt()
     result = lanczos(
         ScaledOperator(objective.operator(), inverse_sqrt),
@@ -208,5 +263,5 @@ def stability_report(
     beta1 = state.betas[0]  # type: ignore[index]
     threshold = (2.0 + 2.0 * beta1) / ((1.0 - beta1) * rate)
     return StabilityReport(
-        rate, source, kind, lambda_max, 0.0, float(result.top(1)[0]), threshold, result.matvecs
+        rate, source, "adam", lambda_max, 0.0, float(result.top(1)[0]), threshold, result.matvecs
     )

@@ -241,9 +241,12 @@ def _stability_html(stability: Any) -> str:
         _card("η·λ_max (GD limit 2)", format_number(d["lr_times_lambda_max"]), "eos-lr-lmax"),
         _card("GD stable", format_number(d["gd_stable"]), "eos-stable"),
     ]
-    if d.get("momentum"):
+    if d.get("momentum") or d.get("dampening"):
+        formula = "2(1+β)/(1+2β), Nesterov" if d.get("nesterov") else "2(1+β)/(1−τ)"
         cards.append(
-            _card("momentum limit 2(1+β)", format_number(d["momentum_threshold"]), "eos-momentum")
+            _card(
+                f"momentum limit {formula}", format_number(d["momentum_threshold"]), "eos-momentum"
+            )
         )
     if "preconditioned_sharpness" in d:
         cards.append(

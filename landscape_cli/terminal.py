@@ -41,9 +41,15 @@ def _print_stability(console: Console, stability: Any) -> None:
         f"edge of stability: η·λ_max = {_fmt(stability.lr_times_lambda_max, 4)} vs 2 ({verdict}; "
         f"η = {_fmt(stability.lr, 4)} from {stability.source}, {stability.optimizer}"
     )
-    if stability.momentum:
-        line += f", momentum bound 2(1+β) = {_fmt(stability.momentum_threshold, 3)}"
+    if stability.momentum or stability.dampening:
+        formula = "2(1+β)/(1+2β), Nesterov" if stability.nesterov else "2(1+β)/(1−τ)"
+        within = stability.lr_times_lambda_max < stability.momentum_threshold
+        line += f", momentum bound {formula} = {_fmt(stability.momentum_threshold, 3)}: " + (
+            "within" if within else "beyond"
+        )
     console.print(line + ")")
+    if stability.note:
+        console.print(f"  note: {stability.note}")
     if stability.preconditioned_sharpness is not None:
         console.print(
             f"  Adam: λ_max(P⁻¹H) = {_fmt(stability.preconditioned_sharpness, 4)} vs "
@@ -339,13 +345,19 @@ def print_track(result: Any, console: Console | None = None) -> None:
     kind = CURVATURE_TITLES.get(getattr(result, "curvature", "hessian"), "Hessian")
     block = f" · block {' '.join(result.params)}" if getattr(result, "params", ()) else ""
     table = Table(title=f"curvature along the run ({kind}{block})", title_justify="left")
-    for name in ("step", "λ_max", "trace", "loss", "‖∇L‖", "η·λ_max", "HVPs"):
+    adam = any(p.preconditioned_sharpness is not None for p in result.points)
+    names = ["step", "λ_max", "trace", "loss", "‖∇L‖", "η·λ_max", "bound"]
+    names += ["λ_max(P⁻¹H)", "Adam bound"] if adam else []
+    for name in [*names, "HVPs"]:
         table.add_column(name, justify="right")
     for p in result.points:
-        table.add_row(
+        row = [
             str(p.step), _fmt(p.lambda_max), _fmt(p.trace), _fmt(p.loss), _fmt(p.grad_norm, 4),
-            _fmt(p.lr_times_lambda_max, 4), _fmt(p.hvp_count),
-        )  # fmt: skip
+            _fmt(p.lr_times_lambda_max, 4), _fmt(p.stability_threshold, 3),
+        ]  # fmt: skip
+        if adam:
+            row += [_fmt(p.preconditioned_sharpness, 4), _fmt(p.preconditioned_threshold, 4)]
+        table.add_row(*row, _fmt(p.hvp_count))
     console.print(table)
     total = sum(p.hvp_count for p in result.points)
     mode = "warm-started" if result.warm_start else "cold-started"

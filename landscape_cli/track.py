@@ -58,6 +58,11 @@ class TrackPoint:
     seconds: float
     curvature: str = "hessian"  # the matrix λ_max and trace are of (--curvature)
     params: tuple[str, ...] = ()  # --params patterns of the diagonal block (empty: all)
+    #: the optimizer's bound on η·λ_max (SGD's momentum bound; 2 for plain GD or an unknown one)
+    stability_threshold: float | None = None
+    #: Adam: λ_max(P⁻¹H) and its threshold (2+2β₁)/((1−β₁)η) (:mod:`landscape_cli.stability`)
+    preconditioned_sharpness: float | None = None
+    preconditioned_threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +77,9 @@ class TrackPoint:
             "grad_norm": json_number(self.grad_norm),
             "lr": json_number(self.lr),
             "lr_times_lambda_max": json_number(self.lr_times_lambda_max),
+            "stability_threshold": json_number(self.stability_threshold),
+            "preconditioned_sharpness": json_number(self.preconditioned_sharpness),
+            "preconditioned_threshold": json_number(self.preconditioned_threshold),
             "lanczos_matvecs": self.lanczos_matvecs,
             "hvp_count": self.hvp_count,
             "warm_started": self.warm_started,
@@ -116,6 +124,9 @@ class TrackResult:
                 "grad_norm",
                 "lr",
                 "lr_times_lambda_max",
+                "stability_threshold",
+                "preconditioned_sharpness",
+                "preconditioned_threshold",
                 "lanczos_matvecs",
                 "hvp_count",
             )
@@ -259,6 +270,17 @@ def track_series(
             grad_norm=objective.grad_norm,
             lr=None if stability is None else stability.lr,
             lr_times_lambda_max=None if stability is None else stability.lr_times_lambda_max,
+            stability_threshold=(
+                None
+                if stability is None or stability.optimizer == "adam"
+                else stability.momentum_threshold
+            ),
+            preconditioned_sharpness=None
+            if stability is None
+            else stability.preconditioned_sharpness,
+            preconditioned_threshold=None
+            if stability is None
+            else stability.preconditioned_threshold,
             lanczos_matvecs=lanczos_matvecs,
             hvp_count=H.matvecs + (0 if stability is None else stability.matvecs),
             warm_started=warmed,

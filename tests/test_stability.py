@@ -109,3 +109,95 @@ def test_adam_preconditioned_sharpness_matches_dense(tmp_path):
     assert report.preconditioned_sharpness == pytest.approx(exact[-1], rel=1e-4)
     assert report.preconditioned_threshold == pytest.approx((2 + 2 * 0.9) / (0.1 * 0.01))
     assert np.isfinite(report.to_dict()["preconditioned_sharpness_ratio"])
+
+
+def _sgd_state(**kwargs):
+    w = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([w], lr=0.1, **kwargs)
+    w.grad = torch.ones(1)
+    optimizer.step()
+    return optimizer.state_dict()
+
+
+def _sgd_final_distance(h: float, steps: int = 3000, **kwargs) -> float:
+    """|w| after ``steps`` of torch.optim.SGD on f(w) = ½ w² with learning rate h (η·λ = h)."""
+    w = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.SGD([w], lr=h, **kwargs)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (0.5 * w.pow(2)).sum().backward()
+        optimizer.step()
+    return float(w.detach().abs())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"momentum": 0.9},
+        {"momentum": 0.9, "nesterov": True},
+        {"momentum": 0.5, "nesterov": True},
+        {"momentum": 0.9, "dampening": 0.5},
+        {"momentum": 0.0},
+    ],
+)
+def test_sgd_momentum_threshold_is_where_torch_sgd_diverges(kwargs):
+    """The reported bound on η·λ_max separates converging from diverging runs of PyTorch's own
+    SGD on a quadratic (Nesterov's bound is 2(1+β)/(1+2β), dampening divides by 1-τ)."""
+    state = parse_optimizer_state(_sgd_state(**kwargs))
+    assert state.kind == "sgd"
+    report = stability_report_for(state)
+    threshold = report.momentum_threshold
+    assert _sgd_final_distance(0.97 * threshold, **kwargs) < 1e-3
+    diverged = _sgd_final_distance(1.03 * threshold, **kwargs)
+    assert not diverged < 1e3  # inf or nan once it overflows
+
+
+def stability_report_for(state):
+    from landscape_cli.stability import StabilityReport
+
+    return StabilityReport(
+        state.lr,
+        "checkpoint",
+        state.kind,
+        1.0,
+        state.momentum,
+        nesterov=state.nesterov,
+        dampening=state.dampening,
+    )
+
+
+def test_amsgrad_preconditions_with_the_running_maximum():
+    w = torch.zeros(3, requires_grad=True)
+    optimizer = torch.optim.Adam([w], lr=0.01, amsgrad=True)
+    for scale in (10.0, 1.0, 0.1):  # shrinking gradients: max_exp_avg_sq > exp_avg_sq
+        w.grad = torch.full((3,), scale)
+        optimizer.step()
+    raw = optimizer.state_dict()
+    parsed = parse_optimizer_state(raw)
+    assert parsed.kind == "adam"
+    maximum, current = raw["state"][0]["max_exp_avg_sq"], raw["state"][0]["exp_avg_sq"]
+    assert not torch.allclose(maximum, current)
+    assert torch.equal(parsed.exp_avg_sq[0], maximum)
+
+
+@pytest.mark.parametrize(
+    "factory, kind",
+    [
+        (lambda p: torch.optim.SGD(p, lr=0.1), "sgd"),
+        (lambda p: torch.optim.Adam(p, lr=0.1), "adam"),
+        (lambda p: torch.optim.AdamW(p, lr=0.1), "adam"),
+        (lambda p: torch.optim.RMSprop(p, lr=0.1, momentum=0.9), "unknown"),
+        (lambda p: torch.optim.RAdam(p, lr=0.1), "unknown"),
+        (lambda p: torch.optim.NAdam(p, lr=0.1), "unknown"),
+        (lambda p: torch.optim.Adagrad(p, lr=0.1), "unknown"),
+        (lambda p: torch.optim.Adamax(p, lr=0.1), "unknown"),
+    ],
+)
+def test_optimizers_are_recognised_or_reported_unknown_with_a_note(factory, kind):
+    w = torch.zeros(2, requires_grad=True)
+    optimizer = factory([w])
+    w.grad = torch.ones(2)
+    optimizer.step()
+    parsed = parse_optimizer_state(optimizer.state_dict())
+    assert parsed.kind == kind
+    assert ("not its stability threshold" in parsed.note) is (kind == "unknown")

@@ -112,3 +112,47 @@ def test_steps_from_file_names(tmp_path):
 def test_track_input_errors(args, text):
     result = runner.invoke(app, ["track", *args, *MLP])
     assert result.exit_code == 2 and text in result.stderr
+
+
+def test_adam_checkpoints_keep_the_preconditioned_sharpness(tmp_path):
+    """track reports Adam's λ_max(P⁻¹H) and its threshold (as spectrum does), not only the plain
+    gradient-descent η·λ_max that does not apply to Adam."""
+    import sample_models
+    import sample_models.mlp
+    from landscape_cli.loading import build_objective, resolve_run_config
+    from landscape_cli.stability import stability_report
+
+    torch.manual_seed(0)
+    model = sample_models.mlp.build()
+    x, y = sample_models.load_dataset("blobs")
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    paths = []
+    for k in (1, 2):
+        for _ in range(5):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        path = tmp_path / f"adam_step{5 * k}.pt"
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+        paths.append(str(path))
+    flags = ["--model", "sample_models.mlp:build"]
+    flags += ["--data", "sample:blobs", "--dtype", "float64", "--no-trace", "--json"]
+    result = runner.invoke(app, ["track", *paths, *flags])
+    assert result.exit_code == 0, result.stderr
+    points = json.loads(result.stdout)["points"]
+    for point, path in zip(points, paths, strict=True):
+        config = resolve_run_config(
+            {
+                "checkpoint": path,
+                "model": "sample_models.mlp:build",
+                "data": "sample:blobs",
+                "dtype": "float64",
+            }
+        )
+        report = stability_report(build_objective(config), point["lambda_max"])
+        assert report.optimizer == "adam"
+        assert point["preconditioned_sharpness"] == pytest.approx(
+            report.preconditioned_sharpness, rel=1e-4
+        )
+        assert point["preconditioned_threshold"] == pytest.approx(report.preconditioned_threshold)
+        assert point["stability_threshold"] is None
