@@ -4,14 +4,26 @@ The second-order test (e.g. Nocedal & Wright, *Numerical Optimization*, Thm. 2.3
 tolerances, because a trained network never sits exactly at a critical point and its Hessian
 always has a bulk of near-zero eigenvalues:
 
-1. **Stationarity.** ``κ = max(|λ_max|, |λ_min|)`` is the curvature scale. ``‖g‖/κ`` is how far
-   the quadratic model says the gradient still carries you along the stiffest direction; the
-   point counts as stationary when this is at most ``grad_tol · max(‖w‖, 1)`` (default
-   ``grad_tol = 1e-3``: a step of 0.1 % of the weights' norm). When ``κ`` is below
-   ``zero_curvature`` (the Hessian vanishes), stationarity needs ``‖g‖ ≤ zero_curvature``.
+1. **Stationarity.** ``κ = max(|λ_max|, |λ_min|)`` is the curvature scale. The quadratic model
+   along ``−g`` is minimised by the Cauchy step of length ``‖g‖/c`` with ``c = gᵀHg/‖g‖²`` the
+   curvature along the gradient (Nocedal & Wright §4.1; one HVP); curvature below the analysis's
+   resolution ``neg_tol·κ`` counts as that resolution, so ``c`` is clamped to
+   ``[neg_tol·κ, κ]``. The point counts as stationary when this step is at most
+   ``grad_tol · max(‖w‖, 1)`` (default ``grad_tol = 1e-3``: a step of 0.1 % of the weights' norm).
+   Measuring the step with the stiffest curvature ``κ`` instead (``relative_gradient``, also
+   reported) would call a point far down a soft valley stationary: on ``x² + 10⁻⁴y²`` at
+   ``(0, 50)`` it is ``10⁻⁴`` while the minimiser is 50 away. When ``κ`` is below
+   ``zero_curvature`` (the Hessian vanishes to that absolute floor), stationarity needs
+   ``‖g‖ ≤ zero_curvature`` and, when ``κ > 0``, the relative test too (a tiny loss with a tiny
+   Hessian, e.g. logistic regression on separable data, is not thereby critical).
 2. **Significant curvature.** An extreme eigenvalue counts as negative when
    ``λ_min < −(neg_tol · κ + e_min)``, with ``e_min`` the Lanczos error bound of ``λ_min``; and as
-   positive when ``λ_max > pos_tol · κ + e_max`` (symmetric). Default ``neg_tol = 1e-3``.
+   positive when ``λ_max > neg_tol · κ + e_max`` (symmetric). Default ``neg_tol = 1e-3``. The
+   density's Lanczos runs (SLQ) are Ritz values too, so ``λ_min ≤`` each SLQ node ``≤ λ_max``:
+   when a node lies beyond the extremes run's Ritz value by more than its error bound and a
+   tenth of ``neg_tol·κ`` (an eigenvalue the extremes run had not
+   found when its residual test stopped it, e.g. a small negative eigenvalue below a tight bulk
+   near 0), that node is the estimate, with error bound 0 as evidence of its sign.
 3. **Label.** Not stationary → ``not-critical``. ``κ ≤ zero_curvature`` → ``degenerate`` (the
    Hessian is zero: higher-order terms decide, e.g. the monkey saddle). Both signs significant →
    ``saddle``. Only positive → ``minimum``; only negative → ``maximum``; in both cases the
@@ -73,6 +85,9 @@ class Decision:
     positive_significant: bool
     degenerate_directions: bool
     curvature_scale: float
+    #: the Cauchy step ‖g‖ / (c · max(‖w‖, 1)), c the gradient's curvature clamped to
+    #: [neg_tol·κ, κ] (module docstring); the stationarity test. None when κ == 0
+    relative_step: float | None = None
 
 
 def decide(
@@ -83,17 +98,28 @@ def decide(
     lambda_min: float,
     error_max: float = 0.0,
     error_min: float = 0.0,
+    gradient_curvature: float | None = None,
     settings: ClassifySettings | None = None,
 ) -> Decision:
-    """Apply the second-order test with tolerances (module docstring) to the given numbers."""
+    """Apply the second-order test with tolerances (module docstring) to the given numbers.
+
+    ``gradient_curvature`` is ``gᵀHg/‖g‖²``; ``None`` takes it as ``κ`` (the step along the
+    stiffest direction, a weaker stationarity test).
+    """
     s = settings or ClassifySettings()
     kappa = max(abs(lambda_max), abs(lambda_min))
+    scale = max(weight_norm, 1.0)
+    relative = step = None
+    if kappa > 0:
+        relative = grad_norm / (kappa * scale)
+        along = kappa if gradient_curvature is None else gradient_curvature
+        step = grad_norm / (min(max(along, s.neg_tol * kappa), kappa) * scale)
     if kappa <= s.zero_curvature:
-        stationary = grad_norm <= s.zero_curvature
+        stationary = grad_norm <= s.zero_curvature and (step is None or step <= s.grad_tol)
         label = "degenerate" if stationary else "not-critical"
-        return Decision(label, stationary, None, False, False, True, kappa)
-    relative = grad_norm / (kappa * max(weight_norm, 1.0))
-    stationary = relative <= s.grad_tol
+        return Decision(label, stationary, relative, False, False, True, kappa, step)
+    assert relative is not None and step is not None
+    stationary = step <= s.grad_tol
     negative = lambda_min < -(s.neg_tol * kappa + error_min)
     positive = lambda_max > s.neg_tol * kappa + error_max
     if not stationary:
@@ -109,7 +135,7 @@ def decide(
     flat = (positive and not negative and lambda_min <= s.flat_tol * kappa + error_min) or (
         negative and not positive and lambda_max >= -(s.flat_tol * kappa + error_max)
     )
-    return Decision(label, stationary, relative, negative, positive, flat, kappa)
+    return Decision(label, stationary, relative, negative, positive, flat, kappa, step)
 
 
 @dataclass(frozen=True)
@@ -196,6 +222,7 @@ class ClassifyResult:
                 "evidence": self.evidence,
                 "stationary": d.stationary,
                 "relative_gradient": json_number(d.relative_gradient),
+                "relative_step": json_number(d.relative_step),
                 "curvature_scale": json_number(d.curvature_scale),
                 "negative_curvature": d.negative_significant,
                 "positive_curvature": d.positive_significant,
@@ -282,21 +309,22 @@ def escape_probe(
     return EscapeProbe(eigenvalue, steps, plus, minus, model_plus, model_minus, best)
 
 
-def _evidence(result_numbers: dict[str, Any], d: Decision) -> str:
+def _evidence(result_numbers: dict[str, Any], d: Decision, zero_curvature: float) -> str:
     lmax, lmin, g = (
         result_numbers["lambda_max"],
         result_numbers["lambda_min"],
         result_numbers["grad_norm"],
     )
-    if d.relative_gradient is None:
+    step = "" if d.relative_step is None else f" (Cauchy step {d.relative_step:.2g}·max(‖w‖,1))"
+    if d.curvature_scale <= zero_curvature:
         return (
             f"degenerate: the Hessian vanishes (|λ| ≤ {d.curvature_scale:.3g}) with gradient norm "
             f"{g:.3g}; the second-order test is inconclusive and higher-order terms decide"
             if d.classification == "degenerate"
-            else f"not-critical: gradient norm {g:.3g} with a vanishing Hessian"
+            else f"not-critical: gradient norm {g:.3g}{step} with a vanishing Hessian"
         )
     ratio = abs(lmin) / d.curvature_scale
-    grad = f"gradient norm {g:.3g} (‖g‖/(κ·max(‖w‖,1)) = {d.relative_gradient:.2g})"
+    grad = f"gradient norm {g:.3g}{step}"
     if d.classification == "not-critical":
         return f"not-critical: {grad} exceeds the stationarity tolerance"
     if d.classification == "saddle":
@@ -383,23 +411,10 @@ def classify_point(
         lambda_max, lambda_min = float(lz.ritz_values[top]), float(lz.ritz_values[bottom])
         err_max, err_min = float(lz.error_bounds[top]), float(lz.error_bounds[bottom])
         bottom_vector = lz.bottom_vectors[:, 0]
-    weight_norm = float(torch.linalg.vector_norm(objective.flat_parameters()))
-    decision = decide(
-        grad_norm=objective.grad_norm,
-        weight_norm=weight_norm,
-        lambda_max=lambda_max,
-        lambda_min=lambda_min,
-        error_max=err_max,
-        error_min=err_min,
-        settings=s,
-    )
-    threshold = s.neg_tol * decision.curvature_scale
-    if lz is None:
-        negative_fraction: float | None = float(np.mean(eigenvalues.numpy() < -threshold))
-    elif spectrum is not None and spectrum.slq is not None:
+    ritz_min = lambda_min  # the value bottom_vector belongs to
+    if lz is not None and spectrum is not None and spectrum.slq is not None:
         slq = spectrum.slq
-        negative_fraction = negative_mass(slq.nodes, slq.weights, threshold)
-    elif s.slq_runs > 0:
+    elif lz is not None and s.slq_runs > 0:
         with numerical_errors("stochastic Lanczos quadrature"):
             slq = slq_density(
                 H,
@@ -408,6 +423,44 @@ def classify_point(
                 seed=derive_seed(seed, "density"),
                 progress=stage(progress, "density"),
             )
+    if slq is not None and np.isfinite(slq.nodes).any():
+        # every SLQ node is a Ritz value: lambda_min <= node <= lambda_max (module docstring)
+        low, high = float(np.nanmin(slq.nodes)), float(np.nanmax(slq.nodes))
+        # beyond rounding: a tenth of the resolution neg_tol·κ at which a sign becomes significant
+        margin = 0.1 * s.neg_tol * max(abs(lambda_max), abs(lambda_min), abs(low), abs(high))
+        if low < lambda_min - err_min - margin:
+            notes["lambda_min"] = (
+                f"the density's Lanczos runs found a Ritz value {low:.6g} below the extremes "
+                f"run's λ_min {lambda_min:.6g} (±{err_min:.2g}): λ_min ≤ {low:.6g}; the extremes "
+                "run had not found that eigenvalue when its residual test stopped it"
+            )
+            lambda_min, err_min = low, 0.0
+        if high > lambda_max + err_max + margin:
+            notes["lambda_max"] = (
+                f"the density's Lanczos runs found a Ritz value {high:.6g} above the extremes "
+                f"run's λ_max {lambda_max:.6g} (±{err_max:.2g}): λ_max ≥ {high:.6g}"
+            )
+            lambda_max, err_max = high, 0.0
+    weight_norm = float(torch.linalg.vector_norm(objective.flat_parameters()))
+    gradient_curvature = None
+    if objective.grad_norm > 0:
+        g = objective.gradient
+        Hg = H_dense @ g.to(H_dense) if lz is None else H @ g  # one HVP
+        gradient_curvature = float(g.to(Hg) @ Hg) / objective.grad_norm**2
+    decision = decide(
+        grad_norm=objective.grad_norm,
+        weight_norm=weight_norm,
+        lambda_max=lambda_max,
+        lambda_min=lambda_min,
+        error_max=err_max,
+        error_min=err_min,
+        gradient_curvature=gradient_curvature,
+        settings=s,
+    )
+    threshold = s.neg_tol * decision.curvature_scale
+    if lz is None:
+        negative_fraction: float | None = float(np.mean(eigenvalues.numpy() < -threshold))
+    elif slq is not None:
         negative_fraction = negative_mass(slq.nodes, slq.weights, threshold)
     else:
         negative_fraction = None
@@ -432,8 +485,13 @@ def classify_point(
                 f"{newton.cg_relative_residual:.2g}; the decrement is approximate"
             )
     escape = None
-    if decision.negative_significant:
-        escape = escape_probe(objective, bottom_vector, lambda_min, s)
+    if decision.negative_significant and ritz_min < -threshold:
+        escape = escape_probe(objective, bottom_vector, ritz_min, s)
+    elif decision.negative_significant:
+        notes["escape"] = (
+            "no escape direction: the negative curvature was found by the density's Lanczos runs, "
+            "which keep no vectors; raise --max-iter or tighten tol for the extremes run"
+        )
     numbers = {
         "lambda_max": lambda_max,
         "lambda_min": lambda_min,
@@ -458,7 +516,7 @@ def classify_point(
         negative_fraction=negative_fraction,
         newton=newton,
         escape=escape,
-        evidence=_evidence(numbers, decision),
+        evidence=_evidence(numbers, decision, s.zero_curvature),
         settings=s,
         lanczos=lz,
         slq=slq,

@@ -536,6 +536,7 @@ def _write_classify(group: h5py.Group, res: ClassifyResult, config: RunConfig | 
             "negative_fraction": res.negative_fraction,
             "stationary": d.stationary,
             "relative_gradient": d.relative_gradient,
+            "relative_step": d.relative_step,
             "curvature_scale": d.curvature_scale,
             "negative_curvature": d.negative_significant,
             "positive_curvature": d.positive_significant,
@@ -1049,6 +1050,7 @@ def _read_classify(group: h5py.Group) -> ClassifyResult:
         positive_significant=a["positive_curvature"],
         degenerate_directions=a["degenerate_directions"],
         curvature_scale=a["curvature_scale"],
+        relative_step=a.get("relative_step"),
     )
     newton = None
     if "newton" in group:

@@ -446,6 +446,7 @@ def _classify_section(classify: Any) -> str:
         ("stationary", d["stationary"]),
         ("gradient norm ‖g‖", d["grad_norm"]),
         ("relative gradient ‖g‖/(κ·max(‖w‖,1))", d["relative_gradient"]),
+        ("Cauchy step / max(‖w‖,1) (stationarity)", d.get("relative_step")),
         ("λ_max", d["lambda_max"]),
         ("λ_max error bound", d["lambda_max_error_bound"]),
         ("λ_min", d["lambda_min"]),

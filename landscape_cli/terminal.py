@@ -213,6 +213,7 @@ def print_classification(result: Any, console: Console | None = None) -> None:
     table.add_row("λ_max", f"{_fmt(result.lambda_max)} ± {_fmt(result.error_max, 2)}")
     table.add_row("λ_min", f"{_fmt(result.lambda_min)} ± {_fmt(result.error_min, 2)}")
     table.add_row("‖g‖ / (κ·max(‖w‖,1))", _fmt(d.relative_gradient, 3))
+    table.add_row("Cauchy step / max(‖w‖,1)", _fmt(d.relative_step, 3))
     table.add_row("negative fraction", _fmt(result.negative_fraction, 3))
     if result.newton is not None and result.newton.decrement_squared is not None:
         table.add_row("Newton decrement² gᵀ(H+μI)⁻¹g", _fmt(result.newton.decrement_squared, 4))

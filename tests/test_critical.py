@@ -206,3 +206,53 @@ def test_classify_cli_json():
     assert payload["command"] == "classify"
     text = CliRunner().invoke(app, ["classify", "sample:bowl"])
     assert text.exit_code == 0 and "minimum" in text.stdout
+
+
+class _Weights(nn.Module):
+    def __init__(self, w) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.as_tensor(w, dtype=torch.float64).clone())
+
+
+def _function_objective(f, w0) -> Objective:
+    return Objective(_Weights(w0), lambda m, _: f(m.w), no_data(), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_negative_eigenvalue_the_extremes_run_missed_is_taken_from_the_density(seed):
+    """An exact saddle (g = 0) whose one negative eigenvalue (-3e-3, three times the resolution
+    neg_tol·κ) sits below a tight bulk near 0: the top-1/bottom-1 Lanczos run can stop on the
+    bulk, but every SLQ node is a Ritz value, so λ_min <= the lowest node (review finding)."""
+    n = 2000
+    rng = np.random.default_rng(0)
+    d = np.concatenate([[1.0], rng.uniform(0.05, 0.9, 19), rng.uniform(0, 2e-5, n - 21), [-3e-3]])
+    diag = torch.as_tensor(d)
+    obj = _function_objective(lambda w: 0.5 * (diag * w * w).sum(), np.zeros(n))
+    result = classify_point(obj, ClassifySettings(newton=False), seed=seed)
+    assert result.classification == "saddle"
+    assert result.lambda_min == pytest.approx(-3e-3, rel=1e-6)
+    assert result.decision.negative_significant
+
+
+def test_a_point_far_down_a_soft_valley_is_not_critical():
+    """f = x² + 1e-4 y² at (0, 50): ‖g‖/κ is tiny against ‖w‖, but the minimiser is 50 away; the
+    Cauchy step along −g (curvature 2e-4, clamped to neg_tol·κ = 2e-3) is 5 = 10 % of ‖w‖."""
+    f = lambda w: w[0] ** 2 + 1e-4 * w[1] ** 2  # noqa: E731
+    result = classify_point(_function_objective(f, [0.0, 50.0]), ClassifySettings(newton=False))
+    assert result.decision.relative_gradient < ClassifySettings().grad_tol  # the old test passed
+    assert result.classification == "not-critical"
+    assert result.decision.relative_step == pytest.approx(0.01 / (2e-3 * 50), rel=1e-9)
+    at_minimum = classify_point(_function_objective(f, [0.0, 0.0]), ClassifySettings())
+    assert at_minimum.classification == "minimum"
+
+
+def test_a_tiny_hessian_does_not_make_a_non_stationary_point_degenerate():
+    """Below the absolute zero_curvature floor the relative test still applies: 1e-9 × bowl at
+    (1, 1) has ‖g‖/(κ‖w‖) = 1 and is not critical (it was 'degenerate'); at its minimum the
+    floor still calls the vanishing Hessian degenerate, as documented."""
+    f = lambda w: 1e-9 * (w**2).sum()  # noqa: E731
+    far = classify_point(_function_objective(f, [1.0, 1.0]), ClassifySettings())
+    assert far.classification == "not-critical"
+    assert classify_point(_function_objective(f, [0.0, 0.0])).classification == "degenerate"
+    unscaled = classify_point(_function_objective(lambda w: (w**2).sum(), [1.0, 1.0]))
+    assert unscaled.classification == "not-critical"
