@@ -18,10 +18,16 @@ All quantities are differences of the full-data mean loss ``L`` of the
       S_avg(ρ) = E_{ε ~ N(0, ρ² I / n)} [L(w + ε) − L(w)],        (so E‖ε‖² = ρ²)
 
   by Monte Carlo with antithetic pairs ``±ε`` (the gradient term ``gᵀε`` cancels exactly in each
-  pair); the standard error is that of the mean over the pairs.
-* **second order**: the quadratic model's value ``ρ‖g‖ + ½ ρ² λ_max`` (Taylor expansion of the
-  worst case; ``λ_max`` from one Lanczos run shared by every ρ). It bounds the quadratic
-  model's maximum from above and is exact for ``g = 0`` or ``g`` along the top eigenvector.
+  pair); the standard error is that of the mean over the pairs. **Convention:** ``ρ`` is the
+  perturbation's root-mean-square *norm*, as in the worst case, so the two are comparable at one
+  ρ. The paper (and its code, ``eval_average_sharpness``) draws ``σ = ρ`` per coordinate (and
+  ``|w|·ρ`` adaptive, without ``η``): its ``ρ`` is this ``ρ/√n``. The JSON records
+  ``average_case_sigma`` (the per-coordinate standard deviation of ``z``, ``ρ/√n``).
+* **second order**: the quadratic model's bound ``ρ‖g‖ + ½ ρ² max(λ_max, 0)`` (Taylor expansion
+  of the worst case; ``λ_max`` from one Lanczos run shared by every ρ). It bounds the quadratic
+  model's maximum over the ball from above (``max(λ_max, 0)``: with only negative curvature the
+  best the model does is the linear term, at most ``ρ‖g‖``) and is exact for ``g = 0`` with
+  ``λ_max ≥ 0`` or ``g`` along the top eigenvector.
 
 **Adaptive sharpness** (ASAM; Kwon, Kim, Park & Choi, "ASAM: Adaptive Sharpness-Aware
 Minimization for Scale-Invariant Learning of Deep Neural Networks", ICML 2021, eq. 6) replaces the
@@ -344,6 +350,11 @@ class SharpnessResult:
                 "adaptive": self.adaptive,
                 "average_case_stderr": json_numbers(self.average_case_stderr),
                 "lambda_max": json_number(self.lambda_max),
+                # with adaptive, λ_max is that of T_w H T_w (the scaled region's curvature)
+                "lambda_max_of": "T_w H T_w" if self.adaptive else "H",
+                "average_case_sigma": json_numbers(
+                    [rho / math.sqrt(self.info.num_parameters) for rho in self.rho]
+                ),
                 "m": self.m,
                 "eta": s.eta if self.adaptive else None,
                 "worst_case_bound": "lower",
@@ -418,7 +429,8 @@ def measure_sharpness(
         notes["second_order"] = "not computed (second_order = false)"
     tg_norm = float(torch.linalg.vector_norm(t * objective.gradient))
     second = [
-        None if lambda_max is None else rho * tg_norm + 0.5 * rho**2 * lambda_max for rho in rhos
+        None if lambda_max is None else rho * tg_norm + 0.5 * rho**2 * max(lambda_max, 0.0)
+        for rho in rhos
     ]
 
     # ---- worst case and one step: on the full loss, or on every m-chunk

@@ -244,7 +244,8 @@ def print_sharpness(result: Any, console: Console | None = None) -> None:
     _header(console, result.info)
     kind = "adaptive (ASAM) " if result.adaptive else ""
     table = Table(title=f"{kind}sharpness L(w+ε) − L(w)", title_justify="left")
-    for name in ("ρ", "worst case (≥)", "one-step SAM", "average case", "± s.e.", "ρ‖g‖+½ρ²λ_max"):
+    bound = "ρ‖Tg‖+½ρ²λ⁺(THT)" if result.adaptive else "ρ‖g‖+½ρ²λ⁺_max"
+    for name in ("ρ", "worst case (≥)", "one-step SAM", "average case", "± s.e.", bound):
         table.add_column(name, justify="right")
     for i, rho in enumerate(result.rho):
         table.add_row(
@@ -257,7 +258,8 @@ def print_sharpness(result: Any, console: Console | None = None) -> None:
         )
     console.print(table)
     console.print(
-        f"λ_max {_fmt(result.lambda_max)} · worst case is the best point found by projected "
+        f"{'λ_max(T H T)' if result.adaptive else 'λ_max'} {_fmt(result.lambda_max)} · "
+        f"worst case is the best point found by projected "
         f"ascent (a lower bound) · {result.info.hvp_count:,} HVPs, "
         f"{result.gradient_evaluations:,} gradients in {result.info.seconds:.2f} s · seed {result.info.seed}"
     )

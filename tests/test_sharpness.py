@@ -123,6 +123,33 @@ def test_adaptive_sharpness_on_diagonal_quadratic():
         assert abs(res.average_case[i] - mean) <= 3 * res.average_case_stderr[i]
 
 
+def test_second_order_bound_holds_with_only_negative_curvature():
+    """Near a maximum (A negative definite) the quadratic model's maximum over the ball is at most
+    ρ‖g‖: the bound uses max(λ_max, 0) (with λ_max < 0 it fell below the worst case found)."""
+    A = -np.diag([1.0, 2.0, 5.0])
+    w = np.array([0.01, 0.0, 0.0])
+    g = A @ w
+    res = measure_sharpness(quadratic(A, w), SharpnessSettings(rho=RHOS, samples=8))
+    assert res.lambda_max == pytest.approx(-1.0, rel=1e-9)
+    for i, rho in enumerate(RHOS):
+        assert res.second_order[i] == pytest.approx(rho * np.linalg.norm(g), rel=1e-9)
+        assert res.worst_case[i] <= res.second_order[i] + 1e-12
+
+
+def test_adaptive_lambda_max_is_labelled_as_the_scaled_matrix_and_sigma_is_recorded():
+    a = np.array([1.0, 3.0, 0.5])
+    c = np.array([2.0, -0.1, 3.0])
+    res = measure_sharpness(
+        quadratic(np.diag(a), c.copy(), c), SharpnessSettings(rho=RHOS, adaptive=True, samples=8)
+    )
+    d = res.to_dict()
+    assert d["lambda_max_of"] == "T_w H T_w"
+    assert d["lambda_max"] == pytest.approx(float(np.max(a * (np.abs(c) + 0.01) ** 2)), rel=1e-9)
+    assert d["average_case_sigma"] == pytest.approx([rho / math.sqrt(3) for rho in RHOS])
+    plain = measure_sharpness(quadratic(np.diag(a), c.copy(), c), SharpnessSettings(rho=RHOS))
+    assert plain.to_dict()["lambda_max_of"] == "H"
+
+
 def test_adaptive_one_step_closed_form():
     # one-step ASAM at a point with g ≠ 0: ε = ρ T² g / ‖T g‖, value gᵀε + ½ εᵀAε (exact for a
     # quadratic); second order ρ‖Tg‖ + ½ ρ² max_i a_i t_i²
