@@ -78,7 +78,7 @@ import torch
 
 from .config import SurfaceSettings
 from .data import move_batch
-from .errors import NumericalError
+from .errors import InputError, NumericalError
 from .lanczos import LanczosResult, lanczos
 from .objective import Objective
 from .results import RunInfo, json_number, json_numbers
@@ -187,6 +187,14 @@ def random_directions(
             norm = math.sqrt(sum(float(d.square().sum()) for d in parts))
             parts = [d * (target / norm) if norm > 0 else d for d in parts]
         d = torch.cat([p.reshape(-1) for p in parts])
+        if not bool(d.any()):
+            skipped = sum(1 for keep in kept if not keep)
+            raise InputError(
+                f"the random direction is zero: {skipped} of {len(kept)} trainable tensors are "
+                "1-D (biases, normalisation weights), which --ignore-bn-and-bias leaves out, and "
+                "the others are zero (directions are scaled to the weights' norms)",
+                hint="use --include-bn-and-bias, or --kind eigen",
+            )
         if orthogonalize:
             norm = torch.linalg.vector_norm(d)
             for prev in out:
@@ -254,7 +262,8 @@ def _other_parameters(
 ) -> tuple[torch.Tensor, list[str]]:
     """The other checkpoint's trainable parameters as a flat vector in the objective's order
     (loaded into a copy of the model, so prefixes, missing keys and shapes are checked as for
-    the main checkpoint), and the names of buffers that differ from this checkpoint's."""
+    the main checkpoint), and the names of buffers and frozen (``requires_grad=False``)
+    parameters that differ from this checkpoint's: only trainable parameters are interpolated."""
     from .loading import apply_state_dict
 
     other = copy.deepcopy(objective.model)
@@ -267,10 +276,15 @@ def _other_parameters(
         ]
     )
     differing = []
-    base_buffers = dict(objective.model.named_buffers())
-    for name, buf in other.named_buffers():
-        mine = base_buffers.get(name)
-        if mine is not None and not torch.equal(mine.detach().cpu(), buf.detach().cpu()):
+    trainable = set(objective.parameter_names)
+    mine = {
+        **dict(objective.model.named_buffers()),
+        **{n: p for n, p in objective.model.named_parameters() if n not in trainable},
+    }
+    theirs = [*other.named_buffers(), *((n, p) for n, p in params.items() if n not in trainable)]
+    for name, tensor in theirs:
+        base = mine.get(name)
+        if base is not None and not torch.equal(base.detach().cpu(), tensor.detach().cpu()):
             differing.append(name)
     return flat, differing
 
@@ -630,8 +644,8 @@ def analyze_surface(
         directions = [flat - objective.flat_parameters()]
         if differing:
             notes["buffers"] = (
-                f"{len(differing)} buffer(s) differ between the checkpoints (e.g. "
-                f"'{differing[0]}'); they are held at this checkpoint's values along the line, "
+                f"{len(differing)} buffer(s) or frozen parameter(s) differ between the checkpoints "
+                f"(e.g. '{differing[0]}'); they are held at this checkpoint's values along the line, "
                 "so at x = 1 the loss need not equal the other checkpoint's"
             )
         xs = grid(*INTERPOLATION_RANGE, s.points)

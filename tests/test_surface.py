@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from landscape_cli.data import no_data, tensor_batches
+from landscape_cli.errors import InputError
 from landscape_cli.loading import (
     build_objective,
     load_checkpoint,
@@ -341,3 +342,52 @@ def test_train_mode_surface_uses_each_batch_s_dropout_masks():
     zero = torch.zeros(objective.num_parameters, dtype=torch.float64)
     losses, _ = evaluate_points(objective, [zero], np.zeros((1, 1)))
     assert losses[0] == pytest.approx(objective.loss_value, rel=1e-12)
+
+
+def _mse_objective(model: nn.Module) -> Objective:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(16, 1, generator=g, dtype=torch.float64)
+    loss = nn.MSELoss()
+    return Objective(
+        model.double(),
+        lambda m, b: loss(m(b[0]), b[1]),
+        tensor_batches((x, y), 16, None, "t"),
+        dtype=torch.float64,
+    )
+
+
+def test_a_zero_random_direction_is_an_error_not_a_flat_surface():
+    """Only 1-D tensors (skipped by ignore_bn_and_bias) or zero weights: the filter-normalised
+    direction is exactly 0 and the 'surface' would be constant; it is refused with a hint."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 1))
+    with torch.no_grad():
+        model[0].weight.zero_()
+    objective = _mse_objective(model)
+    with pytest.raises(InputError, match="random direction is zero: 1 of 2 trainable tensors"):
+        analyze_surface(objective, SurfaceSettings(dims=1, points=5))
+    included = analyze_surface(
+        objective, SurfaceSettings(dims=1, points=5, ignore_bn_and_bias=False)
+    )
+    assert np.ptp(included.losses) > 0
+
+
+def test_interpolation_notes_frozen_parameters_that_differ(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    model[0].weight.requires_grad_(False)  # a frozen feature extractor
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other[0].weight.add_(0.5)
+        other[2].weight.add_(0.3)
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    res = analyze_surface(
+        _mse_objective(model), SurfaceSettings(dims=1, to=str(tmp_path / "other.pt"), points=5)
+    )
+    assert "'0.weight'" in res.notes["buffers"] and "frozen" in res.notes["buffers"]
+    torch.save(model.state_dict(), tmp_path / "same.pt")
+    same = analyze_surface(
+        _mse_objective(model), SurfaceSettings(dims=1, to=str(tmp_path / "same.pt"), points=5)
+    )
+    assert "buffers" not in same.notes
