@@ -190,6 +190,14 @@ def gaussian_broadening(
 ) -> np.ndarray:
     """Average over runs of ``sum_i w_i N(t; theta_i, sigma^2)`` on ``grid``, normalised to 1.
 
+    Each grid value is the kernel's *average over the grid point's cell* (from the midpoints to
+    its neighbours; half cells at the ends), ``[Φ((b−θ)/σ) − Φ((a−θ)/σ)] / (b − a)``, not its
+    value at the point: the trapezoid integral of the result is then exactly the mass inside the
+    grid, whatever ``sigma`` is against the spacing. (Sampling the kernel at the points loses the
+    mass of a node between two points when ``sigma`` is below the spacing, and the normalisation
+    then hands it to nodes that happen to sit on points: two equal clusters came out as 0.1 % and
+    99.9 %.) For ``sigma`` several spacings wide the two agree to ``O(h²/σ²)``.
+
     Args:
         nodes: ``(steps,)`` or ``(runs, steps)`` node positions; NaN entries (padding) are skipped.
         weights: same shape as ``nodes``.
@@ -198,7 +206,7 @@ def gaussian_broadening(
 
     Returns:
         Density values on ``grid``, divided by their trapezoid integral so that they integrate to
-        1 over the grid (this also absorbs the mass of tails cut off by a narrow grid).
+        1 over the grid (this absorbs the mass of tails cut off by a narrow grid).
     """
     nodes_arr = np.atleast_2d(np.asarray(nodes, dtype=np.float64))
     weights_arr = np.atleast_2d(np.asarray(weights, dtype=np.float64))
@@ -220,12 +228,16 @@ def gaussian_broadening(
     w = weights_arr[keep] / runs
     if theta.size == 0:
         raise ValueError("nodes contain no finite value with non-zero weight")
+    middle = (grid_arr[1:] + grid_arr[:-1]) / 2
+    edges = torch.from_numpy(np.concatenate([grid_arr[:1], middle, grid_arr[-1:]]))
+    widths = np.diff(edges.numpy())
     values = np.zeros_like(grid_arr)
-    norm = 1.0 / (sigma * np.sqrt(2.0 * np.pi))
-    chunk = max(1, 4_000_000 // grid_arr.size)
+    chunk = max(1, 4_000_000 // edges.numel())
     for lo in range(0, theta.size, chunk):
-        z = (grid_arr[None, :] - theta[lo : lo + chunk, None]) / sigma
-        values += (w[lo : lo + chunk, None] * norm * np.exp(-0.5 * z * z)).sum(axis=0)
+        centre = torch.from_numpy(theta[lo : lo + chunk, None])
+        cdf = torch.special.ndtr((edges[None, :] - centre) / sigma).numpy()
+        values += (w[lo : lo + chunk, None] * np.diff(cdf, axis=1)).sum(axis=0)
+    values = values / widths
     total = _trapezoid(values, grid_arr)
     if not total > 0:
         raise ValueError(

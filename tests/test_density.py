@@ -39,11 +39,34 @@ def trapezoid(y: np.ndarray, x: np.ndarray) -> float:
 # broadening, grid, sigma
 
 
+def cell_average_pdf(grid: np.ndarray, loc: float, scale: float) -> np.ndarray:
+    """The normal density averaged over each grid point's cell (midpoints; half cells at the
+    ends), by scipy's CDF: what gaussian_broadening computes."""
+    edges = np.concatenate([grid[:1], (grid[1:] + grid[:-1]) / 2, grid[-1:]])
+    return np.diff(scipy.stats.norm.cdf(edges, loc=loc, scale=scale)) / np.diff(edges)
+
+
 def test_single_node_broadens_to_a_normalised_gaussian() -> None:
     grid = np.linspace(-3.0, 5.0, 4001)  # +-20 sigma: tails beyond the grid are ~1e-88
     values = gaussian_broadening(np.array([1.0]), np.array([1.0]), grid, 0.2)
-    np.testing.assert_allclose(values, scipy.stats.norm.pdf(grid, loc=1.0, scale=0.2), atol=1e-9)
+    np.testing.assert_allclose(values, cell_average_pdf(grid, 1.0, 0.2), atol=1e-12)
+    # sigma = 100 spacings: the cell average is the point value to O(h²/σ²) (here 4e-6 relative)
+    pdf = scipy.stats.norm.pdf(grid, loc=1.0, scale=0.2)
+    np.testing.assert_allclose(values, pdf, atol=1e-5 * pdf.max())
     assert trapezoid(values, grid) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_narrow_kernels_keep_every_node_s_mass() -> None:
+    """sigma far below the grid spacing: each node's mass stays in its cell (sampling the kernel
+    at the points lost nodes between points and gave their mass to the others)."""
+    grid = np.linspace(-0.0005, 1.0005, 1001)
+    nodes = np.array([0.0, 0.3004, 1.0])
+    weights = np.array([0.4975, 0.4975, 0.005])
+    for sigma in (1e-4, 1e-6):
+        values = gaussian_broadening(nodes, weights, grid, sigma)
+        cdf = np.concatenate([[0.0], np.cumsum((values[1:] + values[:-1]) * np.diff(grid) / 2)])
+        masses = np.diff(np.interp([-1.0, 0.15, 0.65, 2.0], grid, cdf))
+        np.testing.assert_allclose(masses, weights, atol=1e-6)
 
 
 def test_broadening_averages_runs_and_skips_padding() -> None:
@@ -51,21 +74,21 @@ def test_broadening_averages_runs_and_skips_padding() -> None:
     nodes = np.array([[0.0, 1.0, np.nan], [2.0, np.nan, np.nan]])
     weights = np.array([[0.25, 0.75, 0.0], [1.0, 0.0, 0.0]])
     values = gaussian_broadening(nodes, weights, grid, 0.3)
-    pdf = scipy.stats.norm.pdf
+    pdf = cell_average_pdf
     expected = 0.5 * (0.25 * pdf(grid, 0.0, 0.3) + 0.75 * pdf(grid, 1.0, 0.3)) + 0.5 * pdf(
         grid, 2.0, 0.3
     )
-    np.testing.assert_allclose(values, expected, atol=1e-9)
+    np.testing.assert_allclose(values, expected, atol=1e-12)
 
 
 def test_broadening_normalises_over_a_narrow_grid() -> None:
     # Half of the Gaussian lies outside the grid: the values are rescaled to integrate to 1, i.e.
-    # divided by the mass on the grid, Phi(3) - Phi(0) (up to the trapezoid error, ~1e-6 here).
+    # divided by the mass on the grid, Phi(3) - Phi(0) (exactly: cell averages integrate exactly).
     grid = np.linspace(0.0, 3.0, 500)
     values = gaussian_broadening(np.array([0.0]), np.array([1.0]), grid, 1.0)
     assert trapezoid(values, grid) == pytest.approx(1.0, abs=1e-12)
     mass = scipy.stats.norm.cdf(3.0) - scipy.stats.norm.cdf(0.0)
-    np.testing.assert_allclose(values, scipy.stats.norm.pdf(grid) / mass, rtol=1e-4)
+    np.testing.assert_allclose(values, cell_average_pdf(grid, 0.0, 1.0) / mass, rtol=1e-10)
 
 
 def test_default_sigma_and_grid() -> None:
@@ -323,7 +346,7 @@ def test_stopped_extremes_run_is_the_quadrature_of_its_gaussian_start() -> None:
     grid = np.linspace(lam[0] - 1.0, lam[-1] + 1.0, 400)
     keep = np.isfinite(res.nodes)
     theta, w = res.nodes[keep], res.weights[keep] / 3.0  # weight 1/3 per run, padding skipped
-    expected = np.sum(w[:, None] * scipy.stats.norm.pdf(grid[None, :], theta[:, None], 0.3), 0)
+    expected = sum(wi * cell_average_pdf(grid, ti, 0.3) for ti, wi in zip(theta, w, strict=True))
     got = res.density(sigma=0.3, grid=grid).values
     np.testing.assert_allclose(got, expected / trapezoid(expected, grid), rtol=1e-10, atol=1e-14)
 

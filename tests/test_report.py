@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from torch import nn
 
@@ -444,8 +445,10 @@ def test_rebroaden_from_the_report(tmp_path, sample):
     theta, tau2 = nodes[keep], weights[keep] / nodes.shape[0]
     lo, hi = theta.min() - 5 * sigma, theta.max() + 5 * sigma
     grid = np.linspace(lo, hi, 700)
-    mix = (tau2[:, None] * np.exp(-0.5 * ((grid - theta[:, None]) / sigma) ** 2)).sum(0)
-    mix /= sigma * np.sqrt(2 * np.pi)
+    # each grid value is the kernel averaged over the point's cell (midpoints, half cells at ends)
+    edges = np.concatenate([grid[:1], (grid[1:] + grid[:-1]) / 2, grid[-1:]])
+    cdf = scipy.stats.norm.cdf((edges[None, :] - theta[:, None]) / sigma)
+    mix = (tau2[:, None] * np.diff(cdf, axis=1)).sum(0) / np.diff(edges)
     mix /= np.sum((mix[1:] + mix[:-1]) * np.diff(grid)) / 2
     np.testing.assert_allclose(dens.grid, grid, rtol=1e-15)
     np.testing.assert_allclose(dens.values, mix, rtol=1e-12, atol=1e-12 * mix.max())
