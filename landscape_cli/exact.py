@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import ClassifySettings
 from .errors import InputError
 
 MAX_EXACT_PARAMETERS = 6000  # 6000² float64 = 288 MB, eigvalsh about 20 s on 2 CPU cores
@@ -27,14 +28,20 @@ class ExactSpectrum:
     matvecs: int
 
     def to_dict(self, k_top: int = 5, k_bottom: int = 1) -> dict:
+        """The extremes, trace, and ``negative_fraction``: the share of eigenvalues below
+        ``−neg_tol·κ`` (``κ = max |λ|``, ``neg_tol`` = classify's default 1e-3, the same
+        threshold as its negative fraction), not below 0, where rounding puts about half of a
+        network's near-zero bulk."""
         ev = self.eigenvalues
+        threshold = ClassifySettings().neg_tol * float(np.abs(ev).max(initial=0.0))
         return {
             "lambda_max": float(ev[-1]),
             "lambda_min": float(ev[0]),
             "top_eigenvalues": [float(v) for v in ev[::-1][:k_top]],
             "bottom_eigenvalues": [float(v) for v in ev[:k_bottom]],
             "trace": float(ev.sum()),
-            "negative_fraction": float(np.mean(ev < 0)),
+            "negative_fraction": float(np.mean(ev < -threshold)),
+            "negative_threshold": threshold,
             "asymmetry": self.asymmetry,
             "matvecs": self.matvecs,
         }

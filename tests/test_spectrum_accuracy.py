@@ -110,3 +110,14 @@ def test_same_seed_same_numbers_and_other_seed_differs():
         d.pop("seconds")
     assert a == b
     assert a["trace"] != c["trace"]
+
+
+def test_exact_negative_fraction_ignores_rounding_noise_around_zero():
+    """A network's near-zero bulk straddles 0 by rounding: the exact negative fraction counts
+    eigenvalues below −neg_tol·κ, classify's threshold (it counted every λ < 0)."""
+    from landscape_cli.exact import ExactSpectrum
+
+    ev = np.array([-0.5, -1e-9, -1e-12, 1e-12, 1e-9, 10.0])
+    d = ExactSpectrum(ev, 0.0, 6).to_dict()
+    assert d["negative_threshold"] == pytest.approx(1e-3 * 10.0)
+    assert d["negative_fraction"] == pytest.approx(1 / 6)
