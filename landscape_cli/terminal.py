@@ -34,27 +34,31 @@ def _header(console: Console, info: Any) -> None:
 
 
 def _print_stability(console: Console, stability: Any) -> None:
+    """The learning rate against the optimizer's own bound: Adam's preconditioned sharpness,
+    SGD's momentum bound, or plain gradient descent's 2 (with the note for other optimizers)."""
     if stability is None:
         return
-    verdict = "stable" if stability.lr_times_lambda_max < 2 else "beyond the GD bound"
-    line = (
-        f"edge of stability: η·λ_max = {_fmt(stability.lr_times_lambda_max, 4)} vs 2 ({verdict}; "
-        f"η = {_fmt(stability.lr, 4)} from {stability.source}, {stability.optimizer}"
-    )
-    if stability.momentum or stability.dampening:
-        formula = "2(1+β)/(1+2β), Nesterov" if stability.nesterov else "2(1+β)/(1−τ)"
-        within = stability.lr_times_lambda_max < stability.momentum_threshold
-        line += f", momentum bound {formula} = {_fmt(stability.momentum_threshold, 3)}: " + (
-            "within" if within else "beyond"
+    source = f"η = {_fmt(stability.lr, 4)} from {stability.source}, {stability.optimizer}"
+    plain = f"η·λ_max = {_fmt(stability.lr_times_lambda_max, 4)}"
+    if stability.preconditioned_sharpness is not None:
+        within = stability.preconditioned_sharpness < stability.preconditioned_threshold
+        console.print(
+            f"edge of stability (Adam): λ_max(P⁻¹H) = {_fmt(stability.preconditioned_sharpness, 4)}"
+            f" vs (2+2β₁)/((1−β₁)η) = {_fmt(stability.preconditioned_threshold, 4)} "
+            f"({'within' if within else 'beyond'}; {source}; {plain} is plain GD's number)"
         )
-    console.print(line + ")")
+    else:
+        if stability.momentum or stability.dampening:
+            formula = "2(1+β)/(1+2β), Nesterov" if stability.nesterov else "2(1+β)/(1−τ)"
+            bound = f"momentum bound {formula} = {_fmt(stability.momentum_threshold, 3)}"
+        else:
+            bound = "2"
+        within = stability.lr_times_lambda_max < stability.momentum_threshold
+        console.print(
+            f"edge of stability: {plain} vs {bound} ({'within' if within else 'beyond'}; {source})"
+        )
     if stability.note:
         console.print(f"  note: {stability.note}")
-    if stability.preconditioned_sharpness is not None:
-        console.print(
-            f"  Adam: λ_max(P⁻¹H) = {_fmt(stability.preconditioned_sharpness, 4)} vs "
-            f"(2+2β₁)/((1−β₁)η) = {_fmt(stability.preconditioned_threshold, 4)}"
-        )
 
 
 def sparkline(values: np.ndarray, width: int = 60) -> str:

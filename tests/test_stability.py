@@ -201,3 +201,25 @@ def test_optimizers_are_recognised_or_reported_unknown_with_a_note(factory, kind
     parsed = parse_optimizer_state(optimizer.state_dict())
     assert parsed.kind == kind
     assert ("not its stability threshold" in parsed.note) is (kind == "unknown")
+
+
+def test_terminal_compares_with_the_optimizer_s_own_bound():
+    """Adam's line is its preconditioned sharpness against 38/η; SGD with Nesterov against
+    2(1+β)/(1+2β); plain GD (or --lr alone) against 2."""
+    from rich.console import Console
+
+    from landscape_cli.stability import StabilityReport
+    from landscape_cli.terminal import _print_stability
+
+    def shown(report) -> str:
+        console = Console(record=True, width=300)
+        _print_stability(console, report)
+        return console.export_text()
+
+    adam = StabilityReport(0.01, "checkpoint", "adam", 100.0, 0.0, 4000.0, 3800.0, 12)
+    assert "(Adam): λ_max(P⁻¹H) = 4000 vs (2+2β₁)/((1−β₁)η) = 3800 (beyond" in shown(adam)
+    nesterov = StabilityReport(0.1, "checkpoint", "sgd", 20.0, 0.9, nesterov=True)
+    text = shown(nesterov)
+    assert "η·λ_max = 2 vs momentum bound 2(1+β)/(1+2β), Nesterov = 1.36 (beyond" in text
+    plain = StabilityReport(0.1, "--lr", "unknown", 15.0, 0.0)
+    assert "η·λ_max = 1.5 vs 2 (within" in shown(plain)
