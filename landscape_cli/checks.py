@@ -282,12 +282,6 @@ def metrics_from_results(
     if info is not None:
         metrics["loss"] = (info.loss, None, None)
         metrics["grad_norm"] = (info.grad_norm, None, None)
-    if classify is not None:
-        metrics["lambda_max"] = (classify.lambda_max, classify.error_max, None)
-        metrics["lambda_min"] = (classify.lambda_min, classify.error_min, None)
-        metrics["negative_fraction"] = (classify.negative_fraction, None, None)
-        metrics["classification"] = (classify.classification, None, None)
-        _stability_metrics(metrics, classify.stability, classify.notes)
     if spectrum is not None:
         lz = spectrum.lanczos
         metrics["lambda_max"] = (spectrum.lambda_max, float(lz.error_bounds[lz.top_index()]), None)
@@ -304,6 +298,14 @@ def metrics_from_results(
                 None,
             )
         _stability_metrics(metrics, spectrum.stability, spectrum.notes)
+    # classify's extremes win: exact up to 200 parameters, else bounded by its SLQ nodes too,
+    # so lambda_min agrees with the classification it decided
+    if classify is not None:
+        metrics["lambda_max"] = (classify.lambda_max, classify.error_max, None)
+        metrics["lambda_min"] = (classify.lambda_min, classify.error_min, None)
+        metrics["negative_fraction"] = (classify.negative_fraction, None, None)
+        metrics["classification"] = (classify.classification, None, None)
+        _stability_metrics(metrics, classify.stability, classify.notes)
     if jacobian is not None:
         metrics["jacobian_sigma_max"] = (jacobian.sigma_max_median, None, None)
         condition = jacobian.condition_median

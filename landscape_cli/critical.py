@@ -406,7 +406,11 @@ def classify_point(
                 )
             )
         if not lz.converged:
-            notes["lanczos"] = f"stopped at --max-iter {s.max_iter} before reaching tol={s.tol:g}"
+            notes["lanczos"] = (
+                "the shared spectrum's Lanczos run stopped at its --max-iter before reaching its tol"
+                if lz is shared_lanczos
+                else f"stopped at --max-iter {s.max_iter} before reaching tol={s.tol:g}"
+            )
         top, bottom = lz.top_index(), lz.bottom_index()
         lambda_max, lambda_min = float(lz.ritz_values[top]), float(lz.ritz_values[bottom])
         err_max, err_min = float(lz.error_bounds[top]), float(lz.error_bounds[bottom])

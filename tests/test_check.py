@@ -122,3 +122,28 @@ def test_classification_check_reuses_the_spectrum_lanczos_run(monkeypatch):
     )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["passed"]
+
+
+def test_classify_extremes_win_over_the_spectrum_s_in_the_metrics():
+    """With both results, lambda_min is classify's (exact for small models, bounded by its SLQ
+    nodes), so it agrees with the classification; the spectrum's Lanczos value overwrote it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from landscape_cli.checks import metrics_from_results
+
+    info = SimpleNamespace(loss=1.0, grad_norm=0.0)
+    lanczos = SimpleNamespace(
+        error_bounds=np.array([1e-6, 1e-6]), top_index=lambda: 1, bottom_index=lambda: 0
+    )
+    spectrum = SimpleNamespace(
+        info=info, lanczos=lanczos, lambda_max=10.0, lambda_min=1e-5, trace_estimate=None,
+        stability=None, notes={},
+    )  # fmt: skip
+    classify = SimpleNamespace(
+        info=info, lambda_max=10.0, error_max=0.0, lambda_min=-3e-2, error_min=0.0,
+        negative_fraction=0.01, classification="saddle", stability=None, notes={},
+    )  # fmt: skip
+    metrics = metrics_from_results(spectrum=spectrum, classify=classify)
+    assert metrics["lambda_min"][0] == -3e-2 and metrics["classification"][0] == "saddle"
