@@ -688,7 +688,9 @@ def classify(
     grad_tol: Annotated[
         float | None,
         typer.Option(
-            "--grad-tol", help="Stationary when ‖g‖/κ ≤ grad-tol·max(‖w‖,1) [default: 1e-3]."
+            "--grad-tol",
+            help="Stationary when ‖g‖/|c| ≤ grad-tol·max(‖w‖,1), c = gᵀHg/‖g‖² clamped to "
+            "[neg-tol·κ, κ] [default: 1e-3].",
         ),
     ] = None,
     neg_tol: Annotated[

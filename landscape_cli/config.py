@@ -171,7 +171,10 @@ SPECTRUM: dict[str, Option] = {
 
 CLASSIFY: dict[str, Option] = {
     "grad_tol": Option(
-        float, 1e-3, "stationary when ‖g‖/κ ≤ grad_tol·max(‖w‖, 1), κ = max|λ|", positive=True
+        float,
+        1e-3,
+        "stationary when ‖g‖/|c| ≤ grad_tol·max(‖w‖, 1), c = gᵀHg/‖g‖² clamped to [neg_tol·κ, κ]",
+        positive=True,
     ),
     "neg_tol": Option(
         float, 1e-3, "λ_min counts as negative below -(neg_tol·κ + its error bound)", minimum=0.0

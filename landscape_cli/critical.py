@@ -4,11 +4,11 @@ The second-order test (e.g. Nocedal & Wright, *Numerical Optimization*, Thm. 2.3
 tolerances, because a trained network never sits exactly at a critical point and its Hessian
 always has a bulk of near-zero eigenvalues:
 
-1. **Stationarity.** ``κ = max(|λ_max|, |λ_min|)`` is the curvature scale. The quadratic model
-   along ``−g`` is minimised by the Cauchy step of length ``‖g‖/c`` with ``c = gᵀHg/‖g‖²`` the
-   curvature along the gradient (Nocedal & Wright §4.1; one HVP); curvature below the analysis's
-   resolution ``neg_tol·κ`` counts as that resolution, so ``c`` is clamped to
-   ``[neg_tol·κ, κ]``. The point counts as stationary when this step is at most
+1. **Stationarity.** ``κ = max(|λ_max|, |λ_min|)`` is the curvature scale. On the gradient's
+   line the quadratic model is stationary a step ``‖g‖/|c|`` away, with ``c = gᵀHg/‖g‖²`` the
+   curvature along the gradient (for ``c > 0`` the Cauchy step, Nocedal & Wright §4.1; one HVP);
+   curvature below the analysis's resolution ``neg_tol·κ`` in magnitude counts as that
+   resolution, so ``|c|`` is clamped to ``[neg_tol·κ, κ]`` (minima, maxima and saddles alike). The point counts as stationary when this step is at most
    ``grad_tol · max(‖w‖, 1)`` (default ``grad_tol = 1e-3``: a step of 0.1 % of the weights' norm).
    Measuring the step with the stiffest curvature ``κ`` instead (``relative_gradient``, also
    reported) would call a point far down a soft valley stationary: on ``x² + 10⁻⁴y²`` at
@@ -85,7 +85,7 @@ class Decision:
     positive_significant: bool
     degenerate_directions: bool
     curvature_scale: float
-    #: the Cauchy step ‖g‖ / (c · max(‖w‖, 1)), c the gradient's curvature clamped to
+    #: the step ‖g‖ / (|c| · max(‖w‖, 1)), |c| the gradient's curvature clamped to
     #: [neg_tol·κ, κ] (module docstring); the stationarity test. None when κ == 0
     relative_step: float | None = None
 
@@ -112,7 +112,7 @@ def decide(
     relative = step = None
     if kappa > 0:
         relative = grad_norm / (kappa * scale)
-        along = kappa if gradient_curvature is None else gradient_curvature
+        along = kappa if gradient_curvature is None else abs(gradient_curvature)
         step = grad_norm / (min(max(along, s.neg_tol * kappa), kappa) * scale)
     if kappa <= s.zero_curvature:
         stationary = grad_norm <= s.zero_curvature and (step is None or step <= s.grad_tol)
