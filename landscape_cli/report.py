@@ -974,8 +974,12 @@ def _read_slq(group: h5py.Group) -> SLQResult:
 
 def _read_stability(group: h5py.Group) -> StabilityReport:
     attrs = read_attrs(group)
+    # a field missing from an older report takes its default (nesterov, dampening, note)
     return StabilityReport(
-        **{f.name: attrs.get(f.name) for f in dataclasses.fields(StabilityReport)}
+        **{
+            f.name: attrs.get(f.name, None if f.default is dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(StabilityReport)
+        }
     )
 
 

@@ -16,10 +16,13 @@ whose stability threshold is ``(2 + 2β₁)/((1 − β₁)η)`` = ``38/η`` for 
 largest eigenvalue of the symmetric ``P^{-1/2} H P^{-1/2}`` by Lanczos. With ``amsgrad=True`` Adam
 divides by the running maximum ``max_exp_avg_sq`` instead of ``v``, and so does ``P`` here.
 
-Only SGD (``momentum``, ``dampening`` and ``nesterov`` in its param group) and Adam/AdamW
-(``exp_avg_sq`` in the state, ``amsgrad`` in the group) are modelled. Other optimizers' states
-(RMSprop, RAdam, NAdam, Adagrad, Adamax, ...) are reported as ``unknown``: ``η·λ_max`` against the
-plain gradient-descent bound 2, with a note that this is not their threshold. Coupled weight decay
+Only SGD (``momentum``, ``dampening`` and ``nesterov`` in its param group) and Adam are modelled:
+``exp_avg_sq`` in the state, except NAdam (``mu_product``) and torch's RAdam (Adam's keys without
+``amsgrad``); Adam implementations outside ``torch.optim`` (``transformers``' AdamW with
+``correct_bias``, FusedAdam with ``bias_correction``) count as Adam, without the bias corrections
+when those are off. Other optimizers' states (RMSprop, RAdam, NAdam, Adagrad, Adamax, ...) are
+reported as ``unknown``: ``η·λ_max`` against the plain gradient-descent bound 2, with a note that
+this is not their threshold. Coupled weight decay
 ``wd`` adds ``wd`` to every eigenvalue the step meets; it is not included.
 
 The learning rate and optimizer state come from the checkpoint (``optimizer``,
@@ -28,6 +31,7 @@ The learning rate and optimizer state come from the checkpoint (``optimizer``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,8 +99,12 @@ def parse_optimizer_state(
     order = [index for g in groups for index in g.get("params", [])]
     first = next(iter(state.values()), {}) if isinstance(state, Mapping) else {}
     first = first if isinstance(first, Mapping) else {}
-    if "exp_avg_sq" in first and "amsgrad" in group and "mu_product" not in first:
-        # Adam / AdamW (RAdam has no amsgrad, NAdam keeps mu_product: their steps differ)
+    nadam = "mu_product" in first or "momentum_decay" in group
+    # torch.optim's RAdam has Adam's keys but no amsgrad; Adam implementations outside torch.optim
+    # (transformers' AdamW: correct_bias, apex/DeepSpeed FusedAdam: bias_correction) have neither
+    # amsgrad nor torch's capturable/differentiable flags
+    radam = "amsgrad" not in group and ("capturable" in group or "differentiable" in group)
+    if "exp_avg_sq" in first and not nadam and not radam:
         betas = tuple(float(b) for b in group.get("betas", (0.9, 0.999)))
         key = "max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq"
         try:
@@ -104,7 +112,9 @@ def parse_optimizer_state(
             step = state[order[0]].get("step")
         except KeyError as exc:
             raise InputError(f"{where}: Adam state is missing {exc}") from None
-        step_value = float(step) if step is not None else None
+        corrected = group.get("correct_bias", group.get("bias_correction", True))
+        # no bias correction: P = √v + ε, which step = None (t = ∞) gives below
+        step_value = float(step) if step is not None and corrected else None
         return OptimizerState(
             "adam", lr, 0.0, betas, float(group.get("eps", 1e-8)), step_value, squares
         )
@@ -151,12 +161,23 @@ class StabilityReport:
         return self.lr * self.lambda_max
 
     @property
+    def within_bound(self) -> bool:
+        """Below the optimizer's own bound: Adam's preconditioned threshold, else SGD's."""
+        if self.preconditioned_sharpness is not None and self.preconditioned_threshold is not None:
+            return bool(self.preconditioned_sharpness < self.preconditioned_threshold)
+        return bool(self.lr_times_lambda_max < self.momentum_threshold)
+
+    @property
     def momentum_threshold(self) -> float:
         """The bound on ``η·λ_max`` of SGD with this momentum: ``2(1+β)/(1−τ)`` (heavy ball with
         dampening ``τ``), ``2(1+β)/(1+2β)`` with Nesterov; 2 without momentum."""
         beta = self.momentum
+        if beta == 0:  # torch's SGD ignores dampening and nesterov without momentum
+            return 2.0
         if self.nesterov:
             return 2.0 * (1.0 + beta) / (1.0 + 2.0 * beta)
+        if self.dampening >= 1:  # the buffer never moves: no step, no instability
+            return math.inf
         return 2.0 * (1.0 + beta) / (1.0 - self.dampening)
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +188,7 @@ class StabilityReport:
             "lr_times_lambda_max": json_number(self.lr_times_lambda_max),
             "gd_threshold": 2.0,
             "gd_stable": bool(self.lr_times_lambda_max < 2.0),
+            "stable": self.within_bound,
             "momentum": self.momentum,
             "nesterov": bool(self.nesterov),
             "dampening": self.dampening,

@@ -240,8 +240,11 @@ def _stability_html(stability: Any) -> str:
         _card("learning rate η", f"{format_number(d['lr'])} ({_e(d['lr_source'])})", "eos-lr"),
         _card("η·λ_max (GD limit 2)", format_number(d["lr_times_lambda_max"]), "eos-lr-lmax"),
         _card("GD stable", format_number(d["gd_stable"]), "eos-stable"),
+        _card(
+            f"within the {d['optimizer']} bound", format_number(d.get("stable")), "eos-own-bound"
+        ),
     ]
-    if d.get("momentum") or d.get("dampening"):
+    if d.get("momentum"):
         formula = "2(1+β)/(1+2β), Nesterov" if d.get("nesterov") else "2(1+β)/(1−τ)"
         cards.append(
             _card(

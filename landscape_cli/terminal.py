@@ -41,19 +41,19 @@ def _print_stability(console: Console, stability: Any) -> None:
     source = f"η = {_fmt(stability.lr, 4)} from {stability.source}, {stability.optimizer}"
     plain = f"η·λ_max = {_fmt(stability.lr_times_lambda_max, 4)}"
     if stability.preconditioned_sharpness is not None:
-        within = stability.preconditioned_sharpness < stability.preconditioned_threshold
+        within = stability.within_bound
         console.print(
             f"edge of stability (Adam): λ_max(P⁻¹H) = {_fmt(stability.preconditioned_sharpness, 4)}"
             f" vs (2+2β₁)/((1−β₁)η) = {_fmt(stability.preconditioned_threshold, 4)} "
             f"({'within' if within else 'beyond'}; {source}; {plain} is plain GD's number)"
         )
     else:
-        if stability.momentum or stability.dampening:
+        if stability.momentum:
             formula = "2(1+β)/(1+2β), Nesterov" if stability.nesterov else "2(1+β)/(1−τ)"
             bound = f"momentum bound {formula} = {_fmt(stability.momentum_threshold, 3)}"
         else:
             bound = "2"
-        within = stability.lr_times_lambda_max < stability.momentum_threshold
+        within = stability.within_bound
         console.print(
             f"edge of stability: {plain} vs {bound} ({'within' if within else 'beyond'}; {source})"
         )
@@ -371,6 +371,8 @@ def print_track(result: Any, console: Console | None = None) -> None:
     console.print(
         f"{len(result.points)} checkpoints · {total:,} HVPs ({mode} Lanczos) · seed {result.seed}"
     )
+    for key, note in result.notes.items():
+        console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
 
 
 def print_jacobian(result: Any, console: Console | None = None) -> None:

@@ -63,6 +63,7 @@ class TrackPoint:
     #: Adam: λ_max(P⁻¹H) and its threshold (2+2β₁)/((1−β₁)η) (:mod:`landscape_cli.stability`)
     preconditioned_sharpness: float | None = None
     preconditioned_threshold: float | None = None
+    stability_note: str = ""  # e.g. the optimizer is neither SGD nor Adam (stability.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class TrackPoint:
             "stability_threshold": json_number(self.stability_threshold),
             "preconditioned_sharpness": json_number(self.preconditioned_sharpness),
             "preconditioned_threshold": json_number(self.preconditioned_threshold),
+            **({"stability_note": self.stability_note} if self.stability_note else {}),
             "lanczos_matvecs": self.lanczos_matvecs,
             "hvp_count": self.hvp_count,
             "warm_started": self.warm_started,
@@ -95,6 +97,11 @@ class TrackResult:
     seed: int
     warm_start: bool
     notes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        note = next((p.stability_note for p in self.points if p.stability_note), "")
+        if note and "stability" not in self.notes:
+            self.notes["stability"] = note
 
     @property
     def curvature(self) -> str:
@@ -281,6 +288,7 @@ def track_series(
             preconditioned_threshold=None
             if stability is None
             else stability.preconditioned_threshold,
+            stability_note="" if stability is None else stability.note,
             lanczos_matvecs=lanczos_matvecs,
             hvp_count=H.matvecs + (0 if stability is None else stability.matvecs),
             warm_started=warmed,

@@ -138,6 +138,7 @@ def _sgd_final_distance(h: float, steps: int = 3000, **kwargs) -> float:
         {"momentum": 0.5, "nesterov": True},
         {"momentum": 0.9, "dampening": 0.5},
         {"momentum": 0.0},
+        {"momentum": 0.0, "dampening": 0.5},  # torch ignores dampening without momentum
     ],
 )
 def test_sgd_momentum_threshold_is_where_torch_sgd_diverges(kwargs):
@@ -223,3 +224,48 @@ def test_terminal_compares_with_the_optimizer_s_own_bound():
     assert "η·λ_max = 2 vs momentum bound 2(1+β)/(1+2β), Nesterov = 1.36 (beyond" in text
     plain = StabilityReport(0.1, "--lr", "unknown", 15.0, 0.0)
     assert "η·λ_max = 1.5 vs 2 (within" in shown(plain)
+
+
+def test_full_dampening_is_an_infinite_bound_not_a_crash():
+    report = stability_report_for(parse_optimizer_state(_sgd_state(momentum=0.9, dampening=1.0)))
+    assert report.momentum_threshold == float("inf") and report.within_bound
+    assert report.to_dict()["momentum_threshold"] is None  # JSON has no infinity
+
+
+def test_adam_outside_torch_optim_is_recognised_and_bias_correction_honoured():
+    """transformers' AdamW (correct_bias) and apex/DeepSpeed FusedAdam (bias_correction) keep
+    exp_avg_sq but no amsgrad key: they are Adam; without bias correction P = √v + ε."""
+    w = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.AdamW([w], lr=0.1)
+    w.grad = torch.ones(2)
+    optimizer.step()
+    raw = optimizer.state_dict()
+    group = {
+        k: v for k, v in raw["param_groups"][0].items() if k in ("lr", "betas", "eps", "params")
+    }
+    for extra, corrected in (({"correct_bias": True}, True), ({"bias_correction": False}, False)):
+        parsed = parse_optimizer_state(
+            {"state": raw["state"], "param_groups": [{**group, **extra}]}
+        )
+        assert parsed.kind == "adam"
+        assert (parsed.step is not None) is corrected
+
+
+def test_reports_written_before_the_new_stability_fields_still_read(tmp_path):
+    import h5py
+
+    from landscape_cli import report as rep
+
+    out = tmp_path / "r.h5"
+    result = CliRunner().invoke(
+        app, ["classify", "sample:mlp", "--lr", "0.1", "--quiet", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.stderr
+    with h5py.File(out, "a") as handle:
+        group = handle["classify/stability"]
+        for name in ("nesterov", "dampening", "note"):
+            if name in group.attrs:
+                del group.attrs[name]
+    stability = rep.read_report(out).classify.stability
+    assert (stability.nesterov, stability.dampening, stability.note) == (False, 0.0, "")
+    assert stability.momentum_threshold == 2.0

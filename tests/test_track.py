@@ -156,3 +156,23 @@ def test_adam_checkpoints_keep_the_preconditioned_sharpness(tmp_path):
         )
         assert point["preconditioned_threshold"] == pytest.approx(report.preconditioned_threshold)
         assert point["stability_threshold"] is None
+
+
+def test_an_unknown_optimizer_s_note_reaches_the_series(tmp_path):
+    """RMSprop is neither SGD nor Adam: track compares η·λ_max with plain GD's 2 and says so in
+    notes.stability, as spectrum does (it dropped the note)."""
+    import sample_models.mlp
+
+    torch.manual_seed(0)
+    model = sample_models.mlp.build()
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=0.01, momentum=0.9)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    path = tmp_path / "rms_step1.pt"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+    result = runner.invoke(app, ["track", str(path), *MLP, "--no-trace", "--json"])
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert "not its stability threshold" in payload["notes"]["stability"]
+    assert payload["points"][0]["stability_threshold"] == 2.0
