@@ -191,10 +191,17 @@ def random_directions(
         if not bool(d.any()):
             skipped = sum(1 for keep in kept if not keep)
             raise InputError(
-                f"the random direction is zero: {skipped} of {len(kept)} trainable tensors are "
-                "1-D (biases, normalisation weights), which --ignore-bn-and-bias leaves out, and "
-                "the others are zero (directions are scaled to the weights' norms)",
-                hint="use --include-bn-and-bias, or --kind eigen",
+                "the random direction is zero: "
+                + (
+                    f"{skipped} of {len(kept)} trainable tensors are 1-D (biases, normalisation "
+                    "weights), which --ignore-bn-and-bias leaves out, and the others are zero"
+                    if skipped
+                    else "every trainable tensor is zero"
+                )
+                + " (directions are scaled to the weights' norms)",
+                hint="use --include-bn-and-bias, or --kind eigen"
+                if skipped
+                else "use --kind eigen, or a checkpoint with non-zero weights",
             )
         if orthogonalize:
             norm = torch.linalg.vector_norm(d)
@@ -204,8 +211,13 @@ def random_directions(
                 if qq > 0:
                     d = d - (float(q @ d) / qq) * q
             new_norm = torch.linalg.vector_norm(d)
-            if float(new_norm) > 0:
-                d = d * (norm / new_norm)
+            if not float(new_norm) > 1e-12 * float(norm):
+                raise InputError(
+                    f"surface.orthogonalize: random direction {len(out) + 1} lies in the span of the "
+                    "previous ones (the directions have too few free coordinates)",
+                    hint="set surface.orthogonalize: false, use --include-bn-and-bias, or --kind eigen",
+                )
+            d = d * (norm / new_norm)
         out.append(d.to(device=objective.device, dtype=objective.dtype))
     return out
 

@@ -391,3 +391,32 @@ def test_interpolation_notes_frozen_parameters_that_differ(tmp_path):
         _mse_objective(model), SurfaceSettings(dims=1, to=str(tmp_path / "same.pt"), points=5)
     )
     assert "buffers" not in same.notes
+
+
+def test_a_direction_orthogonalised_to_zero_is_an_error():
+    """nn.Linear(1, 1) without its bias has one free coordinate: the second orthogonalised
+    direction is 0 and the surface would be silently constant along y."""
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 1, generator=g, dtype=torch.float64)
+    y = torch.randn(8, 1, generator=g, dtype=torch.float64)
+    objective = Objective(
+        model.double(),
+        lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(),
+        tensor_batches((x, y), 8, None, "t"),
+        dtype=torch.float64,
+    )
+    with pytest.raises(InputError, match="direction 2 lies in the span"):
+        analyze_surface(objective, SurfaceSettings(dims=2, points=3, orthogonalize=True))
+    with pytest.raises(InputError, match="every trainable tensor is zero"):
+        with torch.no_grad():
+            model.weight.zero_()
+            model.bias.zero_()
+        zero = Objective(
+            model,
+            lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(),
+            tensor_batches((x, y), 8, None, "t"),
+            dtype=torch.float64,
+        )
+        analyze_surface(zero, SurfaceSettings(dims=1, points=3, ignore_bn_and_bias=False))
