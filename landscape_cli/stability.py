@@ -16,7 +16,8 @@ whose stability threshold is ``(2 + 2β₁)/((1 − β₁)η)`` = ``38/η`` for 
 largest eigenvalue of the symmetric ``P^{-1/2} H P^{-1/2}`` by Lanczos. With ``amsgrad=True`` Adam
 divides by the running maximum ``max_exp_avg_sq`` instead of ``v``, and so does ``P`` here.
 
-Only SGD (``momentum``, ``dampening`` and ``nesterov`` in its param group) and Adam are modelled:
+Only SGD (``momentum`` in its param group, with ``dampening``/``nesterov`` when present; not
+RMSprop's ``alpha``) and Adam are modelled:
 ``exp_avg_sq`` in the state, except NAdam (``mu_product``) and torch's RAdam (Adam's keys without
 ``amsgrad``); Adam implementations outside ``torch.optim`` (``transformers``' AdamW with
 ``correct_bias``, FusedAdam with ``bias_correction``) count as Adam, without the bias corrections
@@ -118,7 +119,8 @@ def parse_optimizer_state(
         return OptimizerState(
             "adam", lr, 0.0, betas, float(group.get("eps", 1e-8)), step_value, squares
         )
-    if {"momentum", "dampening", "nesterov"} <= set(group) and "exp_avg_sq" not in first:
+    rmsprop = "alpha" in group or "square_avg" in first
+    if "momentum" in group and not rmsprop and "exp_avg_sq" not in first:
         return OptimizerState(
             "sgd",
             lr,

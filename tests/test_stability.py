@@ -269,3 +269,14 @@ def test_reports_written_before_the_new_stability_fields_still_read(tmp_path):
     stability = rep.read_report(out).classify.stability
     assert (stability.nesterov, stability.dampening, stability.note) == (False, 0.0, "")
     assert stability.momentum_threshold == 2.0
+
+
+def test_a_hand_written_sgd_state_with_only_lr_and_momentum_is_sgd():
+    groups = [{"lr": 0.5, "momentum": 0.9, "params": [0]}]
+    parsed = parse_optimizer_state({"state": {}, "param_groups": groups})
+    assert (parsed.kind, parsed.momentum, parsed.nesterov, parsed.dampening) == (
+        "sgd",
+        0.9,
+        False,
+        0.0,
+    )
