@@ -8,8 +8,9 @@ always has a bulk of near-zero eigenvalues:
    line the quadratic model is stationary a step ``‖g‖/|c|`` away, with ``c = gᵀHg/‖g‖²`` the
    curvature along the gradient (for ``c > 0`` the Cauchy step, Nocedal & Wright §4.1; one HVP);
    curvature below the analysis's resolution ``neg_tol·κ`` in magnitude counts as that
-   resolution, so ``|c|`` is clamped to ``[neg_tol·κ, κ]`` (minima, maxima and saddles alike). The point counts as stationary when this step is at most
-   ``grad_tol · max(‖w‖, 1)`` (default ``grad_tol = 1e-3``: a step of 0.1 % of the weights' norm).
+   resolution, so ``|c|`` is clamped to ``[neg_tol·κ, κ]`` (minima, maxima and saddles alike).
+   The point counts as stationary when this step is at most ``grad_tol · max(‖w‖, 1)`` (default
+   ``grad_tol = 1e-3``: a step of 0.1 % of the weights' norm).
    Measuring the step with the stiffest curvature ``κ`` instead (``relative_gradient``, also
    reported) would call a point far down a soft valley stationary: on ``x² + 10⁻⁴y²`` at
    ``(0, 50)`` it is ``10⁻⁴`` while the minimiser is 50 away. When ``κ`` is below
@@ -21,9 +22,9 @@ always has a bulk of near-zero eigenvalues:
    positive when ``λ_max > neg_tol · κ + e_max`` (symmetric). Default ``neg_tol = 1e-3``. The
    density's Lanczos runs (SLQ) are Ritz values too, so ``λ_min ≤`` each SLQ node ``≤ λ_max``:
    when a node lies beyond the extremes run's Ritz value by more than its error bound and a
-   tenth of ``neg_tol·κ`` (an eigenvalue the extremes run had not
-   found when its residual test stopped it, e.g. a small negative eigenvalue below a tight bulk
-   near 0), that node is the estimate, with error bound 0 as evidence of its sign.
+   tenth of ``neg_tol·κ`` (an eigenvalue the extremes run had not found when its residual test
+   stopped it, e.g. a small negative eigenvalue below a tight bulk near 0), that node is the
+   estimate, with error bound 0 as evidence of its sign.
 3. **Label.** Not stationary → ``not-critical``. ``κ ≤ zero_curvature`` → ``degenerate`` (the
    Hessian is zero: higher-order terms decide, e.g. the monkey saddle). Both signs significant →
    ``saddle``. Only positive → ``minimum``; only negative → ``maximum``; in both cases the

@@ -170,6 +170,11 @@ class StabilityReport:
         return bool(self.lr_times_lambda_max < self.momentum_threshold)
 
     @property
+    def momentum_formula(self) -> str:
+        """How :attr:`momentum_threshold` is computed, for display."""
+        return "2(1+β)/(1+2β), Nesterov" if self.nesterov else "2(1+β)/(1−τ)"
+
+    @property
     def momentum_threshold(self) -> float:
         """The bound on ``η·λ_max`` of SGD with this momentum: ``2(1+β)/(1−τ)`` (heavy ball with
         dampening ``τ``), ``2(1+β)/(1+2β)`` with Nesterov; 2 without momentum."""

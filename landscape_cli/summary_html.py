@@ -245,10 +245,11 @@ def _stability_html(stability: Any) -> str:
         ),
     ]
     if d.get("momentum"):
-        formula = "2(1+β)/(1+2β), Nesterov" if d.get("nesterov") else "2(1+β)/(1−τ)"
         cards.append(
             _card(
-                f"momentum limit {formula}", format_number(d["momentum_threshold"]), "eos-momentum"
+                f"momentum limit {stability.momentum_formula}",
+                format_number(d["momentum_threshold"]),
+                "eos-momentum",
             )
         )
     if "preconditioned_sharpness" in d:

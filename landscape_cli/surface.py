@@ -17,8 +17,9 @@ evaluation goes through :func:`torch.func.functional_call` on the objective's pa
 * ``random``: Gaussian ``d ~ N(0, I)``, **filter-normalised** (Li et al. §4): for every parameter
   tensor and every filter ``i`` (slice along dim 0: an output channel of a convolution, a row of
   a linear layer; for a transposed convolution, whose weight is ``(in, out, ...)``, an *input*
-  channel, as in the authors' code), ``d_i ← d_i · ‖w_i‖ / ‖d_i‖``, so a step ``x = 1`` changes every filter by its
-  own size and the plot is invariant to the scale symmetry of ReLU/BatchNorm networks. 1-D (and
+  channel, as in the authors' code), ``d_i ← d_i · ‖w_i‖ / ‖d_i‖``, so a step ``x = 1`` changes
+  every filter by its own size and the plot is invariant to the scale symmetry of ReLU/BatchNorm
+  networks. 1-D (and
   0-D) tensors, i.e. biases and BatchNorm/LayerNorm affine parameters, get a zero direction by
   default (the paper's ``ignore='biasbn'``); with ``ignore_bn_and_bias=False`` the whole tensor is
   treated as one filter (a Gaussian rescaled to ``‖w‖``; the authors' code copies ``w`` itself

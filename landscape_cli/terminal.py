@@ -40,8 +40,8 @@ def _print_stability(console: Console, stability: Any) -> None:
         return
     source = f"η = {_fmt(stability.lr, 4)} from {stability.source}, {stability.optimizer}"
     plain = f"η·λ_max = {_fmt(stability.lr_times_lambda_max, 4)}"
+    within = stability.within_bound
     if stability.preconditioned_sharpness is not None:
-        within = stability.within_bound
         console.print(
             f"edge of stability (Adam): λ_max(P⁻¹H) = {_fmt(stability.preconditioned_sharpness, 4)}"
             f" vs (2+2β₁)/((1−β₁)η) = {_fmt(stability.preconditioned_threshold, 4)} "
@@ -49,11 +49,12 @@ def _print_stability(console: Console, stability: Any) -> None:
         )
     else:
         if stability.momentum:
-            formula = "2(1+β)/(1+2β), Nesterov" if stability.nesterov else "2(1+β)/(1−τ)"
-            bound = f"momentum bound {formula} = {_fmt(stability.momentum_threshold, 3)}"
+            bound = (
+                f"momentum bound {stability.momentum_formula} = "
+                f"{_fmt(stability.momentum_threshold, 3)}"
+            )
         else:
             bound = "2"
-        within = stability.within_bound
         console.print(
             f"edge of stability: {plain} vs {bound} ({'within' if within else 'beyond'}; {source})"
         )
