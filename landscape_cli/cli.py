@@ -215,7 +215,7 @@ TrustOpt = Annotated[
     bool,
     typer.Option(
         "--trust-checkpoint",
-        help="Allow full pickle loading (torch.load weights_only=False). It can run code from the file.",
+        help="Allow full pickles (torch.load weights_only=False) and TorchScript archives. Both can run code from the file.",
     ),
 ]
 
@@ -362,10 +362,28 @@ def _is_out_of_memory(exc: BaseException, first_line: str) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in first_line.lower()
 
 
+# Where results go while an analysis runs: the original stdout, which user code cannot reach.
+_results_streams: list[Any] = []
+
+
 @contextlib.contextmanager
 def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A ``progress(stage, done, total)`` callback drawing rich bars on stderr (off when quiet or
-    when stderr is not a terminal)."""
+    """The analysis phase: a ``progress(stage, done, total)`` callback drawing rich bars on stderr
+    (off when quiet or when stderr is not a terminal), with whatever user code prints (a model
+    factory, a loss, a TorchScript archive) diverted from stdout to stderr."""
+    from .streams import stdout_to_stderr
+
+    with stdout_to_stderr() as results:
+        _results_streams.append(results)
+        try:
+            with _progress_bars(quiet) as update:
+                yield update
+        finally:
+            _results_streams.pop()
+
+
+@contextlib.contextmanager
+def _progress_bars(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = _stderr_console()
@@ -453,8 +471,9 @@ def _write_out(out: str | None, section: str, result: Any, cfg: Any, objective: 
 
 
 def _emit_json(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload, allow_nan=False) + "\n")
-    sys.stdout.flush()
+    stream = _results_streams[-1] if _results_streams else sys.stdout
+    stream.write(json.dumps(payload, allow_nan=False) + "\n")
+    stream.flush()
 
 
 def _load(

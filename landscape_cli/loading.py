@@ -3,8 +3,8 @@
 Every failure a user can cause raises :class:`~landscape_cli.errors.InputError` (exit code 2)
 with a one-line message naming the culprit, or :class:`~landscape_cli.errors.NumericalError`
 (exit code 3) for non-finite weights. Checkpoints are loaded with ``torch.load(weights_only=True)``
-unless the caller passes ``trust=True`` (the CLI's ``--trust-checkpoint``): a full pickle can run
-arbitrary code.
+unless the caller passes ``trust=True`` (the CLI's ``--trust-checkpoint``): a full pickle and a
+TorchScript archive can run arbitrary code, so TorchScript is refused without it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from .data import (
 )
 from .distributed import launched_by_torchrun
 from .errors import InputError, NumericalError
+from .streams import stdout_to_stderr
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 NAMED_LOSSES = ("cross_entropy", "mse", "bce_with_logits", "nll")
@@ -81,6 +82,8 @@ def _check_file(path: Path, what: str) -> None:
 
 
 def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip holding ``constants.pkl`` (the test
+    ``torch.load`` applies) or serialised ``code/``, at any depth."""
     if not zipfile.is_zipfile(path):
         return False
     try:
@@ -88,7 +91,10 @@ def _is_torchscript(path: Path) -> bool:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError):
         return False
-    return any("/code/" in name or name.endswith("/constants.pkl") for name in names)
+    return any(
+        name.rsplit("/", 1)[-1] == "constants.pkl" or name.startswith("code/") or "/code/" in name
+        for name in names
+    )
 
 
 def _torch_load(path: Path, trust: bool) -> Any:
@@ -168,7 +174,8 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
 
     Accepts a plain ``state_dict``, a nested training checkpoint (weights under ``state_dict``,
     ``model_state_dict``, ``model``, …; the other entries are kept in :attr:`Checkpoint.extra`),
-    a ``.safetensors`` file, or a TorchScript archive (its ``state_dict``). Prefixes such as
+    a ``.safetensors`` file, or a TorchScript archive (its ``state_dict``; only with ``trust``,
+    since loading one runs the code it holds). Prefixes such as
     ``module.`` (DDP) and ``model.`` (Lightning) are stripped when matching a model, see
     :func:`apply_state_dict`.
     """
@@ -189,11 +196,16 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
             raise InputError(f"{where}: not a valid safetensors file ({exc})") from None
         return Checkpoint(str(path), dict(tensors), "safetensors", sha)
     if _is_torchscript(path):
+        if not trust:
+            raise InputError(
+                f"{where}: is a TorchScript archive, and loading one runs code stored in the file "
+                "(which can write files)",
+                hint="pass --trust-checkpoint if you trust its source, or re-save the weights "
+                "with torch.save(model.state_dict(), path)",
+            )
         try:
-            with (
-                warnings.catch_warnings()
-            ):  # torch 2.13 deprecates TorchScript; it is still an input
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with warnings.catch_warnings(), stdout_to_stderr():  # its print() is not our output
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates it
                 scripted = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise InputError(f"{where}: TorchScript archive cannot be loaded ({exc})") from None

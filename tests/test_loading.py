@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from hostile import BANNER, PAYLOAD, torchscript_that_writes
 from torch import nn
 
 import sample_models
@@ -79,14 +80,48 @@ def test_safetensors(tmp_path):
     assert_state_equal(checkpoint.state_dict, state)
 
 
-def test_torchscript_archive(tmp_path):
+def test_torchscript_archive_loads_its_weights_when_trusted(tmp_path):
     model = mlp()
     model.load_state_dict(reference_state())
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.trace(model, torch.zeros(1, 8)), str(path))
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, trust=True)
     assert checkpoint.format == "torchscript"
     assert_state_equal(checkpoint.state_dict, model.state_dict())
+
+
+def test_torchscript_archive_is_refused_and_not_run_without_trust(tmp_path, capsys):
+    target = tmp_path / "victim.txt"
+    target.write_text("untouched contents")
+    archive = torchscript_that_writes(tmp_path / "scripted.pt", target)
+    with pytest.raises(InputError, match=r"TorchScript archive.*runs code") as caught:
+        load_checkpoint(archive)
+    assert "--trust-checkpoint" in str(caught.value)
+    assert target.read_text() == "untouched contents"
+    assert BANNER not in capsys.readouterr().out
+
+
+def test_torchscript_archive_prints_to_stderr_when_trusted(tmp_path, capsys):
+    target = tmp_path / "victim.txt"
+    target.write_text("untouched contents")
+    archive = torchscript_that_writes(tmp_path / "scripted.pt", target)
+    checkpoint = load_checkpoint(archive, trust=True)
+    assert set(checkpoint.state_dict) == {"weight"}
+    assert target.read_bytes().startswith(PAYLOAD)  # trusted: the archive's code did run
+    captured = capsys.readouterr()
+    assert BANNER not in captured.out and BANNER in captured.err
+
+
+def test_torchscript_archive_renamed_to_any_suffix_is_still_refused(tmp_path):
+    target = tmp_path / "victim.txt"
+    target.write_text("untouched contents")
+    archive = torchscript_that_writes(tmp_path / "scripted.pt", target)
+    for name in ("weights.bin", "weights.pth", "weights.ckpt", "weights"):
+        renamed = tmp_path / name
+        renamed.write_bytes(archive.read_bytes())
+        with pytest.raises(InputError, match="TorchScript"):
+            load_checkpoint(renamed)
+    assert target.read_text() == "untouched contents"
 
 
 class Evil:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hostile import BANNER, linear_problem, torchscript_that_writes
 from typer.testing import CliRunner
 
 import landscape_cli.spectrum
@@ -201,6 +202,74 @@ def test_malicious_checkpoint_through_the_cli_is_refused_and_not_run(tmp_path, m
     )
     one_line(result, 2, r"evil\.pt: holds Python objects .* would run code .*--trust-checkpoint")
     assert not (tmp_path / "pwned-by-data").exists()
+
+
+def _landscape(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "landscape_cli", *args],
+        cwd=cwd,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["inspect", "ARCHIVE"],
+        ["spectrum", "ARCHIVE", *FAST],
+        ["surface", "PLAIN", "--to", "ARCHIVE", "--points", "3"],
+        ["track", "PLAIN", "ARCHIVE", "--no-trace"],
+        ["check", "ARCHIVE", "--max", "lambda_max=1e9"],
+    ],
+    ids=["inspect", "spectrum", "surface-to", "track", "check"],
+)
+def test_torchscript_checkpoint_is_refused_by_every_command_without_trust(tmp_path, command):
+    model, data, plain = linear_problem(tmp_path)
+    target = tmp_path / "victim.txt"
+    target.write_text("untouched contents")
+    archive = torchscript_that_writes(tmp_path / "scripted.pt", target)
+    args = [{"ARCHIVE": str(archive), "PLAIN": str(plain)}.get(a, a) for a in command]
+    proc = _landscape(*args, "--model", f"{model}:build", "--data", str(data), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TorchScript archive" in lines[0], proc.stderr
+    assert "--trust-checkpoint" in lines[0]
+    assert proc.stdout == ""
+    assert target.read_text() == "untouched contents"
+
+
+def test_trusted_torchscript_prints_on_stderr_and_json_stays_clean(tmp_path):
+    model, data, _ = linear_problem(tmp_path)
+    target = tmp_path / "victim.txt"
+    target.write_text("untouched contents")
+    archive = torchscript_that_writes(tmp_path / "scripted.pt", target)
+    proc = _landscape(
+        "inspect", str(archive), "--model", f"{model}:build", "--data", str(data),
+        "--trust-checkpoint", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["command"] == "inspect"
+    assert BANNER in proc.stderr
+
+
+def test_what_user_code_prints_goes_to_stderr_not_into_json(tmp_path):
+    (tmp_path / "chatty.py").write_text(
+        "import sys\nimport sample_models.mlp\n\n\ndef build(**kwargs):\n"
+        "    print('python print from the factory')\n"
+        "    import os\n    os.write(1, b'raw write to fd 1\\n')\n"
+        "    return sample_models.mlp.build(**kwargs)\n"
+    )
+    proc = _landscape(
+        "spectrum", "--model", "chatty.py:build", "--data", "sample:blobs", *FAST, "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["command"] == "spectrum"
+    assert "python print from the factory" in proc.stderr
+    assert "raw write to fd 1" in proc.stderr
 
 
 def test_user_code_is_imported_only_when_named(tmp_path, monkeypatch):
