@@ -7,7 +7,7 @@ Run from the repository root::
     python benchmarks/compile.py --points 21  # 441 grid points
 
 For each workload (:mod:`workloads`: ``mlp-784`` and ``cnn3-cifar`` at their seeded
-initialisation), the same :class:`~landscape_cli.objective.Objective` is built twice, eager and
+initialisation), the same :class:`~landscape_cli.problem.objective.Objective` is built twice, eager and
 with ``compile=True``, and timed on
 
 * ``analyze_surface`` (2-D, random filter-normalised directions): forward passes only; the
@@ -39,11 +39,11 @@ def measure(name: str, points: int, compile: bool) -> dict[str, float]:
     import torch
     from workloads import SYNTHETIC, build_synthetic
 
-    from landscape_cli.config import SurfaceSettings
-    from landscape_cli.data import tensor_batches
-    from landscape_cli.loading import SplitLoss
-    from landscape_cli.objective import Objective
-    from landscape_cli.surface import analyze_surface
+    from landscape_cli.analyses.surface import analyze_surface
+    from landscape_cli.problem.data import tensor_batches
+    from landscape_cli.problem.losses import SplitLoss
+    from landscape_cli.problem.objective import Objective
+    from landscape_cli.settings import SurfaceSettings
 
     model, x, y = build_synthetic(name)
     spec = SYNTHETIC[name]

@@ -18,16 +18,18 @@ from pathlib import Path
 
 import torch
 
+from landscape_cli.operators.hessian import HessianOperator
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workloads import build_synthetic  # noqa: E402
 
-from landscape_cli.curvature import GGNOperator  # noqa: E402
-from landscape_cli.data import tensor_batches  # noqa: E402
-from landscape_cli.loading import SplitLoss  # noqa: E402
-from landscape_cli.objective import Objective  # noqa: E402
+from landscape_cli.operators.ggn import GGNOperator  # noqa: E402
+from landscape_cli.problem.data import tensor_batches  # noqa: E402
+from landscape_cli.problem.losses import SplitLoss  # noqa: E402
+from landscape_cli.problem.objective import Objective  # noqa: E402
 
 
 def seconds_per_product(op: object, v: torch.Tensor, repeats: int = 5) -> float:
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         batches = tensor_batches((x, y), 256, None, name)
         obj = Objective(model.eval(), split, batches, hvp_mode="cached")
         v = torch.randn(obj.num_parameters, generator=torch.Generator().manual_seed(0))
-        hessian = seconds_per_product(obj.operator(), v)
+        hessian = seconds_per_product(HessianOperator(obj), v)
         fresh = seconds_per_product(GGNOperator(obj, split, cache=False), v)
         cached = seconds_per_product(GGNOperator(obj, split, cache=True), v)
         print(

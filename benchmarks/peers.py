@@ -68,6 +68,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from landscape_cli.operators.hessian import HessianOperator
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
@@ -146,7 +148,7 @@ def load_workload(w: dict[str, Any], dtype: Any) -> tuple[Any, Any, Any]:
     """``(model, x, y)`` from the files the parent wrote (eval mode, ``dtype``)."""
     import torch
 
-    from landscape_cli.loading import apply_state_dict, build_model, load_checkpoint
+    from landscape_cli.problem.loading import apply_state_dict, build_model, load_checkpoint
 
     model = build_model(w["model"], w.get("model_kwargs"))
     apply_state_dict(model, load_checkpoint(w["checkpoint"]).state_dict, w["checkpoint"])
@@ -158,7 +160,8 @@ def load_workload(w: dict[str, Any], dtype: Any) -> tuple[Any, Any, Any]:
 
 def landscape_objective(w: dict[str, Any], dtype_name: str = "float32", **extra: Any) -> Any:
     """The objective exactly as the CLI builds it (``resolve_run_config`` + ``build_objective``)."""
-    from landscape_cli.loading import build_objective, resolve_run_config
+    from landscape_cli.io.config import resolve_run_config
+    from landscape_cli.problem.loading import build_objective
 
     flags = {
         "checkpoint": w["checkpoint"],
@@ -233,7 +236,7 @@ class Tool:
         t0 = time.perf_counter()
         if name == "landscape":
             self.obj = landscape_objective(w)
-            self.op = CountingOperator(self.obj.operator(), rec)
+            self.op = CountingOperator(HessianOperator(self.obj), rec)
             self.n = self.obj.num_parameters
         else:
             model, x, y = load_workload(w, torch.float32)
@@ -316,13 +319,13 @@ def task_reference(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     trace (piecewise-linear networks, see the module docstring), or the dense spectrum."""
     import torch
 
-    from landscape_cli.lanczos import lanczos
+    from landscape_cli.estimators.lanczos import lanczos
 
     obj = landscape_objective(w, "float64", hvp_mode="cached")
-    H = obj.operator()
+    H = HessianOperator(obj)
     out: dict[str, Any] = {"n": obj.num_parameters}
     if w.get("exact"):
-        from landscape_cli.exact import exact_spectrum
+        from landscape_cli.estimators.exact import exact_spectrum
 
         eig = exact_spectrum(H).eigenvalues
         out["eigenvalues"] = [float(e) for e in eig]
@@ -435,8 +438,8 @@ def task_lmax(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     tool = Tool(tool_name, w, rec)
     out: dict[str, Any] = {"setup_s": tool.setup_s, "setup_hvps": tool.setup_hvps}
     if tool_name == "landscape":
-        from landscape_cli.lanczos import DEFAULT_MIN_ITER, lanczos
-        from landscape_cli.seeding import derive_seed
+        from landscape_cli.estimators.lanczos import DEFAULT_MIN_ITER, lanczos
+        from landscape_cli.problem.seeding import derive_seed
 
         res = lanczos(tool.op, seed=derive_seed(0, "lanczos"), top_k=1)
         out.update(default_setting=f"lanczos(top_k=1), tol=1e-4, min_iter={DEFAULT_MIN_ITER}")
@@ -543,9 +546,9 @@ def task_top5(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     tool = Tool(tool_name, w, rec)
     out: dict[str, Any] = {"setup_s": tool.setup_s, "setup_hvps": tool.setup_hvps}
     if tool_name == "landscape":
-        from landscape_cli.config import SpectrumSettings
-        from landscape_cli.lanczos import lanczos
-        from landscape_cli.seeding import derive_seed
+        from landscape_cli.estimators.lanczos import lanczos
+        from landscape_cli.problem.seeding import derive_seed
+        from landscape_cli.settings import SpectrumSettings
 
         s = SpectrumSettings()
         res = lanczos(
@@ -598,9 +601,9 @@ def task_trace(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         rec.reset()
         t0 = time.perf_counter()
         if tool_name == "landscape" and args.get("landscape_trace") == "auto":
-            from landscape_cli.config import SpectrumSettings
-            from landscape_cli.ggn_trace import curvature_trace
-            from landscape_cli.seeding import derive_seed
+            from landscape_cli.analyses.curvature_trace import curvature_trace
+            from landscape_cli.problem.seeding import derive_seed
+            from landscape_cli.settings import SpectrumSettings
 
             defaults = SpectrumSettings()
             budget = defaults.trace_matvecs
@@ -612,8 +615,8 @@ def task_trace(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
                 f" ({fallback})" if fallback else ""
             )
         elif tool_name == "landscape":
-            from landscape_cli.seeding import derive_seed
-            from landscape_cli.trace import hutchpp_trace
+            from landscape_cli.estimators.trace import hutchpp_trace
+            from landscape_cli.problem.seeding import derive_seed
 
             est = hutchpp_trace(tool.op, m, seed=derive_seed(seed, "trace")).estimate
             out["setting"] = f"hutchpp_trace({m}) (block_size 16)"
@@ -655,7 +658,7 @@ def task_density(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     import torch
     from scipy.stats import wasserstein_distance
 
-    from landscape_cli.density import wasserstein1
+    from landscape_cli.estimators.density import wasserstein1
 
     tool_name, eig = args["tool"], np.asarray(args["eigenvalues"])
     rec = Recorder()
@@ -663,9 +666,9 @@ def task_density(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"setup_s": tool.setup_s, "setup_hvps": tool.setup_hvps}
     nodes = weights = grid = values = None
     if tool_name == "landscape":
-        from landscape_cli.config import SpectrumSettings
-        from landscape_cli.density import slq_density
-        from landscape_cli.seeding import derive_seed
+        from landscape_cli.estimators.density import slq_density
+        from landscape_cli.problem.seeding import derive_seed
+        from landscape_cli.settings import SpectrumSettings
 
         s = SpectrumSettings()
         slq = slq_density(
@@ -851,7 +854,7 @@ def prepare(tmp: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     import torch
     from workloads import SYNTHETIC, build_synthetic
 
-    import sample_models
+    from landscape_cli import sample_models
 
     out: dict[str, dict[str, Any]] = {}
     for name in args.workloads:

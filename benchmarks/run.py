@@ -10,7 +10,7 @@ a gradient of the mean loss over all samples (one forward + ``torch.autograd.gra
 ``create_graph``) and of one HVP ``H v`` by three mechanisms (Pearlmutter 1994,
 ``H v = ∇(∇L · v)``):
 
-* ``cached``: :class:`~landscape_cli.objective.Objective` with ``hvp_mode="cached"``; one backward
+* ``cached``: :class:`~landscape_cli.problem.objective.Objective` with ``hvp_mode="cached"``; one backward
   pass through the retained ``create_graph=True`` gradient graph;
 * ``streaming``: ``hvp_mode="streaming"``; every HVP rebuilds each batch's gradient graph
   (a fresh double backward), memory of one batch;
@@ -54,11 +54,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, jvp, vmap
 
-from landscape_cli.data import tensor_batches
-from landscape_cli.exact import exact_spectrum
-from landscape_cli.lanczos import lanczos
-from landscape_cli.loading import build_objective, resolve_run_config
-from landscape_cli.objective import Objective
+from landscape_cli.estimators.exact import exact_spectrum
+from landscape_cli.estimators.lanczos import lanczos
+from landscape_cli.io.config import resolve_run_config
+from landscape_cli.operators.hessian import HessianOperator
+from landscape_cli.problem.data import tensor_batches
+from landscape_cli.problem.loading import build_objective
+from landscape_cli.problem.objective import Objective
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from workloads import SYNTHETIC, build_synthetic  # benchmarks/ is not a package
@@ -89,7 +91,7 @@ class Workload:
 
 def sample_workload(name: str, device: str, exact: bool = True) -> Workload:
     """A bundled sample (``sample:mlp``, ``sample:cnn``) through the library's own loading path."""
-    import sample_models
+    from landscape_cli import sample_models
 
     x, _ = sample_models.load_dataset(sample_models.get_sample(name).data or "")
 
@@ -559,7 +561,7 @@ def benchmark_lanczos(work: Workload, args: argparse.Namespace) -> LanczosRow:
     """Part 2 for one workload (see the module docstring)."""
     t0 = time.perf_counter()
     obj = work.build("cached", torch.float64)
-    H = obj.operator()
+    H = HessianOperator(obj)
     n = obj.num_parameters
     recorder = RecordingOperator(H)
     long = lanczos(recorder, seed=args.seed, max_iter=args.long_iter, tol=1e-10, top_k=1)

@@ -7,19 +7,19 @@ Run from the repository root::
 
 Two model families, each swept twice:
 
-* ``mlp``: the bundled tanh MLP shape (:func:`sample_models.mlp.build`), 64 -> h -> h -> 10, on
+* ``mlp``: the bundled tanh MLP shape (:func:`landscape_cli.sample_models.mlp.build`), 64 -> h -> h -> 10, on
   seeded Gaussian inputs with uniform labels (``benchmarks/run.py``'s synthetic workload, batches
   of 256), parameters ~10k -> 1M by the width ``h``;
-* ``transformer``: the bundled transformer sample (:mod:`sample_models.transformer`) scaled in
+* ``transformer``: the bundled transformer sample (:mod:`landscape_cli.sample_models.transformer`) scaled in
   width: ``d_model`` with 2 layers and 4 heads for the parameter sweep, the bundled 2252-parameter
-  sample itself for the sample sweep, on :func:`sample_models.data.tokens` sequences of 12 tokens
+  sample itself for the sample sweep, on :func:`landscape_cli.sample_models.data.tokens` sequences of 12 tokens
   (a *sample* is one sequence, 12 next-token predictions), batches of 256 sequences.
 
 *Parameter sweep*: 5 log-spaced sizes at fixed samples; *sample sweep*: 512 -> 51 200 samples at
 a fixed model. Each configuration runs in a fresh subprocess (so peak memory is its own), float32,
 ``--threads`` intra-op threads (default 1, for stable numbers on a shared machine):
 
-1. *streaming*: :class:`~landscape_cli.objective.Objective` with ``hvp_mode="streaming"`` (every
+1. *streaming*: :class:`~landscape_cli.problem.objective.Objective` with ``hvp_mode="streaming"`` (every
    HVP rebuilds each batch's gradient graph, Pearlmutter 1994); interleaved rounds of one
    gradient (``benchmarks/run.py``'s ``gradient_fn``: forward + ``autograd.grad`` per batch) and
    one HVP; the median of each.
@@ -98,8 +98,8 @@ from benchmarks.run import (  # noqa: E402
     time_rounds,
     wait_for_idle,
 )
-from landscape_cli.data import tensor_batches  # noqa: E402
-from landscape_cli.objective import Objective  # noqa: E402
+from landscape_cli.problem.data import tensor_batches  # noqa: E402
+from landscape_cli.problem.objective import Objective  # noqa: E402
 
 TORCH_RSS = _status("VmRSS")  # after importing torch and the library: the baseline of the tables
 
@@ -127,8 +127,9 @@ def build_objective(spec: dict[str, Any], hvp_mode: str) -> Objective:
     """The objective of one configuration, float32 on CPU (seeded model and data)."""
     seed = spec["seed"]
     if spec["family"] == "mlp":
+        from landscape_cli.sample_models import mlp
+
         from benchmarks.workloads import synthetic
-        from sample_models import mlp
 
         hidden = spec["size"]
         model, x, y = synthetic(
@@ -145,7 +146,7 @@ def build_objective(spec: dict[str, Any], hvp_mode: str) -> Objective:
             dtype=torch.float32,
             hvp_mode=hvp_mode,
         )
-    from sample_models import data, transformer
+    from landscape_cli.sample_models import data, transformer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

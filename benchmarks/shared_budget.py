@@ -8,22 +8,22 @@ Run from the repository root (not a test)::
     python benchmarks/shared_budget.py --samples planted-3000   # a planted 3000 x 3000 spectrum
 
 For each bundled sample (float64) the exact spectrum comes from the dense Hessian
-(:func:`~landscape_cli.exact.exact_spectrum`, ``n`` HVPs, ``eigvalsh``). For each seed:
+(:func:`~landscape_cli.estimators.exact.exact_spectrum`, ``n`` HVPs, ``eigvalsh``). For each seed:
 
 * the extremes' Lanczos run exactly as ``landscape spectrum`` makes it (top-5, bottom-1,
-  ``tol``, ``max_iter`` and seed from :class:`~landscape_cli.config.SpectrumSettings`);
+  ``tol``, ``max_iter`` and seed from :class:`~landscape_cli.settings.SpectrumSettings`);
 * **trace**: landscape's default (``trace_matvecs`` HVPs of Hutchinson, ``trace_method="auto"``,
-  on the remainder after deflating the Lanczos basis, :func:`~landscape_cli.trace.deflated_trace`)
+  on the remainder after deflating the Lanczos basis, :func:`~landscape_cli.estimators.trace.deflated_trace`)
   against PyHessian's
   ``trace(maxIter=100)``: plain Hutchinson with 100 Rademacher probes
-  (:func:`~landscape_cli.trace.hutchinson_trace`); relative error to ``sum(eigenvalues)``;
+  (:func:`~landscape_cli.estimators.trace.hutchinson_trace`); relative error to ``sum(eigenvalues)``;
 * **density**: landscape's default (the extremes' run counted as one SLQ run plus ``slq_runs``
-  runs of ``slq_steps`` steps, :func:`~landscape_cli.density.slq_density` with
+  runs of ``slq_steps`` steps, :func:`~landscape_cli.estimators.density.slq_density` with
   ``lanczos_runs``) against PyHessian's ``density(iter=100, n_v=1)``: one SLQ run of 100 steps
   from a Rademacher probe, with full reorthogonalisation (``slq_density(runs=1, steps=100)``).
   Wasserstein-1 distance to the exact spectrum of the quadrature measure (``w1 nodes``: the
   nodes with weights ``tau^2 / runs``) and of the broadened density at the default sigma on the
-  default grid (``w1 density``, :func:`~landscape_cli.density.wasserstein1`), both divided by
+  default grid (``w1 density``, :func:`~landscape_cli.estimators.density.wasserstein1`), both divided by
   the spectral width ``lambda_max - lambda_min``.
 
 The references draw their probes from streams of their own, so they are independent of
@@ -41,19 +41,21 @@ import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
 
-from landscape_cli.config import SpectrumSettings
-from landscape_cli.density import (
+from landscape_cli.estimators.density import (
     DEFAULT_RUNS,
     DEFAULT_STEPS,
     SLQResult,
     slq_density,
     wasserstein1,
 )
-from landscape_cli.exact import exact_spectrum
-from landscape_cli.lanczos import LanczosResult, lanczos
-from landscape_cli.loading import build_objective, resolve_run_config
-from landscape_cli.seeding import derive_seed
-from landscape_cli.trace import choose_method, deflated_trace, hutchinson_trace
+from landscape_cli.estimators.exact import exact_spectrum
+from landscape_cli.estimators.lanczos import LanczosResult, lanczos
+from landscape_cli.estimators.trace import choose_method, deflated_trace, hutchinson_trace
+from landscape_cli.io.config import resolve_run_config
+from landscape_cli.operators.hessian import HessianOperator
+from landscape_cli.problem.loading import build_objective
+from landscape_cli.problem.seeding import derive_seed
+from landscape_cli.settings import SpectrumSettings
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             config = resolve_run_config({"checkpoint": f"sample:{sample}", "dtype": "float64"})
             objective = build_objective(config)
-            H = objective.operator()
+            H = HessianOperator(objective)
             eigenvalues = exact_spectrum(H).eigenvalues
             n = objective.num_parameters
         exact_trace = float(eigenvalues.sum())

@@ -29,11 +29,14 @@ from pathlib import Path
 
 import torch
 
+from landscape_cli.operators.hessian import HessianOperator
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from landscape_cli.lanczos import lanczos  # noqa: E402
-from landscape_cli.loading import build_objective, resolve_run_config  # noqa: E402
+from landscape_cli.estimators.lanczos import lanczos  # noqa: E402
+from landscape_cli.io.config import resolve_run_config  # noqa: E402
+from landscape_cli.problem.loading import build_objective  # noqa: E402
 
 
 def objective_for(name: str, tmp: Path):
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in opts.workloads:
             objective = objective_for(name, Path(tmp))
-            A = objective.operator()
+            A = HessianOperator(objective)
             ref = lanczos(A, seed=123, tol=1e-12, max_iter=80, top_k=1)
             lam = float(ref.top(1)[0])
             g = objective.gradient.double()

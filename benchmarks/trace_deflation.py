@@ -25,11 +25,13 @@ import sys
 import numpy as np
 import torch
 
-from landscape_cli.exact import exact_spectrum
-from landscape_cli.lanczos import lanczos
-from landscape_cli.loading import build_objective, resolve_run_config
-from landscape_cli.seeding import derive_seed
-from landscape_cli.trace import deflated_trace, hutchpp_trace
+from landscape_cli.estimators.exact import exact_spectrum
+from landscape_cli.estimators.lanczos import lanczos
+from landscape_cli.estimators.trace import deflated_trace, hutchpp_trace
+from landscape_cli.io.config import resolve_run_config
+from landscape_cli.operators.hessian import HessianOperator
+from landscape_cli.problem.loading import build_objective
+from landscape_cli.problem.seeding import derive_seed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     for sample in opts.samples:
         config = resolve_run_config({"checkpoint": f"sample:{sample}", "dtype": "float64"}, None)
         objective = build_objective(config)
-        H = objective.operator()
+        H = HessianOperator(objective)
         exact = float(exact_spectrum(H).eigenvalues.sum())
         print(f"{sample}: exact trace {exact:.6g}", file=sys.stderr)
         runs = [

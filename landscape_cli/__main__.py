@@ -1,5 +1,5 @@
 """``python -m landscape_cli``."""
 
-from landscape_cli.cli import main
+from .cli.app import main
 
 main()

@@ -4,26 +4,26 @@
 known answers:
 
 * ``mlp``: an 8 -> 32 -> 32 -> 4 tanh MLP (1476 parameters) trained to an approximate minimum of
-  the mean cross-entropy on :func:`sample_models.data.blobs` (512 rows).
+  the mean cross-entropy on :func:`landscape_cli.sample_models.data.blobs` (512 rows).
 * ``cnn``: a two-convolution BatchNorm CNN (1484 parameters) trained on
-  :func:`sample_models.data.images` (256 images of oriented stripes).
+  :func:`landscape_cli.sample_models.data.images` (256 images of oriented stripes).
 * ``transformer``: a one-block causal decoder-only transformer (2252 parameters: token and
   positional embeddings, pre-LayerNorm attention and GELU MLP, final LayerNorm, linear head)
-  trained on :func:`sample_models.data.tokens` (256 sequences of a second-order Markov chain), with
-  the mean next-token loss :func:`sample_models.transformer.next_token_loss`.
-* analytic 2-D objectives (:mod:`sample_models.analytic`) at known critical points, whose
+  trained on :func:`landscape_cli.sample_models.data.tokens` (256 sequences of a second-order Markov chain), with
+  the mean next-token loss :func:`landscape_cli.sample_models.transformer.next_token_loss`.
+* analytic 2-D objectives (:mod:`landscape_cli.sample_models.analytic`) at known critical points, whose
   gradient and Hessian are known in closed form.
 
 Every :class:`Sample` records the specs the CLI understands (``model``, ``data``, ``loss``), so a
 sample is exactly what ``--model``, ``--data``, ``--loss`` and a checkpoint path would say. The
 matching YAML files live in ``configs/<name>.yaml`` in the repository. Importing this package
-is cheap: checkpoints are regenerated only by ``python -m sample_models.train``.
+is cheap: checkpoints are regenerated only by ``python -m landscape_cli.sample_models.train``.
 
 Example:
     >>> import sample_models
     >>> sample = sample_models.get_sample("mlp")
     >>> sample.model, sample.data, sample.loss
-    ('sample_models.mlp:build', 'sample:blobs', 'cross_entropy')
+    ('landscape_cli.sample_models.mlp:build', 'sample:blobs', 'cross_entropy')
     >>> x, y = sample_models.load_dataset("blobs")
     >>> tuple(x.shape)
     (512, 8)
@@ -39,16 +39,21 @@ from typing import Any
 
 import torch
 
-from sample_models import data as _data
+from . import analytic, cnn, mlp, transformer
+from . import data as _data
 
-__all__ = [
+__all__ = [  # the model modules too, so that `sample_models.mlp.build` resolves after one import
     "CHECKPOINT_DIR",
     "DATASETS",
     "DEFAULT_SAMPLE",
     "SAMPLES",
     "Sample",
+    "analytic",
+    "cnn",
     "get_sample",
     "load_dataset",
+    "mlp",
+    "transformer",
 ]
 
 CHECKPOINT_DIR: Path = Path(__file__).resolve().parent / "checkpoints"
@@ -94,9 +99,9 @@ def _point(name: str, x: float, y: float, description: str) -> Sample:
     return Sample(
         name=name,
         description=description,
-        model="sample_models.analytic:Point",
+        model="landscape_cli.sample_models.analytic:Point",
         model_kwargs={"x": x, "y": y},
-        loss=f"sample_models.analytic:{name.split('_at_')[0]}",
+        loss=f"landscape_cli.sample_models.analytic:{name.split('_at_')[0]}",
     )
 
 
@@ -105,7 +110,7 @@ SAMPLES: dict[str, Sample] = {
         name="mlp",
         description="8-32-32-4 tanh MLP (1476 parameters) trained to an approximate minimum "
         "on 512 Gaussian-blob rows",
-        model="sample_models.mlp:build",
+        model="landscape_cli.sample_models.mlp:build",
         model_kwargs={"in_features": 8, "hidden": 32, "num_classes": 4},
         checkpoint=CHECKPOINT_DIR / "mlp.pt",
         data="sample:blobs",
@@ -114,7 +119,7 @@ SAMPLES: dict[str, Sample] = {
     "cnn": Sample(
         name="cnn",
         description="2-conv BatchNorm CNN (1484 parameters) trained on 256 3x12x12 stripe images",
-        model="sample_models.cnn:build",
+        model="landscape_cli.sample_models.cnn:build",
         model_kwargs={"num_classes": 4, "width": 8},
         checkpoint=CHECKPOINT_DIR / "cnn.pt",
         data="sample:images",
@@ -124,11 +129,11 @@ SAMPLES: dict[str, Sample] = {
         name="transformer",
         description="1-block causal transformer (2252 parameters) trained on 256 sequences of "
         "12 tokens from a second-order Markov chain; next-token loss",
-        model="sample_models.transformer:build",
+        model="landscape_cli.sample_models.transformer:build",
         model_kwargs={"vocab": 8, "d_model": 12, "heads": 2, "layers": 1, "context": 12},
         checkpoint=CHECKPOINT_DIR / "transformer.pt",
         data="sample:tokens",
-        loss="sample_models.transformer:next_token_loss",
+        loss="landscape_cli.sample_models.transformer:next_token_loss",
     ),
     "bowl": _point("bowl", 0.0, 0.0, "x^2 + y^2 at its minimum (0, 0); Hessian diag(2, 2)"),
     "neg_bowl": _point(

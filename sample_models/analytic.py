@@ -75,7 +75,7 @@ def _xy(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(w, torch.Tensor) or w.shape != (2,):
         raise TypeError(
             "analytic objectives need a model with a parameter `w` of shape (2,), "
-            f"e.g. sample_models.analytic:Point; got {type(model).__name__}"
+            f"e.g. landscape_cli.sample_models.analytic:Point; got {type(model).__name__}"
         )
     return w[0], w[1]
 

@@ -1,8 +1,8 @@
 """A short, deterministic training run of the sample MLP, saved as a series of checkpoints.
 
-    python -m sample_models.run OUT_DIR [--checkpoints 5]
+    python -m landscape_cli.sample_models.run OUT_DIR [--checkpoints 5]
 
-Full-batch SGD with momentum (lr 0.05) on :func:`sample_models.data.blobs` from the MLP's seeded
+Full-batch SGD with momentum (lr 0.05) on :func:`landscape_cli.sample_models.data.blobs` from the MLP's seeded
 initialisation; every ``steps_per_checkpoint`` steps a nested training checkpoint
 ``{"model", "optimizer", "step"}`` is written as ``mlp_step_<step>.pt``. Generated on demand (a
 second or two) rather than shipped: ``landscape track`` and its tests use it.
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sample_models import data, mlp
+from . import data, mlp
 
 
 def training_run(

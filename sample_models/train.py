@@ -1,9 +1,9 @@
-"""Regenerate the bundled checkpoints, deterministically: ``python -m sample_models.train [--out DIR]``.
+"""Regenerate the bundled checkpoints, deterministically: ``python -m landscape_cli.sample_models.train [--out DIR]``.
 
 Writes four files (default directory: ``sample_models/checkpoints`` inside the package):
 
 ``mlp.pt``
-    ``state_dict`` of :func:`sample_models.mlp.build` trained on :func:`sample_models.data.blobs`
+    ``state_dict`` of :func:`landscape_cli.sample_models.mlp.build` trained on :func:`landscape_cli.sample_models.data.blobs`
     to an approximate minimum of the full-data mean cross-entropy: full-batch Adam, then
     full-batch L-BFGS with a strong-Wolfe line search (Nocedal & Wright 2006, alg. 7.5) in float64,
     rounded to float32. The float32 gradient norm ends near 1e-5.
@@ -13,13 +13,13 @@ Writes four files (default directory: ``sample_models/checkpoints`` inside the p
     momentum=0.9)`` whose momentum buffers hold the full-data gradient at those weights (what
     ``SGD.step`` stores on its first step), and ``epoch`` = the number of full-batch updates made.
 ``cnn.pt``
-    ``state_dict`` of :func:`sample_models.cnn.build` trained in train mode with minibatch Adam in a
-    seeded order on :func:`sample_models.data.images`; the BatchNorm running statistics are then
+    ``state_dict`` of :func:`landscape_cli.sample_models.cnn.build` trained in train mode with minibatch Adam in a
+    seeded order on :func:`landscape_cli.sample_models.data.images`; the BatchNorm running statistics are then
     recomputed exactly as the mean and unbiased variance over the whole dataset.
 ``transformer.pt``
-    ``state_dict`` of :func:`sample_models.transformer.build` trained with full-batch Adam on the
-    mean next-token cross-entropy (:func:`sample_models.transformer.next_token_loss`) of
-    :func:`sample_models.data.tokens`, stopped early (``TRANSFORMER_STEPS``) before it memorises
+    ``state_dict`` of :func:`landscape_cli.sample_models.transformer.build` trained with full-batch Adam on the
+    mean next-token cross-entropy (:func:`landscape_cli.sample_models.transformer.next_token_loss`) of
+    :func:`landscape_cli.sample_models.data.tokens`, stopped early (``TRANSFORMER_STEPS``) before it memorises
     the chain's noise: a trained network, not a critical point.
 
 Determinism: a fixed seed for every initialisation and shuffle, ``torch.use_deterministic_algorithms``
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sample_models import cnn, data, mlp, transformer
+from . import cnn, data, mlp, transformer
 
 __all__ = ["DEFAULT_OUT", "main", "train_all", "train_cnn", "train_mlp", "train_transformer"]
 
@@ -103,7 +103,7 @@ def train_mlp() -> tuple[nn.Module, dict[str, Any]]:
     Phase 1, ``MLP_ADAM_STEPS`` full-batch Adam steps (Kingma & Ba 2015) in float32, finds the
     basin; phase 2, rounds of full-batch L-BFGS in float64, polishes the gradient, which float32
     arithmetic alone cannot push much below 1e-4. The loss cannot reach zero: ``blobs`` repeats
-    each input with two labels that sometimes disagree (see :func:`sample_models.data.blobs`).
+    each input with two labels that sometimes disagree (see :func:`landscape_cli.sample_models.data.blobs`).
     """
     x, y = data.blobs()
     torch.manual_seed(MLP_SEED)
@@ -221,7 +221,7 @@ def train_transformer() -> tuple[nn.Module, dict[str, Any]]:
 
     ``TRANSFORMER_STEPS`` full-batch Adam steps (Kingma & Ba 2015) on the mean next-token
     cross-entropy over all 256 x 12 positions. The best possible loss is the chain's entropy
-    rate (about 0.35 nats, :func:`sample_models.data.tokens`); 256 sequences are few enough that
+    rate (about 0.35 nats, :func:`landscape_cli.sample_models.data.tokens`); 256 sequences are few enough that
     longer training memorises their noise (training loss below that floor, held-out loss rising),
     so training stops early. ``accuracy`` is the next-token accuracy over all positions.
     """
@@ -273,7 +273,7 @@ def train_all(out_dir: Path | str = DEFAULT_OUT) -> dict[str, dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; prints one summary line per model."""
     parser = argparse.ArgumentParser(
-        prog="python -m sample_models.train", description=__doc__.splitlines()[0]
+        prog="python -m landscape_cli.sample_models.train", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})"

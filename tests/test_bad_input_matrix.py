@@ -41,13 +41,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import sample_models
+from landscape_cli import sample_models
 from landscape_cli.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = Path(sample_models.get_sample("mlp").checkpoint)
 CNN = Path(sample_models.get_sample("cnn").checkpoint)
-MLP = ["--model", "sample_models.mlp:build", "--data", "sample:blobs"]
+MLP = ["--model", "landscape_cli.sample_models.mlp:build", "--data", "sample:blobs"]
 # Cheap analysis settings: a case that wrongly succeeded would still finish in about a second.
 FAST = ["--no-density", "--no-trace", "--max-iter", "20"]
 LINE = re.compile(r"^landscape: error: ")
@@ -374,9 +374,9 @@ CASES = [
     ),
     Case(
         "model-no-callable-part",
-        on_model(lambda t: "sample_models.mlp"),
+        on_model(lambda t: "landscape_cli.sample_models.mlp"),
         2,
-        r"model 'sample_models\.mlp': expected package\.module:callable",
+        r"model 'landscape_cli\.sample_models\.mlp': expected package\.module:callable",
     ),
     Case(
         "model-unknown-module",
@@ -386,7 +386,7 @@ CASES = [
     ),
     Case(
         "model-unknown-attribute",
-        on_model(lambda t: "sample_models.mlp:nope"),
+        on_model(lambda t: "landscape_cli.sample_models.mlp:nope"),
         2,
         r"sample_models\.mlp has no attribute 'nope'",
     ),
@@ -422,11 +422,11 @@ CASES = [
             text(
                 t,
                 "k.yaml",
-                "model: {spec: sample_models.mlp:build, kwargs: {widht: 3}}\ndata: sample:blobs\n",
+                "model: {spec: landscape_cli.sample_models.mlp:build, kwargs: {widht: 3}}\ndata: sample:blobs\n",
             ),
         ),
         2,
-        r"model 'sample_models\.mlp:build': bad keyword arguments: .*widht",
+        r"model 'landscape_cli\.sample_models\.mlp:build': bad keyword arguments: .*widht",
     ),
     Case(
         "model-nan-init",
@@ -585,9 +585,9 @@ CASES = [
     ),
     Case(
         "loss-unknown-attribute",
-        on_loss(lambda t: "sample_models.analytic:not_a_loss"),
+        on_loss(lambda t: "landscape_cli.sample_models.analytic:not_a_loss"),
         2,
-        r"loss 'sample_models\.analytic:not_a_loss'.*has no attribute 'not_a_loss'",
+        r"loss 'landscape_cli\.sample_models\.analytic:not_a_loss'.*has no attribute 'not_a_loss'",
     ),
     Case(
         "loss-not-callable",
@@ -627,7 +627,7 @@ CASES = [
     ),
     Case(
         "loss-needs-data",
-        lambda t: spectrum(t, "--model", "sample_models.mlp:build"),
+        lambda t: spectrum(t, "--model", "landscape_cli.sample_models.mlp:build"),
         2,
         r"loss 'cross_entropy' needs data; give --data",
     ),

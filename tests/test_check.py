@@ -10,14 +10,14 @@ import xml.etree.ElementTree as ET
 import pytest
 from typer.testing import CliRunner
 
-import sample_models
-from landscape_cli.checks import Check, evaluate, parse_flag
+from landscape_cli import sample_models
+from landscape_cli.analyses.check import Check, evaluate, parse_flag
 from landscape_cli.cli import app
 from landscape_cli.errors import InputError
 
 runner = CliRunner()
 TRAINING = str(sample_models.CHECKPOINT_DIR / "mlp_training.pt")
-MLP = ["--model", "sample_models.mlp:build", "--data", "sample:blobs"]
+MLP = ["--model", "landscape_cli.sample_models.mlp:build", "--data", "sample:blobs"]
 
 
 def run_check(*args: str, cwd=None):
@@ -111,12 +111,12 @@ def test_checks_from_stdin():
 
 def test_classification_check_reuses_the_spectrum_lanczos_run(monkeypatch):
     """classify borrows the spectrum's Ritz vectors: its own Lanczos must not run."""
-    import landscape_cli.critical
+    import landscape_cli.analyses.classify
 
     def forbidden(*args, **kwargs):
         raise AssertionError("classify ran a second Lanczos")
 
-    monkeypatch.setattr(landscape_cli.critical, "lanczos", forbidden)
+    monkeypatch.setattr(landscape_cli.analyses.classify, "lanczos", forbidden)
     result = runner.invoke(
         app, ["check", "--max", "lambda_max=50", "--max", "negative_fraction=0.01", "--json"]
     )
@@ -131,7 +131,7 @@ def test_classify_extremes_win_over_the_spectrum_s_in_the_metrics():
 
     import numpy as np
 
-    from landscape_cli.checks import metrics_from_results
+    from landscape_cli.analyses.check import metrics_from_results
 
     info = SimpleNamespace(loss=1.0, grad_norm=0.0)
     lanczos = SimpleNamespace(

@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import sample_models
+from landscape_cli import sample_models
 from landscape_cli.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,14 +137,14 @@ def make_bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:
     torch.save({"x": torch.zeros(10, 7), "y": torch.zeros(10, dtype=torch.long)}, wrong_x)
     typo = tmp_path / "typo.yaml"
     typo.write_text("batchsize: 3\n")
-    mlp = ["--model", "sample_models.mlp:build", "--data", "sample:blobs"]
+    mlp = ["--model", "landscape_cli.sample_models.mlp:build", "--data", "sample:blobs"]
     return {
         "missing file": ([str(tmp_path / "nope.pt"), *mlp], 2, "file not found"),
         "text file named .pt": ([str(text), *mlp], 2, "not a PyTorch checkpoint"),
         "truncated checkpoint": ([str(cut), *mlp], 2, "truncated or corrupt"),
         "other architecture": ([str(other), *mlp], 2, "missing keys '0.bias'"),
         "data shape": (
-            [str(good), "--model", "sample_models.mlp:build", "--data", str(wrong_x)],
+            [str(good), "--model", "landscape_cli.sample_models.mlp:build", "--data", str(wrong_x)],
             2,
             "does not fit the model",
         ),

@@ -15,16 +15,17 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from landscape_cli.analyses.classify import escape_probe
+from landscape_cli.analyses.sharpness import measure_sharpness
+from landscape_cli.analyses.surface import evaluate_points
 from landscape_cli.cli import app
-from landscape_cli.config import ClassifySettings, SharpnessSettings
-from landscape_cli.critical import escape_probe
-from landscape_cli.data import tensor_batches
-from landscape_cli.determinism import check_determinism
 from landscape_cli.errors import InputError
-from landscape_cli.loading import SplitLoss
-from landscape_cli.objective import Objective
-from landscape_cli.sharpness import measure_sharpness
-from landscape_cli.surface import evaluate_points
+from landscape_cli.operators.hessian import HessianOperator
+from landscape_cli.problem.data import tensor_batches
+from landscape_cli.problem.determinism import check_determinism
+from landscape_cli.problem.losses import SplitLoss
+from landscape_cli.problem.objective import Objective
+from landscape_cli.settings import ClassifySettings, SharpnessSettings
 
 F64 = torch.float64
 
@@ -54,7 +55,9 @@ def test_compiled_loss_and_gradient_equal_eager_and_products_stay_eager():
     assert lb == pytest.approx(la, rel=1e-10)
     assert torch.allclose(gb, ga, rtol=1e-10, atol=1e-14)
     v = torch.cos(torch.arange(eager.num_parameters, dtype=F64))
-    assert torch.equal(compiled.operator() @ v, eager.operator() @ v)  # the same eager path
+    assert torch.equal(
+        HessianOperator(compiled) @ v, HessianOperator(eager) @ v
+    )  # the same eager path
     assert make(False).compile_mode == "off"
 
 
@@ -101,7 +104,7 @@ def test_train_mode_dropout_compiled_draws_the_eager_masks():
     assert compiled.loss(delta) == pytest.approx(eager.loss(delta), rel=1e-10)
     assert compiled.loss_and_gradient(delta)[0] == pytest.approx(eager.loss(delta), rel=1e-10)
     assert compiled.compile_mode == "on"
-    assert check_determinism(compiled, compiled.operator()) == 2
+    assert check_determinism(compiled, HessianOperator(compiled)) == 2
 
 
 def test_base_loss_is_evaluated_on_the_compiled_path():

@@ -7,14 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from landscape_cli.config import (
-    COMMON,
-    SECTIONS,
-    SpectrumSettings,
-    read_config_file,
-    resolve_config,
-)
 from landscape_cli.errors import InputError
+from landscape_cli.io.config import read_config_file, resolve_config
+from landscape_cli.settings import COMMON, SECTIONS, SpectrumSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +22,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_layers_flags_over_file_over_sample_over_defaults(tmp_path):
     path = write(tmp_path, "batch_size: 64\nloss: mse\nspectrum:\n  top_k: 3\n  tol: 1.0e-6\n")
-    sample = {"model": "sample_models.mlp:build", "loss": "cross_entropy", "data": "sample:blobs"}
+    sample = {
+        "model": "landscape_cli.sample_models.mlp:build",
+        "loss": "cross_entropy",
+        "data": "sample:blobs",
+    }
     cfg = resolve_config({"batch_size": 8, "spectrum.top_k": None}, path, sample, "mlp")
     assert cfg.batch_size == 8 and cfg.sources["batch_size"] == "flag"
     assert cfg.loss == "mse" and cfg.sources["loss"].startswith("config:")
@@ -86,10 +85,12 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     assert values["model"] == f"{sub / 'net.py'}:build"
     assert values["model_kwargs"] == {"h": 3}
     other = sub / "d.yaml"
-    other.write_text("model: sample_models.mlp:build\ndata: sample:blobs\ncheckpoint: sample:mlp\n")
+    other.write_text(
+        "model: landscape_cli.sample_models.mlp:build\ndata: sample:blobs\ncheckpoint: sample:mlp\n"
+    )
     values = read_config_file(other)
     assert values == {
-        "model": "sample_models.mlp:build",
+        "model": "landscape_cli.sample_models.mlp:build",
         "data": "sample:blobs",
         "checkpoint": "sample:mlp",
     }
@@ -128,7 +129,7 @@ def test_every_bundled_config_is_valid():
 
 def test_settings_dataclass_defaults_equal_option_defaults():
     """The option tables and the typed settings dataclasses must not drift apart."""
-    from landscape_cli.config import RunConfig
+    from landscape_cli.settings import RunConfig
 
     config = RunConfig()
     for key, option in COMMON.items():
@@ -145,7 +146,7 @@ def test_library_slq_defaults_are_the_size_of_the_spectrum_density():
     # its own slq_runs runs of slq_steps steps plus the shared extremes' Lanczos run.
     import inspect
 
-    from landscape_cli.density import slq_density
+    from landscape_cli.estimators.density import slq_density
 
     params = inspect.signature(slq_density).parameters
     s = SpectrumSettings()

@@ -16,13 +16,14 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from landscape_cli.cg import conjugate_gradient
+from landscape_cli.analyses.classify import classify_point, decide
 from landscape_cli.cli import app
-from landscape_cli.config import ClassifySettings
-from landscape_cli.critical import classify_point, decide
-from landscape_cli.data import no_data
-from landscape_cli.loading import build_objective, resolve_run_config
-from landscape_cli.objective import Objective
+from landscape_cli.estimators.cg import conjugate_gradient
+from landscape_cli.io.config import resolve_run_config
+from landscape_cli.problem.data import no_data
+from landscape_cli.problem.loading import build_objective
+from landscape_cli.problem.objective import Objective
+from landscape_cli.settings import ClassifySettings
 
 
 def classify_sample(name: str, **kwargs):
@@ -57,9 +58,9 @@ def test_bowl_off_the_minimum_is_not_critical():
     objective = build_objective(
         resolve_run_config(
             {
-                "model": "sample_models.analytic:Point",
+                "model": "landscape_cli.sample_models.analytic:Point",
                 "model_kwargs": {"x": 1.0, "y": 1.0},
-                "loss": "sample_models.analytic:bowl",
+                "loss": "landscape_cli.sample_models.analytic:bowl",
                 "dtype": "float64",
             }
         )
@@ -127,7 +128,11 @@ def test_trained_and_untrained_networks_agree_with_exact_hessian():
     torch.manual_seed(0)
     untrained = build_objective(
         resolve_run_config(
-            {"model": "sample_models.mlp:build", "data": "sample:blobs", "dtype": "float64"}
+            {
+                "model": "landscape_cli.sample_models.mlp:build",
+                "data": "sample:blobs",
+                "dtype": "float64",
+            }
         )
     )
     assert classify_point(untrained).classification == "not-critical"

@@ -25,15 +25,23 @@ from torch import nn
 from torch.func import functional_call, jacrev
 from typer.testing import CliRunner
 
-from landscape_cli.blocks import BlockOperator, block_indices, layer_groups, select_parameters
+from landscape_cli.analyses.spectrum import analyze_spectrum
 from landscape_cli.cli import app
-from landscape_cli.config import SpectrumSettings
-from landscape_cli.curvature import EmpiricalFisherOperator, GGNOperator, curvature_operator
-from landscape_cli.data import tensor_batches
 from landscape_cli.errors import InputError
-from landscape_cli.loading import SplitLoss
-from landscape_cli.objective import Objective
-from landscape_cli.spectrum import analyze_spectrum
+from landscape_cli.operators.blocks import (
+    BlockOperator,
+    block_indices,
+    layer_groups,
+    select_parameters,
+)
+from landscape_cli.operators.curvature import curvature_operator
+from landscape_cli.operators.empirical_fisher import EmpiricalFisherOperator
+from landscape_cli.operators.ggn import GGNOperator
+from landscape_cli.operators.hessian import HessianOperator
+from landscape_cli.problem.data import tensor_batches
+from landscape_cli.problem.losses import SplitLoss
+from landscape_cli.problem.objective import Objective
+from landscape_cli.settings import SpectrumSettings
 
 N, BATCH = 23, 7  # batches of 7, 7, 7 and a short one of 2
 F64 = torch.float64
@@ -182,10 +190,10 @@ def test_first_ggn_product_does_not_import_sympy():
     (~0.3 s, once per process); the GGN's backward passes differentiate scalars instead."""
     code = (
         "import sys, torch\n"
-        "from landscape_cli.curvature import GGNOperator\n"
-        "from landscape_cli.data import tensor_batches\n"
-        "from landscape_cli.loading import SplitLoss\n"
-        "from landscape_cli.objective import Objective\n"
+        "from landscape_cli.operators.curvature import GGNOperator\n"
+        "from landscape_cli.problem.data import tensor_batches\n"
+        "from landscape_cli.problem.losses import SplitLoss\n"
+        "from landscape_cli.problem.objective import Objective\n"
         "m = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))\n"
         "x, y = torch.randn(20, 3), torch.randint(0, 3, (20,))\n"
         "for mode in ('cached', 'streaming'):\n"
@@ -220,7 +228,7 @@ def test_ggn_equals_hessian_for_mse_on_a_linear_model():
     model = nn.Linear(3, 2).double()
     x, y = data("real", 2)
     obj = objective(model, SplitLoss("mse"), x, y)
-    H = dense(obj.operator())
+    H = dense(HessianOperator(obj))
     G = dense(GGNOperator(obj, SplitLoss("mse")))
     assert torch.allclose(G, H, atol=1e-12 * H.abs().max(), rtol=0)
 
@@ -230,7 +238,7 @@ def test_ggn_and_ef_differ_from_the_hessian_away_from_linearity():
     matrices differ (the Hessian has a negative eigenvalue here, the GGN cannot)."""
     model, (x, y) = mlp(), data("classes")
     obj = objective(model, SplitLoss("cross_entropy"), x, y)
-    H, G = dense(obj.operator()), dense(curvature_operator(obj, "ggn"))
+    H, G = dense(HessianOperator(obj)), dense(curvature_operator(obj, "ggn"))
     assert float(torch.linalg.eigvalsh(H)[0]) < -1e-3
     assert (H - G).abs().max() > 1e-2 * H.abs().max()
 
@@ -374,7 +382,7 @@ def test_per_layer_and_spread_reuse_or_release_what_the_full_operator_keeps(
 
 
 def test_cli_ggn_json_records_the_curvature(tmp_path):
-    from landscape_cli.report import read_report
+    from landscape_cli.io.report_file import read_report
 
     out = tmp_path / "r.h5"
     result = CliRunner().invoke(
@@ -440,10 +448,10 @@ def test_100_samples_in_batches_of_32_weigh_the_short_batch_by_its_count():
 
 
 def test_track_with_ggn_on_a_block_matches_spectrum_per_checkpoint(tmp_path):
-    from sample_models.run import training_run
+    from landscape_cli.sample_models.run import training_run
 
     training_run(tmp_path, checkpoints=2)
-    common = ["--model", "sample_models.mlp:build", "--data", "sample:blobs", "--curvature",
+    common = ["--model", "landscape_cli.sample_models.mlp:build", "--data", "sample:blobs", "--curvature",
               "ggn", "--params", "0.*", "--json"]  # fmt: skip
     runner = CliRunner()
     tracked = runner.invoke(app, ["track", "--from-dir", str(tmp_path), *common, "--no-trace"])
@@ -465,8 +473,9 @@ def test_track_with_ggn_on_a_block_matches_spectrum_per_checkpoint(tmp_path):
 def test_config_params_accepts_a_yaml_list_or_one_string_and_report_refuses(tmp_path):
     import dataclasses
 
-    from landscape_cli.config import RunConfig, read_config_file, resolve_config
-    from landscape_cli.full_report import analyze_all
+    from landscape_cli.analyses.bundle import analyze_all
+    from landscape_cli.io.config import read_config_file, resolve_config
+    from landscape_cli.settings import RunConfig
 
     path = tmp_path / "c.yaml"
     path.write_text("spectrum:\n  curvature: ef\n  params: ['0.*', 're:bias$']\n  spread: 3\n")

@@ -13,10 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from landscape_cli.data import loader_batches, tensor_batches
 from landscape_cli.errors import InputError
-from landscape_cli.loading import SplitLoss
-from landscape_cli.objective import Objective
+from landscape_cli.operators.hessian import HessianOperator
+from landscape_cli.problem.data import loader_batches, tensor_batches
+from landscape_cli.problem.losses import SplitLoss
+from landscape_cli.problem.objective import Objective
 
 F64 = torch.float64
 
@@ -34,7 +35,7 @@ def bn_mlp() -> nn.Module:
 def loss_and_hvp(batches, mode: str = "train", model: nn.Module | None = None):
     obj = Objective(model or bn_mlp(), SplitLoss("cross_entropy"), batches, dtype=F64, mode=mode)
     v = torch.linspace(-1, 1, obj.num_parameters, dtype=F64)
-    return obj.loss_value, obj.operator() @ v
+    return obj.loss_value, HessianOperator(obj) @ v
 
 
 def test_loader_batches_follow_the_loader_batch_size_not_the_flag():

@@ -1,4 +1,4 @@
-"""Tests of landscape_cli.density: SLQ on planted spectra, broadening and the W1 distance.
+"""Tests of landscape_cli.estimators.density: SLQ on planted spectra, broadening and the W1 distance.
 
 The W1 budget of the project is 0.03 * (lambda_max - lambda_min) with the default runs, steps and
 sigma; closed-form cases (a Gaussian, a uniform density) are checked to grid accuracy (~1e-6).
@@ -14,7 +14,7 @@ import scipy.stats
 import torch
 from spectra import nn_like_matrix, planted
 
-from landscape_cli.density import (
+from landscape_cli.estimators.density import (
     DEFAULT_RUNS,
     DEFAULT_SIGMA_FRACTION,
     DEFAULT_STEPS,
@@ -27,8 +27,8 @@ from landscape_cli.density import (
     slq_density,
     wasserstein1,
 )
-from landscape_cli.lanczos import lanczos
-from landscape_cli.trace import hutchinson_trace
+from landscape_cli.estimators.lanczos import lanczos
+from landscape_cli.estimators.trace import hutchinson_trace
 
 
 def trapezoid(y: np.ndarray, x: np.ndarray) -> float:

@@ -16,14 +16,15 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from landscape_cli.analyses.spectrum import analyze_spectrum
 from landscape_cli.cli import app
-from landscape_cli.config import SpectrumSettings
-from landscape_cli.data import dataset_batches, loader_batches, tensor_batches
-from landscape_cli.determinism import check_determinism
 from landscape_cli.errors import InputError
-from landscape_cli.loading import SplitLoss
-from landscape_cli.objective import Objective
-from landscape_cli.spectrum import analyze_spectrum
+from landscape_cli.operators.hessian import HessianOperator
+from landscape_cli.problem.data import dataset_batches, loader_batches, tensor_batches
+from landscape_cli.problem.determinism import check_determinism
+from landscape_cli.problem.losses import SplitLoss
+from landscape_cli.problem.objective import Objective
+from landscape_cli.settings import SpectrumSettings
 
 F64 = torch.float64
 
@@ -90,7 +91,7 @@ def objective(model, batches, **kw):
 def test_fixed_data_passes_and_costs_two_products():
     x, y = tensors()
     obj = objective(mlp(), tensor_batches((x, y), 16, None, "t"), hvp_mode="streaming")
-    H = obj.operator()
+    H = HessianOperator(obj)
     assert check_determinism(obj, H) == 2 and H.matvecs == 2
     result = analyze_spectrum(
         obj, SpectrumSettings(top_k=1, bottom_k=0, trace=False, density=False)
@@ -110,7 +111,7 @@ def test_random_augmentation_stops_with_the_cause_and_the_fix():
     torch.manual_seed(5)
     obj = objective(mlp(), dataset_batches(Augmenting(x, y), 16, None, "aug"), hvp_mode="streaming")
     with pytest.raises(InputError, match="not reproducible") as info:
-        check_determinism(obj, obj.operator())
+        check_determinism(obj, HessianOperator(obj))
     text = str(info.value)
     assert "augmentation" in text and "--no-determinism-check" in text
 
@@ -120,7 +121,7 @@ def test_reordering_dataset_passes_in_eval_mode_and_stops_with_train_mode_batchn
     torch.manual_seed(5)
     # eval mode: the mean over all samples does not depend on their order or batching
     obj = objective(mlp(), dataset_batches(Reordering(x, y), 16, None, "r"), hvp_mode="streaming")
-    check_determinism(obj, obj.operator())
+    check_determinism(obj, HessianOperator(obj))
     # train-mode BatchNorm: batch statistics depend on which samples share a batch
     obj = objective(
         mlp(batchnorm=True),
@@ -129,7 +130,7 @@ def test_reordering_dataset_passes_in_eval_mode_and_stops_with_train_mode_batchn
         mode="train",
     )
     with pytest.raises(InputError, match="reorders its items"):
-        check_determinism(obj, obj.operator())
+        check_determinism(obj, HessianOperator(obj))
 
 
 def test_unseeded_randomness_in_the_model_stops_even_with_cached_data():
@@ -137,7 +138,7 @@ def test_unseeded_randomness_in_the_model_stops_even_with_cached_data():
     torch.manual_seed(5)
     obj = objective(MCDropout(), tensor_batches((x, y), 16, None, "t"), hvp_mode="cached")
     with pytest.raises(InputError, match="randomness in the model"):
-        check_determinism(obj, obj.operator())
+        check_determinism(obj, HessianOperator(obj))
 
 
 def test_train_mode_dropout_is_seeded_per_batch_and_passes():
@@ -147,7 +148,7 @@ def test_train_mode_dropout_is_seeded_per_batch_and_passes():
     obj = objective(
         model, tensor_batches((x, y), 16, None, "t"), hvp_mode="streaming", mode="train"
     )
-    check_determinism(obj, obj.operator())
+    check_determinism(obj, HessianOperator(obj))
 
 
 DATA_FILE = """
@@ -255,7 +256,7 @@ def test_shuffling_loader_stops_the_library_check_before_any_product():
         torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True
     )
     obj = objective(mlp(), loader_batches(loader, None, "train_loader"), hvp_mode="cached")
-    H = obj.operator()
+    H = HessianOperator(obj)
     with pytest.raises(InputError, match="different order on every pass") as info:
         check_determinism(obj, H)
     assert H.matvecs == 0 and "shuffle=False" in str(info.value)
@@ -268,4 +269,4 @@ def test_shuffling_loader_stops_the_library_check_before_any_product():
     )
     obj = objective(mlp(), loader_batches(seeded, None, "seeded"), hvp_mode="cached")
     with pytest.raises(InputError, match="different order"):
-        check_determinism(obj, obj.operator())
+        check_determinism(obj, HessianOperator(obj))

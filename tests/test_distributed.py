@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from landscape_cli.data import tensor_batches
-from landscape_cli.distributed import Failure, Ranks, all_reduce_sum
+from landscape_cli.problem.data import tensor_batches
+from landscape_cli.problem.distributed import Failure, Ranks, all_reduce_sum
 
 REL = 1e-6
 
@@ -171,7 +171,7 @@ def test_a_failure_on_one_rank_stops_every_rank_with_one_message(tmp_path):
     """A label out of range in batch 3 (which rank 1 evaluates; the loader cannot know the number
     of classes) makes both ranks stop with exit code 2, and rank 0 prints the message of rank 1,
     naming the batch; nobody waits forever in a collective."""
-    from sample_models.data import blobs  # the sample MLP's data set
+    from landscape_cli.sample_models.data import blobs  # the sample MLP's data set
 
     x, y = blobs()
     y = y.clone()

@@ -1,4 +1,4 @@
-"""The exact trace from per-sample gradient norms (:mod:`landscape_cli.ggn_trace`).
+"""The exact trace from per-sample gradient norms (:mod:`landscape_cli.operators.exact_trace`).
 
 Every case is checked against the trace of the dense matrix built column by column from the
 operators (GGN, empirical Fisher, Hessian), which are themselves tested against ``torch.func``
@@ -15,16 +15,16 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from landscape_cli.blocks import block_indices
+from landscape_cli.analyses.spectrum import analyze_spectrum
 from landscape_cli.cli import app
-from landscape_cli.config import SpectrumSettings
-from landscape_cli.curvature import curvature_operator
-from landscape_cli.data import tensor_batches
 from landscape_cli.errors import InputError
-from landscape_cli.ggn_trace import Unsupported, exact_trace, piecewise_linear_reason
-from landscape_cli.loading import SplitLoss
-from landscape_cli.objective import Objective
-from landscape_cli.spectrum import analyze_spectrum
+from landscape_cli.operators.blocks import block_indices
+from landscape_cli.operators.curvature import curvature_operator
+from landscape_cli.operators.exact_trace import Unsupported, exact_trace, piecewise_linear_reason
+from landscape_cli.problem.data import tensor_batches
+from landscape_cli.problem.losses import SplitLoss
+from landscape_cli.problem.objective import Objective
+from landscape_cli.settings import SpectrumSettings
 
 F64 = torch.float64
 N = 20
@@ -283,7 +283,7 @@ def test_auto_falls_back_with_a_note_and_per_sample_is_an_error():
 def test_exact_trace_runs_first_so_lanczos_keeps_no_basis_and_per_sample_fails_early(monkeypatch):
     """The exact trace is decided before the Lanczos run: the run keeps its m x n basis only for
     a stochastic estimate, and a per-sample request that does not apply fails before the Lanczos run."""
-    import landscape_cli.spectrum as spectrum_module
+    import landscape_cli.analyses.spectrum as spectrum_module
 
     calls = []
     real = spectrum_module.lanczos
@@ -334,7 +334,7 @@ def test_cli_per_sample_trace(tmp_path):
 
 def test_convolution_chunks_give_the_same_trace(monkeypatch):
     """Unfolded inputs are formed a few samples at a time; one sample at a time gives the same."""
-    import landscape_cli.ggn_trace as ggn_trace
+    import landscape_cli.operators.exact_trace as ggn_trace
 
     x, y, _ = inputs(2, 6, 6)
     obj = objective(relu_cnn(), x, y)

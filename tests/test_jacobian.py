@@ -25,19 +25,18 @@ from torch import nn
 from torch.func import functional_call, jacrev
 from typer.testing import CliRunner
 
-import sample_models
-import sample_models.mlp
-from landscape_cli.cli import app
-from landscape_cli.config import JacobianSettings
-from landscape_cli.data import tensor_batches
-from landscape_cli.errors import InputError
-from landscape_cli.jacobian import (
+from landscape_cli import sample_models
+from landscape_cli.analyses.jacobian import (
     JacobianGram,
     analyze_jacobian,
     jacobian_singular_values,
     summarize,
 )
-from landscape_cli.objective import Objective
+from landscape_cli.cli import app
+from landscape_cli.errors import InputError
+from landscape_cli.problem.data import tensor_batches
+from landscape_cli.problem.objective import Objective
+from landscape_cli.settings import JacobianSettings
 
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
@@ -350,8 +349,8 @@ def test_cli_out_writes_and_reads_back_the_jacobian_group(tmp_path: Path):
         assert [str(n) for n in g.attrs["layer_types"]][:2] == ["Linear", "Tanh"]
         assert g["ntk/top_eigenvalues"].shape == (5,) and "alphas" in g["ntk/lanczos"]
         assert g.attrs["hvp_count"] == 0 and g["settings"].attrs["samples"] == 3
-    from landscape_cli.plots import report_figures
-    from landscape_cli.report import read_report
+    from landscape_cli.io.report_file import read_report
+    from landscape_cli.render.plots import report_figures
 
     report = read_report(out)
     again = report.jacobian.to_dict()

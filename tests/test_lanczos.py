@@ -1,4 +1,4 @@
-"""Tests of landscape_cli.lanczos against planted spectra (exact eigenvalues known by construction).
+"""Tests of landscape_cli.estimators.lanczos against planted spectra (exact eigenvalues known by construction).
 
 Tolerances: the accuracy targets of the project are lambda_max within 1e-4 relative (the default
 tol), each of the top 5 within 1e-3 relative, lambda_min within 1e-3 * |lambda_max|. Identities
@@ -13,7 +13,7 @@ import pytest
 import torch
 from spectra import CountingOperator, nn_like_matrix, planted, random_orthogonal
 
-from landscape_cli.lanczos import LanczosResult, lanczos, tridiagonal_eigh
+from landscape_cli.estimators.lanczos import LanczosResult, lanczos, tridiagonal_eigh
 
 
 def rel_err(approx: np.ndarray, exact: np.ndarray, scale: float) -> float:

@@ -14,16 +14,10 @@ import torch
 from hostile import BANNER, PAYLOAD, torchscript_that_writes
 from torch import nn
 
-import sample_models
-import sample_models.mlp
+from landscape_cli import sample_models
 from landscape_cli.errors import InputError, NumericalError
-from landscape_cli.loading import (
-    apply_state_dict,
-    build_model,
-    load_checkpoint,
-    load_data,
-    load_loss,
-)
+from landscape_cli.problem.loading import apply_state_dict, build_model, load_checkpoint, load_data
+from landscape_cli.problem.losses import load_loss
 
 
 def mlp() -> nn.Module:
@@ -209,18 +203,20 @@ def test_nan_weights_are_a_numerical_error_naming_the_tensor():
 
 
 def test_model_specs(tmp_path):
-    assert isinstance(build_model("sample_models.mlp:build", {"hidden": 4}), nn.Module)
+    assert isinstance(
+        build_model("landscape_cli.sample_models.mlp:build", {"hidden": 4}), nn.Module
+    )
     file = tmp_path / "net.py"
     file.write_text("import torch\ndef build(width=2):\n    return torch.nn.Linear(width, 1)\n")
     assert build_model(f"{file}:build", {"width": 5}).in_features == 5
     with pytest.raises(InputError, match="expected package.module:callable"):
-        build_model("sample_models.mlp")
+        build_model("landscape_cli.sample_models.mlp")
     with pytest.raises(InputError, match="module 'no_such_pkg' not found"):
         build_model("no_such_pkg.net:build")
     with pytest.raises(InputError, match="has no attribute 'nope'"):
-        build_model("sample_models.mlp:nope")
+        build_model("landscape_cli.sample_models.mlp:nope")
     with pytest.raises(InputError, match="bad keyword arguments"):
-        build_model("sample_models.mlp:build", {"widht": 3})
+        build_model("landscape_cli.sample_models.mlp:build", {"widht": 3})
     with pytest.raises(InputError, match="expected an nn.Module"):
         build_model("collections:OrderedDict", {})
 
@@ -287,7 +283,7 @@ def test_unknown_loss_suggests_the_closest():
         load_loss("crossentropy")
     assert load_loss("mse") is not None
     with pytest.raises(InputError, match="has no attribute"):
-        load_loss("sample_models.analytic:not_a_loss")
+        load_loss("landscape_cli.sample_models.analytic:not_a_loss")
 
 
 def test_pickle_protocol_error_is_input_error(tmp_path):

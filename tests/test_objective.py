@@ -14,9 +14,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, hessian
 
-from landscape_cli.data import dataset_batches, no_data, tensor_batches
 from landscape_cli.errors import InputError, NumericalError
-from landscape_cli.objective import Objective
+from landscape_cli.operators.hessian import HessianOperator
+from landscape_cli.problem.data import dataset_batches, no_data, tensor_batches
+from landscape_cli.problem.objective import Objective
 
 
 def cross_entropy(model, batch):
@@ -67,7 +68,7 @@ def test_hvp_equals_exact_hessian_of_full_data_mean(hvp_mode, batch_size):
     V = torch.randn(
         obj.num_parameters, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
     )
-    op = obj.operator()
+    op = HessianOperator(obj)
     scale = H.abs().max()
     assert torch.allclose(op @ V, H @ V, atol=1e-10 * scale, rtol=0)
     assert torch.allclose(op @ V[:, 0], H @ V[:, 0], atol=1e-10 * scale, rtol=0)
@@ -189,7 +190,7 @@ def test_analytic_objective_without_data():
 
     obj = Objective(Quadratic(), quad, no_data(), dtype=torch.float64)
     assert obj.num_samples == 0
-    assert torch.allclose(obj.operator() @ torch.eye(4, dtype=torch.float64), A)
+    assert torch.allclose(HessianOperator(obj) @ torch.eye(4, dtype=torch.float64), A)
     w = torch.arange(1.0, 5.0, dtype=torch.float64)
     assert torch.allclose(obj.gradient, A @ w)
 
@@ -207,7 +208,7 @@ def test_linear_parameter_has_zero_hessian_row():
         return (model.a**2).sum() + 5.0 * model.b.sum()
 
     obj = Objective(Lin(), loss, no_data(), dtype=torch.float64)
-    H = obj.operator() @ torch.eye(3, dtype=torch.float64)
+    H = HessianOperator(obj) @ torch.eye(3, dtype=torch.float64)
     assert torch.allclose(H, torch.diag(torch.tensor([2.0, 2.0, 0.0], dtype=torch.float64)))
 
 
@@ -320,15 +321,16 @@ def test_first_hvp_does_not_import_sympy():
     and sympy (~0.4 s, once per process); a single-vector HVP must not pay that."""
     code = (
         "import sys, torch\n"
-        "from landscape_cli.data import tensor_batches\n"
-        "from landscape_cli.objective import Objective\n"
+        "from landscape_cli.problem.data import tensor_batches\n"
+        "from landscape_cli.problem.objective import Objective\n"
+        "from landscape_cli.operators.hessian import HessianOperator\n"
         "m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))\n"
         "x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))\n"
         "ce = lambda model, b: torch.nn.functional.cross_entropy(model(b[0]), b[1])\n"
         "for mode in ('cached', 'streaming'):\n"
         "    obj = Objective(m, ce, tensor_batches((x, y), 8, None, 't'), hvp_mode=mode)\n"
         "    before = 'sympy' in sys.modules\n"
-        "    obj.operator() @ torch.ones(obj.num_parameters)\n"
+        "    HessianOperator(obj) @ torch.ones(obj.num_parameters)\n"
         "    print(before, 'sympy' in sys.modules)\n"
     )
     out = subprocess.run(

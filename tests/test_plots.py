@@ -8,7 +8,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from landscape_cli import plots
+from landscape_cli.render import plots
 
 
 def density_figure():

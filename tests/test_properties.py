@@ -40,12 +40,13 @@ import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from landscape_cli.config import COMMON, SECTIONS, RunConfig, read_config_file, resolve_config
-from landscape_cli.density import slq_density
 from landscape_cli.errors import InputError, NumericalError
-from landscape_cli.lanczos import lanczos
-from landscape_cli.loading import load_data, resolve_run_config
-from landscape_cli.trace import hutchinson_trace, hutchpp_trace
+from landscape_cli.estimators.density import slq_density
+from landscape_cli.estimators.lanczos import lanczos
+from landscape_cli.estimators.trace import hutchinson_trace, hutchpp_trace
+from landscape_cli.io.config import read_config_file, resolve_config, resolve_run_config
+from landscape_cli.problem.loading import load_data
+from landscape_cli.settings import COMMON, SECTIONS, RunConfig
 
 KINDS = ("distinct", "repeated", "clustered", "negative", "low-rank", "zero")
 

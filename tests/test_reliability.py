@@ -26,10 +26,10 @@ import torch
 from hostile import BANNER, linear_problem, torchscript_that_writes
 from typer.testing import CliRunner
 
-import landscape_cli.spectrum
+import landscape_cli.analyses.spectrum
 from landscape_cli.cli import app
 from landscape_cli.errors import InputError
-from landscape_cli.loading import load_data
+from landscape_cli.problem.loading import load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--no-density", "--no-trace", "--max-iter", "20"]
@@ -107,7 +107,7 @@ def test_out_of_memory_is_exit_3_with_advice(tmp_path, monkeypatch, exc):
     def exhausted(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(landscape_cli.spectrum, "analyze_spectrum", exhausted)
+    monkeypatch.setattr(landscape_cli.analyses.spectrum, "analyze_spectrum", exhausted)
     out = tmp_path / "r.h5"
     result = runner.invoke(app, ["spectrum", *FAST, "--out", str(out)])
     line = one_line(result, 3, r"ran out of memory")
@@ -119,7 +119,7 @@ def test_other_runtime_errors_are_not_mistaken_for_out_of_memory(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("shape '[3]' is invalid")
 
-    monkeypatch.setattr(landscape_cli.spectrum, "analyze_spectrum", broken)
+    monkeypatch.setattr(landscape_cli.analyses.spectrum, "analyze_spectrum", broken)
     result = runner.invoke(app, ["spectrum", *FAST])
     one_line(result, 70, r"internal error: RuntimeError: shape .*--debug")
 
@@ -198,7 +198,15 @@ def test_malicious_checkpoint_through_the_cli_is_refused_and_not_run(tmp_path, m
     path = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(2), "payload": Evil()}, path)
     result = runner.invoke(
-        app, ["inspect", str(path), "--model", "sample_models.mlp:build", "--data", "sample:blobs"]
+        app,
+        [
+            "inspect",
+            str(path),
+            "--model",
+            "landscape_cli.sample_models.mlp:build",
+            "--data",
+            "sample:blobs",
+        ],
     )
     one_line(result, 2, r"evil\.pt: holds Python objects .* would run code .*--trust-checkpoint")
     assert not (tmp_path / "pwned-by-data").exists()
@@ -257,7 +265,7 @@ def test_trusted_torchscript_prints_on_stderr_and_json_stays_clean(tmp_path):
 
 def test_what_user_code_prints_goes_to_stderr_not_into_json(tmp_path):
     (tmp_path / "chatty.py").write_text(
-        "import sys\nimport sample_models.mlp\n\n\ndef build(**kwargs):\n"
+        "from landscape_cli import sample_models\n\n\ndef build(**kwargs):\n"
         "    print('python print from the factory')\n"
         "    import os\n    os.write(1, b'raw write to fd 1\\n')\n"
         "    return sample_models.mlp.build(**kwargs)\n"
@@ -275,7 +283,7 @@ def test_what_user_code_prints_goes_to_stderr_not_into_json(tmp_path):
 def test_user_code_is_imported_only_when_named(tmp_path, monkeypatch):
     (tmp_path / "eager_model.py").write_text(
         "import pathlib\npathlib.Path('imported').touch()\n"
-        "import sample_models.mlp\nbuild = sample_models.mlp.build\n"
+        "from landscape_cli import sample_models\nbuild = sample_models.mlp.build\n"
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -9,7 +9,7 @@ import matplotlib.image
 import pytest
 from typer.testing import CliRunner
 
-import landscape_cli.spectrum
+import landscape_cli.analyses.spectrum
 from landscape_cli.cli import app
 
 runner = CliRunner()
@@ -67,7 +67,7 @@ def test_plot_redraws_every_figure_from_the_file_alone(report, tmp_path):
 
 
 def test_density_rebroadened_without_hvps(report, tmp_path):
-    from landscape_cli.report import read_report
+    from landscape_cli.io.report_file import read_report
 
     loaded = read_report(report)
     wide = loaded.spectrum.slq.density(sigma=1.0)
@@ -85,7 +85,7 @@ def test_interrupted_run_leaves_no_file_and_keeps_an_existing_report(report, tmp
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(landscape_cli.spectrum, "analyze_spectrum", interrupted)
+    monkeypatch.setattr(landscape_cli.analyses.spectrum, "analyze_spectrum", interrupted)
     fresh = tmp_path / "fresh.h5"
     for target in (fresh, report):
         result = runner.invoke(app, ["spectrum", "--out", str(target)])
@@ -110,7 +110,7 @@ def test_surfaces_go_into_the_report_and_are_plotted(tmp_path):
     ):
         result = runner.invoke(app, ["surface", *args, "--out", str(path), "--json"])
         assert result.exit_code == 0, result.stderr
-    from landscape_cli.report import read_report
+    from landscape_cli.io.report_file import read_report
 
     loaded = read_report(path)
     assert set(loaded.surfaces) == {"random-2d", "eigen-1d"}  # the second write kept the first
@@ -140,7 +140,7 @@ def test_report_command_writes_every_section_and_figure(tmp_path):
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["classify"]["classification"] == "minimum"
-    from landscape_cli.report import read_report
+    from landscape_cli.io.report_file import read_report
 
     loaded = read_report(path)
     assert (
@@ -191,8 +191,9 @@ def test_html_summary_beside_the_report(report, tmp_path):
 def test_saved_eigenvectors_are_eigenvectors(tmp_path):
     import torch
 
-    from landscape_cli.loading import build_objective, resolve_run_config
-    from landscape_cli.report import read_report
+    from landscape_cli.io.config import resolve_run_config
+    from landscape_cli.io.report_file import read_report
+    from landscape_cli.problem.loading import build_objective
 
     path = tmp_path / "v.h5"
     args = [

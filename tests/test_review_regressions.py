@@ -9,12 +9,12 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from landscape_cli.analyses.spectrum import analyze_spectrum
 from landscape_cli.cli import app
-from landscape_cli.config import SpectrumSettings
-from landscape_cli.data import dataset_batches, tensor_batches
 from landscape_cli.errors import InputError
-from landscape_cli.objective import Objective
-from landscape_cli.spectrum import analyze_spectrum
+from landscape_cli.problem.data import dataset_batches, tensor_batches
+from landscape_cli.problem.objective import Objective
+from landscape_cli.settings import SpectrumSettings
 
 runner = CliRunner()
 FAST = ["--trace-matvecs", "8", "--slq-runs", "1", "--slq-steps", "5", "--grid", "20"]
@@ -95,12 +95,20 @@ def test_dataset_of_mappings_and_failing_items():
 
 
 def test_rich_markup_in_paths_is_printed_literally(tmp_path):
-    import sample_models
+    from landscape_cli import sample_models
 
     path = tmp_path / "[red]net[bold].pt"
     path.write_bytes(sample_models.get_sample("mlp").checkpoint.read_bytes())
     result = runner.invoke(
-        app, ["inspect", str(path), "--model", "sample_models.mlp:build", "--data", "sample:blobs"]
+        app,
+        [
+            "inspect",
+            str(path),
+            "--model",
+            "landscape_cli.sample_models.mlp:build",
+            "--data",
+            "sample:blobs",
+        ],
     )
     assert result.exit_code == 0, result.stderr
     assert "[red]net[bold].pt" in result.stdout.replace("\n", "")

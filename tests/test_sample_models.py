@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from landscape_cli.sample_models import analytic, cnn, data, mlp, train, transformer
 from torch.func import functional_call, grad, hessian
 
-import sample_models
-from sample_models import analytic, cnn, data, mlp, train, transformer
+from landscape_cli import sample_models
 
 # torch.func.hessian (forward-over-reverse) makes torch script its JVP decompositions on first use.
 pytestmark = pytest.mark.filterwarnings(
@@ -340,7 +340,7 @@ def test_analytic_samples_sit_where_documented() -> None:
         if sample.checkpoint is not None:
             continue
         module, _, attr = sample.loss.partition(":")
-        assert module == "sample_models.analytic"
+        assert module == "landscape_cli.sample_models.analytic"
         x, y = sample.model_kwargs["x"], sample.model_kwargs["y"]
         g, _ = _grad_hess(getattr(analytic, attr), x, y)
         if name == "rosenbrock_at_start":
@@ -360,7 +360,10 @@ def test_unknown_names_list_the_alternatives() -> None:
 
 
 def test_import_is_cheap() -> None:
-    code = "import sys, sample_models; print('sample_models.train' in sys.modules)"
+    code = (
+        "import sys; from landscape_cli import sample_models; "
+        "print('landscape_cli.sample_models.train' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/"
     )

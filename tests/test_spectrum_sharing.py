@@ -16,14 +16,16 @@ import scipy.stats
 import torch
 from spectra import nn_like_matrix
 
-from landscape_cli.config import SpectrumSettings
-from landscape_cli.density import lanczos_quadrature, slq_density, wasserstein1
+from landscape_cli.analyses.spectrum import analyze_spectrum
 from landscape_cli.errors import InputError
-from landscape_cli.lanczos import lanczos
-from landscape_cli.loading import build_objective, resolve_run_config
-from landscape_cli.seeding import derive_seed
-from landscape_cli.spectrum import analyze_spectrum
-from landscape_cli.trace import choose_method, deflated_trace, hutchinson_trace
+from landscape_cli.estimators.density import lanczos_quadrature, slq_density, wasserstein1
+from landscape_cli.estimators.lanczos import lanczos
+from landscape_cli.estimators.trace import choose_method, deflated_trace, hutchinson_trace
+from landscape_cli.io.config import resolve_run_config
+from landscape_cli.operators.hessian import HessianOperator
+from landscape_cli.problem.loading import build_objective
+from landscape_cli.problem.seeding import derive_seed
+from landscape_cli.settings import SpectrumSettings
 
 #: The default run's budget on the bundled samples (issue 6: about half PyHessian's ~300 HVPs for
 #: top-5 + 100-probe trace + 100-step density). Measured: 141 on sample:mlp (float32 and 64).
@@ -67,7 +69,7 @@ def test_first_density_run_is_the_extremes_run(objective, default_run):
     m, n = r.lanczos.steps, objective.num_parameters
     gen = torch.Generator().manual_seed(derive_seed(3, "lanczos"))
     start = torch.randn(n, generator=gen, dtype=torch.float64)
-    fixed = lanczos(objective.operator(), start=start, tol=None, max_iter=m)
+    fixed = lanczos(HessianOperator(objective), start=start, tol=None, max_iter=m)
     nodes, weights = lanczos_quadrature(fixed.alphas, fixed.betas)
     scale = abs(r.lambda_max)
     np.testing.assert_allclose(r.slq.nodes[0, :m], nodes, rtol=0, atol=1e-12 * scale)

@@ -16,15 +16,15 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from landscape_cli.analyses.spectrum import analyze_spectrum
+from landscape_cli.analyses.spread import MIN_SUBSET_SAMPLES, analyze_spread, subset_batches
 from landscape_cli.cli import app
-from landscape_cli.config import SpectrumSettings
-from landscape_cli.curvature import curvature_operator
-from landscape_cli.data import dataset_batches, tensor_batches
 from landscape_cli.errors import InputError
-from landscape_cli.loading import SplitLoss
-from landscape_cli.objective import Objective
-from landscape_cli.spectrum import analyze_spectrum
-from landscape_cli.spread import MIN_SUBSET_SAMPLES, analyze_spread, subset_batches
+from landscape_cli.operators.curvature import curvature_operator
+from landscape_cli.problem.data import dataset_batches, tensor_batches
+from landscape_cli.problem.losses import SplitLoss
+from landscape_cli.problem.objective import Objective
+from landscape_cli.settings import SpectrumSettings
 
 F64 = torch.float64
 
@@ -105,7 +105,7 @@ def test_large_stable_sample_gives_no_warning():
 
 
 def test_cli_spread_json_stderr_warning_and_report(tmp_path):
-    from landscape_cli.report import read_report
+    from landscape_cli.io.report_file import read_report
 
     out = tmp_path / "r.h5"
     result = CliRunner().invoke(
@@ -125,8 +125,8 @@ def test_cli_spread_json_stderr_warning_and_report(tmp_path):
 
 
 def test_html_summary_shows_per_layer_spread_and_warnings(tmp_path):
-    from landscape_cli.report import read_report
-    from landscape_cli.summary_html import render_html
+    from landscape_cli.io.report_file import read_report
+    from landscape_cli.render.html import render_html
 
     out = tmp_path / "r.h5"
     result = CliRunner().invoke(

@@ -12,13 +12,14 @@ from torch import nn
 from torch.func import functional_call, grad, jacrev
 from typer.testing import CliRunner
 
-import sample_models
-import sample_models.mlp
+from landscape_cli import sample_models
+from landscape_cli.analyses.stability import parse_optimizer_state, stability_report
 from landscape_cli.cli import app
 from landscape_cli.errors import InputError
-from landscape_cli.lanczos import lanczos
-from landscape_cli.loading import build_objective, resolve_run_config
-from landscape_cli.stability import parse_optimizer_state, stability_report
+from landscape_cli.estimators.lanczos import lanczos
+from landscape_cli.io.config import resolve_run_config
+from landscape_cli.operators.hessian import HessianOperator
+from landscape_cli.problem.loading import build_objective
 
 TRAINING = str(sample_models.CHECKPOINT_DIR / "mlp_training.pt")
 
@@ -26,7 +27,7 @@ TRAINING = str(sample_models.CHECKPOINT_DIR / "mlp_training.pt")
 def objective_for(checkpoint: str, **kw):
     flags = {
         "checkpoint": checkpoint,
-        "model": "sample_models.mlp:build",
+        "model": "landscape_cli.sample_models.mlp:build",
         "data": "sample:blobs",
         "dtype": "float64",
     }
@@ -36,7 +37,7 @@ def objective_for(checkpoint: str, **kw):
 
 def test_sgd_learning_rate_read_from_checkpoint():
     objective = objective_for(TRAINING)
-    lam = float(lanczos(objective.operator(), top_k=1).top(1)[0])
+    lam = float(lanczos(HessianOperator(objective), top_k=1).top(1)[0])
     report = stability_report(objective, lam)
     assert report.source == "checkpoint" and report.optimizer == "sgd"
     assert report.lr == 0.1 and report.momentum == 0.9
@@ -82,7 +83,7 @@ def test_adam_preconditioned_sharpness_matches_dense(tmp_path):
     )
 
     objective = objective_for(str(path), model_kwargs={"hidden": 6})
-    lam = float(lanczos(objective.operator(), top_k=1).top(1)[0])
+    lam = float(lanczos(HessianOperator(objective), top_k=1).top(1)[0])
     report = stability_report(objective, lam)
     assert report.optimizer == "adam"
 
@@ -154,7 +155,7 @@ def test_sgd_momentum_threshold_is_where_torch_sgd_diverges(kwargs):
 
 
 def stability_report_for(state):
-    from landscape_cli.stability import StabilityReport
+    from landscape_cli.analyses.stability import StabilityReport
 
     return StabilityReport(
         state.lr,
@@ -209,8 +210,8 @@ def test_terminal_compares_with_the_optimizer_s_own_bound():
     2(1+β)/(1+2β); plain GD (or --lr alone) against 2."""
     from rich.console import Console
 
-    from landscape_cli.stability import StabilityReport
-    from landscape_cli.terminal import _print_stability
+    from landscape_cli.analyses.stability import StabilityReport
+    from landscape_cli.render.terminal import _print_stability
 
     def shown(report) -> str:
         console = Console(record=True, width=300)
@@ -254,7 +255,7 @@ def test_adam_outside_torch_optim_is_recognised_and_bias_correction_honoured():
 def test_reports_written_before_the_new_stability_fields_still_read(tmp_path):
     import h5py
 
-    from landscape_cli import report as rep
+    from landscape_cli.io import report_file as rep
 
     out = tmp_path / "r.h5"
     result = CliRunner().invoke(

@@ -18,17 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape_cli.data import no_data, tensor_batches
-from landscape_cli.errors import InputError
-from landscape_cli.loading import (
-    build_objective,
-    load_checkpoint,
-    resolve_run_config,
-    sample_defaults,
-)
-from landscape_cli.objective import Objective
-from landscape_cli.surface import (
-    SurfaceSettings,
+from landscape_cli.analyses.surface import (
     analyze_surface,
     classification_accuracy,
     eigen_directions,
@@ -40,6 +30,12 @@ from landscape_cli.surface import (
     random_directions,
     validate_settings,
 )
+from landscape_cli.errors import InputError
+from landscape_cli.io.config import resolve_run_config, sample_defaults
+from landscape_cli.problem.data import no_data, tensor_batches
+from landscape_cli.problem.loading import build_objective, load_checkpoint
+from landscape_cli.problem.objective import Objective
+from landscape_cli.settings import SurfaceSettings
 
 CNN_FLAGS = {"checkpoint": "sample:cnn", "dtype": "float64"}
 
@@ -312,7 +308,7 @@ def test_grid_hits_zero_and_one_exactly():
 
 def test_report_arrays_round_trip_through_hdf5(tmp_path):
     """The arrays and attributes of a surface fit the report writer (skipped until it exists)."""
-    report = pytest.importorskip("landscape_cli.report")
+    report = pytest.importorskip("landscape_cli.io.report_file")
     h5py = pytest.importorskip("h5py")
     obj, _, eig = quadratic()
     res = analyze_surface(obj, SurfaceSettings(dims=2, kind="eigen", points=5))

@@ -1,4 +1,4 @@
-"""Tests of landscape_cli.trace: exact answers are sums of planted eigenvalues.
+"""Tests of landscape_cli.estimators.trace: exact answers are sums of planted eigenvalues.
 
 Statistical tests use fixed seeds (deterministic) and tolerances several standard deviations wide,
 stated at each assertion, so that a correct estimator passes with overwhelming probability for any
@@ -14,7 +14,7 @@ import pytest
 import torch
 from spectra import CountingOperator, nn_like_matrix, planted, random_orthogonal
 
-from landscape_cli.trace import TraceEstimate, hutchinson_trace, hutchpp_trace
+from landscape_cli.estimators.trace import TraceEstimate, hutchinson_trace, hutchpp_trace
 
 
 def small_indefinite(n: int = 50) -> tuple[float, torch.Tensor]:
@@ -211,7 +211,7 @@ def test_non_finite_operator_output() -> None:
 def test_deflated_trace_is_exact_when_the_basis_spans_the_range() -> None:
     """A rank-6 operator deflated by its own eigenvectors leaves a zero remainder: the estimate
     is tr(Q^T A Q) to rounding, with stderr 0, for any seed."""
-    from landscape_cli.trace import deflated_trace
+    from landscape_cli.estimators.trace import deflated_trace
 
     U = random_orthogonal(80, 3)[:, :6]
     lam = torch.tensor([5.0, 4.0, -3.0, 2.0, 1.0, 0.5], dtype=torch.float64)
@@ -231,8 +231,8 @@ def test_lanczos_deflated_trace_is_unbiased_and_no_worse_than_hutchpp(kind, budg
     at the same budget: no worse on the 10-outlier spectrum, where Hutch++'s own sketch already
     holds the outliers (measured ratio 1.05), better on the power law (measured 0.78). On the
     bundled MLP the gain is 2.5x (BENCHMARKS.md)."""
-    from landscape_cli.lanczos import lanczos
-    from landscape_cli.trace import deflated_trace
+    from landscape_cli.estimators.lanczos import lanczos
+    from landscape_cli.estimators.trace import deflated_trace
 
     lam, A = nn_like_matrix(2000, kind=kind)
     tr = float(lam.sum())
@@ -249,7 +249,7 @@ def test_lanczos_deflated_trace_is_unbiased_and_no_worse_than_hutchpp(kind, budg
 
 
 def test_deflated_trace_with_a_budget_of_n_is_the_plain_exact_trace() -> None:
-    from landscape_cli.trace import deflated_trace
+    from landscape_cli.estimators.trace import deflated_trace
 
     tr, A = small_indefinite(30)
     Q = random_orthogonal(30, 1)[:, :4]

@@ -10,14 +10,14 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
+from landscape_cli.sample_models.run import training_run
 from typer.testing import CliRunner
 
+from landscape_cli.analyses.track import step_from_name
 from landscape_cli.cli import app
-from landscape_cli.track import step_from_name
-from sample_models.run import training_run
 
 runner = CliRunner()
-MLP = ["--model", "sample_models.mlp:build", "--data", "sample:blobs"]
+MLP = ["--model", "landscape_cli.sample_models.mlp:build", "--data", "sample:blobs"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_cold_start_point_is_the_spectrum_lambda_max_of_that_checkpoint():
     ``spectrum --top-k 1``, so both give the same λ_max and Lanczos HVPs (regression: track
     kept min_iter 10 when the library default moved to 8; on the CNN sample the residual test
     is met at step 8, so the old track spent 10)."""
-    import sample_models
+    from landscape_cli import sample_models
 
     cnn = ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "cnn.yaml")]
     ckpt = str(sample_models.CHECKPOINT_DIR / "cnn.pt")
@@ -89,7 +89,7 @@ def test_cold_start_point_is_the_spectrum_lambda_max_of_that_checkpoint():
 def test_steps_from_file_names(tmp_path):
     assert step_from_name("runs/ckpt_epoch3_step_1200.pt") == 1200
     assert step_from_name("final.pt") is None
-    import sample_models.mlp
+    from landscape_cli import sample_models
 
     for step in (30, 10, 20):
         torch.save(sample_models.mlp.build().state_dict(), tmp_path / f"w_{step}.pt")
@@ -117,10 +117,10 @@ def test_track_input_errors(args, text):
 def test_adam_checkpoints_keep_the_preconditioned_sharpness(tmp_path):
     """track reports Adam's λ_max(P⁻¹H) and its threshold (as spectrum does), not only the plain
     gradient-descent η·λ_max that does not apply to Adam."""
-    import sample_models
-    import sample_models.mlp
-    from landscape_cli.loading import build_objective, resolve_run_config
-    from landscape_cli.stability import stability_report
+    from landscape_cli import sample_models
+    from landscape_cli.analyses.stability import stability_report
+    from landscape_cli.io.config import resolve_run_config
+    from landscape_cli.problem.loading import build_objective
 
     torch.manual_seed(0)
     model = sample_models.mlp.build()
@@ -135,7 +135,7 @@ def test_adam_checkpoints_keep_the_preconditioned_sharpness(tmp_path):
         path = tmp_path / f"adam_step{5 * k}.pt"
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
         paths.append(str(path))
-    flags = ["--model", "sample_models.mlp:build"]
+    flags = ["--model", "landscape_cli.sample_models.mlp:build"]
     flags += ["--data", "sample:blobs", "--dtype", "float64", "--no-trace", "--json"]
     result = runner.invoke(app, ["track", *paths, *flags])
     assert result.exit_code == 0, result.stderr
@@ -144,7 +144,7 @@ def test_adam_checkpoints_keep_the_preconditioned_sharpness(tmp_path):
         config = resolve_run_config(
             {
                 "checkpoint": path,
-                "model": "sample_models.mlp:build",
+                "model": "landscape_cli.sample_models.mlp:build",
                 "data": "sample:blobs",
                 "dtype": "float64",
             }
@@ -161,7 +161,7 @@ def test_adam_checkpoints_keep_the_preconditioned_sharpness(tmp_path):
 def test_an_unknown_optimizer_s_note_reaches_the_series(tmp_path):
     """RMSprop is neither SGD nor Adam: track compares η·λ_max with plain GD's 2 and says so in
     notes.stability, as spectrum does (it dropped the note)."""
-    import sample_models.mlp
+    from landscape_cli import sample_models
 
     torch.manual_seed(0)
     model = sample_models.mlp.build()

@@ -14,12 +14,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from landscape_cli.sample_models import data, train, transformer
 from torch.func import functional_call, grad, jacfwd
 from typer.testing import CliRunner
 
-import sample_models
+from landscape_cli import sample_models
 from landscape_cli.cli import app
-from sample_models import data, train, transformer
 
 # torch.func forward mode makes torch script its JVP decompositions on first use.
 pytestmark = pytest.mark.filterwarnings(

@@ -1,0 +1,1 @@
+"""One module per analysis: its settings, its result and its ``analyze_*`` function."""

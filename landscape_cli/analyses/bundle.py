@@ -1,0 +1,74 @@
+"""``landscape report``: every analysis on one loaded objective, for one report file.
+
+The checkpoint, data and the cached gradient graph are loaded once and shared by spectrum,
+classify, sharpness and a 2-D surface, and so is the spectrum's Lanczos run (λ_max, λ_min and
+the λ_min eigenvector for classify and sharpness) and its SLQ nodes (classify's negative
+fraction). The spectrum itself is what ``landscape spectrum`` gives with the same seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..operators.curvature import require_hessian
+from ..problem.objective import Objective
+from ..progress import StageProgress
+from ..settings import RunConfig
+from .classify import classify_point
+from .sharpness import measure_sharpness
+from .spectrum import analyze_spectrum
+from .surface import analyze_surface, validate_settings
+
+
+def analyze_all(
+    objective: Objective,
+    config: RunConfig,
+    *,
+    surface: bool = True,
+    progress: StageProgress | None = None,
+) -> dict[str, Any]:
+    """``{"spectrum": …, "classify": …, "sharpness": …, "surface": …}`` for ``objective`` with
+    the settings of ``config`` (the surface is skipped when ``surface`` is false).
+
+    Raises ``ValueError`` for invalid surface settings before any analysis runs.
+    """
+    require_hessian(config.spectrum, "landscape report (its classify and sharpness sections)")
+    if surface:
+        validate_settings(config.surface)
+    # one Krylov space serves all three: the spectrum's Lanczos run (with its Ritz vectors) gives
+    # classify its extremes and escape direction and sharpness its λ_max; the spectrum's SLQ
+    # nodes and stability report serve classify too
+    settings = dataclasses.replace(
+        config.spectrum, save_eigenvectors=True, bottom_k=max(config.spectrum.bottom_k, 1)
+    )
+    spectrum = analyze_spectrum(
+        objective, settings, seed=config.seed, lr=config.lr, progress=progress
+    )
+    results: dict[str, Any] = {
+        "spectrum": spectrum,
+        "classify": classify_point(
+            objective,
+            config.classify,
+            seed=config.seed,
+            lr=config.lr,
+            progress=progress,
+            spectrum=spectrum,
+        ),
+        "sharpness": measure_sharpness(
+            objective,
+            config.sharpness,
+            seed=config.seed,
+            progress=progress,
+            lanczos_result=spectrum.lanczos,
+        ),
+    }
+    if surface:
+        results["surface"] = analyze_surface(
+            objective,
+            config.surface,
+            seed=config.seed,
+            progress=progress,
+            trust_checkpoint=config.trust_checkpoint,
+        )
+    return results

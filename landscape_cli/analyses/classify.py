@@ -1,0 +1,532 @@
+"""Critical-point classification: minimum, saddle, maximum, degenerate or not critical.
+
+The second-order test (e.g. Nocedal & Wright, *Numerical Optimization*, Thm. 2.3-2.4) applied with
+tolerances, because a trained network never sits exactly at a critical point and its Hessian
+always has a bulk of near-zero eigenvalues:
+
+1. **Stationarity.** ``κ = max(|λ_max|, |λ_min|)`` is the curvature scale. On the gradient's
+   line the quadratic model is stationary a step ``‖g‖/|c|`` away, with ``c = gᵀHg/‖g‖²`` the
+   curvature along the gradient (for ``c > 0`` the Cauchy step, Nocedal & Wright §4.1; one HVP);
+   curvature below the analysis's resolution ``neg_tol·κ`` in magnitude counts as that
+   resolution, so ``|c|`` is clamped to ``[neg_tol·κ, κ]`` (minima, maxima and saddles alike).
+   The point counts as stationary when this step is at most ``grad_tol · max(‖w‖, 1)`` (default
+   ``grad_tol = 1e-3``: a step of 0.1 % of the weights' norm).
+   Measuring the step with the stiffest curvature ``κ`` instead (``relative_gradient``, also
+   reported) would call a point far down a soft valley stationary: on ``x² + 10⁻⁴y²`` at
+   ``(0, 50)`` it is ``10⁻⁴`` while the minimiser is 50 away. When ``κ`` is below
+   ``zero_curvature`` (the Hessian vanishes to that absolute floor), stationarity needs
+   ``‖g‖ ≤ zero_curvature`` and, when ``κ > 0``, the relative test too (a tiny loss with a tiny
+   Hessian, e.g. logistic regression on separable data, is not thereby critical).
+2. **Significant curvature.** An extreme eigenvalue counts as negative when
+   ``λ_min < −(neg_tol · κ + e_min)``, with ``e_min`` the Lanczos error bound of ``λ_min``; and as
+   positive when ``λ_max > neg_tol · κ + e_max`` (symmetric). Default ``neg_tol = 1e-3``. The
+   density's Lanczos runs (SLQ) are Ritz values too, so ``λ_min ≤`` each SLQ node ``≤ λ_max``:
+   when a node lies beyond the extremes run's Ritz value by more than its error bound and a
+   tenth of ``neg_tol·κ`` (an eigenvalue the extremes run had not found when its residual test
+   stopped it, e.g. a small negative eigenvalue below a tight bulk near 0), that node is the
+   estimate, with error bound 0 as evidence of its sign.
+3. **Label.** Not stationary → ``not-critical``. ``κ ≤ zero_curvature`` → ``degenerate`` (the
+   Hessian is zero: higher-order terms decide, e.g. the monkey saddle). Both signs significant →
+   ``saddle``. Only positive → ``minimum``; only negative → ``maximum``; in both cases the
+   opposite extreme being indistinguishable from zero (``|λ| ≤ flat_tol·κ + e``, default
+   ``flat_tol = 1e-6``) is reported as ``degenerate_directions``: flat directions where the
+   second-order test is inconclusive, the normal state of a network. An ill-conditioned but
+   definite minimum (Rosenbrock's, λ_min/λ_max = 4e-4) is not flagged. Neither → ``degenerate``.
+
+Evidence besides λ_max and λ_min:
+
+* **negative_fraction**: SLQ mass of the spectral density below ``−neg_tol·κ`` (an estimate of the
+  Morse index divided by ``n``; Ghorbani, Krishnan & Xiao 2019).
+* **Newton decrement** ``δ² = gᵀ(H + μI)⁻¹g`` by conjugate gradient on HVPs, with the damping
+  ``μ = max(0, −(λ_min − e_min))·(1 + 10⁻³) + neg_tol·κ`` that makes ``H + μI`` positive definite
+  when ``H`` is indefinite or singular (Levenberg-Marquardt damping; Nocedal & Wright §4.3). The
+  ``neg_tol·κ`` floor is the resolution of the whole analysis: curvature below it counts as flat,
+  and it keeps CG's condition number at most ~1/neg_tol. ``δ²/2`` is the
+  loss decrease the (damped) quadratic model predicts for a Newton step, ``‖(H + μI)⁻¹g‖`` that
+  step's length (Boyd & Vandenberghe, *Convex Optimization*, §9.5.1).
+* **Escape direction** at a saddle (or maximum): the Ritz vector ``v`` of ``λ_min``, with the loss
+  measured at ``w ± t·v`` for a few ``t`` next to the quadratic model
+  ``L(w) ± t·gᵀv + ½λ_min t²``, so the user sees the descent the saddle offers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError, numerical_errors
+from ..estimators.cg import conjugate_gradient
+from ..estimators.density import slq_density
+from ..estimators.exact import dense_matrix
+from ..estimators.lanczos import lanczos
+from ..operators.hessian import HessianOperator
+from ..problem.objective import Objective
+from ..problem.seeding import derive_seed
+from ..progress import stage
+from ..settings import ClassifySettings
+from .run_info import RunInfo, json_number, json_numbers
+from .spectrum import SpectrumResult
+from .stability import NO_LEARNING_RATE, stability_report
+
+LABELS = ("minimum", "saddle", "maximum", "degenerate", "not-critical")
+EXACT_FRACTION_MAX = 200  # parameters up to which the dense Hessian replaces Lanczos and SLQ
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The label and the facts it was decided from."""
+
+    classification: str
+    stationary: bool
+    relative_gradient: float | None  # ‖g‖ / (κ · max(‖w‖, 1)); None when κ == 0
+    negative_significant: bool
+    positive_significant: bool
+    degenerate_directions: bool
+    curvature_scale: float
+    #: the step ‖g‖ / (|c| · max(‖w‖, 1)), |c| the gradient's curvature clamped to
+    #: [neg_tol·κ, κ] (module docstring); the stationarity test. None when κ == 0
+    relative_step: float | None = None
+
+
+def decide(
+    *,
+    grad_norm: float,
+    weight_norm: float,
+    lambda_max: float,
+    lambda_min: float,
+    error_max: float = 0.0,
+    error_min: float = 0.0,
+    gradient_curvature: float | None = None,
+    settings: ClassifySettings | None = None,
+) -> Decision:
+    """Apply the second-order test with tolerances (module docstring) to the given numbers.
+
+    ``gradient_curvature`` is ``gᵀHg/‖g‖²``; ``None`` takes it as ``κ`` (the step along the
+    stiffest direction, a weaker stationarity test).
+    """
+    s = settings or ClassifySettings()
+    kappa = max(abs(lambda_max), abs(lambda_min))
+    scale = max(weight_norm, 1.0)
+    relative = step = None
+    if kappa > 0:
+        relative = grad_norm / (kappa * scale)
+        along = kappa if gradient_curvature is None else abs(gradient_curvature)
+        step = grad_norm / (min(max(along, s.neg_tol * kappa), kappa) * scale)
+    if kappa <= s.zero_curvature:
+        stationary = grad_norm <= s.zero_curvature and (step is None or step <= s.grad_tol)
+        label = "degenerate" if stationary else "not-critical"
+        return Decision(label, stationary, relative, False, False, True, kappa, step)
+    assert relative is not None and step is not None
+    stationary = step <= s.grad_tol
+    negative = lambda_min < -(s.neg_tol * kappa + error_min)
+    positive = lambda_max > s.neg_tol * kappa + error_max
+    if not stationary:
+        label = "not-critical"
+    elif negative and positive:
+        label = "saddle"
+    elif positive:
+        label = "minimum"
+    elif negative:
+        label = "maximum"
+    else:
+        label = "degenerate"
+    flat = (positive and not negative and lambda_min <= s.flat_tol * kappa + error_min) or (
+        negative and not positive and lambda_max >= -(s.flat_tol * kappa + error_max)
+    )
+    return Decision(label, stationary, relative, negative, positive, flat, kappa, step)
+
+
+@dataclass(frozen=True)
+class NewtonDecrement:
+    """``δ² = gᵀ(H + μI)⁻¹g`` and the damped Newton step, by conjugate gradient."""
+
+    decrement_squared: float | None
+    predicted_decrease: float | None  # δ²/2
+    step_norm: float | None
+    damping: float
+    cg_iterations: int
+    cg_relative_residual: float
+    converged: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decrement_squared": json_number(self.decrement_squared),
+            "predicted_decrease": json_number(self.predicted_decrease),
+            "step_norm": json_number(self.step_norm),
+            "damping": json_number(self.damping),
+            "cg_iterations": self.cg_iterations,
+            "cg_relative_residual": json_number(self.cg_relative_residual),
+            "converged": self.converged,
+        }
+
+
+@dataclass(frozen=True)
+class EscapeProbe:
+    """Loss along the eigenvector ``v`` of λ_min: measured at ``w ± t v`` and the quadratic model."""
+
+    eigenvalue: float
+    steps: np.ndarray  # t > 0
+    loss_plus: np.ndarray  # L(w + t v)
+    loss_minus: np.ndarray  # L(w - t v)
+    model_plus: np.ndarray  # L + t gᵀv + ½ λ t²
+    model_minus: np.ndarray
+    best_decrease: float  # L(w) - min over the probes (positive: descent found)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eigenvalue": json_number(self.eigenvalue),
+            "t": json_numbers(self.steps),
+            "loss_plus": json_numbers(self.loss_plus),
+            "loss_minus": json_numbers(self.loss_minus),
+            "model_plus": json_numbers(self.model_plus),
+            "model_minus": json_numbers(self.model_minus),
+            "best_decrease": json_number(self.best_decrease),
+        }
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    """The critical-point label of the checkpoint with its evidence."""
+
+    info: RunInfo
+    decision: Decision
+    lambda_max: float
+    lambda_min: float
+    error_max: float
+    error_min: float
+    negative_fraction: float | None
+    newton: NewtonDecrement | None
+    escape: EscapeProbe | None
+    evidence: str
+    settings: ClassifySettings
+    lanczos: Any = None
+    slq: Any = None
+    stability: Any = None  # StabilityReport
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def classification(self) -> str:
+        return self.decision.classification
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.info.to_dict()
+        d = self.decision
+        out.update(
+            {
+                "classification": d.classification,
+                "lambda_max": json_number(self.lambda_max),
+                "lambda_min": json_number(self.lambda_min),
+                "negative_fraction": json_number(self.negative_fraction),
+                "evidence": self.evidence,
+                "stationary": d.stationary,
+                "relative_gradient": json_number(d.relative_gradient),
+                "relative_step": json_number(d.relative_step),
+                "curvature_scale": json_number(d.curvature_scale),
+                "negative_curvature": d.negative_significant,
+                "positive_curvature": d.positive_significant,
+                "degenerate_directions": d.degenerate_directions,
+                "lambda_max_error_bound": json_number(self.error_max),
+                "lambda_min_error_bound": json_number(self.error_min),
+                "newton": None if self.newton is None else self.newton.to_dict(),
+                "escape": None if self.escape is None else self.escape.to_dict(),
+                "tolerances": {
+                    "grad_tol": self.settings.grad_tol,
+                    "neg_tol": self.settings.neg_tol,
+                    "zero_curvature": self.settings.zero_curvature,
+                    "lanczos_tol": self.settings.tol,
+                },
+            }
+        )
+        out["stability"] = None if self.stability is None else self.stability.to_dict()
+        if self.notes:
+            out["notes"] = dict(self.notes)
+        return out
+
+
+def negative_mass(nodes: np.ndarray, weights: np.ndarray, threshold: float) -> float:
+    """SLQ estimate of the fraction of eigenvalues below ``-threshold`` (mean over probes)."""
+    mask = np.nan_to_num(nodes, nan=np.inf) < -threshold
+    return float(np.mean(np.sum(np.where(mask, weights, 0.0), axis=1)))
+
+
+def newton_decrement(
+    objective: Objective,
+    operator: Any,
+    lambda_min: float,
+    kappa: float,
+    settings: ClassifySettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> NewtonDecrement:
+    """``gᵀ(H + μI)⁻¹g`` by CG with the damping of the module docstring.
+
+    ``lambda_min`` should be a lower estimate (the Ritz value minus its error bound), so that
+    ``H + μI`` is positive definite.
+    """
+    damping = max(0.0, -lambda_min) * (1 + 1e-3) + settings.neg_tol * kappa
+    g = objective.gradient
+    res = conjugate_gradient(
+        operator,
+        g,
+        shift=damping,
+        tol=settings.cg_tol,
+        max_iter=settings.cg_max_iter,
+        progress=progress,
+    )
+    if res.negative_curvature:
+        return NewtonDecrement(
+            None, None, None, damping, res.iterations, res.relative_residual, False
+        )
+    dec = float(g @ res.x)
+    return NewtonDecrement(
+        dec,
+        dec / 2,
+        float(torch.linalg.vector_norm(res.x)),
+        damping,
+        res.iterations,
+        res.relative_residual,
+        res.converged,
+    )
+
+
+def escape_probe(
+    objective: Objective, vector: torch.Tensor, eigenvalue: float, settings: ClassifySettings
+) -> EscapeProbe:
+    """Loss at ``w ± t·v`` for ``t = escape_scale·max(‖w‖, 1)·escape_steps``, and the model."""
+    v = vector / torch.linalg.vector_norm(vector)
+    scale = settings.escape_scale * max(
+        float(torch.linalg.vector_norm(objective.flat_parameters())), 1.0
+    )
+    steps = scale * np.asarray(settings.escape_steps, dtype=np.float64)
+    slope = float(objective.gradient @ v)
+    base = objective.base_loss()
+    plus = np.array([objective.loss(float(t) * v) for t in steps])
+    minus = np.array([objective.loss(-float(t) * v) for t in steps])
+    model_plus = base + slope * steps + 0.5 * eigenvalue * steps**2
+    model_minus = base - slope * steps + 0.5 * eigenvalue * steps**2
+    best = base - float(min(plus.min(), minus.min()))
+    return EscapeProbe(eigenvalue, steps, plus, minus, model_plus, model_minus, best)
+
+
+def _evidence(result_numbers: dict[str, Any], d: Decision, zero_curvature: float) -> str:
+    lmax, lmin, g = (
+        result_numbers["lambda_max"],
+        result_numbers["lambda_min"],
+        result_numbers["grad_norm"],
+    )
+    step = "" if d.relative_step is None else f" (Cauchy step {d.relative_step:.2g}·max(‖w‖,1))"
+    if d.curvature_scale <= zero_curvature:
+        return (
+            f"degenerate: the Hessian vanishes (|λ| ≤ {d.curvature_scale:.3g}) with gradient norm "
+            f"{g:.3g}; the second-order test is inconclusive and higher-order terms decide"
+            if d.classification == "degenerate"
+            else f"not-critical: gradient norm {g:.3g}{step} with a vanishing Hessian"
+        )
+    ratio = abs(lmin) / d.curvature_scale
+    grad = f"gradient norm {g:.3g}{step}"
+    if d.classification == "not-critical":
+        return f"not-critical: {grad} exceeds the stationarity tolerance"
+    if d.classification == "saddle":
+        frac = result_numbers.get("negative_fraction")
+        morse = "" if frac is None else f", about {frac:.2%} of the spectrum negative"
+        return f"saddle: {grad}, λ_min = {lmin:.4g} < 0 < λ_max = {lmax:.4g}{morse}"
+    if d.classification == "minimum":
+        flat = (
+            f", with flat directions (λ_min = {lmin:.3g}, |λ_min|/λ_max = {ratio:.2g}) where the "
+            "second-order test is inconclusive"
+            if d.degenerate_directions
+            else f", all curvature positive (λ_min = {lmin:.4g})"
+        )
+        approx = "approximate minimum" if result_numbers["grad_norm"] > 0 else "minimum"
+        return f"{approx}: {grad}, λ_max = {lmax:.4g}{flat}"
+    if d.classification == "maximum":
+        return f"maximum: {grad}, no significant positive curvature (λ_max = {lmax:.4g}), λ_min = {lmin:.4g}"
+    return (
+        f"degenerate: {grad}, but neither extreme eigenvalue is significant "
+        f"(λ_max = {lmax:.3g}, λ_min = {lmin:.3g})"
+    )
+
+
+def classify_point(
+    objective: Objective,
+    settings: ClassifySettings | None = None,
+    *,
+    seed: int = 0,
+    lr: float | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    spectrum: SpectrumResult | None = None,
+) -> ClassifyResult:
+    """Classify the checkpoint as a critical point of the mean loss, with the evidence.
+
+    One Lanczos run (top 1 and bottom 1, with Ritz vectors) gives λ_max, λ_min and the escape
+    direction; SLQ gives the negative fraction; CG on the same HVP operator the Newton decrement.
+    ``spectrum``, an earlier :func:`~landscape_cli.analyses.spectrum.analyze_spectrum` result on the same
+    objective, lends its Lanczos run (when it kept its Ritz vectors), its SLQ nodes and its
+    stability report instead of spending HVPs on them again (``landscape report`` and
+    ``landscape check`` do this).
+    """
+    s = settings or ClassifySettings()
+    start = time.perf_counter()
+    if spectrum is not None and (spectrum.curvature != "hessian" or spectrum.params):
+        raise InputError(
+            f"classify needs the full Hessian, but the shared spectrum is of the {spectrum.curvature}"
+            + (f" block {' '.join(spectrum.params)}" if spectrum.params else ""),
+            hint="run classify without --curvature/--params",
+        )
+    H = HessianOperator(objective)
+    notes: dict[str, str] = {}
+    n = objective.num_parameters
+    lz = slq = None
+    shared_lanczos = None if spectrum is None else spectrum.lanczos
+    if shared_lanczos is not None and shared_lanczos.bottom_vectors is None:
+        shared_lanczos = None  # no escape direction without the Ritz vectors: run our own
+    if n <= EXACT_FRACTION_MAX:
+        # n HVPs give the whole spectrum exactly; SLQ with a handful of probes would be noisy
+        # here (in 2-D a Rademacher probe can be an eigenvector)
+        H_dense = dense_matrix(H, progress=stage(progress, "exact"))
+        eigenvalues, eigenvectors = torch.linalg.eigh((H_dense + H_dense.T) / 2)
+        lambda_max, lambda_min = float(eigenvalues[-1]), float(eigenvalues[0])
+        err_max = err_min = 0.0
+        bottom_vector = eigenvectors[:, 0].to(device=objective.device, dtype=objective.dtype)
+    else:
+        with numerical_errors("the Lanczos iteration"):
+            lz = (
+                shared_lanczos
+                if shared_lanczos is not None
+                else lanczos(
+                    H,
+                    seed=derive_seed(seed, "lanczos"),
+                    max_iter=s.max_iter,
+                    tol=s.tol,
+                    top_k=1,
+                    bottom_k=1,
+                    return_vectors=True,
+                    progress=stage(progress, "lanczos"),
+                )
+            )
+        if not lz.converged:
+            notes["lanczos"] = (
+                "the shared spectrum's Lanczos run stopped at its --max-iter before reaching its tol"
+                if lz is shared_lanczos
+                else f"stopped at --max-iter {s.max_iter} before reaching tol={s.tol:g}"
+            )
+        top, bottom = lz.top_index(), lz.bottom_index()
+        lambda_max, lambda_min = float(lz.ritz_values[top]), float(lz.ritz_values[bottom])
+        err_max, err_min = float(lz.error_bounds[top]), float(lz.error_bounds[bottom])
+        bottom_vector = lz.bottom_vectors[:, 0]
+    ritz_min = lambda_min  # the value bottom_vector belongs to
+    if lz is not None and spectrum is not None and spectrum.slq is not None:
+        slq = spectrum.slq
+    elif lz is not None and s.slq_runs > 0:
+        with numerical_errors("stochastic Lanczos quadrature"):
+            slq = slq_density(
+                H,
+                runs=s.slq_runs,
+                steps=s.slq_steps,
+                seed=derive_seed(seed, "density"),
+                progress=stage(progress, "density"),
+            )
+    if slq is not None and np.isfinite(slq.nodes).any():
+        # every SLQ node is a Ritz value: lambda_min <= node <= lambda_max (module docstring)
+        low, high = float(np.nanmin(slq.nodes)), float(np.nanmax(slq.nodes))
+        # beyond rounding: a tenth of the resolution neg_tol·κ at which a sign becomes significant
+        margin = 0.1 * s.neg_tol * max(abs(lambda_max), abs(lambda_min), abs(low), abs(high))
+        if low < lambda_min - err_min - margin:
+            notes["lambda_min"] = (
+                f"the density's Lanczos runs found a Ritz value {low:.6g} below the extremes "
+                f"run's λ_min {lambda_min:.6g} (±{err_min:.2g}): λ_min ≤ {low:.6g}; the extremes "
+                "run had not found that eigenvalue when its residual test stopped it"
+            )
+            lambda_min, err_min = low, 0.0
+        if high > lambda_max + err_max + margin:
+            notes["lambda_max"] = (
+                f"the density's Lanczos runs found a Ritz value {high:.6g} above the extremes "
+                f"run's λ_max {lambda_max:.6g} (±{err_max:.2g}): λ_max ≥ {high:.6g}"
+            )
+            lambda_max, err_max = high, 0.0
+    weight_norm = float(torch.linalg.vector_norm(objective.flat_parameters()))
+    gradient_curvature = None
+    if objective.grad_norm > 0:
+        g = objective.gradient
+        Hg = H_dense @ g.to(H_dense) if lz is None else H @ g  # one HVP
+        gradient_curvature = float(g.to(Hg) @ Hg) / objective.grad_norm**2
+    decision = decide(
+        grad_norm=objective.grad_norm,
+        weight_norm=weight_norm,
+        lambda_max=lambda_max,
+        lambda_min=lambda_min,
+        error_max=err_max,
+        error_min=err_min,
+        gradient_curvature=gradient_curvature,
+        settings=s,
+    )
+    threshold = s.neg_tol * decision.curvature_scale
+    if lz is None:
+        negative_fraction: float | None = float(np.mean(eigenvalues.numpy() < -threshold))
+    elif slq is not None:
+        negative_fraction = negative_mass(slq.nodes, slq.weights, threshold)
+    else:
+        negative_fraction = None
+        notes["negative_fraction"] = "not computed (slq_runs = 0)"
+    newton = None
+    if s.newton and decision.curvature_scale > s.zero_curvature:
+        newton = newton_decrement(
+            objective,
+            H,
+            lambda_min - err_min,
+            decision.curvature_scale,
+            s,
+            stage(progress, "newton"),
+        )
+        if newton.decrement_squared is None:
+            notes["newton"] = (
+                "H + μI met negative curvature (λ_min is below its estimate): no decrement"
+            )
+        elif not newton.converged:
+            notes["newton"] = (
+                f"CG stopped at cg_max_iter with relative residual "
+                f"{newton.cg_relative_residual:.2g}; the decrement is approximate"
+            )
+    escape = None
+    if decision.negative_significant and ritz_min < -threshold:
+        escape = escape_probe(objective, bottom_vector, ritz_min, s)
+    elif decision.negative_significant:
+        notes["escape"] = (
+            "no escape direction: the negative curvature was found by the density's Lanczos runs, "
+            "which keep no vectors; raise --max-iter or tighten tol for the extremes run"
+        )
+    numbers = {
+        "lambda_max": lambda_max,
+        "lambda_min": lambda_min,
+        "grad_norm": objective.grad_norm,
+        "negative_fraction": negative_fraction,
+    }
+    if spectrum is not None:
+        stability = spectrum.stability  # same objective and lr: no second preconditioned run
+    else:
+        stability = stability_report(objective, lambda_max, lr=lr, seed=seed)
+    if stability is None:
+        notes["stability"] = NO_LEARNING_RATE
+    hvps = H.matvecs + (stability.matvecs if stability is not None else 0)
+    info = RunInfo.from_objective(objective, "classify", seed, hvps, time.perf_counter() - start)
+    return ClassifyResult(
+        info=info,
+        decision=decision,
+        lambda_max=lambda_max,
+        lambda_min=lambda_min,
+        error_max=err_max,
+        error_min=err_min,
+        negative_fraction=negative_fraction,
+        newton=newton,
+        escape=escape,
+        evidence=_evidence(numbers, decision, s.zero_curvature),
+        settings=s,
+        lanczos=lz,
+        slq=slq,
+        stability=stability,
+        notes=notes,
+    )

@@ -1,0 +1,98 @@
+"""Frozen result dataclasses with ``to_dict()`` giving the JSON of the interface guide.
+
+Numbers in ``to_dict()`` are plain Python floats and ints; a value that could not be computed is
+``None`` and its reason is in ``"notes"``. The raw material (Lanczos coefficients, trace samples,
+SLQ nodes and weights) stays on the dataclass for reports and plots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+def json_number(value: Any) -> float | int | None:
+    """A finite plain number, or ``None`` for NaN/Inf/None."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def json_numbers(values: Sequence[Any] | np.ndarray) -> list[float | int | None]:
+    return [json_number(v) for v in values]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What every result carries: the objective at ``w`` and how the run was made."""
+
+    command: str
+    num_parameters: int
+    loss: float
+    grad_norm: float
+    hvp_count: int
+    seconds: float
+    seed: int
+    num_samples: int
+    hvp_mode: str
+    device: str
+    dtype: str
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    hvp_block: str = "loop"
+    processes: int = 1
+    compile: str = "off"
+
+    @classmethod
+    def from_objective(
+        cls, objective: Any, command: str, seed: int, hvp_count: int, seconds: float
+    ) -> RunInfo:
+        """The :class:`RunInfo` of ``command`` run on an :class:`~landscape_cli.problem.objective.Objective`."""
+        checkpoint = objective.checkpoint
+        return cls(
+            command=command,
+            num_parameters=objective.num_parameters,
+            loss=objective.loss_value,
+            grad_norm=objective.grad_norm,
+            hvp_count=hvp_count,
+            seconds=seconds,
+            seed=seed,
+            num_samples=objective.num_samples,
+            hvp_mode=objective.hvp_mode,
+            device=str(objective.device),
+            dtype=str(objective.dtype).replace("torch.", ""),
+            checkpoint=None if checkpoint is None else checkpoint.path,
+            checkpoint_sha256=None if checkpoint is None else checkpoint.sha256,
+            hvp_block=getattr(objective, "hvp_block_mode", "loop"),
+            processes=objective.ranks.world_size if hasattr(objective, "ranks") else 1,
+            compile=getattr(objective, "compile_mode", "off"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "num_parameters": self.num_parameters,
+            "loss": json_number(self.loss),
+            "grad_norm": json_number(self.grad_norm),
+            "hvp_count": self.hvp_count,
+            "seconds": round(self.seconds, 6),
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "hvp_mode": self.hvp_mode,
+            "device": self.device,
+            "dtype": self.dtype,
+            "checkpoint": self.checkpoint,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "hvp_block": self.hvp_block,
+            "processes": self.processes,
+            "compile": self.compile,
+        }

@@ -1,0 +1,555 @@
+"""SAM sharpness of the mean loss over a grid of radii ρ: worst case, one step, average, 2nd order.
+
+All quantities are differences of the full-data mean loss ``L`` of the
+:class:`~landscape_cli.problem.objective.Objective` (the same ``L`` as every other analysis):
+
+* **worst case** (Foret, Kleiner, Mobahi & Neyshabur, "Sharpness-Aware Minimization for
+  Efficiently Improving Generalization", ICLR 2021, eq. 1):
+
+      S_max(ρ) = max_{‖ε‖₂ ≤ ρ} L(w + ε) − L(w),
+
+  by projected normalised-gradient ascent (below). Any point found is feasible, so the reported
+  number is a **lower bound** of the true maximum (the maximisation is non-convex).
+* **one step** (SAM's first-order solution of that problem, Foret et al. eq. 2):
+  ``L(w + ρ g/‖g‖) − L(w)`` with ``g = ∇L(w)``; undefined (``None``) when ``g = 0``.
+* **average case** (Andriushchenko, Croce, Müller, Hein & Flammarion, "A Modern Look at the
+  Relationship between Sharpness and Generalization", ICML 2023, §3):
+
+      S_avg(ρ) = E_{ε ~ N(0, ρ² I / n)} [L(w + ε) − L(w)],        (so E‖ε‖² = ρ²)
+
+  by Monte Carlo with antithetic pairs ``±ε`` (the gradient term ``gᵀε`` cancels exactly in each
+  pair); the standard error is that of the mean over the pairs. **Convention:** ``ρ`` is the
+  perturbation's root-mean-square *norm*, as in the worst case, so the two are comparable at one
+  ρ. The paper (and its code, ``eval_average_sharpness``) draws ``σ = ρ`` per coordinate (and
+  ``|w|·ρ`` adaptive, without ``η``): its ``ρ`` is this ``ρ/√n``. The JSON records
+  ``average_case_sigma`` (the per-coordinate standard deviation of ``z``, ``ρ/√n``).
+* **second order**: the quadratic model's bound ``ρ‖g‖ + ½ ρ² max(λ_max, 0)`` (Taylor expansion
+  of the worst case; ``λ_max`` from one Lanczos run shared by every ρ). It bounds the quadratic
+  model's maximum over the ball from above (``max(λ_max, 0)``: with only negative curvature the
+  best the model does is the linear term, at most ``ρ‖g‖``) and is exact for ``g = 0`` with
+  ``λ_max ≥ 0`` or ``g`` along the top eigenvector.
+
+**Adaptive sharpness** (ASAM; Kwon, Kim, Park & Choi, "ASAM: Adaptive Sharpness-Aware
+Minimization for Scale-Invariant Learning of Deep Neural Networks", ICML 2021, eq. 6) replaces the
+ball by the scale-invariant region ``‖T_w⁻¹ ε‖₂ ≤ ρ`` with ``T_w = diag(|w| + η)`` (default
+``η = 0.01``): write ``ε = T_w z`` with ``‖z‖ ≤ ρ``. Then the worst case is an ascent in ``z``
+(gradient ``T_w ∇L(w + T_w z)``), one-step ASAM is ``ε = ρ T_w² g / ‖T_w g‖``, the average case
+draws ``z ~ N(0, ρ² I / n)``, and the second-order estimate is ``ρ‖T_w g‖ + ½ ρ² λ_max(T_w H T_w)``.
+``T_w`` scales every trainable parameter, biases included, as in the paper's definition (the
+authors' reference code leaves biases unscaled). Without ``adaptive`` the same formulas hold with
+``T_w = I``.
+
+**m-sharpness** (Foret et al. §4.1; Andriushchenko & Flammarion, "Towards Understanding
+Sharpness-Aware Minimization", ICML 2022): with ``m`` set, the data are cut into disjoint chunks
+``S`` of at most ``m`` consecutive samples (inside each of the objective's batches, so a chunk never
+straddles two batches; a batch size that is not a multiple of ``m`` leaves one shorter chunk per
+batch) and the worst-case and one-step values are
+
+      Σ_S (|S| / N) · [L_S(w + ε_S) − L_S(w)],
+
+each ``ε_S`` chosen for the chunk's own mean loss ``L_S`` (its own ascent, or ``ρ g_S / ‖g_S‖``).
+The average case and the second-order estimate stay those of the full-data loss (the average case
+is the same either way, by linearity of expectation).
+
+**Ascent.** For each start ``z₀`` the iteration is ``z_{k+1} = P_ρ(z_k + α_k d_k / ‖d_k‖)`` with
+``d_k = T_w ∇L(w + T_w z_k)`` and ``P_ρ`` the projection onto the ball ``‖z‖ ≤ ρ``; the step
+decays geometrically from ``α₀ = 2ρ`` to ``2ρ/steps`` (large early steps act like the iterated
+SAM/power iteration ``z ← ρ d/‖d‖`` and find the stiff directions; the small late steps refine,
+as the step-halving of Croce & Hein's APGD used by Andriushchenko et al. 2023). The starts are the
+one-step SAM point, ``restarts`` random points on the sphere ``‖z‖ = ρ`` and the best point found
+at the next smaller radius (feasible in the larger ball, which makes the reported lower bound
+non-decreasing in ρ). The best value over every iterate is reported, and never below 0 (``ε = 0``
+is feasible).
+
+Example
+-------
+>>> import torch
+>>> from landscape_cli.problem.data import no_data
+>>> from landscape_cli.problem.objective import Objective
+>>> A = torch.diag(torch.tensor([4.0, 1.0], dtype=torch.float64))
+>>> model = torch.nn.Module()
+>>> model.w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+>>> obj = Objective(model, lambda m, b: 0.5 * m.w @ A @ m.w, no_data(), dtype=torch.float64)
+>>> res = measure_sharpness(obj, SharpnessSettings(rho=(0.1,)))
+>>> round(res.worst_case[0], 6), round(res.second_order[0], 6)  # ½ ρ² λ_max = 0.02
+(0.02, 0.02)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError, NumericalError
+from ..estimators.lanczos import LanczosResult, lanczos
+from ..operators.base import ScaledOperator
+from ..operators.hessian import HessianOperator
+from ..problem.data import Batch, batch_size_of
+from ..problem.objective import Objective
+from ..problem.seeding import derive_seed
+from ..settings import SharpnessSettings
+from .run_info import RunInfo, json_number, json_numbers
+
+Progress = Callable[[str, int, int], None]
+WeightedBatches = Sequence[tuple[Batch, float]]
+
+
+def validate_settings(settings: SharpnessSettings) -> None:
+    """Raise :class:`ValueError` naming the offending value."""
+    s = settings
+    if len(s.rho) == 0:
+        raise ValueError("rho must hold at least one radius, got an empty list")
+    for rho in s.rho:
+        if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
+            raise ValueError(f"every radius rho must be a finite number > 0, got rho={rho!r}")
+    if not (math.isfinite(s.eta) and s.eta >= 0):
+        raise ValueError(f"eta must be a finite number >= 0, got eta={s.eta!r}")
+    if s.steps < 1:
+        raise ValueError(f"steps must be >= 1, got steps={s.steps}")
+    if s.restarts < 0:
+        raise ValueError(f"restarts must be >= 0, got restarts={s.restarts}")
+    if s.samples < 2:
+        raise ValueError(f"samples must be >= 2 (for a standard error), got samples={s.samples}")
+    if s.m is not None and s.m < 1:
+        raise ValueError(f"m must be >= 1 (or None), got m={s.m}")
+    if s.max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got max_iter={s.max_iter}")
+
+
+# ---------------------------------------------------------------------------- evaluation
+class _Counter:
+    def __init__(self) -> None:
+        self.losses = 0
+        self.gradients = 0
+
+
+def gradient_at(
+    objective: Objective, delta: torch.Tensor | None = None, batches: WeightedBatches | None = None
+) -> tuple[float, torch.Tensor]:
+    """``(L(w + δ), ∇L(w + δ))`` by one backward pass per batch (no graph kept).
+
+    ``L = Σ_b weight_b · L_b`` over ``batches`` (pairs of a batch on the objective's device and
+    its weight), by default all of the objective's batches with weights ``n_b / N`` (the mean
+    loss). Same evaluation as :meth:`Objective._initial_pass` without ``create_graph``; it would
+    sit naturally on :class:`~landscape_cli.problem.objective.Objective` next to :meth:`loss`.
+    """
+    return objective.loss_and_gradient(delta, batches)
+
+
+def _loss_at(
+    objective: Objective, delta: torch.Tensor, batches: WeightedBatches | None, counter: _Counter
+) -> float:
+    counter.losses += 1
+    if batches is None:
+        return objective.loss(delta)
+    params = [p + d for p, d in zip(objective._params, objective.unflatten(delta), strict=True)]
+    total = 0.0
+    with torch.no_grad():
+        for index, (batch, weight) in enumerate(batches):
+            value = objective._call(params, batch, index)
+            if not bool(torch.isfinite(value)):
+                raise NumericalError(f"the loss is {float(value)} at the perturbed point")
+            total += float(value) * weight
+    return total
+
+
+def _chunks(objective: Objective, m: int) -> Iterator[tuple[int, Batch, float]]:
+    """Disjoint chunks of at most ``m`` samples inside each of this rank's batches, weighted by
+    ``|S| / N``, each with an index unique among all ranks' chunks: batch ``b``'s chunks start
+    at ``b · ⌈B / m⌉`` with ``B`` the largest batch size (:attr:`Batches.batch_size_bound`), so
+    indices skip where a batch is shorter (a last batch, a loader's uneven batches) and never
+    collide; seeds derived from them are the same whatever the number of ranks."""
+    per_batch = -(-objective.batches.batch_size_bound // m)
+    for index, batch, weight in objective._batches_on_device():
+        size = batch_size_of(batch)
+        for j, start in enumerate(range(0, size, m)):
+            stop = min(start + m, size)
+            if isinstance(batch, torch.Tensor):
+                piece: Batch = batch[start:stop]
+            else:
+                piece = tuple(t[start:stop] for t in batch)
+            yield index * per_batch + j, piece, weight * (stop - start) / size
+
+
+# ---------------------------------------------------------------------------- measures
+def _project(z: torch.Tensor, rho: float) -> torch.Tensor:
+    norm = float(torch.linalg.vector_norm(z))
+    return z if norm <= rho else z * (rho / norm)
+
+
+def _step_sizes(rho: float, steps: int) -> list[float]:
+    """``2ρ`` decaying geometrically to ``2ρ/steps``."""
+    if steps == 1:
+        return [2 * rho]
+    return [2 * rho * (1 / steps) ** (k / (steps - 1)) for k in range(steps)]
+
+
+@dataclass
+class _Problem:
+    """One loss ``L_S`` (the full data, or an m-sharpness chunk) with its value and gradient at w."""
+
+    batches: WeightedBatches | None  # None: the objective's batches
+    base: float
+    gradient: torch.Tensor
+
+
+def _worst_case(
+    objective: Objective,
+    problem: _Problem,
+    t: torch.Tensor,
+    rho: float,
+    starts: list[torch.Tensor],
+    steps: int,
+    counter: _Counter,
+) -> tuple[float, torch.Tensor]:
+    """Best ``L_S(w + T z) − L_S(w)`` over projected ascent from ``starts`` (``ε = 0`` included)."""
+    best_value = 0.0
+    best_z = torch.zeros_like(t)
+    sizes = _step_sizes(rho, steps)
+    for z0 in starts:
+        z = _project(z0, rho)
+        for k in range(steps + 1):
+            if k == steps:  # the last iterate needs only its value
+                value = _loss_at(objective, t * z, problem.batches, counter) - problem.base
+            else:
+                counter.gradients += 1
+                loss, grad = gradient_at(objective, t * z, problem.batches)
+                value = loss - problem.base
+            if value > best_value:
+                best_value, best_z = value, z
+            if k == steps:
+                break
+            d = t * grad
+            norm = float(torch.linalg.vector_norm(d))
+            if norm == 0.0:  # a stationary point of the perturbed loss: nothing to climb
+                break
+            z = _project(z + (sizes[k] / norm) * d, rho)
+    return best_value, best_z
+
+
+def _random_sphere(n: int, rho: float, generator: torch.Generator, like: torch.Tensor):
+    u = torch.randn(n, generator=generator, dtype=torch.float64)
+    norm = float(torch.linalg.vector_norm(u))
+    return (u * (rho / norm)).to(device=like.device, dtype=like.dtype)
+
+
+def _problem_sweep(
+    objective: Objective,
+    problem: _Problem,
+    t: torch.Tensor,
+    rhos: list[float],
+    settings: SharpnessSettings,
+    seed: int,
+    label: str,
+    counter: _Counter,
+    tick: Callable[[], None],
+) -> tuple[list[float | None], list[float]]:
+    """One-step and worst-case values of one problem at every ρ (``rhos`` ascending)."""
+    tg = t * problem.gradient
+    tg_norm = float(torch.linalg.vector_norm(tg))
+    one_step: list[float | None] = []
+    worst: list[float] = []
+    previous: torch.Tensor | None = None
+    for rho in rhos:
+        try:
+            if tg_norm > 0:
+                z_sam = tg * (rho / tg_norm)
+                one_step.append(
+                    _loss_at(objective, t * z_sam, problem.batches, counter) - problem.base
+                )
+                starts = [z_sam]
+            else:
+                one_step.append(None)
+                starts = []
+            if previous is not None and bool(previous.any()):
+                starts.append(previous)
+            generator = torch.Generator().manual_seed(
+                derive_seed(seed, f"sharpness/worst/{label}/{rho!r}")
+            )
+            starts += [
+                _random_sphere(t.numel(), rho, generator, t) for _ in range(settings.restarts)
+            ]
+            value, previous = _worst_case(
+                objective, problem, t, rho, starts, settings.steps, counter
+            )
+            worst.append(value)
+        except NumericalError as exc:
+            where = "" if label == "full" else f" (m-sharpness {label})"
+            raise NumericalError(f"at rho={rho:g}{where}: {exc.message}", hint=exc.hint) from None
+        tick()
+    return one_step, worst
+
+
+def _average_case(
+    objective: Objective,
+    t: torch.Tensor,
+    rho: float,
+    samples: int,
+    seed: int,
+    counter: _Counter,
+) -> np.ndarray:
+    """``samples`` antithetic pair means ``½[L(w+ε) + L(w−ε)] − L(w)``, ``ε = T z``.
+
+    The draws are the same standard normals at every ρ (common random numbers; the generator is
+    re-seeded), so the curve over ρ is smooth; each ρ's mean and standard error stay unbiased.
+    """
+    n = objective.num_parameters
+    generator = torch.Generator().manual_seed(derive_seed(seed, "sharpness/average"))
+    base = objective.base_loss()
+    values = np.empty(samples, dtype=np.float64)
+    scale = rho / math.sqrt(n)
+    for j in range(samples):
+        u = torch.randn(n, generator=generator, dtype=torch.float64)
+        eps = t * (scale * u).to(device=t.device, dtype=t.dtype)
+        plus = _loss_at(objective, eps, None, counter)
+        minus = _loss_at(objective, -eps, None, counter)
+        values[j] = 0.5 * (plus + minus) - base
+    return values
+
+
+# ---------------------------------------------------------------------------- result
+@dataclass(frozen=True)
+class SharpnessResult:
+    """Sharpness at every radius ρ (lists aligned with ``rho``; ``None`` with a reason in notes).
+
+    ``worst_case`` is a **lower bound** of the maximum (the best point a projected ascent found).
+    ``average_samples[i]`` holds the antithetic pair means of radius ``rho[i]``.
+    """
+
+    info: RunInfo
+    rho: list[float]
+    worst_case: list[float | None]
+    one_step: list[float | None]
+    average_case: list[float | None]
+    average_case_stderr: list[float | None]
+    second_order: list[float | None]
+    lambda_max: float | None
+    adaptive: bool
+    m: int | None
+    settings: SharpnessSettings
+    gradient_evaluations: int
+    loss_evaluations: int
+    average_samples: np.ndarray
+    lanczos: Any = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.settings
+        out = self.info.to_dict()
+        out.update(
+            {
+                "rho": json_numbers(self.rho),
+                "worst_case": json_numbers(self.worst_case),
+                "one_step": json_numbers(self.one_step),
+                "average_case": json_numbers(self.average_case),
+                "second_order": json_numbers(self.second_order),
+                "adaptive": self.adaptive,
+                "average_case_stderr": json_numbers(self.average_case_stderr),
+                "lambda_max": json_number(self.lambda_max),
+                # with adaptive, λ_max is that of T_w H T_w (the scaled region's curvature)
+                "lambda_max_of": "T_w H T_w" if self.adaptive else "H",
+                "average_case_sigma": json_numbers(
+                    [rho / math.sqrt(self.info.num_parameters) for rho in self.rho]
+                ),
+                "m": self.m,
+                "eta": s.eta if self.adaptive else None,
+                "worst_case_bound": "lower",
+                "ascent": {"steps": s.steps, "restarts": s.restarts},
+                "samples": s.samples,
+                "gradient_evaluations": self.gradient_evaluations,
+                "loss_evaluations": self.loss_evaluations,
+            }
+        )
+        if self.lanczos is not None:
+            out["lanczos"] = {**self.lanczos.summary(), "tol": s.tol}
+        if self.notes:
+            out["notes"] = dict(self.notes)
+        return out
+
+
+def measure_sharpness(
+    objective: Objective,
+    settings: SharpnessSettings | None = None,
+    *,
+    seed: int = 0,
+    progress: Progress | None = None,
+    lanczos_result: LanczosResult | None = None,
+) -> SharpnessResult:
+    """Worst-case, one-step, average-case and second-order sharpness at every ρ (module docstring).
+
+    ``lanczos_result``: a converged Lanczos run on this objective's Hessian (e.g. from
+    :func:`~landscape_cli.analyses.spectrum.analyze_spectrum`) whose λ_max is reused instead of running
+    another (ignored for ``adaptive``, whose operator is T H T).
+
+    Raises:
+        ValueError: a radius ``ρ ≤ 0`` (named) or another bad setting.
+        InputError: ``m`` set on an objective without data.
+        NumericalError: a non-finite loss or gradient at a perturbed point (the ρ is named).
+    """
+    s = settings or SharpnessSettings()
+    validate_settings(s)
+    start_time = time.perf_counter()
+    counter = _Counter()
+    notes: dict[str, str] = {}
+    w = objective.flat_parameters()
+    t = w.abs() + s.eta if s.adaptive else torch.ones_like(w)
+    order = sorted(range(len(s.rho)), key=lambda i: s.rho[i])
+    rhos = [float(s.rho[i]) for i in order]
+
+    # ---- second order: λ_max of H (or T H T) from one Lanczos run
+    H = HessianOperator(objective)
+    lambda_max: float | None = None
+    lz = None
+    if s.second_order and lanczos_result is not None and not s.adaptive:
+        lz = lanczos_result
+        lambda_max = float(lz.top(1)[0])
+    elif s.second_order:
+        op = ScaledOperator(H, t) if s.adaptive else H
+        try:
+            lz = lanczos(
+                op,
+                seed=derive_seed(seed, "sharpness/lanczos"),
+                top_k=1,
+                tol=s.tol,
+                max_iter=s.max_iter,
+                progress=None if progress is None else (lambda d, n: progress("lanczos", d, n)),
+            )
+        except FloatingPointError as exc:
+            raise NumericalError(
+                f"the Lanczos iteration produced non-finite numbers: {exc}"
+            ) from None
+        lambda_max = float(lz.top(1)[0])
+        if not lz.converged:
+            notes["lanczos"] = f"stopped at max_iter {s.max_iter} before reaching tol={s.tol:g}"
+    else:
+        notes["second_order"] = "not computed (second_order = false)"
+    tg_norm = float(torch.linalg.vector_norm(t * objective.gradient))
+    second = [
+        None if lambda_max is None else rho * tg_norm + 0.5 * rho**2 * max(lambda_max, 0.0)
+        for rho in rhos
+    ]
+
+    # ---- worst case and one step: on the full loss, or on every m-chunk
+    if s.m is None:
+        problems: Any = [(0, _Problem(None, objective.base_loss(), objective.gradient), 1.0)]
+        total_problems = 1
+    else:
+        if objective.batches.source is None:
+            raise InputError(
+                "m-sharpness needs data: the objective has none (analytic loss)",
+                hint="drop --m or give --data",
+            )
+        total_problems = sum(-(-batch_size_of(b) // s.m) for _, b, _ in _iter_batches(objective))
+        problems = _chunk_problems(objective, s.m, counter)
+    done = 0
+    total = total_problems * len(rhos)
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress("sharpness", done, total)
+
+    one_step_acc = np.zeros(len(rhos))
+    worst_acc = np.zeros(len(rhos))
+    one_step_undefined: str | None = None
+    with objective.collect_failure() as failure:
+        for index, problem, weight in problems:
+            label = "full" if s.m is None else f"chunk {index}"
+            one, worst = _problem_sweep(objective, problem, t, rhos, s, seed, label, counter, tick)
+            worst_acc += weight * np.asarray(worst)
+            if one[0] is None:
+                one_step_undefined = label
+            else:
+                one_step_acc += weight * np.asarray(one, dtype=np.float64)
+    if s.m is not None:  # chunks are per rank: sum their weighted values over ranks
+        packed = np.concatenate([worst_acc, one_step_acc, [one_step_undefined is not None]])
+        packed = objective.reduce_sum(torch.from_numpy(packed).to(objective.device), failure)
+        packed = packed.cpu().numpy()
+        worst_acc, one_step_acc = packed[: len(rhos)], packed[len(rhos) : -1]
+        if packed[-1] > 0 and one_step_undefined is None:
+            one_step_undefined = "a chunk on another rank"
+    elif failure.error is not None:  # the full-data sweep's collectives already ran on all ranks
+        raise failure.error
+    direction = "ρ T_w² g/‖T_w g‖" if s.adaptive else "ρ g/‖g‖"
+    if one_step_undefined is not None:
+        where = "at w" if s.m is None else f"of {one_step_undefined} at w"
+        notes["one_step"] = (
+            f"the gradient {where} is zero, so the direction {direction} is undefined"
+        )
+        if s.restarts == 0:
+            notes["worst_case"] = "no SAM start (zero gradient) and restarts = 0: only ε = 0 tried"
+    one_step: list[float | None] = (
+        [None] * len(rhos) if one_step_undefined is not None else [float(x) for x in one_step_acc]
+    )
+    worst_case: list[float | None] = [float(x) for x in worst_acc]
+
+    # ---- average case
+    average_samples = np.empty((len(rhos), s.samples), dtype=np.float64)
+    for i, rho in enumerate(rhos):
+        try:
+            average_samples[i] = _average_case(objective, t, rho, s.samples, seed, counter)
+        except NumericalError as exc:
+            raise NumericalError(f"at rho={rho:g}: {exc.message}", hint=exc.hint) from None
+        if progress is not None:
+            progress("average", i + 1, len(rhos))
+    average = [float(x) for x in average_samples.mean(axis=1)]
+    stderr = [float(x) for x in average_samples.std(axis=1, ddof=1) / math.sqrt(s.samples)]
+    if s.m is not None:
+        notes["m"] = (
+            f"worst_case and one_step are m-sharpness over chunks of {s.m} samples; average_case "
+            "and second_order are of the full-data loss"
+        )
+
+    # ---- back to the user's order of ρ
+    inverse = np.argsort(order)
+
+    def unsort(values: list[Any]) -> list[Any]:
+        return [values[int(j)] for j in inverse]
+
+    info = RunInfo.from_objective(
+        objective, "sharpness", seed, H.matvecs, time.perf_counter() - start_time
+    )
+    return SharpnessResult(
+        info=info,
+        rho=[float(r) for r in s.rho],
+        worst_case=unsort(worst_case),
+        one_step=unsort(one_step),
+        average_case=unsort(average),
+        average_case_stderr=unsort(stderr),
+        second_order=unsort(second),
+        lambda_max=lambda_max,
+        adaptive=s.adaptive,
+        m=s.m,
+        settings=s,
+        gradient_evaluations=counter.gradients,
+        loss_evaluations=counter.losses,
+        average_samples=average_samples[inverse],
+        lanczos=lz,
+        notes=notes,
+    )
+
+
+def _iter_batches(objective: Objective) -> Iterator[tuple[int, Batch, float]]:
+    yield from objective._batches_on_device()
+
+
+def _chunk_problems(
+    objective: Objective, m: int, counter: _Counter
+) -> Iterator[tuple[_Problem, float]]:
+    """The m-sharpness chunks, each with its own loss and gradient at ``w`` (computed lazily, so
+    only one chunk's gradient is held at a time)."""
+    for index, piece, weight in _chunks(objective, m):
+        batches = [(piece, 1.0)]
+        counter.gradients += 1
+        try:
+            base, grad = gradient_at(objective, None, batches)
+        except NumericalError as exc:
+            raise NumericalError(f"on an m-sharpness chunk at w: {exc.message}") from None
+        yield index, _Problem(batches, base, grad), weight

@@ -1,0 +1,335 @@
+"""The spectrum analysis: extremes by Lanczos, trace by Hutch++, density by SLQ, on one operator.
+
+Each estimator gets its own random stream (:func:`~landscape_cli.problem.seeding.derive_seed`), so
+switching one off leaves the others' numbers unchanged, and all of them count their HVPs on the
+same :class:`~landscape_cli.operators.hessian.HessianOperator`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, numerical_errors
+from ..estimators.density import slq_density
+from ..estimators.exact import check_exact_size, exact_spectrum
+from ..estimators.lanczos import lanczos
+from ..operators.curvature import CURVATURE_NAMES, analysis_operator
+from ..problem.objective import Objective
+from ..problem.seeding import derive_seed
+from ..progress import StageProgress, stage
+from ..settings import ClassifySettings, SpectrumSettings
+from .curvature_trace import curvature_trace, planned_exact_trace
+from .run_info import RunInfo, json_number, json_numbers
+from .stability import NO_LEARNING_RATE, stability_report
+
+
+def analyze_spectrum(
+    objective: Objective,
+    settings: SpectrumSettings | None = None,
+    *,
+    seed: int = 0,
+    lr: float | None = None,
+    progress: StageProgress | None = None,
+) -> SpectrumResult:
+    """Top-k and bottom-k eigenvalues, trace and spectral density of the curvature at ``w``.
+
+    The curvature is ``settings.curvature`` (the Hessian, the generalised Gauss-Newton matrix or
+    the empirical Fisher, :mod:`landscape_cli.operators.curvature`), restricted to the diagonal block of
+    ``settings.params`` when given (:mod:`landscape_cli.operators.blocks`).
+
+    * Extremes: one Lanczos run with full reorthogonalisation, stopped when the wanted Ritz values'
+      residuals fall below ``settings.tol`` relative to the spectral-norm estimate.
+    * Trace: Hutch++ (Meyer et al. 2021) or Hutchinson (1989), ``settings.trace_matvecs`` HVPs,
+      by default on the remainder after deflating the extremes' Lanczos basis ``Q_m``, whose
+      part ``tr(T_m) = Σ alpha_i`` is known for free (:func:`~landscape_cli.estimators.trace.deflated_trace`);
+      ``trace_method="auto"`` is Hutchinson on that remainder, Hutch++ without deflation
+      (:func:`~landscape_cli.estimators.trace.choose_method`).
+    * Density: stochastic Lanczos quadrature (Lin, Saad & Yang 2016; Ghorbani et al. 2019),
+      ``slq_runs × slq_steps`` HVPs, Gaussian broadening ``sigma``; with
+      ``settings.share_lanczos`` the extremes' Lanczos run (Gaussian start, so an unbiased SLQ
+      node set of its own length) is one more run, for no further HVP.
+    * Exact (``settings.exact``): the dense Hessian from ``n`` HVPs, for small models.
+    * Edge of stability (:mod:`landscape_cli.analyses.stability`) when a learning rate is known (``lr`` or
+      the checkpoint's optimizer state); only for the full Hessian.
+    * Per layer (``settings.per_layer``): λ_max and trace of each module's diagonal block.
+    * Spread (``settings.spread = K``): λ_max and trace on K disjoint subsets of the data
+      (:mod:`landscape_cli.analyses.spread`), with warnings when the sample is too small.
+    * Determinism check (``settings.determinism_check``): 1 loss evaluation and 2 products
+      first (:mod:`landscape_cli.problem.determinism`), counted in ``hvp_count``.
+    """
+    settings = settings or SpectrumSettings()
+    start = time.perf_counter()
+    H = analysis_operator(objective, settings.curvature, settings.params)
+    full_hessian = settings.curvature == "hessian" and not settings.params
+    notes: dict[str, str] = {}
+    warnings: list[str] = []
+    n = H.shape[0]
+    top_k = min(settings.top_k, n)
+    bottom_k = min(settings.bottom_k, n)
+    if settings.exact:
+        check_exact_size(n)  # refuse before spending HVPs, not after
+    if settings.density and settings.slq_runs == 0 and not settings.share_lanczos:
+        raise InputError(
+            "--slq-runs 0 with --no-share-lanczos leaves the density without a single run",
+            hint="use --slq-runs 1 or more, --share-lanczos, or --no-density",
+        )
+    if top_k + bottom_k > min(settings.max_iter, n) and settings.max_iter < n:
+        raise InputError(
+            f"--top-k {top_k} plus --bottom-k {bottom_k} exceed --max-iter {settings.max_iter}",
+            hint=f"raise --max-iter to at least {top_k + bottom_k}",
+        )
+    determinism_matvecs = None
+    if settings.determinism_check:
+        from ..problem.determinism import check_determinism
+
+        determinism_matvecs = check_determinism(objective, H, seed=derive_seed(seed, "determinism"))
+    # the exact trace first: the Lanczos run keeps its basis only for a stochastic estimate, and
+    # --trace-method per-sample fails before the Lanczos HVPs when it does not apply
+    planned = planned_exact_trace(objective, settings) if settings.trace else (None, None)
+    with numerical_errors("the Lanczos iteration"):
+        lz = lanczos(
+            H,
+            seed=derive_seed(seed, "lanczos"),
+            max_iter=settings.max_iter,
+            tol=settings.tol,
+            top_k=top_k,
+            bottom_k=min(bottom_k, n - top_k),  # tiny n: the wanted ends overlap
+            return_vectors=settings.save_eigenvectors,
+            return_basis=settings.trace and settings.deflate_trace and planned[0] is None,
+            progress=stage(progress, "lanczos"),
+        )
+        basis, lz = lz.basis, replace(lz, basis=None)  # the basis is not kept in the result
+        if not lz.converged:
+            notes["lanczos"] = (
+                f"stopped after {len(lz.alphas)} iterations (--max-iter) before the residuals "
+                f"reached tol={settings.tol:g}; see lanczos.*_residuals"
+            )
+        trace_estimate = None
+        exact_traces = None
+        if settings.trace:
+            trace_estimate, exact_traces, fallback = curvature_trace(
+                objective,
+                H,
+                settings,
+                lz,
+                basis=basis,
+                seed=derive_seed(seed, "trace"),
+                progress=stage(progress, "trace"),
+                planned=planned,
+            )
+            if fallback is not None:
+                notes["trace"] = (
+                    f"stochastic: the exact per-sample trace does not apply ({fallback})"
+                )
+            del basis
+        else:
+            notes["trace"] = "not requested (--no-trace)"
+        slq = density = None
+        if settings.density:
+            # The extremes' run started from an isotropic (Gaussian) vector: its quadrature is
+            # one more unbiased SLQ node set, already paid for (issue 6: share HVPs).
+            slq = slq_density(
+                H,
+                runs=settings.slq_runs,
+                steps=settings.slq_steps,
+                seed=derive_seed(seed, "density"),
+                progress=stage(progress, "density"),
+                lanczos_runs=[lz] if settings.share_lanczos else (),
+            )
+            density = slq.density(sigma=settings.sigma, grid=settings.grid)
+        else:
+            notes["density"] = "not requested (--no-density)"
+        exact = exact_spectrum(H, progress=stage(progress, "exact")) if settings.exact else None
+    if bottom_k == 0:
+        notes["lambda_min"] = "not requested (--bottom-k 0)"
+    per_layer = None
+    extra_hvps = 0
+    if settings.per_layer:
+        from .per_layer import per_layer_spectrum
+
+        full = getattr(H, "operator", H)  # a --params block's full operator
+        per_layer = per_layer_spectrum(
+            objective,
+            full.fresh,
+            names=getattr(H, "names", None),
+            tol=settings.tol,
+            max_iter=settings.max_iter,
+            trace=settings.trace,
+            trace_matvecs=settings.trace_matvecs,
+            trace_method=settings.trace_method,
+            deflate_trace=settings.deflate_trace,
+            exact_traces=None if exact_traces is None else exact_traces.per_module,
+            seed=seed,
+            progress=stage(progress, "per_layer"),
+        )
+        extra_hvps += sum(row.matvecs for row in per_layer)
+    spread = None
+    if settings.spread is not None:
+        from .spread import analyze_spread
+
+        # the subsets' operators keep their own graphs / per-sample gradients: drop the full
+        # data's first (nothing after this point multiplies by H)
+        getattr(H, "operator", H).release()
+        spread = analyze_spread(
+            objective,
+            settings,
+            k=settings.spread,
+            full_lambda_max=float(lz.top(1)[0]),
+            full_trace=None if trace_estimate is None else trace_estimate.estimate,
+            seed=seed,
+            progress=stage(progress, "spread"),
+        )
+        extra_hvps += spread.matvecs
+        warnings.extend(spread.warnings)
+    stability = None
+    if full_hessian:
+        stability = stability_report(objective, float(lz.top(1)[0]), lr=lr, seed=seed)
+        if stability is None:
+            notes["stability"] = NO_LEARNING_RATE
+    else:
+        notes["stability"] = (
+            "the edge-of-stability numbers need λ_max of the full Hessian; not computed for "
+            f"the {CURVATURE_NAMES[settings.curvature]}" + (" block" if settings.params else "")
+        )
+    hvps = H.matvecs + extra_hvps + (stability.matvecs if stability is not None else 0)
+    info = RunInfo.from_objective(objective, "spectrum", seed, hvps, time.perf_counter() - start)
+    return SpectrumResult(
+        info=info,
+        top_eigenvalues=lz.top(top_k),
+        bottom_eigenvalues=lz.bottom(bottom_k),
+        lanczos=lz,
+        top_k=top_k,
+        bottom_k=bottom_k,
+        tol=settings.tol,
+        trace_estimate=trace_estimate,
+        slq=slq,
+        density_estimate=density,
+        exact=exact,
+        stability=stability,
+        notes=notes,
+        curvature=settings.curvature,
+        params=tuple(settings.params),
+        block_parameters=getattr(H, "names", None),
+        block_size=n if settings.params else None,
+        per_layer=per_layer,
+        spread=spread,
+        warnings=warnings,
+        determinism_matvecs=determinism_matvecs,
+    )
+
+
+@dataclass(frozen=True)
+class SpectrumResult:
+    """Top/bottom eigenvalues (Lanczos), trace (Hutch++/Hutchinson), density (SLQ) of the Hessian.
+
+    ``lanczos``, ``trace_estimate``, ``slq`` and ``density_estimate`` are the estimator results
+    (:class:`~landscape_cli.estimators.lanczos.LanczosResult`, :class:`~landscape_cli.estimators.trace.TraceEstimate`,
+    :class:`~landscape_cli.estimators.density.SLQResult`, :class:`~landscape_cli.estimators.density.SpectralDensity`).
+    """
+
+    info: RunInfo
+    top_eigenvalues: np.ndarray  # descending
+    bottom_eigenvalues: np.ndarray  # ascending
+    lanczos: Any
+    top_k: int
+    bottom_k: int
+    tol: float
+    trace_estimate: Any = None
+    slq: Any = None
+    density_estimate: Any = None
+    exact: Any = None  # ExactSpectrum
+    stability: Any = None  # StabilityReport
+    notes: Mapping[str, str] = field(default_factory=dict)
+    curvature: str = "hessian"  # hessian, ggn or ef
+    params: tuple[str, ...] = ()  # --params patterns (empty: all parameters)
+    block_parameters: list[str] | None = None  # the parameters they matched
+    block_size: int | None = None  # coordinates in that block
+    per_layer: Any = None  # list[BlockSpectrum], largest λ_max first
+    spread: Any = None  # SpreadResult
+    warnings: Sequence[str] = ()
+    determinism_matvecs: int | None = None  # products spent by the determinism check (None: off)
+
+    @property
+    def lambda_max(self) -> float:
+        return float(self.top_eigenvalues[0])
+
+    @property
+    def lambda_min(self) -> float | None:
+        return float(self.bottom_eigenvalues[0]) if len(self.bottom_eigenvalues) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.info.to_dict()
+        lz = self.lanczos
+        top_idx = lz.top_indices(self.top_k)
+        bottom_idx = lz.bottom_indices(self.bottom_k)
+        out.update(
+            {
+                "lambda_max": json_number(self.lambda_max),
+                "lambda_min": json_number(self.lambda_min),
+                "top_eigenvalues": json_numbers(self.top_eigenvalues),
+                "bottom_eigenvalues": json_numbers(self.bottom_eigenvalues),
+                "lanczos": {
+                    **lz.summary(),
+                    "tol": self.tol,
+                    "top_error_bounds": json_numbers(lz.error_bounds[top_idx]),
+                    "bottom_error_bounds": json_numbers(lz.error_bounds[bottom_idx]),
+                    "top_residuals": json_numbers(lz.ritz_residuals[top_idx]),
+                    "bottom_residuals": json_numbers(lz.ritz_residuals[bottom_idx]),
+                },
+                "trace": None if self.trace_estimate is None else _trace_dict(self.trace_estimate),
+                "density": None
+                if self.density_estimate is None
+                else {
+                    "grid": json_numbers(self.density_estimate.grid),
+                    "values": json_numbers(self.density_estimate.values),
+                    "sigma": json_number(self.density_estimate.sigma),
+                    "runs": int(self.slq.nodes.shape[0]),
+                    "steps": int(self.slq.nodes.shape[1]),
+                    "run_steps": [int(k) for k in self.slq.run_steps],
+                    "shared_runs": int(self.slq.shared_runs),
+                    "matvecs": int(self.slq.matvecs),
+                },
+            }
+        )
+        out["stability"] = None if self.stability is None else self.stability.to_dict()
+        out["curvature"] = self.curvature
+        out["params"] = None if not self.params else list(self.params)
+        out["block"] = (
+            None
+            if self.block_parameters is None
+            else {
+                "parameters": list(self.block_parameters),
+                "size": self.block_size,
+            }
+        )
+        if self.per_layer is not None:
+            out["per_layer"] = [row.to_dict() for row in self.per_layer]
+        if self.spread is not None:
+            out["spread"] = self.spread.to_dict()
+        out["warnings"] = list(self.warnings)
+        out["determinism_check"] = (
+            None
+            if self.determinism_matvecs is None
+            else {"passed": True, "matvecs": self.determinism_matvecs, "loss_evaluations": 1}
+        )
+        if self.exact is not None:
+            # the threshold of classify's negative fraction, so the two fractions agree
+            neg_tol = ClassifySettings().neg_tol
+            out["exact"] = self.exact.to_dict(self.top_k, max(self.bottom_k, 1), neg_tol=neg_tol)
+        if self.notes:
+            out["notes"] = dict(self.notes)
+        return out
+
+
+def _trace_dict(estimate: Any) -> dict[str, Any]:
+    return {
+        "estimate": json_number(estimate.estimate),
+        "stderr": json_number(estimate.stderr),
+        "method": estimate.method,
+        "matvecs": int(estimate.matvecs),
+    }

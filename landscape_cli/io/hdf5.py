@@ -1,0 +1,183 @@
+"""Generic HDF5 encoding: attributes with None, arrays with None, compression."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+
+#: Datasets with more elements than this are compressed (gzip level 4 + shuffle).
+COMPRESS_MIN_SIZE = 1024
+
+
+NONE_ATTRIBUTES = "none_attributes"
+
+
+NONE_DATASETS = "none_datasets"
+
+
+NONE_INDICES = "none_indices"
+
+
+def _attr_value(name: str, value: Any) -> Any:
+    """A Python value as an HDF5 attribute value (``None`` is handled by the caller)."""
+    if isinstance(value, (bool, np.bool_)):
+        return np.bool_(value)
+    if isinstance(value, (int, np.integer)):
+        return np.int64(value)
+    if isinstance(value, (float, np.floating)):
+        return np.float64(value)
+    if isinstance(value, str):
+        return str(value)  # a str subclass (e.g. torch.__version__) has no HDF5 type of its own
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return np.array(list(value), dtype=h5py.string_dtype())  # also the empty list
+    if isinstance(value, (list, tuple, np.ndarray)):
+        arr = np.asarray(value)
+        if arr.dtype.kind in "biuf":
+            return arr.astype(np.float64) if arr.dtype.kind == "f" else arr
+        if arr.dtype.kind == "U":
+            return arr.astype(h5py.string_dtype())
+    raise TypeError(f"attribute {name!r}: cannot store {type(value).__name__} {value!r} in HDF5")
+
+
+def set_attrs(obj: h5py.Group | h5py.Dataset, attrs: Mapping[str, Any]) -> None:
+    """Set ``attrs`` on ``obj``; ``None`` values are listed in ``none_attributes`` instead."""
+    missing = list(obj.attrs.get(NONE_ATTRIBUTES, []))
+    missing = [m.decode() if isinstance(m, bytes) else str(m) for m in missing]
+    for name, value in attrs.items():
+        if name in obj.attrs:
+            del obj.attrs[name]
+        if value is None:
+            if name not in missing:
+                missing.append(name)
+            continue
+        if name in missing:
+            missing.remove(name)
+        obj.attrs[name] = _attr_value(name, value)
+    if NONE_ATTRIBUTES in obj.attrs:
+        del obj.attrs[NONE_ATTRIBUTES]
+    if missing:
+        obj.attrs[NONE_ATTRIBUTES] = np.array(missing, dtype=h5py.string_dtype())
+
+
+def plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OS":
+        return [plain(v) for v in value.tolist()]
+    return value
+
+
+def read_attrs(obj: h5py.Group | h5py.Dataset) -> dict[str, Any]:
+    """The attributes of ``obj`` as plain Python values, with ``None`` for those listed in
+    ``none_attributes`` (which itself is not returned)."""
+    out = {name: plain(value) for name, value in obj.attrs.items()}
+    for name in out.pop(NONE_ATTRIBUTES, []) or []:
+        out[name] = None
+    return out
+
+
+def _as_array(name: str, value: Any) -> tuple[np.ndarray, list[int]]:
+    """``value`` as an array; ``None`` entries of a list become NaN, their indices returned."""
+    if isinstance(value, np.ndarray):
+        return value, []
+    if isinstance(value, (list, tuple)):
+        none_idx = [i for i, v in enumerate(value) if v is None]
+        if none_idx:
+            return np.array([np.nan if v is None else v for v in value], dtype=np.float64), none_idx
+        return np.asarray(value), []
+    if hasattr(value, "detach"):  # a torch tensor
+        return value.detach().cpu().numpy(), []
+    raise TypeError(f"dataset {name!r}: expected an array or list, got {type(value).__name__}")
+
+
+def write_datasets(
+    group: h5py.Group,
+    arrays: Mapping[str, Any],
+    dims: Mapping[str, Sequence[str | None]] | None = None,
+) -> list[str]:
+    """Create the datasets of ``arrays`` in ``group``; return the names of those holding ``None``."""
+    none_datasets = []
+    for key, value in arrays.items():
+        arr, none_idx = _as_array(key, value)
+        kwargs: dict[str, Any] = {}
+        if arr.size > COMPRESS_MIN_SIZE:
+            kwargs = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+        if key in group:
+            del group[key]
+        dset = group.create_dataset(key, data=arr, **kwargs)
+        if none_idx:
+            dset.attrs[NONE_INDICES] = np.asarray(none_idx, dtype=np.int64)
+            none_datasets.append(key)
+    for target, axes in (dims or {}).items():
+        for axis, scale_name in enumerate(axes):
+            if scale_name is None:
+                continue
+            scale = group[scale_name]
+            if not scale.is_scale:
+                scale.make_scale(scale_name)
+            group[target].dims[axis].attach_scale(scale)
+    return none_datasets
+
+
+def write_arrays(
+    group: h5py.Group,
+    name: str,
+    arrays: Mapping[str, Any],
+    attrs: Mapping[str, Any] | None = None,
+    *,
+    dims: Mapping[str, Sequence[str | None]] | None = None,
+) -> h5py.Group:
+    """Write the subgroup ``group/name`` (replacing an existing one) with datasets and attributes.
+
+    The building block of every section, for the lead's ``/surface/<name>`` and ``/track`` too::
+
+        write_arrays(f.require_group("surface"), "random-2d",
+                     {"alpha": a, "beta": b, "loss": L},         # L: (len(a), len(b))
+                     {"kind": "2d", "normalisation": "filter"},
+                     dims={"loss": ("alpha", "beta")})
+
+    Args:
+        group: the parent group (``name`` may hold slashes: intermediate groups are created).
+        arrays: dataset name -> array-like (numpy array, torch tensor, or a list that may hold
+            ``None``: stored as NaN, the positions in the dataset attribute ``none_indices``, the
+            name in the group attribute ``none_datasets``). Datasets of more than
+            :data:`COMPRESS_MIN_SIZE` elements are gzip-compressed with the shuffle filter.
+        attrs: attribute name -> bool, int, float, str or a list of numbers/strings; ``None`` is
+            left out and listed in ``none_attributes``.
+        dims: dataset name -> per-axis names of 1-D datasets in ``arrays`` to attach as HDF5
+            dimension scales (``None`` for an axis without a scale).
+
+    Returns:
+        The new group.
+    """
+    if name in group:
+        del group[name]
+    sub = group.create_group(name)
+    none_datasets = write_datasets(sub, arrays, dims)
+    attrs = dict(attrs or {})
+    if none_datasets:
+        attrs[NONE_DATASETS] = none_datasets
+    set_attrs(sub, attrs)
+    return sub
+
+
+def read_array(group: h5py.Group, name: str) -> np.ndarray:
+    return np.asarray(group[name][()])
+
+
+def read_list(group: h5py.Group, name: str) -> list[float | None]:
+    """A 1-D dataset as a list of floats, with ``None`` back at its ``none_indices``."""
+    dset = group[name]
+    values: list[float | None] = [float(v) for v in dset[()]]
+    for i in dset.attrs.get(NONE_INDICES, []):
+        values[int(i)] = None
+    return values

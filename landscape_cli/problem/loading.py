@@ -1,0 +1,526 @@
+"""Checkpoint, model factory, data and loss: from user specs to an :class:`~landscape_cli.problem.objective.Objective`.
+
+Every failure a user can cause raises :class:`~landscape_cli.errors.InputError` (exit code 2)
+with a one-line message naming the culprit, or :class:`~landscape_cli.errors.NumericalError`
+(exit code 3) for non-finite weights. Checkpoints are loaded with ``torch.load(weights_only=True)``
+unless the caller passes ``trust=True`` (the CLI's ``--trust-checkpoint``): a full pickle and a
+TorchScript archive can run arbitrary code, so TorchScript is refused without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import pickle
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError, NumericalError
+from ..settings import RunConfig
+from ..streams import stdout_to_stderr
+from .data import (
+    Batches,
+    dataset_batches,
+    loader_batches,
+    no_data,
+    nonfinite_samples,
+    tensor_batches,
+)
+from .distributed import launched_by_torchrun
+from .losses import load_loss
+from .user_code import import_object
+
+NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
+STRIPPABLE_PREFIXES = ("module.", "model.", "_orig_mod.")
+SAMPLE_PREFIX = "sample:"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: its tensors, the rest of a training checkpoint, and provenance."""
+
+    path: str
+    state_dict: dict[str, torch.Tensor]
+    format: str  # "state_dict", "nested:<key>", "safetensors", "torchscript"
+    sha256: str
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. optimizer state, epoch
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} {path}: file not found", hint="check the path")
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a directory, expected a file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot read it ({exc.strerror})") from None
+    if size == 0:
+        raise InputError(f"{what} {path}: the file is empty")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip holding ``constants.pkl`` (the test
+    ``torch.load`` applies) or serialised ``code/``, at any depth."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(
+        name.rsplit("/", 1)[-1] == "constants.pkl" or name.startswith("code/") or "/code/" in name
+        for name in names
+    )
+
+
+def _torch_load(path: Path, trust: bool) -> Any:
+    where = f"checkpoint {path}"
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    corrupt = InputError(
+        f"{where}: the file is truncated or corrupt",
+        hint="re-copy or re-save the checkpoint",
+    )
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        raise corrupt  # a zip archive (torch.save's format) without its central directory
+    if not head.startswith(b"PK") and not head.startswith(b"\x80"):
+        raise InputError(
+            f"{where}: not a PyTorch checkpoint (it does not start like a torch.save file)",
+            hint="expected a file written by torch.save, a .safetensors file or a TorchScript archive",
+        )
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on stderr
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Unsupported operand" in text:  # not a pickle stream torch.save writes
+            raise InputError(
+                f"{where}: not a torch.save file, or it is corrupt (the weights-only unpickler "
+                "met a pickle opcode torch.save never writes)",
+                hint="re-save it with torch.save(model.state_dict(), path)",
+            ) from None
+        if "Weights only load failed" in text or "weights_only" in text:
+            raise InputError(
+                f"{where}: holds Python objects beyond plain tensors and containers, and loading "
+                "them would run code from the file",
+                hint="re-save it as a state_dict, or pass --trust-checkpoint if you trust its source",
+            ) from None
+        raise corrupt from None
+    except (ImportError, AttributeError) as exc:  # trusted full pickle of an unavailable class
+        raise InputError(f"{where}: cannot rebuild a pickled object ({exc})") from None
+    except Exception:  # the unpicklers raise many types on damaged bytes
+        raise corrupt from None
+
+
+def _unnest(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    """Find the parameter tensors in a plain or nested training checkpoint."""
+    if isinstance(obj, nn.Module):  # a full pickled module (only with --trust-checkpoint)
+        return dict(obj.state_dict()), "module", {}
+    if not isinstance(obj, Mapping):
+        raise InputError(
+            f"{where}: expected a state_dict (a mapping of names to tensors), got {type(obj).__name__}"
+        )
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {str(k): v for k, v in obj.items()}, "state_dict", {}
+    for key in NESTED_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, nn.Module):
+            inner = inner.state_dict()
+        if isinstance(inner, Mapping) and inner:
+            tensors = {str(k): v for k, v in inner.items() if isinstance(v, torch.Tensor)}
+            if tensors:
+                extra = {str(k): v for k, v in obj.items() if k != key}
+                return tensors, f"nested:{key}", extra
+    tensor_keys = [str(k) for k, v in obj.items() if isinstance(v, torch.Tensor)]
+    if tensor_keys:
+        others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+        raise InputError(
+            f"{where}: mixes tensors with non-tensor entries ({', '.join(others[:5])})",
+            hint=f"store the weights under one of the keys {', '.join(NESTED_KEYS[:3])}",
+        )
+    raise InputError(
+        f"{where}: no tensors found; top-level keys are {', '.join(map(str, list(obj)[:8])) or 'none'}",
+        hint=f"store the weights under one of the keys {', '.join(NESTED_KEYS[:3])}",
+    )
+
+
+def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
+    """Load the parameter tensors of a checkpoint file.
+
+    Accepts a plain ``state_dict``, a nested training checkpoint (weights under ``state_dict``,
+    ``model_state_dict``, ``model``, …; the other entries are kept in :attr:`Checkpoint.extra`),
+    a ``.safetensors`` file, or a TorchScript archive (its ``state_dict``; only with ``trust``,
+    since loading one runs the code it holds). Prefixes such as
+    ``module.`` (DDP) and ``model.`` (Lightning) are stripped when matching a model, see
+    :func:`apply_state_dict`.
+    """
+    path = Path(path)
+    where = f"checkpoint {path}"
+    _check_file(path, "checkpoint")
+    sha = file_sha256(path)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:  # pragma: no cover - safetensors is a dependency
+            raise InputError(
+                f"{where}: reading .safetensors needs the safetensors package"
+            ) from None
+        try:
+            tensors = load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own SafetensorError
+            raise InputError(f"{where}: not a valid safetensors file ({exc})") from None
+        return Checkpoint(str(path), dict(tensors), "safetensors", sha)
+    if _is_torchscript(path):
+        if not trust:
+            raise InputError(
+                f"{where}: is a TorchScript archive, and loading one runs code stored in the file "
+                "(which can write files)",
+                hint="pass --trust-checkpoint if you trust its source, or re-save the weights "
+                "with torch.save(model.state_dict(), path)",
+            )
+        try:
+            with warnings.catch_warnings(), stdout_to_stderr():  # its print() is not our output
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates it
+                scripted = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise InputError(f"{where}: TorchScript archive cannot be loaded ({exc})") from None
+        return Checkpoint(str(path), dict(scripted.state_dict()), "torchscript", sha)
+    obj = _torch_load(path, trust)
+    state, fmt, extra = _unnest(obj, where)
+    return Checkpoint(str(path), state, fmt, sha, extra)
+
+
+def _strip_to_match(
+    state: Mapping[str, torch.Tensor], expected: set[str]
+) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes (``module.``, ``model.``, ``_orig_mod.``) while that improves the match."""
+    current = dict(state)
+    while True:
+        overlap = len(expected & set(current))
+        if overlap == len(current):
+            return current
+        for prefix in STRIPPABLE_PREFIXES:
+            if current and all(k.startswith(prefix) for k in current):
+                stripped = {k[len(prefix) :]: v for k, v in current.items()}
+                if len(expected & set(stripped)) > overlap:
+                    current = stripped
+                    break
+        else:
+            return current
+
+
+def _names(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(f"'{k}'" for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Load ``state`` into ``model`` strictly, naming missing/unexpected keys and shape mismatches.
+
+    Raises :class:`NumericalError` when a floating-point tensor holds NaN or Inf (named).
+    """
+    expected = model.state_dict()
+    state = _strip_to_match(state, set(expected))
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_names(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_names(unexpected)}")
+        raise InputError(
+            f"{where}: does not fit the model: {'; '.join(parts)}",
+            hint="check --model and its kwargs match the architecture that wrote the checkpoint",
+        )
+    mismatched = [
+        f"'{k}' {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if mismatched:
+        raise InputError(
+            f"{where}: shape mismatch: {'; '.join(mismatched[:3])}"
+            + (f" and {len(mismatched) - 3} more" if len(mismatched) > 3 else ""),
+            hint="check the model kwargs (layer widths, number of classes)",
+        )
+    wrong_dtype = [
+        f"'{k}' is {state[k].dtype}"
+        for k, v in expected.items()
+        if v.is_floating_point() and not state[k].is_floating_point()
+    ]
+    if wrong_dtype:  # integer, bool or complex weights would be cast silently (or lossily)
+        raise InputError(
+            f"{where}: wrong dtype: {'; '.join(wrong_dtype[:3])}"
+            + (f" and {len(wrong_dtype) - 3} more" if len(wrong_dtype) > 3 else "")
+            + ", the model expects floating point",
+            hint="re-save the floating-point weights the model was trained with",
+        )
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise NumericalError(
+                f"{where}: tensor '{key}' holds {bad} non-finite value(s) (NaN or Inf)",
+                hint="the checkpoint was saved after training diverged; use an earlier one",
+            )
+    model.load_state_dict(dict(state), strict=True)
+
+
+def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """Call the model factory named by ``spec`` with ``kwargs``; it must return an ``nn.Module``."""
+    factory = import_object(spec, "model")
+    if not callable(factory):
+        raise InputError(f"model '{spec}': is not callable")
+    try:
+        inspect.signature(factory).bind(**dict(kwargs or {}))
+    except TypeError as exc:
+        raise InputError(
+            f"model '{spec}': bad keyword arguments: {exc}", hint="check model.kwargs"
+        ) from None
+    except ValueError:  # no signature available (some builtins): let the call decide
+        pass
+    try:
+        model = factory(**dict(kwargs or {}))
+    except Exception as exc:
+        raise InputError(f"model '{spec}': the factory raised {exc!r}") from None
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model '{spec}': returned {type(model).__name__}, expected an nn.Module")
+    return model
+
+
+def _as_xy(obj: Any, where: str) -> tuple[torch.Tensor, ...]:
+    if isinstance(obj, Mapping):
+        missing = [k for k in ("x", "y") if k not in obj]
+        if missing:
+            raise InputError(
+                f"{where}: missing key(s) {', '.join(missing)}; found {', '.join(map(str, obj)) or 'none'}",
+                hint="store the inputs as 'x' and the targets as 'y'",
+            )
+        obj = (obj["x"], obj["y"])
+    if not isinstance(obj, (tuple, list)) or len(obj) != 2:
+        raise InputError(f"{where}: expected {{'x': ..., 'y': ...}} or a pair (x, y)")
+    tensors = []
+    for name, value in zip(("x", "y"), obj, strict=True):
+        try:
+            tensor = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"{where}: '{name}' is not an array ({exc})") from None
+        if tensor.ndim == 0:
+            raise InputError(f"{where}: '{name}' is a scalar; expected a batch dimension")
+        tensors.append(tensor)
+    if tensors[0].shape[0] != tensors[1].shape[0]:
+        raise InputError(
+            f"{where}: x has {tensors[0].shape[0]} samples but y has {tensors[1].shape[0]}"
+        )
+    if tensors[0].shape[0] == 0:
+        raise InputError(f"{where}: holds no samples")
+    return tuple(tensors)
+
+
+def _finite_inputs(batches: Batches, where: str) -> Batches:
+    """Raise :class:`NumericalError` naming the first sample (and its batch) whose floating-point
+    inputs ``x`` hold NaN or Inf, among the samples the run uses."""
+    bad = nonfinite_samples(batches.source[0])
+    if bad is not None and bool(bad.any()):
+        first = int(bad.nonzero()[0, 0])
+        raise NumericalError(
+            f"{where}: 'x' holds NaN or Inf values ({int(bad.sum())} sample(s); the first is "
+            f"sample {first}, in batch {first // batches.batch_size} of {len(batches)})",
+            hint="clean the data or select other samples with --max-samples",
+        )
+    return batches
+
+
+def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Batches:
+    """Load the samples named by ``spec`` into :class:`~landscape_cli.problem.data.Batches`.
+
+    ``spec`` is a ``.pt``/``.pth`` file holding ``{"x", "y"}`` or ``(x, y)`` (weights-only load),
+    an ``.npz`` with arrays ``x`` and ``y``, an ``.h5``/``.hdf5`` file with datasets ``x`` and ``y``,
+    ``package.module:callable`` returning a Dataset (read in index order), a DataLoader (its own
+    batches, sampler order and ``collate_fn``; ``batch_size`` is the loader's) or ``(x, y)``, or
+    ``sample:NAME`` for bundled data; ``None`` means no data (analytic objective).
+    """
+    if spec is None:
+        return no_data()
+    if spec.startswith(SAMPLE_PREFIX):
+        name = spec[len(SAMPLE_PREFIX) :]
+        from .. import sample_models
+
+        try:
+            x, y = sample_models.load_dataset(name)
+        except ValueError as exc:
+            raise InputError(f"data '{spec}': {exc}") from None
+        return tensor_batches((x, y), batch_size, max_samples, spec)
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    where = f"data {spec}"
+    if suffix in (".pt", ".pth"):
+        _check_file(path, "data")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise InputError(f"{where}: cannot be read as a tensor file ({first})") from None
+        return _finite_inputs(
+            tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+        )
+    if suffix == ".npz":
+        _check_file(path, "data")
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                obj = {k: archive[k] for k in archive.files}
+        except Exception as exc:
+            raise InputError(f"{where}: cannot be read as .npz ({exc})") from None
+        return _finite_inputs(
+            tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+        )
+    if suffix in (".h5", ".hdf5"):
+        _check_file(path, "data")
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as handle:
+                obj = {k: handle[k][()] for k in ("x", "y") if k in handle}
+                if len(obj) < 2:
+                    found = ", ".join(handle.keys()) or "none"
+                    raise InputError(
+                        f"{where}: needs datasets 'x' and 'y'; found {found}",
+                        hint="store the inputs as 'x' and the targets as 'y'",
+                    )
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"{where}: cannot be read as HDF5 ({exc})") from None
+        return _finite_inputs(
+            tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+        )
+    if ":" in spec:
+        factory = import_object(spec, "data")
+        try:
+            obj = factory() if callable(factory) else factory
+        except Exception as exc:
+            raise InputError(f"{where}: the data callable raised {exc!r}") from None
+        if isinstance(obj, torch.utils.data.DataLoader):
+            return loader_batches(obj, max_samples, spec)
+        if isinstance(obj, (tuple, list, Mapping)):
+            return _finite_inputs(
+                tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+            )
+        if hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
+            if len(obj) == 0:
+                raise InputError(f"{where}: the dataset is empty")
+            return dataset_batches(obj, batch_size, max_samples, spec)
+        raise InputError(
+            f"{where}: returned {type(obj).__name__}; expected a Dataset, DataLoader or (x, y)"
+        )
+    raise InputError(
+        f"{where}: unknown data format '{suffix or spec}'",
+        hint="use a .pt, .npz or .h5 file, package.module:callable, or sample:NAME",
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; an unavailable device is an input error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(
+            f"--device '{name}': not a device; use auto, cpu, cuda or cuda:INDEX"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"--device {name}: CUDA is not available on this machine", hint="use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
+        if device.index is None and launched_by_torchrun():  # one GPU per rank
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(
+                f"--device {name}: MPS is not available on this machine", hint="use --device cpu"
+            )
+    elif device.type != "cpu":
+        raise InputError(f"--device {name}: unsupported device type '{device.type}'")
+    return device
+
+
+def build_objective(config: RunConfig, progress: Callable[[int, int], None] | None = None):
+    """Load everything ``config`` names and return the :class:`~landscape_cli.problem.objective.Objective`.
+
+    The returned objective carries the checkpoint's provenance in ``objective.checkpoint``.
+    """
+    from .objective import Objective
+
+    if config.model is None:
+        raise InputError(
+            "no model given: a checkpoint holds weights, not the architecture",
+            hint="pass --model package.module:callable (or set model.spec in --config)",
+        )
+    device = resolve_device(config.device)
+    if config.threads is not None:
+        try:
+            torch.set_num_threads(config.threads)
+        except (ValueError, RuntimeError, OverflowError):
+            raise InputError(
+                f"--threads {config.threads}: not a usable number of threads"
+            ) from None
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    model = build_model(config.model, config.model_kwargs)
+    checkpoint = None
+    if config.checkpoint is not None:
+        checkpoint = load_checkpoint(config.checkpoint, trust=config.trust_checkpoint)
+        apply_state_dict(model, checkpoint.state_dict, f"checkpoint {config.checkpoint}")
+    else:
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise NumericalError(f"model '{config.model}': tensor '{name}' is not finite")
+    loss_fn = load_loss(config.loss)
+    batches = load_data(config.data, config.batch_size, config.max_samples)
+    if config.spectrum.determinism_check:
+        from .determinism import check_data_order
+
+        check_data_order(batches)  # before the initial pass: no data is read twice in vain
+    return Objective(
+        model,
+        loss_fn,
+        batches,
+        device=device,
+        dtype=dtype,
+        mode=config.mode,
+        hvp_mode=config.hvp_mode,
+        hvp_block=config.hvp_block,
+        compile=config.compile,
+        checkpoint=checkpoint,
+        seed=config.seed,
+        progress=progress,
+    )

@@ -1,0 +1,433 @@
+"""Rich tables for people at a terminal (results on stdout). Used by the CLI only."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+SPARK = " ▁▂▃▄▅▆▇█"
+
+
+def _fmt(value: Any, digits: int = 6) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def _header(console: Console, info: Any) -> None:
+    source = escape(info.checkpoint or "(model as constructed)")
+    console.print(f"[bold]{info.command}[/bold]  {source}")
+    console.print(
+        f"  {info.num_parameters:,} parameters · {info.num_samples:,} samples · loss {_fmt(info.loss)} · "
+        f"‖∇L‖ {_fmt(info.grad_norm, 4)} · {info.device}/{info.dtype} · HVP {info.hvp_mode}"
+    )
+
+
+def _print_stability(console: Console, stability: Any) -> None:
+    """The learning rate against the optimizer's own bound: Adam's preconditioned sharpness,
+    SGD's momentum bound, or plain gradient descent's 2 (with the note for other optimizers)."""
+    if stability is None:
+        return
+    source = f"η = {_fmt(stability.lr, 4)} from {stability.source}, {stability.optimizer}"
+    plain = f"η·λ_max = {_fmt(stability.lr_times_lambda_max, 4)}"
+    within = stability.within_bound
+    if stability.preconditioned_sharpness is not None:
+        console.print(
+            f"edge of stability (Adam): λ_max(P⁻¹H) = {_fmt(stability.preconditioned_sharpness, 4)}"
+            f" vs (2+2β₁)/((1−β₁)η) = {_fmt(stability.preconditioned_threshold, 4)} "
+            f"({'within' if within else 'beyond'}; {source}; {plain} is plain GD's number)"
+        )
+    else:
+        if stability.momentum:
+            bound = (
+                f"momentum bound {stability.momentum_formula} = "
+                f"{_fmt(stability.momentum_threshold, 3)}"
+            )
+        else:
+            bound = "2"
+        console.print(
+            f"edge of stability: {plain} vs {bound} ({'within' if within else 'beyond'}; {source})"
+        )
+    if stability.note:
+        console.print(f"  note: {stability.note}")
+
+
+def sparkline(values: np.ndarray, width: int = 60) -> str:
+    """The density on a log scale as one line of block characters."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return ""
+    chunks = np.array_split(values, min(width, values.size))
+    heights = np.array([c.max() for c in chunks])
+    logs = np.log10(np.maximum(heights, heights.max() * 1e-6 if heights.max() > 0 else 1e-300))
+    low, high = logs.min(), logs.max()
+    scaled = np.zeros_like(logs) if high == low else (logs - low) / (high - low)
+    return "".join(SPARK[round(float(s) * (len(SPARK) - 1))] for s in scaled)
+
+
+def print_spectrum(result: Any, console: Console | None = None) -> None:
+    """The spectrum result as a table: extremes with error bounds, trace, density summary."""
+    console = console or Console()
+    info = result.info
+    _header(console, info)
+    lz = result.lanczos
+    table = Table(title=_curvature_title(result), title_justify="left")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("± bound", justify="right")
+    for i, idx in enumerate(lz.top_indices(result.top_k)):
+        name = "λ_max" if i == 0 else f"λ_{i + 1}"
+        table.add_row(name, _fmt(lz.ritz_values[idx]), _fmt(lz.error_bounds[idx], 2))
+    for i, idx in enumerate(lz.bottom_indices(result.bottom_k)):
+        name = "λ_min" if i == 0 else f"λ_min+{i}"
+        table.add_row(name, _fmt(lz.ritz_values[idx]), _fmt(lz.error_bounds[idx], 2))
+    if result.trace_estimate is not None:
+        t = result.trace_estimate
+        spread = "exact" if t.method.endswith("exact") else _fmt(t.stderr, 2) + " s.e."
+        table.add_row(f"trace ({t.method})", _fmt(t.estimate), spread)
+    if result.exact is not None:
+        ex = result.exact.eigenvalues
+        table.add_row("exact λ_max", _fmt(ex[-1]), "")
+        table.add_row("exact λ_min", _fmt(ex[0]), "")
+        table.add_row("exact trace", _fmt(ex.sum()), "")
+    console.print(table)
+    if result.density_estimate is not None:
+        d = result.density_estimate
+        console.print(
+            f"density (SLQ, log scale, {_fmt(d.grid[0], 3)} … {_fmt(d.grid[-1], 3)}, σ={_fmt(d.sigma, 3)}):"
+        )
+        console.print(f"  [cyan]{sparkline(d.values)}[/cyan]")
+    _print_stability(console, result.stability)
+    status = "converged" if lz.converged else "NOT converged (raise --max-iter)"
+    console.print(
+        f"Lanczos {status} after {len(lz.alphas)} iterations · {info.hvp_count:,} HVPs in "
+        f"{info.seconds:.2f} s · seed {info.seed}"
+    )
+    for key, note in result.notes.items():
+        if key != "stability":
+            console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
+    if result.per_layer is not None:
+        _print_per_layer(console, result.per_layer)
+    if result.spread is not None:
+        _print_spread(console, result.spread)
+
+
+CURVATURE_TITLES = {
+    "hessian": "Hessian",
+    "ggn": "Generalised Gauss-Newton (Fisher)",
+    "ef": "Empirical Fisher",
+}
+
+
+def _curvature_title(result: Any) -> str:
+    title = f"{CURVATURE_TITLES.get(result.curvature, result.curvature)} spectrum"
+    if result.params:
+        size = f", {result.block_size:,} coordinates" if result.block_size else ""
+        title += f" · block {' '.join(result.params)}{size}"
+    return title
+
+
+def _print_per_layer(console: Console, rows: Any) -> None:
+    table = Table(title="per layer (diagonal blocks, largest λ_max first)", title_justify="left")
+    for name in ("module", "parameters", "λ_max", "± bound", "trace", "± s.e."):
+        table.add_column(name, justify="left" if name == "module" else "right")
+    for r in rows:
+        table.add_row(
+            escape(r.name), _fmt(r.size), _fmt(r.lambda_max), _fmt(r.lambda_max_error_bound, 2),
+            _fmt(r.trace), "exact" if (r.trace_method or "").endswith("exact") else _fmt(r.trace_stderr, 2),
+        )  # fmt: skip
+    console.print(table)
+
+
+def _print_spread(console: Console, spread: Any) -> None:
+    table = Table(title=f"spread over {spread.k} disjoint data subsets", title_justify="left")
+    for name in ("quantity", "full data", "subset mean", "subset std"):
+        table.add_column(name, justify="right")
+    mean, std = spread.lambda_max_mean_std
+    table.add_row("λ_max", _fmt(spread.full_lambda_max), _fmt(mean), _fmt(std, 3))
+    trace = spread.trace_mean_std
+    if trace is not None:
+        table.add_row("trace", _fmt(spread.full_trace), _fmt(trace[0]), _fmt(trace[1], 3))
+    console.print(table)
+    sizes = [s.num_samples for s in spread.subsets]
+    console.print(
+        f"subsets of {min(sizes):,}–{max(sizes):,} samples · λ_max varies by "
+        f"{_fmt(100 * spread.lambda_max_cv, 3)} % (coefficient of variation)"
+    )
+
+
+def print_inspection(result: Any, console: Console | None = None) -> None:
+    """Parameters by tensor, the data and the objective at ``w``."""
+    console = console or Console()
+    _header(console, result.info)
+    table = Table(title="Trainable parameters", title_justify="left")
+    table.add_column("name")
+    table.add_column("shape")
+    table.add_column("numel", justify="right")
+    table.add_column("norm", justify="right")
+    for p in result.parameters:
+        table.add_row(
+            p["name"],
+            "×".join(map(str, p["shape"])) or "scalar",
+            _fmt(p["numel"]),
+            _fmt(p["norm"], 4),
+        )
+    console.print(table)
+    data = result.data
+    console.print(
+        f"data: {escape(data['source'])} · {data['num_samples']:,} samples in {data['num_batches']} batch(es) of ≤{data['batch_size']}"
+    )
+    for key in ("x", "y"):
+        if key in data:
+            d = data[key]
+            extra = f", {d['distinct_values']} distinct values" if "distinct_values" in d else ""
+            console.print(f"  {key}: {d['dtype']} {tuple(d['shape'])}{extra}")
+    if result.checkpoint_format:
+        console.print(f"checkpoint format: {result.checkpoint_format}")
+    if result.info.hvp_mode == "cached":
+        console.print(f"cached gradient graph: {result.graph_megabytes:.2f} MB")
+    else:
+        console.print(
+            "HVPs stream batch by batch (the gradient graph would exceed the memory budget)"
+        )
+
+
+def print_classification(result: Any, console: Console | None = None) -> None:
+    """The label, its evidence sentence, and the numbers behind it."""
+    console = console or Console()
+    _header(console, result.info)
+    colour = {"minimum": "green", "saddle": "yellow", "maximum": "red"}.get(
+        result.classification, "cyan"
+    )
+    label, _, rest = result.evidence.partition(":")
+    console.print(f"[bold {colour}]{escape(label)}[/bold {colour}]:{escape(rest)}")
+    d = result.decision
+    table = Table(title="Evidence", title_justify="left")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("λ_max", f"{_fmt(result.lambda_max)} ± {_fmt(result.error_max, 2)}")
+    table.add_row("λ_min", f"{_fmt(result.lambda_min)} ± {_fmt(result.error_min, 2)}")
+    table.add_row("‖g‖ / (κ·max(‖w‖,1))", _fmt(d.relative_gradient, 3))
+    table.add_row("Cauchy step / max(‖w‖,1)", _fmt(d.relative_step, 3))
+    table.add_row("negative fraction", _fmt(result.negative_fraction, 3))
+    if result.newton is not None and result.newton.decrement_squared is not None:
+        table.add_row("Newton decrement² gᵀ(H+μI)⁻¹g", _fmt(result.newton.decrement_squared, 4))
+        table.add_row("Newton step length", _fmt(result.newton.step_norm, 4))
+    console.print(table)
+    if result.escape is not None:
+        e = result.escape
+        esc = Table(
+            title=f"Escape along the λ_min eigenvector (λ = {_fmt(e.eigenvalue, 4)})",
+            title_justify="left",
+        )
+        for name in ("t", "L(w+tv)", "L(w−tv)", "model L+t·gᵀv+½λt²"):
+            esc.add_column(name, justify="right")
+        for t, lp, lm, mp in zip(e.steps, e.loss_plus, e.loss_minus, e.model_plus, strict=True):
+            esc.add_row(_fmt(t, 3), _fmt(lp), _fmt(lm), _fmt(mp))
+        console.print(esc)
+    console.print(
+        f"{result.info.hvp_count:,} HVPs in {result.info.seconds:.2f} s · seed {result.info.seed}"
+    )
+    for key, note in result.notes.items():
+        if key != "stability":
+            console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
+
+
+def print_sharpness(result: Any, console: Console | None = None) -> None:
+    """Sharpness measures against ρ."""
+    console = console or Console()
+    _header(console, result.info)
+    kind = "adaptive (ASAM) " if result.adaptive else ""
+    table = Table(title=f"{kind}sharpness L(w+ε) − L(w)", title_justify="left")
+    bound = "ρ‖Tg‖+½ρ²λ⁺(THT)" if result.adaptive else "ρ‖g‖+½ρ²λ⁺_max"
+    for name in ("ρ", "worst case (≥)", "one-step SAM", "average case", "± s.e.", bound):
+        table.add_column(name, justify="right")
+    for i, rho in enumerate(result.rho):
+        table.add_row(
+            _fmt(rho, 3),
+            _fmt(result.worst_case[i], 4),
+            _fmt(result.one_step[i], 4),
+            _fmt(result.average_case[i], 4),
+            _fmt(result.average_case_stderr[i], 2),
+            _fmt(result.second_order[i], 4),
+        )
+    console.print(table)
+    console.print(
+        f"{'λ_max(T H T)' if result.adaptive else 'λ_max'} {_fmt(result.lambda_max)} · "
+        f"worst case is the best point found by projected "
+        f"ascent (a lower bound) · {result.info.hvp_count:,} HVPs, "
+        f"{result.gradient_evaluations:,} gradients in {result.info.seconds:.2f} s · seed {result.info.seed}"
+    )
+    for key, note in result.notes.items():
+        if key != "stability":
+            console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
+
+
+def print_surface(result: Any, console: Console | None = None) -> None:
+    """A 1-D surface as a table; a 2-D one as a summary and a coarse shaded map."""
+    console = console or Console()
+    _header(console, result.info)
+    losses = np.asarray(result.losses, float)
+    console.print(
+        f"{escape(result.name)}: {result.kind} directions, {result.dims}-D, "
+        f"{losses.size} points; loss at the checkpoint {_fmt(result.center_loss)}, "
+        f"range {_fmt(np.nanmin(losses), 4)} … {_fmt(np.nanmax(losses), 4)}"
+    )
+    if result.dims == 1:
+        table = Table(title="loss along the direction", title_justify="left")
+        table.add_column("t", justify="right")
+        table.add_column("loss", justify="right")
+        if result.accuracies is not None:
+            table.add_column("accuracy", justify="right")
+        if result.quadratic_model is not None:
+            table.add_column("quadratic model", justify="right")
+        for i, t in enumerate(result.xs):
+            row = [_fmt(t, 3), _fmt(losses[i])]
+            if result.accuracies is not None:
+                row.append(_fmt(result.accuracies[i], 3))
+            if result.quadratic_model is not None:
+                row.append(_fmt(np.asarray(result.quadratic_model)[i]))
+            table.add_row(*row)
+        console.print(table)
+    else:
+        low, high = np.nanmin(losses), np.nanmax(losses)
+        shades = " .:-=+*#%@"
+        for row in losses[::-1]:  # y increases upwards
+            scaled = (row - low) / (high - low) if high > low else np.zeros_like(row)
+            console.print(
+                "  "
+                + "".join(
+                    shades[min(int(v * len(shades)), len(shades) - 1)] * 2
+                    for v in np.nan_to_num(scaled, nan=1.0)
+                )
+            )
+        console.print("  (darker = lower loss; the checkpoint is at the centre)")
+    console.print(
+        f"{result.info.hvp_count:,} HVPs in {result.info.seconds:.2f} s · seed {result.info.seed}"
+    )
+    for key, note in result.notes.items():
+        console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
+
+
+def print_checks(result: Any, console: Console | None = None) -> None:
+    """One row per threshold; the verdict last."""
+    console = console or Console()
+    table = Table(
+        title=f"landscape check ({result.source}: {escape(result.target)})", title_justify="left"
+    )
+    for name in ("metric", "value", "± u", "threshold", "result"):
+        table.add_column(name, justify="right" if name in ("value", "± u") else "left")
+    for o in result.outcomes:
+        value = escape(str(o.value)) if isinstance(o.value, str) else _fmt(o.value)
+        verdict = "[green]pass[/green]" if o.passed else "[red]FAIL[/red]"
+        if o.reason:
+            verdict += f" ({escape(o.reason)})"
+        table.add_row(
+            escape(o.check.metric),
+            value,
+            _fmt(o.uncertainty, 2),
+            escape(o.check.describe()),
+            verdict,
+        )
+    console.print(table)
+    if result.margin:
+        console.print(f"margin: a check fails only beyond {result.margin:g} uncertainties")
+    console.print(
+        "[green]all checks passed[/green]" if result.passed else "[red]a check failed[/red]"
+    )
+
+
+def print_track(result: Any, console: Console | None = None) -> None:
+    """One row per checkpoint, in step order."""
+    console = console or Console()
+    kind = CURVATURE_TITLES.get(getattr(result, "curvature", "hessian"), "Hessian")
+    block = f" · block {' '.join(result.params)}" if getattr(result, "params", ()) else ""
+    table = Table(title=f"curvature along the run ({kind}{block})", title_justify="left")
+    adam = any(p.preconditioned_sharpness is not None for p in result.points)
+    names = ["step", "λ_max", "trace", "loss", "‖∇L‖", "η·λ_max", "bound"]
+    names += ["λ_max(P⁻¹H)", "Adam bound"] if adam else []
+    for name in [*names, "HVPs"]:
+        table.add_column(name, justify="right")
+    for p in result.points:
+        row = [
+            str(p.step), _fmt(p.lambda_max), _fmt(p.trace), _fmt(p.loss), _fmt(p.grad_norm, 4),
+            _fmt(p.lr_times_lambda_max, 4), _fmt(p.stability_threshold, 3),
+        ]  # fmt: skip
+        if adam:
+            row += [_fmt(p.preconditioned_sharpness, 4), _fmt(p.preconditioned_threshold, 4)]
+        table.add_row(*row, _fmt(p.hvp_count))
+    console.print(table)
+    total = sum(p.hvp_count for p in result.points)
+    mode = "warm-started" if result.warm_start else "cold-started"
+    console.print(
+        f"{len(result.points)} checkpoints · {total:,} HVPs ({mode} Lanczos) · seed {result.seed}"
+    )
+    for key, note in result.notes.items():
+        console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
+
+
+def print_jacobian(result: Any, console: Console | None = None) -> None:
+    """Input–output singular values, per-layer σ_max (median and quantiles), the NTK spectrum."""
+    console = console or Console()
+    _header(console, result.info)
+    from ..analyses.jacobian import summarize
+
+    table = Table(
+        title=f"input–output Jacobian ({result.output_dim} outputs × {result.input_dim} inputs, "
+        f"{result.samples} samples)",
+        title_justify="left",
+    )
+    columns = ("min", "q10", "median", "q90", "max")
+    table.add_column("quantity")
+    for name in columns:
+        table.add_column(name, justify="right")
+    rows = [("σ_max (Lanczos)", result.sigma_max)]
+    if result.sigma_min is not None:
+        rows.append(("σ_min (non-zero)", result.sigma_min))
+        rows.append(("condition σ_max/σ_min", result.condition))
+        rows.append(("rank", result.rank))
+    for name, values in rows:
+        stats = summarize(values)
+        table.add_row(name, *(_fmt(None if stats is None else stats[c], 4) for c in columns))
+    console.print(table)
+    if result.layers:
+        layers = Table(title="σ_max per layer (along the forward pass)", title_justify="left")
+        for name in ("layer", "type", "in→out", "q10", "median", "q90", "log₁₀ med"):
+            layers.add_column(name, justify="right" if name not in ("layer", "type") else "left")
+        for layer in result.layers:
+            stats = summarize(layer.sigma_max)
+            median = None if stats is None else stats["median"]
+            log = None if median is None or median <= 0 else math.log10(median)
+            layers.add_row(
+                escape(layer.name),
+                escape(layer.type),
+                f"{layer.input_dim}→{layer.output_dim}",
+                _fmt(None if stats is None else stats["q10"], 4),
+                _fmt(median, 4),
+                _fmt(None if stats is None else stats["q90"], 4),
+                "n/a" if log is None else f"{log:+.3f}",
+            )
+        console.print(layers)
+    if result.ntk is not None:
+        k = result.ntk
+        top = ", ".join(_fmt(v, 5) for v in k.top_eigenvalues)
+        console.print(
+            f"NTK on {k.samples} samples ({k.outputs} × {k.outputs}): top eigenvalues {top}; "
+            f"trace {_fmt(k.trace)}"
+        )
+    console.print(
+        f"{result.jvp_count:,} JVPs + {result.vjp_count:,} VJPs (no HVPs) in "
+        f"{result.info.seconds:.2f} s · seed {result.info.seed}"
+    )
+    for key, note in result.notes.items():
+        console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
