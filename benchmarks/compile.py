@@ -39,11 +39,10 @@ def measure(name: str, points: int, compile: bool) -> dict[str, float]:
     import torch
     from workloads import SYNTHETIC, build_synthetic
 
-    from landscape_cli.analyses.surface import analyze_surface
+    from landscape_cli.analyses.surface import SurfaceSettings, analyze_surface
     from landscape_cli.problem.data import tensor_batches
     from landscape_cli.problem.losses import SplitLoss
     from landscape_cli.problem.objective import Objective
-    from landscape_cli.settings import SurfaceSettings
 
     model, x, y = build_synthetic(name)
     spec = SYNTHETIC[name]

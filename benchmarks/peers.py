@@ -546,9 +546,9 @@ def task_top5(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     tool = Tool(tool_name, w, rec)
     out: dict[str, Any] = {"setup_s": tool.setup_s, "setup_hvps": tool.setup_hvps}
     if tool_name == "landscape":
+        from landscape_cli.analyses.spectrum import SpectrumSettings
         from landscape_cli.estimators.lanczos import lanczos
         from landscape_cli.problem.seeding import derive_seed
-        from landscape_cli.settings import SpectrumSettings
 
         s = SpectrumSettings()
         res = lanczos(
@@ -602,8 +602,8 @@ def task_trace(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         if tool_name == "landscape" and args.get("landscape_trace") == "auto":
             from landscape_cli.analyses.curvature_trace import curvature_trace
+            from landscape_cli.analyses.spectrum import SpectrumSettings
             from landscape_cli.problem.seeding import derive_seed
-            from landscape_cli.settings import SpectrumSettings
 
             defaults = SpectrumSettings()
             budget = defaults.trace_matvecs
@@ -666,9 +666,9 @@ def task_density(w: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"setup_s": tool.setup_s, "setup_hvps": tool.setup_hvps}
     nodes = weights = grid = values = None
     if tool_name == "landscape":
+        from landscape_cli.analyses.spectrum import SpectrumSettings
         from landscape_cli.estimators.density import slq_density
         from landscape_cli.problem.seeding import derive_seed
-        from landscape_cli.settings import SpectrumSettings
 
         s = SpectrumSettings()
         slq = slq_density(

@@ -11,7 +11,7 @@ For each bundled sample (float64) the exact spectrum comes from the dense Hessia
 (:func:`~landscape_cli.estimators.exact.exact_spectrum`, ``n`` HVPs, ``eigvalsh``). For each seed:
 
 * the extremes' Lanczos run exactly as ``landscape spectrum`` makes it (top-5, bottom-1,
-  ``tol``, ``max_iter`` and seed from :class:`~landscape_cli.settings.SpectrumSettings`);
+  ``tol``, ``max_iter`` and seed from :class:`~landscape_cli.analyses.spectrum.SpectrumSettings`);
 * **trace**: landscape's default (``trace_matvecs`` HVPs of Hutchinson, ``trace_method="auto"``,
   on the remainder after deflating the Lanczos basis, :func:`~landscape_cli.estimators.trace.deflated_trace`)
   against PyHessian's
@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
 
+from landscape_cli.analyses.spectrum import SpectrumSettings
 from landscape_cli.estimators.density import (
     DEFAULT_RUNS,
     DEFAULT_STEPS,
@@ -55,7 +56,6 @@ from landscape_cli.io.config import resolve_run_config
 from landscape_cli.operators.hessian import HessianOperator
 from landscape_cli.problem.loading import build_objective
 from landscape_cli.problem.seeding import derive_seed
-from landscape_cli.settings import SpectrumSettings
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # configuration and loading
-    "RunConfig": "settings",
-    "SpectrumSettings": "settings",
+    "RunConfig": "analyses.settings",
+    "SpectrumSettings": "analyses.settings",
     "resolve_config": "io.config",
     "read_config_file": "io.config",
     "load_checkpoint": "problem.loading",
@@ -53,12 +53,12 @@ _EXPORTS = {
     "analyze_spectrum": "analyses.spectrum",
     "classify_point": "analyses.classify",
     "ClassifyResult": "analyses.classify",
-    "ClassifySettings": "settings",
+    "ClassifySettings": "analyses.settings",
     "SpectrumResult": "analyses.spectrum",
     "inspect_objective": "analyses.inspection",
     "analyze_jacobian": "analyses.jacobian",
     "JacobianResult": "analyses.jacobian",
-    "JacobianSettings": "settings",
+    "JacobianSettings": "analyses.settings",
     # errors
     "LandscapeError": "errors",
     "InputError": "errors",

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from landscape_cli.analyses.classify import escape_probe
-from landscape_cli.analyses.sharpness import measure_sharpness
+from landscape_cli.analyses.classify import ClassifySettings, escape_probe
+from landscape_cli.analyses.sharpness import SharpnessSettings, measure_sharpness
 from landscape_cli.analyses.surface import evaluate_points
 from landscape_cli.cli import app
 from landscape_cli.errors import InputError
@@ -25,7 +25,6 @@ from landscape_cli.problem.data import tensor_batches
 from landscape_cli.problem.determinism import check_determinism
 from landscape_cli.problem.losses import SplitLoss
 from landscape_cli.problem.objective import Objective
-from landscape_cli.settings import ClassifySettings, SharpnessSettings
 
 F64 = torch.float64
 

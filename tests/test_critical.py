@@ -16,14 +16,13 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from landscape_cli.analyses.classify import classify_point, decide
+from landscape_cli.analyses.classify import ClassifySettings, classify_point, decide
 from landscape_cli.cli import app
 from landscape_cli.estimators.cg import conjugate_gradient
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.problem.data import no_data
 from landscape_cli.problem.loading import build_objective
 from landscape_cli.problem.objective import Objective
-from landscape_cli.settings import ClassifySettings
 
 
 def classify_sample(name: str, **kwargs):

@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call, jacrev
 from typer.testing import CliRunner
 
-from landscape_cli.analyses.spectrum import analyze_spectrum
+from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
 from landscape_cli.cli import app
 from landscape_cli.errors import InputError
 from landscape_cli.operators.blocks import (
@@ -41,7 +41,6 @@ from landscape_cli.operators.hessian import HessianOperator
 from landscape_cli.problem.data import tensor_batches
 from landscape_cli.problem.losses import SplitLoss
 from landscape_cli.problem.objective import Objective
-from landscape_cli.settings import SpectrumSettings
 
 N, BATCH = 23, 7  # batches of 7, 7, 7 and a short one of 2
 F64 = torch.float64
@@ -474,8 +473,8 @@ def test_config_params_accepts_a_yaml_list_or_one_string_and_report_refuses(tmp_
     import dataclasses
 
     from landscape_cli.analyses.bundle import analyze_all
+    from landscape_cli.analyses.settings import RunConfig
     from landscape_cli.io.config import read_config_file, resolve_config
-    from landscape_cli.settings import RunConfig
 
     path = tmp_path / "c.yaml"
     path.write_text("spectrum:\n  curvature: ef\n  params: ['0.*', 're:bias$']\n  spread: 3\n")

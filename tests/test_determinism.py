@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from landscape_cli.analyses.spectrum import analyze_spectrum
+from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
 from landscape_cli.cli import app
 from landscape_cli.errors import InputError
 from landscape_cli.operators.hessian import HessianOperator
@@ -24,7 +24,6 @@ from landscape_cli.problem.data import dataset_batches, loader_batches, tensor_b
 from landscape_cli.problem.determinism import check_determinism
 from landscape_cli.problem.losses import SplitLoss
 from landscape_cli.problem.objective import Objective
-from landscape_cli.settings import SpectrumSettings
 
 F64 = torch.float64
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from landscape_cli.analyses.spectrum import analyze_spectrum
+from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
 from landscape_cli.cli import app
 from landscape_cli.errors import InputError
 from landscape_cli.operators.blocks import block_indices
@@ -24,7 +24,6 @@ from landscape_cli.operators.exact_trace import Unsupported, exact_trace, piecew
 from landscape_cli.problem.data import tensor_batches
 from landscape_cli.problem.losses import SplitLoss
 from landscape_cli.problem.objective import Objective
-from landscape_cli.settings import SpectrumSettings
 
 F64 = torch.float64
 N = 20

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from landscape_cli import sample_models
 from landscape_cli.analyses.jacobian import (
     JacobianGram,
+    JacobianSettings,
     analyze_jacobian,
     jacobian_singular_values,
     summarize,
@@ -36,7 +37,6 @@ from landscape_cli.cli import app
 from landscape_cli.errors import InputError
 from landscape_cli.problem.data import tensor_batches
 from landscape_cli.problem.objective import Objective
-from landscape_cli.settings import JacobianSettings
 
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]

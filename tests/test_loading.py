@@ -291,3 +291,32 @@ def test_pickle_protocol_error_is_input_error(tmp_path):
     path.write_bytes(pickle.dumps({"a": 1}, protocol=2)[:-3])
     with pytest.raises(InputError):
         load_checkpoint(path)
+
+
+def test_make_objective_from_tensors_dataset_and_loader_agree():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from landscape_cli.operators.hessian import HessianOperator
+    from landscape_cli.problem.loading import make_objective
+
+    generator = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x, y = torch.randn(10, 3, generator=generator), torch.randint(0, 2, (10,), generator=generator)
+    v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    products = []
+    for data in ((x, y), TensorDataset(x, y), DataLoader(TensorDataset(x, y), batch_size=4)):
+        objective = make_objective(model, data, "cross_entropy", batch_size=4, dtype=torch.float64)
+        assert objective.batches.num_samples == 10
+        products.append(HessianOperator(objective) @ v)
+    assert torch.allclose(products[0], products[1], atol=1e-12)
+    assert torch.allclose(products[0], products[2], atol=1e-12)
+
+
+def test_make_objective_takes_an_analytic_loss_and_refuses_other_data():
+    from landscape_cli.problem.loading import make_objective
+
+    point = nn.Linear(1, 1, bias=False)
+    objective = make_objective(point, None, lambda m, batch: (m.weight**2).sum())
+    assert objective.num_parameters == 1
+    with pytest.raises(InputError, match="expected \\(x, y\\), a Dataset, a DataLoader or None"):
+        make_objective(point, 3.0)

@@ -40,13 +40,19 @@ import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from landscape_cli.analyses.settings import RunConfig
 from landscape_cli.errors import InputError, NumericalError
 from landscape_cli.estimators.density import slq_density
 from landscape_cli.estimators.lanczos import lanczos
 from landscape_cli.estimators.trace import hutchinson_trace, hutchpp_trace
-from landscape_cli.io.config import read_config_file, resolve_config, resolve_run_config
+from landscape_cli.io.config import (
+    COMMON,
+    SECTIONS,
+    read_config_file,
+    resolve_config,
+    resolve_run_config,
+)
 from landscape_cli.problem.loading import load_data
-from landscape_cli.settings import COMMON, SECTIONS, RunConfig
 
 KINDS = ("distinct", "repeated", "clustered", "negative", "low-rank", "zero")
 

@@ -20,16 +20,15 @@ import torch
 from torch import nn
 
 from landscape_cli import __version__
-from landscape_cli.analyses.classify import classify_point
-from landscape_cli.analyses.sharpness import measure_sharpness
-from landscape_cli.analyses.spectrum import analyze_spectrum
+from landscape_cli.analyses.classify import ClassifySettings, classify_point
+from landscape_cli.analyses.sharpness import SharpnessSettings, measure_sharpness
+from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
 from landscape_cli.errors import InputError
 from landscape_cli.io import report_file as rep
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.problem.data import no_data
 from landscape_cli.problem.loading import build_objective
 from landscape_cli.problem.objective import Objective
-from landscape_cli.settings import ClassifySettings, SharpnessSettings, SpectrumSettings
 
 SMALL_SPECTRUM = SpectrumSettings(
     top_k=3, bottom_k=2, max_iter=30, trace_matvecs=12, slq_runs=3, slq_steps=10, grid=1500

@@ -9,12 +9,11 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from landscape_cli.analyses.spectrum import analyze_spectrum
+from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
 from landscape_cli.cli import app
 from landscape_cli.errors import InputError
 from landscape_cli.problem.data import dataset_batches, tensor_batches
 from landscape_cli.problem.objective import Objective
-from landscape_cli.settings import SpectrumSettings
 
 runner = CliRunner()
 FAST = ["--trace-matvecs", "8", "--slq-runs", "1", "--slq-steps", "5", "--grid", "20"]

@@ -20,13 +20,12 @@ import pytest
 import torch
 from torch import nn
 
-from landscape_cli.analyses.sharpness import gradient_at, measure_sharpness
+from landscape_cli.analyses.sharpness import SharpnessSettings, gradient_at, measure_sharpness
 from landscape_cli.errors import InputError, NumericalError
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.problem.data import no_data, tensor_batches
 from landscape_cli.problem.loading import build_objective
 from landscape_cli.problem.objective import Objective
-from landscape_cli.settings import SharpnessSettings
 
 RHOS = (0.05, 0.2, 1.0)
 

@@ -18,13 +18,12 @@ from torch import nn
 from torch.func import functional_call, grad, jacrev
 
 from landscape_cli import sample_models
-from landscape_cli.analyses.spectrum import analyze_spectrum
+from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
 from landscape_cli.estimators.density import wasserstein1
 from landscape_cli.estimators.exact import exact_spectrum
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.operators.hessian import HessianOperator
 from landscape_cli.problem.loading import build_objective
-from landscape_cli.settings import SpectrumSettings
 
 
 def exact_eigenvalues(name: str, mode: str = "eval") -> np.ndarray:

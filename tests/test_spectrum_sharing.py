@@ -16,7 +16,7 @@ import scipy.stats
 import torch
 from spectra import nn_like_matrix
 
-from landscape_cli.analyses.spectrum import analyze_spectrum
+from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
 from landscape_cli.errors import InputError
 from landscape_cli.estimators.density import lanczos_quadrature, slq_density, wasserstein1
 from landscape_cli.estimators.lanczos import lanczos
@@ -25,7 +25,6 @@ from landscape_cli.io.config import resolve_run_config
 from landscape_cli.operators.hessian import HessianOperator
 from landscape_cli.problem.loading import build_objective
 from landscape_cli.problem.seeding import derive_seed
-from landscape_cli.settings import SpectrumSettings
 
 #: The default run's budget on the bundled samples (issue 6: about half PyHessian's ~300 HVPs for
 #: top-5 + 100-probe trace + 100-step density). Measured: 141 on sample:mlp (float32 and 64).

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from landscape_cli.analyses.spectrum import analyze_spectrum
+from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
 from landscape_cli.analyses.spread import MIN_SUBSET_SAMPLES, analyze_spread, subset_batches
 from landscape_cli.cli import app
 from landscape_cli.errors import InputError
@@ -24,7 +24,6 @@ from landscape_cli.operators.curvature import curvature_operator
 from landscape_cli.problem.data import dataset_batches, tensor_batches
 from landscape_cli.problem.losses import SplitLoss
 from landscape_cli.problem.objective import Objective
-from landscape_cli.settings import SpectrumSettings
 
 F64 = torch.float64
 

@@ -23,16 +23,15 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from landscape_cli.analyses.classify import classify_point
-from landscape_cli.analyses.sharpness import measure_sharpness
-from landscape_cli.analyses.spectrum import analyze_spectrum
+from landscape_cli.analyses.classify import ClassifySettings, classify_point
+from landscape_cli.analyses.sharpness import SharpnessSettings, measure_sharpness
+from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
 from landscape_cli.io import report_file as rep
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.problem.loading import build_objective
 from landscape_cli.render import html as summary_html
 from landscape_cli.render.html import format_number, render_html, write_html
 from landscape_cli.render.plots import report_figures
-from landscape_cli.settings import ClassifySettings, SharpnessSettings, SpectrumSettings
 
 SMALL_SPECTRUM = SpectrumSettings(
     top_k=3, bottom_k=2, max_iter=30, trace_matvecs=12, slq_runs=2, slq_steps=10, grid=400

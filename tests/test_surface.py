@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from landscape_cli.analyses.surface import (
+    SurfaceSettings,
     analyze_surface,
     classification_accuracy,
     eigen_directions,
@@ -35,7 +36,6 @@ from landscape_cli.io.config import resolve_run_config, sample_defaults
 from landscape_cli.problem.data import no_data, tensor_batches
 from landscape_cli.problem.loading import build_objective, load_checkpoint
 from landscape_cli.problem.objective import Objective
-from landscape_cli.settings import SurfaceSettings
 
 CNN_FLAGS = {"checkpoint": "sample:cnn", "dtype": "float64"}
 

@@ -14,8 +14,8 @@ from typing import Any
 from ..operators.curvature import require_hessian
 from ..problem.objective import Objective
 from ..progress import StageProgress
-from ..settings import RunConfig
 from .classify import classify_point
+from .settings import RunConfig
 from .sharpness import measure_sharpness
 from .spectrum import analyze_spectrum
 from .surface import analyze_surface, validate_settings

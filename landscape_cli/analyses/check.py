@@ -36,7 +36,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from ..errors import InputError
-from ..settings import shown
+from ..options import shown
 
 NUMERIC_METRICS = (
     "lambda_max",

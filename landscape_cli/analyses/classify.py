@@ -68,8 +68,8 @@ from ..operators.hessian import HessianOperator
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
 from ..progress import stage
-from ..settings import ClassifySettings
 from .run_info import RunInfo, json_number, json_numbers
+from .settings import ClassifySettings
 from .spectrum import SpectrumResult
 from .stability import NO_LEARNING_RATE, stability_report
 

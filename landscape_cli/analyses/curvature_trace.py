@@ -51,7 +51,7 @@ def curvature_trace(
     planned: tuple[ExactTrace | None, str | None] | None = None,
 ) -> tuple[TraceEstimate, ExactTrace | None, str | None]:
     """The trace of ``A`` the way ``spectrum``, ``track`` and ``--spread`` compute it, from
-    ``settings`` (a :class:`~landscape_cli.settings.SpectrumSettings`: ``curvature`` and
+    ``settings`` (a :class:`~landscape_cli.analyses.spectrum.SpectrumSettings`: ``curvature`` and
     ``params`` say what ``A`` is on ``objective``, ``trace_method`` and ``trace_matvecs`` how).
 
     ``trace_method="per-sample"``: :func:`exact_trace`, or an :class:`InputError` saying why it

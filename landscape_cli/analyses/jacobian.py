@@ -84,8 +84,8 @@ from ..errors import InputError, NumericalError, numerical_errors
 from ..estimators.lanczos import LanczosResult, lanczos
 from ..problem.seeding import derive_seed
 from ..progress import StageProgress, stage
-from ..settings import JacobianSettings
 from .run_info import RunInfo, json_number, json_numbers
+from .settings import JacobianSettings
 
 __all__ = [
     "JacobianGram",

@@ -93,8 +93,8 @@ from ..operators.hessian import HessianOperator
 from ..problem.data import Batch, batch_size_of
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
-from ..settings import SharpnessSettings
 from .run_info import RunInfo, json_number, json_numbers
+from .settings import SharpnessSettings
 
 Progress = Callable[[str, int, int], None]
 WeightedBatches = Sequence[tuple[Batch, float]]

@@ -22,9 +22,9 @@ from ..operators.curvature import CURVATURE_NAMES, analysis_operator
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
 from ..progress import StageProgress, stage
-from ..settings import ClassifySettings, SpectrumSettings
 from .curvature_trace import curvature_trace, planned_exact_trace
 from .run_info import RunInfo, json_number, json_numbers
+from .settings import ClassifySettings, SpectrumSettings
 from .stability import NO_LEARNING_RATE, stability_report
 
 

@@ -84,8 +84,8 @@ from ..operators.hessian import HessianOperator
 from ..problem.data import move_batch
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
-from ..settings import SurfaceSettings
 from .run_info import RunInfo, json_number, json_numbers
+from .settings import SurfaceSettings
 
 Progress = Callable[[int, int], None]
 StageProgress = Callable[[str, int, int], None]

@@ -28,9 +28,9 @@ import torch
 from ..errors import InputError, numerical_errors
 from ..estimators.lanczos import DEFAULT_MIN_ITER, lanczos
 from ..problem.seeding import derive_seed
-from ..settings import RunConfig
 from .curvature_trace import curvature_trace, planned_exact_trace
 from .run_info import json_number
+from .settings import RunConfig
 from .stability import stability_report
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
@@ -197,7 +197,6 @@ def _step(checkpoint: Any, path: str, index: int) -> tuple[int, str]:
 def track_series(
     paths: Sequence[str],
     config: RunConfig,
-    build: Callable[[RunConfig], Any],
     *,
     warm_start: bool = True,
     warm_mix: float = 0.3,
@@ -206,8 +205,8 @@ def track_series(
 ) -> Iterator[TrackPoint]:
     """Yield one :class:`TrackPoint` per checkpoint, in step order, as each finishes.
 
-    ``build(config)`` turns a config (with ``checkpoint`` set) into an objective: the CLI passes
-    :func:`~landscape_cli.problem.loading.build_objective`. The curvature, parameter block and
+    Each checkpoint's objective is ``config``'s with that checkpoint
+    (:func:`~landscape_cli.problem.loading.build_objective`). The curvature, parameter block and
     determinism check are ``config.spectrum``'s (:func:`~landscape_cli.operators.curvature.analysis_operator`);
     the edge-of-stability numbers are computed for the full Hessian only.
     """
@@ -215,7 +214,7 @@ def track_series(
 
     from ..operators.curvature import analysis_operator
     from ..problem.determinism import check_determinism
-    from ..problem.loading import load_checkpoint
+    from ..problem.loading import build_objective, load_checkpoint
 
     settings = config.spectrum
 
@@ -227,7 +226,10 @@ def track_series(
     previous: torch.Tensor | None = None
     for position, (step, _index, path, source) in enumerate(loaded):
         start = time.perf_counter()
-        objective = build(dataclasses.replace(config, checkpoint=path))
+        objective = build_objective(
+            dataclasses.replace(config, checkpoint=path),
+            determinism_check=settings.determinism_check,
+        )
         H = analysis_operator(objective, settings.curvature, settings.params)
         n = H.shape[0]
         if settings.determinism_check:

@@ -7,19 +7,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..analyses.settings import SECTIONS as SETTINGS_CLASSES
+from ..analyses.settings import RunConfig
 from ..errors import InputError
+from ..options import OptionSpec, coerce_value, option_specs
 from ..problem.loading import SAMPLE_PREFIX
-from ..settings import (
-    COMMON,
-    SECTIONS,
-    ClassifySettings,
-    JacobianSettings,
-    RunConfig,
-    SharpnessSettings,
-    SpectrumSettings,
-    SurfaceSettings,
-    coerce_value,
-)
+from ..problem.settings import ProblemSettings
+
+#: The top-level options of a config file, by key.
+COMMON: dict[str, OptionSpec] = {spec.key: spec for spec in option_specs(ProblemSettings)}
+#: Each section's options, by key: ``SECTIONS["spectrum"]["top_k"]``.
+SECTIONS: dict[str, dict[str, OptionSpec]] = {
+    section: {spec.key: spec for spec in option_specs(cls)}
+    for section, cls in SETTINGS_CLASSES.items()
+}
 
 
 def _normalise_key(key: Any) -> str:
@@ -166,7 +167,7 @@ def resolve_config(
                 continue
             section, _, sub = key.rpartition(".")
             option = SECTIONS[section][sub] if section else COMMON[key]
-            flag = "--" + sub.replace("_", "-")
+            flag = option.flag_name or "--" + sub.replace("_", "-")
             checked[key] = coerce_value(flag, option, value, "command line")
         apply(checked, "flag")
 
@@ -176,15 +177,8 @@ def resolve_config(
     common = {key: values[key] for key in COMMON}
     if common["model_kwargs"] is None:
         common["model_kwargs"] = {}
-    classes = {
-        "spectrum": SpectrumSettings,
-        "classify": ClassifySettings,
-        "sharpness": SharpnessSettings,
-        "surface": SurfaceSettings,
-        "jacobian": JacobianSettings,
-    }
     sections = {
-        name: classes[name](**{k: values[f"{name}.{k}"] for k in options})
+        name: SETTINGS_CLASSES[name](**{k: values[f"{name}.{k}"] for k in options})
         for name, options in SECTIONS.items()
     }
     return RunConfig(
@@ -238,3 +232,71 @@ def resolve_run_config(
     sample = resolve_sample(checkpoint, model)
     layer = sample_defaults(sample) if sample is not None else None
     return resolve_config(flags, config_file, layer, sample, file_values=file_values)
+
+
+REFERENCE_HEADER = """\
+# Reference configuration of `landscape`: every key with its default (generated from the
+# settings: python -m landscape_cli.io.config > configs/reference.yaml).
+# Use it with `landscape COMMAND --config FILE`; flags on the command line override the file.
+# Keys may be written with underscores or dashes. Relative paths are resolved against the
+# directory of this file. An unknown key is an error (exit code 2) naming the closest known key.
+# `model` may also be a mapping {spec: ..., kwargs: {...}}.
+"""
+
+
+def reference_yaml(sections: Mapping[str, type] | None = None, width: int = 100) -> str:
+    """``configs/reference.yaml``: every key of a config file with its default and help, from
+    the settings' fields (a test checks the committed file equals this); ``sections`` defaults to
+    every analysis's settings."""
+    import textwrap
+
+    import yaml
+
+    def value(v: Any) -> str:
+        v = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, Mapping) else v)
+        return (
+            yaml.safe_dump(v, default_flow_style=True, width=1000)
+            .strip()
+            .removesuffix("...")
+            .strip()
+        )
+
+    def entries(specs: Mapping[str, OptionSpec], indent: str) -> list[str]:
+        lines = []
+        for key, spec in specs.items():
+            head = f"{indent}{key}: {value(spec.default)}"
+            column = max(len(head) + 2, 24)
+            help = spec.help
+            if spec.meta.choices is not None:
+                help += f" One of: {', '.join(spec.meta.choices)}."
+            if spec.default is None and spec.meta.default_text is not None:
+                help += f" null: {spec.meta.default_text}."
+            wrapped = textwrap.wrap(help, width - column - 2, break_on_hyphens=False) or [""]
+            lines.append(f"{head.ljust(column)}# {wrapped[0]}")
+            lines.extend(f"{' ' * column}# {more}" for more in wrapped[1:])
+        return lines
+
+    def rule(title: str) -> str:
+        return f"# --- {title} ".ljust(width - 1, "-")
+
+    out = [REFERENCE_HEADER, rule(_first_line(ProblemSettings)), *entries(COMMON, "")]
+    for section, settings in (SETTINGS_CLASSES if sections is None else sections).items():
+        specs = {spec.key: spec for spec in option_specs(settings)}
+        out += ["", rule(_first_line(settings)), f"{section}:", *entries(specs, "  ")]
+    return "\n".join(out) + "\n"
+
+
+def _first_line(settings: type) -> str:
+    return (
+        (settings.__doc__ or settings.__name__)
+        .strip()
+        .splitlines()[0]
+        .rstrip(".")
+        .replace("``", "`")
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(reference_yaml())

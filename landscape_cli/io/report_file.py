@@ -51,11 +51,18 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..analyses.classify import ClassifyResult, Decision, EscapeProbe, NewtonDecrement
-from ..analyses.jacobian import JacobianResult, LayerJacobian, NTKSpectrum
+from ..analyses.classify import (
+    ClassifyResult,
+    ClassifySettings,
+    Decision,
+    EscapeProbe,
+    NewtonDecrement,
+)
+from ..analyses.jacobian import JacobianResult, JacobianSettings, LayerJacobian, NTKSpectrum
 from ..analyses.per_layer import BlockSpectrum
 from ..analyses.run_info import RunInfo
-from ..analyses.sharpness import SharpnessResult
+from ..analyses.settings import RunConfig
+from ..analyses.sharpness import SharpnessResult, SharpnessSettings
 from ..analyses.spectrum import SpectrumResult
 from ..analyses.spread import SpreadResult, SubsetResult
 from ..analyses.stability import StabilityReport
@@ -65,7 +72,6 @@ from ..estimators.density import SLQResult, SpectralDensity
 from ..estimators.exact import ExactSpectrum
 from ..estimators.lanczos import LanczosResult
 from ..estimators.trace import TraceEstimate
-from ..settings import ClassifySettings, JacobianSettings, RunConfig, SharpnessSettings
 from .hdf5 import (
     NONE_DATASETS,
     plain,

@@ -18,13 +18,12 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ..errors import InputError, NumericalError
-from ..settings import RunConfig
 from ..streams import stdout_to_stderr
 from .data import (
     Batches,
@@ -35,7 +34,11 @@ from .data import (
     tensor_batches,
 )
 from .distributed import launched_by_torchrun
-from .losses import load_loss
+from .losses import LossFn, load_loss
+from .settings import ProblemSettings
+
+if TYPE_CHECKING:
+    from .objective import Objective
 from .user_code import import_object
 
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
@@ -474,8 +477,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_objective(config: RunConfig, progress: Callable[[int, int], None] | None = None):
+def build_objective(
+    config: ProblemSettings,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    determinism_check: bool = True,
+) -> Objective:
     """Load everything ``config`` names and return the :class:`~landscape_cli.problem.objective.Objective`.
+
+    ``determinism_check`` first refuses a data source whose batches change between passes (a
+    shuffling DataLoader), before any data is read in vain.
 
     The returned objective carries the checkpoint's provenance in ``objective.checkpoint``.
     """
@@ -506,7 +517,7 @@ def build_objective(config: RunConfig, progress: Callable[[int, int], None] | No
                 raise NumericalError(f"model '{config.model}': tensor '{name}' is not finite")
     loss_fn = load_loss(config.loss)
     batches = load_data(config.data, config.batch_size, config.max_samples)
-    if config.spectrum.determinism_check:
+    if determinism_check:
         from .determinism import check_data_order
 
         check_data_order(batches)  # before the initial pass: no data is read twice in vain
@@ -523,4 +534,56 @@ def build_objective(config: RunConfig, progress: Callable[[int, int], None] | No
         checkpoint=checkpoint,
         seed=config.seed,
         progress=progress,
+    )
+
+
+def make_objective(
+    model: nn.Module,
+    data: Any = None,
+    loss: str | LossFn = "cross_entropy",
+    *,
+    batch_size: int = 256,
+    max_samples: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    mode: str = "eval",
+    seed: int = 0,
+    **options: Any,
+) -> Objective:
+    """The objective of ``model`` on in-memory data, in one call (the notebook route; the CLI
+    builds its objective from files with :func:`build_objective`).
+
+    ``data`` is a pair ``(x, y)`` of tensors (or arrays), a map-style ``Dataset`` (read in index
+    order, in batches of ``batch_size``), a ``DataLoader`` (its own batches), or ``None`` for an
+    analytic loss ``fn(model, None)``. ``loss`` is a built-in name (``cross_entropy``, ``mse``,
+    ``bce_with_logits``, ``nll``: these also give the GGN and the empirical Fisher) or a callable
+    ``fn(model, batch)`` returning the batch-mean loss. ``options`` go to
+    :class:`~landscape_cli.problem.objective.Objective` (``hvp_mode``, ``hvp_block``, ...).
+
+    Example
+    -------
+    >>> import torch
+    >>> model = torch.nn.Linear(3, 2)
+    >>> x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    >>> objective = make_objective(model, (x, y), "cross_entropy", dtype=torch.float64)
+    >>> objective.num_parameters
+    8
+    """
+    from .objective import Objective
+
+    if data is None:
+        batches = no_data()
+    elif isinstance(data, torch.utils.data.DataLoader):
+        batches = loader_batches(data, max_samples, "a DataLoader")
+    elif isinstance(data, (tuple, list, Mapping)):
+        batches = tensor_batches(_as_xy(data, "data"), batch_size, max_samples, "tensors (x, y)")
+    elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
+        batches = dataset_batches(data, batch_size, max_samples, "a Dataset")
+    else:
+        raise InputError(
+            f"data: got {type(data).__name__}; expected (x, y), a Dataset, a DataLoader or None"
+        )
+    loss_fn = load_loss(loss) if isinstance(loss, str) else loss
+    return Objective(
+        model, loss_fn, batches, device=device, dtype=dtype, mode=mode, seed=seed, **options
     )

@@ -1,0 +1,260 @@
+"""What every command shares: errors as one line and an exit code, the analysis phase (progress bars, user code's stdout diverted), loading, JSON on stdout, writing --out."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import typer
+
+from ..errors import EXIT_INTERRUPTED, EXIT_NUMERICAL, LandscapeError
+from .options import RunArgs
+
+EXIT_INTERNAL = 70  # a bug in landscape: please report it with the --debug traceback
+
+
+OUT_OF_MEMORY = (
+    "landscape: error: the device ran out of memory (try a smaller --batch-size, --max-samples "
+    "or --hvp-mode streaming)"
+)
+
+
+# ---------------------------------------------------------------- plumbing
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@contextlib.contextmanager
+def one_line_errors(debug: bool) -> Iterator[None]:
+    """Turn exceptions into one line on stderr and the documented exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except LandscapeError as exc:
+        if debug:
+            raise
+        if is_primary():  # under torchrun every rank raises the same error; rank 0 reports it
+            typer.echo(f"landscape: error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("landscape: interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except MemoryError:  # host memory
+        if debug:
+            raise
+        typer.echo(OUT_OF_MEMORY.replace("the device", "the host"), err=True)
+        raise typer.Exit(EXIT_NUMERICAL) from None
+    except Exception as exc:
+        if debug:
+            raise
+        text = str(exc).strip().splitlines()
+        if _is_out_of_memory(exc, text[0] if text else ""):
+            typer.echo(OUT_OF_MEMORY, err=True)
+            raise typer.Exit(EXIT_NUMERICAL) from None
+        typer.echo(
+            f"landscape: internal error: {exc.__class__.__name__}: {text[0] if text else ''} "
+            "(a bug; rerun with --debug and report the traceback)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _is_out_of_memory(exc: BaseException, first_line: str) -> bool:
+    """``torch.OutOfMemoryError`` (CUDA, MPS, XPU), or a ``RuntimeError`` saying so (older torch,
+    other backends). torch is looked up, not imported: ``--help`` must stay light."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in first_line.lower()
+
+
+# Where results go while an analysis runs: the original stdout, which user code cannot reach.
+_results_streams: list[Any] = []
+
+
+@contextlib.contextmanager
+def analysis_phase(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """The analysis phase: a ``progress(stage, done, total)`` callback drawing rich bars on stderr
+    (off when quiet or when stderr is not a terminal), with whatever user code prints (a model
+    factory, a loss, a TorchScript archive) diverted from stdout to stderr."""
+    from ..streams import stdout_to_stderr
+
+    with stdout_to_stderr() as results:
+        _results_streams.append(results)
+        try:
+            with _progress_bars(quiet) as update:
+                yield update
+        finally:
+            _results_streams.pop()
+
+
+@contextlib.contextmanager
+def _progress_bars(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = _stderr_console()
+    disabled = quiet or not console.is_terminal or not is_primary()
+    labels = {
+        "load": "loss and gradient",
+        "lanczos": "Lanczos (extremes)",
+        "trace": "trace",
+        "density": "SLQ density",
+        "exact": "exact Hessian",
+        "newton": "Newton decrement (CG)",
+        "sharpness": "worst case (ascent)",
+        "average": "average case",
+        "surface": "surface grid points",
+        "track": "checkpoints",
+        "jacobian": "input–output Jacobian",
+        "layers": "layer Jacobians",
+        "ntk": "NTK (Lanczos)",
+        "ntk-trace": "NTK trace",
+        "per_layer": "per-layer blocks",
+        "spread": "data subsets",
+    }
+    with Progress(
+        TextColumn("{task.description:<20}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=disabled,
+    ) as bars:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(labels.get(stage, stage), total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def is_primary() -> bool:
+    """Whether this process writes output: always, except on ranks > 0 under ``torchrun``
+    (read from the environment, so it is known before torch is imported)."""
+    from ..problem.distributed import environment_rank
+
+    return environment_rank() == 0
+
+
+def join_process_group(config: Any) -> None:
+    """Under ``torchrun``, join the process group (gloo on CPU, nccl on CUDA) before the
+    objective is built, so that it shards the batches across ranks."""
+    from ..problem.distributed import init_from_environment, launched_by_torchrun
+
+    if launched_by_torchrun():
+        from ..problem.loading import resolve_device
+
+        init_from_environment(resolve_device(config.device))
+
+
+def check_out(out: str | None) -> None:
+    """Refuse an ``--out`` target that cannot be written (missing directory, a directory, a file
+    that is not a landscape report) before any work is spent; nothing is created."""
+    if out is not None:
+        from ..io.report_file import check_report_target
+
+        check_report_target(out)
+
+
+def write_out(out: str | None, section: str, result: Any, cfg: Any, objective: Any) -> None:
+    """Add ``result`` as ``/<section>`` of the report at ``out`` (temp file + rename)."""
+    if out is None or not is_primary():
+        return
+    import shlex
+
+    from ..io.report_file import objective_info, write_report
+
+    write_report(
+        out,
+        {section: result},
+        config=cfg,
+        command_line=shlex.join(["landscape", *sys.argv[1:]]),
+        objective_info=objective_info(objective, cfg.seed),
+    )
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    stream = _results_streams[-1] if _results_streams else sys.stdout
+    stream.write(json.dumps(payload, allow_nan=False) + "\n")
+    stream.flush()
+
+
+def load(flags: dict[str, Any], config_file: str | None, progress: Callable[[str, int, int], None]):
+    """Resolve the configuration and build the objective (the shared start of every analysis)."""
+    from functools import partial
+
+    from ..io.config import resolve_run_config
+    from ..problem.loading import build_objective
+
+    config = resolve_run_config(flags, config_file)
+    join_process_group(config)
+    objective = build_objective(
+        config,
+        progress=partial(progress, "load"),
+        determinism_check=config.spectrum.determinism_check,
+    )
+    return config, objective
+
+
+def run_analysis(
+    run: RunArgs,
+    flags: dict[str, Any],
+    analyze: Callable[[Any, Any, Callable[[str, int, int], None]], Any],
+    printer: str,
+    *,
+    out: str | None = None,
+    section: str | None = None,
+) -> None:
+    """The body every analysis command shares: load, ``analyze(objective, cfg, progress)``,
+    add the result to the ``--out`` report, then JSON or the ``terminal.<printer>`` table."""
+    with one_line_errors(run.debug):
+        if section is not None:
+            check_out(out)
+        with analysis_phase(run.quiet) as progress:
+            cfg, objective = load(flags, run.config, progress)
+            result = analyze(objective, cfg, progress)
+        if section is not None:
+            write_out(out, section, result, cfg, objective)
+        for warning in getattr(result, "warnings", ()):
+            typer.echo(f"landscape: warning: {warning}", err=True)
+        if run.json:
+            emit_json(result.to_dict())
+        else:
+            from ..render import terminal
+
+            getattr(terminal, printer)(result)
+
+
+def write_text_atomic(path: Any, text: str) -> None:
+    """Write ``text`` through a temporary file renamed into place."""
+    from ..errors import InputError
+
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the directory {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def config_without_checkpoint(flags: dict[str, Any], config_file: str | None) -> Any:
+    """The run config without a checkpoint (track sets one per file)."""
+    from ..io.config import resolve_run_config
+
+    config = resolve_run_config({**flags, "checkpoint": None}, config_file)
+    join_process_group(config)
+    return config
