@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..linear_operator import DeflatedOperator
 from .lanczos import checked_product
 
 __all__ = [
@@ -342,25 +343,6 @@ def hutchpp_trace(
     return TraceEstimate(
         estimate=t1 + t2, stderr=stderr, method="hutch++", matvecs=m, samples=samples
     )
-
-
-class DeflatedOperator:
-    """``P A P`` with ``P = I - Q Q^T`` for an ``(n, r)`` matrix ``Q`` with orthonormal columns:
-    ``A`` with the subspace ``range(Q)`` removed (one product of ``A`` per column)."""
-
-    def __init__(self, A: Any, Q: torch.Tensor) -> None:
-        self.A = A
-        self.Q = Q.to(device=A.device, dtype=A.dtype)
-        self.shape = tuple(A.shape)
-        self.dtype = A.dtype
-        self.device = A.device
-
-    def _project(self, V: torch.Tensor) -> torch.Tensor:
-        V = V.to(device=self.device, dtype=self.dtype)
-        return V - self.Q @ (self.Q.mT @ V)  # (n,) or (n, k) alike
-
-    def __matmul__(self, V: torch.Tensor) -> torch.Tensor:
-        return self._project(self.A @ self._project(V))
 
 
 def deflated_trace(

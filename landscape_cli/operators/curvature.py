@@ -1,7 +1,8 @@
 """Curvature matrices besides the Hessian: generalised Gauss-Newton and empirical Fisher.
 
-Both are matrix-free operators with the interface of
-:class:`~landscape_cli.operators.hessian.HessianOperator` (``.shape``, ``.dtype``, ``.device``,
+Both are matrix-free :class:`~landscape_cli.operators.base.CurvatureOperator` subclasses like
+:class:`~landscape_cli.operators.hessian.HessianOperator` (the contract of
+:class:`~landscape_cli.linear_operator.SymmetricOperator`: ``.shape``, ``.dtype``, ``.device``,
 ``.matvecs``, ``A @ v`` for ``v`` of shape ``(n,)`` or ``(n, k)``), so Lanczos, Hutch++ and SLQ
 apply unchanged. Both sum over the objective's batches with the weights ``w_b = n_b / N`` of
 :class:`~landscape_cli.problem.objective.Objective` and pass the total through

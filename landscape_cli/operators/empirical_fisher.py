@@ -104,7 +104,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
         if self.cache:
             self._kept["rows"] = keep
 
-    def _block(self, V: torch.Tensor) -> torch.Tensor:
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(V)
         with self.objective.collect_failure() as failure:
             for G, scale in self._batches():

@@ -80,7 +80,7 @@ class GGNOperator(CurvatureOperator):
                 )
         return out
 
-    def _block(self, V: torch.Tensor) -> torch.Tensor:
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         obj = self.objective
         columns = [obj.unflatten(V[:, j].contiguous()) for j in range(V.shape[1])]
         total = torch.zeros_like(V)
