@@ -24,12 +24,12 @@ import fnmatch
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from ..errors import InputError
 from ..linear_operator import BlockOperator
+from ..problem.objective import Objective
 
 __all__ = [
     "TOP_LEVEL",
@@ -74,7 +74,7 @@ def select_parameters(names: Sequence[str], patterns: Sequence[str]) -> list[str
     return [name for name in names if any(_matches(p, name) for p in patterns)]
 
 
-def parameter_offsets(objective: Any) -> dict[str, tuple[int, int]]:
+def parameter_offsets(objective: Objective) -> dict[str, tuple[int, int]]:
     """``{name: (start, stop)}``: each parameter's slice of the flat parameter vector."""
     offsets, start = {}, 0
     for name, shape in zip(objective.parameter_names, objective.parameter_shapes, strict=True):
@@ -84,7 +84,7 @@ def parameter_offsets(objective: Any) -> dict[str, tuple[int, int]]:
     return offsets
 
 
-def block_indices(objective: Any, names: Sequence[str]) -> torch.Tensor:
+def block_indices(objective: Objective, names: Sequence[str]) -> torch.Tensor:
     """Flat coordinates (ascending, on the objective's device) of the named parameters."""
     offsets = parameter_offsets(objective)
     ranges = [torch.arange(*offsets[name]) for name in names]

@@ -53,13 +53,15 @@ Only the built-in losses can be split into model output and loss on the output
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import InputError
-from ..operators.hessian import HessianOperator
+from ..linear_operator import SymmetricOperator
+from ..problem.losses import SplitLoss
 from ..problem.objective import Objective
+from ..settings import SpectrumSettings
+from .base import CurvatureOperator
 from .empirical_fisher import EmpiricalFisherOperator
 from .ggn import GGNOperator
+from .hessian import HessianOperator
 
 CURVATURES = ("hessian", "ggn", "ef")
 CURVATURE_NAMES = {
@@ -69,10 +71,10 @@ CURVATURE_NAMES = {
 }
 
 
-def split_loss(objective: Objective, curvature: str) -> Any:
+def split_loss(objective: Objective, curvature: str) -> SplitLoss:
     """The objective's :class:`~landscape_cli.problem.losses.SplitLoss`, or an :class:`InputError`
     saying why ``curvature`` needs one."""
-    from ..problem.losses import NAMED_LOSSES, SplitLoss
+    from ..problem.losses import NAMED_LOSSES
 
     loss_fn = objective._module.loss_fn
     if not isinstance(loss_fn, SplitLoss):
@@ -87,7 +89,7 @@ def split_loss(objective: Objective, curvature: str) -> Any:
     return loss_fn
 
 
-def curvature_operator(objective: Objective, curvature: str = "hessian") -> Any:
+def curvature_operator(objective: Objective, curvature: str = "hessian") -> CurvatureOperator:
     """A fresh matrix-free operator (its own matvec counter) for ``curvature``:
     ``"hessian"`` (:class:`~landscape_cli.operators.hessian.HessianOperator`), ``"ggn"``
     (:class:`GGNOperator`) or ``"ef"`` (:class:`EmpiricalFisherOperator`)."""
@@ -109,7 +111,7 @@ def curvature_operator(objective: Objective, curvature: str = "hessian") -> Any:
 
 def analysis_operator(
     objective: Objective, curvature: str = "hessian", params: tuple[str, ...] | list[str] = ()
-) -> Any:
+) -> SymmetricOperator:
     """The operator an analysis runs on: ``curvature``'s operator, restricted to the diagonal
     block of the parameters matched by ``params`` (:mod:`landscape_cli.operators.blocks`) when given."""
     from .blocks import BlockOperator, block_indices, select_parameters
@@ -121,7 +123,7 @@ def analysis_operator(
     return BlockOperator(operator, block_indices(objective, names), names)
 
 
-def require_hessian(settings: Any, what: str) -> None:
+def require_hessian(settings: SpectrumSettings, what: str) -> None:
     """An :class:`InputError` when ``settings`` (spectrum settings) select a curvature other than
     the Hessian or a parameter block, for analyses defined on the full Hessian only."""
     if settings.curvature != "hessian" or settings.params:
