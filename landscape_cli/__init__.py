@@ -28,7 +28,9 @@ _EXPORTS = {
     "load_loss": "problem.losses",
     "build_objective": "problem.loading",
     "resolve_run_config": "io.config",
-    # the operator
+    # the operators
+    "SymmetricOperator": "linear_operator",
+    "OperatorLike": "linear_operator",
     "Objective": "problem.objective",
     "HessianOperator": "operators.hessian",
     "SplitLoss": "problem.losses",

@@ -12,6 +12,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from landscape_cli.linear_operator import SymmetricOperator
+
 
 def random_orthogonal(n: int, seed: int) -> torch.Tensor:
     """Haar-like orthogonal matrix: Q factor of an n x n Gaussian, float64."""
@@ -78,22 +80,20 @@ def nn_like_matrix(
     return _nn_like_cached(n, seed, kind)
 
 
-class CountingOperator:
-    """Wraps a dense matrix in the operator protocol (.shape, .dtype, .device, @) and counts
-    matrix-vector products (columns) and calls, to check the matvec accounting of estimators."""
+class CountingOperator(SymmetricOperator):
+    """A dense matrix as a :class:`SymmetricOperator` (whose products count ``matvecs``), also
+    counting the calls and the widest block, to check the matvec accounting of estimators. No
+    finiteness check of its own: the estimators' checks are what the tests pin."""
+
+    check_finite = False
 
     def __init__(self, A: torch.Tensor) -> None:
+        super().__init__(A.shape[0], A.dtype, A.device)
         self.A = A
-        self.shape = A.shape
-        self.dtype = A.dtype
-        self.device = A.device
-        self.matvecs = 0
         self.calls = 0
         self.max_block = 0
 
-    def __matmul__(self, V: torch.Tensor) -> torch.Tensor:
-        cols = 1 if V.ndim == 1 else V.shape[1]
-        self.matvecs += cols
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        self.max_block = max(self.max_block, cols)
+        self.max_block = max(self.max_block, V.shape[1])
         return self.A @ V

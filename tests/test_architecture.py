@@ -1,9 +1,10 @@
 """The package's layers: problem -> operators -> estimators -> analyses -> io -> render -> cli.
 
 A module imports only from its own layer, the layers before it, and the foundation modules
-(errors, progress, streams, options). The estimators import nothing of the package but the
-errors and each other; nothing below the CLI imports typer, and nothing below rendering imports
-rich. Each rule is checked on the real package and shown to catch a planted violation.
+(errors, progress, streams, options, linear_operator). The estimators import nothing of the
+package but the errors, the operator protocol and base class (linear_operator) and each other;
+nothing below the CLI imports typer, and nothing below rendering imports rich. Each rule is
+checked on the real package and shown to catch a planted violation.
 """
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "landscape_cli"
-FOUNDATION = {"errors", "progress", "streams", "options", "__init__", "sample_models"}
+FOUNDATION = {
+    "errors",
+    "progress",
+    "streams",
+    "options",
+    "linear_operator",
+    "__init__",
+    "sample_models",
+}
 ENTRY_POINTS = {"__init__", "__main__"}  # the public API and `python -m`: they may import anything
 LAYERS = ("problem", "operators", "estimators", "analyses", "io", "render", "cli")
-ESTIMATOR_MAY_IMPORT = {"errors", "estimators"}
+ESTIMATOR_MAY_IMPORT = {"errors", "linear_operator", "estimators"}
 THIRD_PARTY_FROM = {"typer": "cli", "click": "cli", "rich": "render"}
 
 
@@ -118,6 +127,8 @@ def test_imports_only_go_down_the_layers():
         ("problem.loading", "from ..analyses.spectrum import analyze_spectrum\n", "a later layer"),
         ("operators.ggn", "def f():\n    from ..cli import app\n", "a later layer"),
         ("estimators.lanczos", "from ..problem.objective import Objective\n", "an estimator"),
+        ("estimators.trace", "from ..operators.hessian import HessianOperator\n", "an estimator"),
+        ("linear_operator", "from .operators.base import CurvatureOperator\n", "a foundation"),
         ("analyses.spectrum", "from landscape_cli.io.report_file import write_report\n", "later"),
         ("analyses.spectrum", "import typer\n", "imports typer"),
         ("io.report_file", "from rich.console import Console\n", "imports rich"),
@@ -135,5 +146,7 @@ def test_allowed_imports_are_not_flagged():
         "render.terminal": "from rich.table import Table\nfrom ..analyses.jacobian import J\n",
         "analyses.spectrum": "from ..estimators.lanczos import lanczos\nfrom ..errors import E\n",
         "estimators.trace": "from .lanczos import checked_product\nimport torch\n",
+        "estimators.lanczos": "from ..linear_operator import OperatorLike\n",
+        "operators.base": "from ..linear_operator import SymmetricOperator\n",
     }
     assert violations(sources) == []

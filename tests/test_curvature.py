@@ -1,11 +1,11 @@
-"""GGN and empirical Fisher operators, parameter blocks and per-layer spectra against dense
-references built independently with torch.func (float64, a 38-parameter tanh MLP, 23 samples in
-batches of 7, 7, 7, 2).
+"""GGN and empirical Fisher operators, parameter blocks, compositions and per-layer spectra
+against dense references built independently with torch.func (float64, a 38-parameter tanh MLP,
+23 samples in batches of 7, 7, 7, 2), through :func:`assert_matches_dense`.
 
 References: the dense GGN is (1/N) Σ_i J_iᵀ H_ℓ,i J_i from ``jacrev`` of the model outputs and the
 *analytic* Hessian of each sample's loss in its outputs (cross-entropy: diag(p) − ppᵀ; MSE: 2/C·I;
 BCE with logits: diag(σ(1−σ))/C); the dense empirical Fisher is (1/N) Σ_i g_i g_iᵀ from ``jacrev``
-of the vector of per-sample losses. Tolerances: operator products are exact up to float64
+of the vector of per-sample losses; the dense Hessian is ``torch.func.hessian`` of their mean. Tolerances: operator products are exact up to float64
 rounding of sums over 23 samples and 38 parameters, so 1e-10 relative to the matrix's largest
 entry is ample while any weighting error (a short last batch mis-weighted is an O(1/4) error)
 fails it. λ_max from Lanczos on a 38-dimensional operator converges to rounding, so 1e-4
@@ -21,8 +21,9 @@ import sys
 
 import pytest
 import torch
+from operator_checks import assert_matches_dense
 from torch import nn
-from torch.func import functional_call, jacrev
+from torch.func import functional_call, hessian, jacrev
 from typer.testing import CliRunner
 
 from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
@@ -123,6 +124,12 @@ def dense_ef(model, loss: str, x, y) -> torch.Tensor:
     return G.T @ G / N
 
 
+def dense_hessian(model, loss: str, x, y) -> torch.Tensor:
+    w0, _ = flat_function(model)
+    losses = per_sample_losses(model, loss, x, y)
+    return hessian(lambda w: losses(w).mean())(w0)
+
+
 def dense(op) -> torch.Tensor:
     return op @ torch.eye(op.shape[0], dtype=F64)
 
@@ -140,14 +147,10 @@ def test_ggn_and_ef_products_match_dense_references(loss, kind, out, log_softmax
     model = mlp(out, log_softmax)
     x, y = data(kind, out)
     obj = objective(model, SplitLoss(loss), x, y)
-    V = torch.randn(obj.num_parameters, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
     for name, reference in (("ggn", dense_ggn), ("ef", dense_ef)):
         M = reference(model, loss, x, y)
         op = curvature_operator(obj, name)
-        scale = M.abs().max()
-        assert torch.allclose(op @ V, M @ V, atol=1e-10 * scale, rtol=0), name
-        assert torch.allclose(op @ V[:, 0], M @ V[:, 0], atol=1e-10 * scale, rtol=0), name
-        assert op.matvecs == 4
+        assert_matches_dense(op, M, tol=1e-10)
         # λ_max through the spectrum command's estimator, against eigvalsh of the reference
         settings = SpectrumSettings(**{**FAST.__dict__, "curvature": name})
         result = analyze_spectrum(obj, settings)
@@ -182,6 +185,8 @@ def test_cached_ggn_graphs_give_the_dense_ggn_without_another_forward(loss, kind
     assert forwards == []  # the kept graphs serve every later product
     assert torch.allclose(got, M @ V, atol=1e-10 * M.abs().max(), rtol=0)
     assert torch.allclose(got, fresh @ V, atol=1e-13 * M.abs().max(), rtol=0)
+    assert_matches_dense(cached, M, tol=1e-10)
+    assert_matches_dense(fresh, M, tol=1e-10)
 
 
 def test_first_ggn_product_does_not_import_sympy():
@@ -292,7 +297,7 @@ def test_block_and_per_layer_match_the_dense_diagonal_blocks(curvature):
     # --params: the block of the second layer (18 coordinates)
     idx = block_indices(obj, ["2.weight", "2.bias"])
     block = BlockOperator(curvature_operator(obj, curvature), idx)
-    assert torch.allclose(dense(block), M[idx][:, idx], atol=1e-12 * M.abs().max(), rtol=0)
+    assert_matches_dense(block, M[idx][:, idx], tol=1e-12)
     settings = SpectrumSettings(
         top_k=1, bottom_k=0, tol=1e-8, trace=True, trace_matvecs=20, density=False,
         curvature=curvature, params=("2.*",), per_layer=True,
@@ -335,6 +340,34 @@ def test_block_and_per_layer_match_the_dense_diagonal_blocks(curvature):
         else:
             assert row.trace_method == "deflated hutchinson"
             assert row.trace == pytest.approx(float(M[i][:, i].trace()), rel=5e-2)
+
+
+@pytest.mark.parametrize("composition", ["scale", "sum", "block", "deflate"])
+def test_compositions_of_curvature_operators_match_dense_references(composition):
+    """``T H T`` (ASAM's coordinates), ``H + G``, the empirical Fisher's block of the second
+    layer and ``P G P`` with ``P = I − QQᵀ``, each against the same composition of the dense
+    references."""
+    model, (x, y) = mlp(), data("classes")
+    obj = objective(model, SplitLoss("cross_entropy"), x, y)
+    n = obj.num_parameters
+    gen = torch.Generator().manual_seed(5)
+    t = torch.rand(n, generator=gen, dtype=F64) + 0.5
+    idx = block_indices(obj, ["2.weight", "2.bias"])
+    Q, _ = torch.linalg.qr(torch.randn(n, 5, generator=gen, dtype=F64))
+    P = torch.eye(n, dtype=F64) - Q @ Q.T
+    if composition == "scale":
+        H = dense_hessian(model, "cross_entropy", x, y)
+        built, reference = HessianOperator(obj).scale(t), t[:, None] * H * t[None, :]
+    elif composition == "sum":
+        H, G = dense_hessian(model, "cross_entropy", x, y), dense_ggn(model, "cross_entropy", x, y)
+        built, reference = HessianOperator(obj) + curvature_operator(obj, "ggn"), H + G
+    elif composition == "block":
+        F = dense_ef(model, "cross_entropy", x, y)
+        built, reference = curvature_operator(obj, "ef").block(idx), F[idx][:, idx]
+    else:
+        G = dense_ggn(model, "cross_entropy", x, y)
+        built, reference = curvature_operator(obj, "ggn").deflate(Q), P @ G @ P
+    assert_matches_dense(built, reference, tol=1e-10)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from operator_checks import assert_matches_dense
 from torch import nn
 from torch.func import functional_call, jacrev
 from typer.testing import CliRunner
@@ -29,6 +30,7 @@ from landscape_cli import sample_models
 from landscape_cli.analyses.jacobian import (
     JacobianGram,
     JacobianSettings,
+    NTKOperator,
     analyze_jacobian,
     jacobian_singular_values,
     summarize,
@@ -127,6 +129,30 @@ def test_softmax_jacobian_has_null_vector_ones_and_rank_k_minus_one():
 
 
 # ------------------------------------------------------------------ dense references
+def test_jacobian_gram_and_ntk_operators_match_jacrev_and_count_one_jvp_and_vjp_per_column():
+    """``JᵀJ`` of one sample's input–output Jacobian and the NTK ``J_θ J_θᵀ`` of four samples,
+    against ``jacrev``; products are a JVP and a VJP each, exact up to float64 rounding."""
+    model = tiny_mlp().requires_grad_(False)  # as the analysis's copies: products hold no graph
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(8), dtype=F64)
+
+    def sample(v: torch.Tensor) -> torch.Tensor:
+        return model(v.unsqueeze(0))[0]
+
+    J = jacrev(sample)(x[0]).detach()
+    gram = JacobianGram(sample, x[0])
+    assert_matches_dense(gram, J.T @ J, tol=1e-12)
+    assert gram.jvps == gram.vjps == gram.matvecs
+    names = [name for name, _ in model.named_parameters()]
+
+    def outputs(*params: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, dict(zip(names, params, strict=True)), (x,)).reshape(-1)
+
+    ntk = NTKOperator(outputs, [p.detach() for p in model.parameters()])
+    Jt = dense_param_jacobian(model, x)
+    assert_matches_dense(ntk, Jt @ Jt.T, tol=1e-12)
+    assert ntk.jvps == ntk.vjps == ntk.matvecs
+
+
 def test_tiny_network_sigma_max_and_ntk_match_dense_jacrev():
     model = tiny_mlp()
     gen = torch.Generator().manual_seed(4)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..operators.curvature import require_hessian
 from ..problem.objective import Objective
 from ..progress import StageProgress
 from .classify import classify_point
@@ -33,7 +32,7 @@ def analyze_all(
 
     Raises ``ValueError`` for invalid surface settings before any analysis runs.
     """
-    require_hessian(config.spectrum, "landscape report (its classify and sharpness sections)")
+    config.spectrum.require_full_hessian("landscape report (its classify and sharpness sections)")
     if surface:
         validate_settings(config.surface)
     # one Krylov space serves all three: the spectrum's Lanczos run (with its Ritz vectors) gives

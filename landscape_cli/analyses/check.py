@@ -355,9 +355,9 @@ def compute_metrics(
         "lr_times_lambda_max", "preconditioned_sharpness_ratio",
     }  # fmt: skip
     if names & {"negative_fraction", "classification"}:
-        from ..operators.curvature import require_hessian
-
-        require_hessian(config.spectrum, "the classification (negative_fraction, classification)")
+        config.spectrum.require_full_hessian(
+            "the classification (negative_fraction, classification)"
+        )
     if names & curvature:
         # one Lanczos run (with its Ritz vectors) serves spectrum's and classify's metrics
         settings = dataclasses.replace(

@@ -82,6 +82,7 @@ from torch.func import functional_call, jvp, vjp
 
 from ..errors import InputError, NumericalError, numerical_errors
 from ..estimators.lanczos import LanczosResult, lanczos
+from ..linear_operator import SymmetricOperator
 from ..problem.seeding import derive_seed
 from ..progress import StageProgress, stage
 from .run_info import RunInfo, json_number, json_numbers
@@ -121,13 +122,14 @@ def summarize(values: Sequence[float] | np.ndarray) -> dict[str, float] | None:
 # ---------------------------------------------------------------------------- operators
 
 
-class JacobianGram:
+class JacobianGram(SymmetricOperator):
     """``JᵀJ`` for the Jacobian ``J = ∂g/∂z`` of ``g`` at ``z₀``, as a matrix-free operator.
 
     ``g`` maps a tensor shaped like ``z₀`` to a tensor; both are flattened (``d`` inputs, ``m``
-    outputs). ``A @ v = Jᵀ(J v)`` costs one JVP and one VJP; the forward pass of the VJP is done
-    once, at construction. :meth:`jvp`, :meth:`vjp` and :meth:`dense` are exposed for tests and
-    counted in :attr:`jvps`, :attr:`vjps`.
+    outputs). ``A @ v = Jᵀ(J v)`` costs one JVP and one VJP per column; the forward pass of the
+    VJP is done once, at construction. :meth:`jvp`, :meth:`vjp` and :meth:`dense` are exposed for
+    tests and counted in :attr:`jvps`, :attr:`vjps`. A non-finite product is left to the Lanczos
+    run, whose error names its step, and to the analysis, which names the Jacobian.
 
     Example:
         >>> W = torch.arange(6.0, dtype=torch.float64).reshape(2, 3)
@@ -135,6 +137,8 @@ class JacobianGram:
         >>> torch.equal(A.dense(), W), A.shape
         (True, (3, 3))
     """
+
+    check_finite = False
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor) -> None:
         self.fn = fn
@@ -147,9 +151,7 @@ class JacobianGram:
         self.output = out.detach()
         self.input_dim = int(self.z0.numel())
         self.output_dim = int(out.numel())
-        self.shape = (self.input_dim, self.input_dim)
-        self.dtype = self.z0.dtype
-        self.device = self.z0.device
+        super().__init__(self.input_dim, self.z0.dtype, self.z0.device)
         self.jvps = 0
         self.vjps = 0
 
@@ -167,8 +169,8 @@ class JacobianGram:
         (out,) = self._vjp_fn(cotangent)
         return out.reshape(-1)
 
-    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
-        return self.vjp(self.jvp(v))
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.vjp(self.jvp(v)) for v in V.unbind(dim=1)], dim=1)
 
     def dense(self) -> torch.Tensor:
         """The ``m × d`` Jacobian from ``min(m, d)`` products: rows ``Jᵀ e_c`` by VJPs when
@@ -181,30 +183,33 @@ class JacobianGram:
         return torch.stack([self.jvp(eye[j]) for j in range(d)], dim=1)
 
 
-class NTKOperator:
+class NTKOperator(SymmetricOperator):
     """The empirical NTK ``K = J_θ J_θᵀ`` (``N·C × N·C``) of ``F(θ) = f(X; θ)`` flattened.
 
-    ``K v = J_θ (J_θᵀ v)``: a VJP (its forward pass is done once, at construction) and a JVP
-    (Novak et al. 2022, NTK-vector products). ``params`` is the tuple of parameter tensors ``F``
-    takes as positional arguments.
+    ``K v = J_θ (J_θᵀ v)``: a VJP (its forward pass is done once, at construction) and a JVP per
+    column (Novak et al. 2022, NTK-vector products). ``params`` is the tuple of parameter tensors
+    ``F`` takes as positional arguments. A non-finite product is left to the Lanczos run and the
+    analysis, as for :class:`JacobianGram`.
     """
+
+    check_finite = False
 
     def __init__(self, fn: Callable[..., torch.Tensor], params: Sequence[torch.Tensor]) -> None:
         self.fn = fn
         self.params = tuple(p.detach() for p in params)
         out, self._vjp_fn = vjp(fn, *self.params)
         self.output = out.detach()
-        n = int(out.numel())
-        self.shape = (n, n)
-        self.dtype = out.dtype
-        self.device = out.device
+        super().__init__(int(out.numel()), out.dtype, out.device)
         self.jvps = 0
         self.vjps = 0
 
-    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
-        v = v.to(device=self.device, dtype=self.dtype).reshape(self.output.shape)
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self._product(v) for v in V.unbind(dim=1)], dim=1)
+
+    def _product(self, v: torch.Tensor) -> torch.Tensor:
+        """``K v = J_θ (J_θᵀ v)`` for one column ``v``."""
         self.vjps += 1
-        tangents = self._vjp_fn(v)
+        tangents = self._vjp_fn(v.reshape(self.output.shape))
         self.jvps += 1
         _, out = jvp(self.fn, self.params, tuple(tangents))
         return out.reshape(-1)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InputError
 from ..options import OptionSpec, option, option_specs
 from ..problem.settings import ProblemSettings
 
@@ -92,6 +93,20 @@ class SpectrumSettings:
         "First check that the loss and two products are reproducible; stop (exit 2) if not.",
         commands=("spectrum", "check", "track"),
     )
+
+    def require_full_hessian(self, what: str) -> None:
+        """An :class:`InputError` when these settings select a curvature other than the Hessian
+        or a parameter block, for ``what``, an analysis defined on the full Hessian only."""
+        if self.curvature != "hessian" or self.params:
+            chosen = (
+                f"--curvature {self.curvature}"
+                if self.curvature != "hessian"
+                else "--params " + " ".join(self.params)
+            )
+            raise InputError(
+                f"{what} is defined on the full Hessian only, but {chosen} is set",
+                hint="use `landscape spectrum` for other curvatures and parameter blocks",
+            )
 
 
 @dataclass(frozen=True)

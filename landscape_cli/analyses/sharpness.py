@@ -88,7 +88,6 @@ import torch
 
 from ..errors import InputError, NumericalError
 from ..estimators.lanczos import LanczosResult, lanczos
-from ..operators.base import ScaledOperator
 from ..operators.hessian import HessianOperator
 from ..problem.data import Batch, batch_size_of
 from ..problem.objective import Objective
@@ -410,7 +409,7 @@ def measure_sharpness(
         lz = lanczos_result
         lambda_max = float(lz.top(1)[0])
     elif s.second_order:
-        op = ScaledOperator(H, t) if s.adaptive else H
+        op = H.scale(t) if s.adaptive else H
         try:
             lz = lanczos(
                 op,

@@ -41,7 +41,6 @@ import torch
 
 from ..errors import InputError
 from ..estimators.lanczos import lanczos
-from ..operators.base import ScaledOperator
 from ..operators.hessian import HessianOperator
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
@@ -285,7 +284,7 @@ def stability_report(
         )
     inverse_sqrt = adam_preconditioner(objective, state).rsqrt()
     result = lanczos(
-        ScaledOperator(HessianOperator(objective), inverse_sqrt),
+        HessianOperator(objective).scale(inverse_sqrt),
         seed=derive_seed(seed, "preconditioned"),
         tol=tol,
         max_iter=max_iter,

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+
+from ..linear_operator import OperatorLike
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class CGResult:
 
 
 def conjugate_gradient(
-    A: Any,
+    A: OperatorLike,
     b: torch.Tensor,
     *,
     shift: float = 0.0,

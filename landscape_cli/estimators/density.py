@@ -39,11 +39,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from ..linear_operator import OperatorLike
 from .lanczos import LanczosProcess, checked_product, tridiagonal_eigh
 
 #: Memory the lockstep SLQ runs' Lanczos bases may take together (bytes), when ``block_size`` is
@@ -57,6 +58,23 @@ BLOCK_MEMORY = 1 << 30
 #: against exact spectra and against one 100-step run, PyHessian's ``density()``).
 DEFAULT_RUNS = 3
 DEFAULT_STEPS = 30
+
+
+@runtime_checkable
+class LanczosCoefficients(Protocol):
+    """The coefficients of a Lanczos run: a :class:`~landscape_cli.estimators.lanczos.LanczosResult`
+    has them."""
+
+    @property
+    def alphas(self) -> np.ndarray: ...
+
+    @property
+    def betas(self) -> np.ndarray: ...
+
+
+#: A Lanczos run made elsewhere that :func:`slq_density` reuses: its result, or its
+#: ``(alphas, betas)`` pair.
+SharedRun = LanczosCoefficients | tuple[np.ndarray, np.ndarray]
 
 __all__ = [
     "DEFAULT_RUNS",
@@ -310,10 +328,10 @@ def lanczos_quadrature(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarra
     return theta, S[0, :] ** 2
 
 
-def _shared_quadratures(lanczos_runs: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _shared_quadratures(lanczos_runs: Sequence[SharedRun]) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for i, run in enumerate(lanczos_runs):
-        if hasattr(run, "alphas") and hasattr(run, "betas"):
+        if isinstance(run, LanczosCoefficients):  # has alphas and betas
             alphas, betas = run.alphas, run.betas
         else:
             try:
@@ -328,14 +346,14 @@ def _shared_quadratures(lanczos_runs: Sequence[Any]) -> list[tuple[np.ndarray, n
 
 
 def slq_density(
-    A: Any,
+    A: OperatorLike,
     *,
     runs: int = DEFAULT_RUNS,
     steps: int = DEFAULT_STEPS,
     seed: int = 0,
     block_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    lanczos_runs: Sequence[Any] = (),
+    lanczos_runs: Sequence[SharedRun] = (),
 ) -> SLQResult:
     """Stochastic Lanczos quadrature: ``runs`` Lanczos runs of ``steps`` steps from Rademacher
     probes (Lin, Saad & Yang 2016; Ghorbani, Krishnan & Xiao 2019).

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..linear_operator import OperatorLike
 
 MAX_EXACT_PARAMETERS = 6000  # 6000² float64 = 288 MB, eigvalsh about 20 s on 2 CPU cores
 
@@ -55,7 +56,7 @@ def check_exact_size(n: int) -> None:
 
 
 def dense_matrix(
-    A, *, block_size: int = 64, progress: Callable[[int, int], None] | None = None
+    A: OperatorLike, *, block_size: int = 64, progress: Callable[[int, int], None] | None = None
 ) -> torch.Tensor:
     """``A`` as a dense matrix ``A @ I``, built in column blocks of ``block_size``."""
     n = A.shape[0]
@@ -71,7 +72,9 @@ def dense_matrix(
     return torch.cat(columns, dim=1)
 
 
-def exact_spectrum(A, *, progress: Callable[[int, int], None] | None = None) -> ExactSpectrum:
+def exact_spectrum(
+    A: OperatorLike, *, progress: Callable[[int, int], None] | None = None
+) -> ExactSpectrum:
     """Eigenvalues of the dense symmetrised ``(H + Hᵀ)/2`` by ``torch.linalg.eigvalsh`` (float64)."""
     H = dense_matrix(A, progress=progress)
     scale = float(H.abs().max()) or 1.0

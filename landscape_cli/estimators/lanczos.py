@@ -35,10 +35,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import torch
+
+from ..linear_operator import OperatorLike
 
 __all__ = ["LanczosProcess", "LanczosResult", "checked_product", "lanczos", "tridiagonal_eigh"]
 
@@ -222,7 +223,7 @@ class LanczosResult:
         return theta
 
 
-def _as_operator_shape(A: Any) -> int:
+def _as_operator_shape(A: OperatorLike) -> int:
     shape = tuple(getattr(A, "shape", ()))
     if len(shape) != 2 or shape[0] != shape[1]:
         raise ValueError(f"the operator must have a square shape (n, n), got shape {shape}")
@@ -233,7 +234,7 @@ def _as_operator_shape(A: Any) -> int:
 
 
 def lanczos(
-    A: Any,
+    A: OperatorLike,
     *,
     start: torch.Tensor | None = None,
     seed: int = 0,
@@ -391,7 +392,7 @@ def _start_vector(n: int, start: torch.Tensor | None, seed: int) -> torch.Tensor
     return start.detach()
 
 
-def checked_product(A: Any, V: torch.Tensor, where: str) -> torch.Tensor:
+def checked_product(A: OperatorLike, V: torch.Tensor, where: str) -> torch.Tensor:
     """``A @ V`` for a vector ``(n,)`` or a block ``(n, k)``, checked for shape (``ValueError``)
     and finiteness (``FloatingPointError`` saying ``where`` it happened); the one check every
     estimator applies to the operator it is given."""

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..linear_operator import DeflatedOperator, OperatorLike
 from .lanczos import checked_product
 
 __all__ = [
@@ -129,14 +130,14 @@ class TraceEstimate:
         return out
 
 
-def _operator_size(A: Any) -> int:
+def _operator_size(A: OperatorLike) -> int:
     shape = tuple(getattr(A, "shape", ()))
     if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 1:
         raise ValueError(f"the operator must have a square shape (n, n) with n >= 1, got {shape}")
     return int(shape[0])
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -154,7 +155,7 @@ def _draw(gen: torch.Generator, n: int, count: int, distribution: str) -> torch.
     return torch.stack(cols, dim=1)
 
 
-def _apply(A: Any, V: torch.Tensor) -> torch.Tensor:
+def _apply(A: OperatorLike, V: torch.Tensor) -> torch.Tensor:
     """``A @ V`` for a block ``V`` of shape ``(n, b)``, checked for shape and finiteness."""
     return checked_product(A, V, f"for a block of {V.shape[1]} probe vectors")
 
@@ -176,7 +177,9 @@ class _Counter:
             self.progress(self.done, self.total)
 
 
-def _exact_trace(A: Any, n: int, block_size: int, progress: ProgressFn | None) -> TraceEstimate:
+def _exact_trace(
+    A: OperatorLike, n: int, block_size: int, progress: ProgressFn | None
+) -> TraceEstimate:
     """``tr(A) = sum_i e_i^T A e_i`` with ``n`` matvecs applied in blocks of unit vectors."""
     dtype, device = A.dtype, A.device
     counter = _Counter(n, progress)
@@ -192,7 +195,7 @@ def _exact_trace(A: Any, n: int, block_size: int, progress: ProgressFn | None) -
 
 
 def _quadratic_forms(
-    A: Any,
+    A: OperatorLike,
     gen: torch.Generator,
     n: int,
     count: int,
@@ -222,7 +225,7 @@ def _mean_and_stderr(samples: np.ndarray) -> tuple[float, float]:
 
 
 def hutchinson_trace(
-    A: Any,
+    A: OperatorLike,
     num_matvecs: int,
     *,
     seed: int = 0,
@@ -273,7 +276,7 @@ def hutchinson_trace(
 
 
 def hutchpp_trace(
-    A: Any,
+    A: OperatorLike,
     num_matvecs: int,
     *,
     seed: int = 0,
@@ -344,27 +347,8 @@ def hutchpp_trace(
     )
 
 
-class DeflatedOperator:
-    """``P A P`` with ``P = I - Q Q^T`` for an ``(n, r)`` matrix ``Q`` with orthonormal columns:
-    ``A`` with the subspace ``range(Q)`` removed (one product of ``A`` per column)."""
-
-    def __init__(self, A: Any, Q: torch.Tensor) -> None:
-        self.A = A
-        self.Q = Q.to(device=A.device, dtype=A.dtype)
-        self.shape = tuple(A.shape)
-        self.dtype = A.dtype
-        self.device = A.device
-
-    def _project(self, V: torch.Tensor) -> torch.Tensor:
-        V = V.to(device=self.device, dtype=self.dtype)
-        return V - self.Q @ (self.Q.mT @ V)  # (n,) or (n, k) alike
-
-    def __matmul__(self, V: torch.Tensor) -> torch.Tensor:
-        return self._project(self.A @ self._project(V))
-
-
 def deflated_trace(
-    A: Any,
+    A: OperatorLike,
     Q: torch.Tensor,
     basis_trace: float,
     num_matvecs: int,
@@ -424,7 +408,7 @@ def deflated_trace(
 
 
 def estimate_trace(
-    A: Any,
+    A: OperatorLike,
     num_matvecs: int,
     *,
     method: str = "auto",

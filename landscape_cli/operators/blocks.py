@@ -5,9 +5,10 @@ the diagonal block of a symmetric operator ``A`` (Hessian, GGN or empirical Fish
 
     A_BB = P_B A P_Bᵀ,        A_BB v_B = P_B (A (P_Bᵀ v_B)):
 
-embed ``v_B`` into a zero vector of full length, apply the full operator, keep the ``B`` rows.
-This is the curvature of the loss in the ``B`` parameters *with all others held fixed* at their
-trained values, not the curvature of a re-trained sub-model. By Cauchy's interlacing theorem
+embed ``v_B`` into a zero vector of full length, apply the full operator, keep the ``B`` rows
+(:class:`~landscape_cli.linear_operator.BlockOperator`, re-exported here). This is the curvature
+of the loss in the ``B`` parameters *with all others held fixed* at their trained values, not the
+curvature of a re-trained sub-model. By Cauchy's interlacing theorem
 ``λ_min(A) ≤ λ_min(A_BB) ≤ λ_max(A_BB) ≤ λ_max(A)``, and ``tr(A) = Σ_B tr(A_BB)`` over a
 partition of the parameters. Each block product costs one full product.
 
@@ -23,11 +24,21 @@ import fnmatch
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from ..errors import InputError
+from ..linear_operator import BlockOperator
+from ..problem.objective import Objective
+
+__all__ = [
+    "TOP_LEVEL",
+    "BlockOperator",
+    "block_indices",
+    "layer_groups",
+    "parameter_offsets",
+    "select_parameters",
+]
 
 TOP_LEVEL = "(top level)"
 
@@ -63,7 +74,7 @@ def select_parameters(names: Sequence[str], patterns: Sequence[str]) -> list[str
     return [name for name in names if any(_matches(p, name) for p in patterns)]
 
 
-def parameter_offsets(objective: Any) -> dict[str, tuple[int, int]]:
+def parameter_offsets(objective: Objective) -> dict[str, tuple[int, int]]:
     """``{name: (start, stop)}``: each parameter's slice of the flat parameter vector."""
     offsets, start = {}, 0
     for name, shape in zip(objective.parameter_names, objective.parameter_shapes, strict=True):
@@ -73,7 +84,7 @@ def parameter_offsets(objective: Any) -> dict[str, tuple[int, int]]:
     return offsets
 
 
-def block_indices(objective: Any, names: Sequence[str]) -> torch.Tensor:
+def block_indices(objective: Objective, names: Sequence[str]) -> torch.Tensor:
     """Flat coordinates (ascending, on the objective's device) of the named parameters."""
     offsets = parameter_offsets(objective)
     ranges = [torch.arange(*offsets[name]) for name in names]
@@ -88,42 +99,3 @@ def layer_groups(names: Sequence[str]) -> dict[str, list[str]]:
         module = name.rpartition(".")[0] or TOP_LEVEL
         groups.setdefault(module, []).append(name)
     return groups
-
-
-class BlockOperator:
-    """``P_B A P_Bᵀ`` for an operator ``A`` and flat coordinates ``indices`` (module docstring).
-
-    ``matvecs`` counts this block's products (each is one product of ``A``).
-
-    Example
-    -------
-    >>> A = torch.arange(16.0).reshape(4, 4)
-    >>> A = A + A.T
-    >>> B = BlockOperator(A, torch.tensor([1, 3]))
-    >>> torch.equal(B @ torch.eye(2), A[[1, 3]][:, [1, 3]])
-    True
-    """
-
-    def __init__(self, operator: Any, indices: torch.Tensor, names: Sequence[str] = ()) -> None:
-        self.operator = operator
-        self.indices = indices.to(device=operator.device)
-        self.names = list(names)
-        m = int(self.indices.numel())
-        self.shape = (m, m)
-        self.dtype = operator.dtype
-        self.device = operator.device
-        self.matvecs = 0
-
-    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
-        v = v.to(device=self.device, dtype=self.dtype)
-        if v.shape[0] != self.shape[0] or v.ndim not in (1, 2):
-            raise ValueError(
-                f"expected a vector of length {self.shape[0]} or an (m, k) block, "
-                f"got {tuple(v.shape)}"
-            )
-        full = torch.zeros(
-            (self.operator.shape[0], *v.shape[1:]), device=self.device, dtype=self.dtype
-        )
-        full[self.indices] = v
-        self.matvecs += 1 if v.ndim == 1 else v.shape[1]
-        return (self.operator @ full)[self.indices]

@@ -1,7 +1,8 @@
 """Curvature matrices besides the Hessian: generalised Gauss-Newton and empirical Fisher.
 
-Both are matrix-free operators with the interface of
-:class:`~landscape_cli.operators.hessian.HessianOperator` (``.shape``, ``.dtype``, ``.device``,
+Both are matrix-free :class:`~landscape_cli.operators.base.CurvatureOperator` subclasses like
+:class:`~landscape_cli.operators.hessian.HessianOperator` (the contract of
+:class:`~landscape_cli.linear_operator.SymmetricOperator`: ``.shape``, ``.dtype``, ``.device``,
 ``.matvecs``, ``A @ v`` for ``v`` of shape ``(n,)`` or ``(n, k)``), so Lanczos, Hutch++ and SLQ
 apply unchanged. Both sum over the objective's batches with the weights ``w_b = n_b / N`` of
 :class:`~landscape_cli.problem.objective.Objective` and pass the total through
@@ -52,13 +53,14 @@ Only the built-in losses can be split into model output and loss on the output
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import InputError
-from ..operators.hessian import HessianOperator
+from ..linear_operator import SymmetricOperator
+from ..problem.losses import SplitLoss
 from ..problem.objective import Objective
+from .base import CurvatureOperator
 from .empirical_fisher import EmpiricalFisherOperator
 from .ggn import GGNOperator
+from .hessian import HessianOperator
 
 CURVATURES = ("hessian", "ggn", "ef")
 CURVATURE_NAMES = {
@@ -68,10 +70,10 @@ CURVATURE_NAMES = {
 }
 
 
-def split_loss(objective: Objective, curvature: str) -> Any:
+def split_loss(objective: Objective, curvature: str) -> SplitLoss:
     """The objective's :class:`~landscape_cli.problem.losses.SplitLoss`, or an :class:`InputError`
     saying why ``curvature`` needs one."""
-    from ..problem.losses import NAMED_LOSSES, SplitLoss
+    from ..problem.losses import NAMED_LOSSES
 
     loss_fn = objective._module.loss_fn
     if not isinstance(loss_fn, SplitLoss):
@@ -86,7 +88,7 @@ def split_loss(objective: Objective, curvature: str) -> Any:
     return loss_fn
 
 
-def curvature_operator(objective: Objective, curvature: str = "hessian") -> Any:
+def curvature_operator(objective: Objective, curvature: str = "hessian") -> CurvatureOperator:
     """A fresh matrix-free operator (its own matvec counter) for ``curvature``:
     ``"hessian"`` (:class:`~landscape_cli.operators.hessian.HessianOperator`), ``"ggn"``
     (:class:`GGNOperator`) or ``"ef"`` (:class:`EmpiricalFisherOperator`)."""
@@ -108,7 +110,7 @@ def curvature_operator(objective: Objective, curvature: str = "hessian") -> Any:
 
 def analysis_operator(
     objective: Objective, curvature: str = "hessian", params: tuple[str, ...] | list[str] = ()
-) -> Any:
+) -> SymmetricOperator:
     """The operator an analysis runs on: ``curvature``'s operator, restricted to the diagonal
     block of the parameters matched by ``params`` (:mod:`landscape_cli.operators.blocks`) when given."""
     from .blocks import BlockOperator, block_indices, select_parameters
@@ -118,18 +120,3 @@ def analysis_operator(
     if names is None:
         return operator
     return BlockOperator(operator, block_indices(objective, names), names)
-
-
-def require_hessian(settings: Any, what: str) -> None:
-    """An :class:`InputError` when ``settings`` (spectrum settings) select a curvature other than
-    the Hessian or a parameter block, for analyses defined on the full Hessian only."""
-    if settings.curvature != "hessian" or settings.params:
-        chosen = (
-            f"--curvature {settings.curvature}"
-            if settings.curvature != "hessian"
-            else "--params " + " ".join(settings.params)
-        )
-        raise InputError(
-            f"{what} is defined on the full Hessian only, but {chosen} is set",
-            hint="use `landscape spectrum` for other curvatures and parameter blocks",
-        )

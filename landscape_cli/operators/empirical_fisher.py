@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.func import functional_call, grad, vmap
 
 from ..errors import InputError, NumericalError
+from ..problem.data import Batch
+from ..problem.losses import SplitLoss
 from ..problem.objective import Objective
 from .base import CurvatureOperator
 
@@ -30,7 +31,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
     def __init__(
         self,
         objective: Objective,
-        split: Any,
+        split: SplitLoss,
         *,
         chunk_size: int = 64,
         cache: bool | None = None,
@@ -43,12 +44,12 @@ class EmpiricalFisherOperator(CurvatureOperator):
         # {"rows": [(G_b, 1/N), ...]} once a full pass has kept them; a dict, so that fresh()
         # twins share it (and release() empties it for all)
         self._kept: dict[str, list[tuple[torch.Tensor, float]]] = {}
-        self._sample_grad: Callable[..., Any] | None = None
+        self._sample_grad: Callable[..., dict[str, torch.Tensor]] | None = None
 
     def release(self) -> None:
         self._kept.clear()
 
-    def _per_sample_function(self) -> Callable[..., Any]:
+    def _per_sample_function(self) -> Callable[..., dict[str, torch.Tensor]]:
         obj = self.objective
         model, split = obj.model, self.split
         constants = {k[len("model.") :]: v for k, v in obj._constants.items()}
@@ -60,7 +61,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
 
         return vmap(grad(sample_loss), in_dims=(None, 0))
 
-    def per_sample_gradients(self, batch: Any, index: int) -> torch.Tensor:
+    def per_sample_gradients(self, batch: Batch, index: int) -> torch.Tensor:
         """The ``(n_b, n)`` matrix of the per-sample gradients ``g_i`` of one batch."""
         obj = self.objective
         if self._sample_grad is None:
@@ -88,7 +89,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
             )
         return torch.cat(rows, dim=0)
 
-    def _batches(self) -> Any:
+    def _batches(self) -> Iterator[tuple[torch.Tensor, float]]:
         if "rows" in self._kept:
             yield from self._kept["rows"]
             return
@@ -104,7 +105,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
         if self.cache:
             self._kept["rows"] = keep
 
-    def _block(self, V: torch.Tensor) -> torch.Tensor:
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(V)
         with self.objective.collect_failure() as failure:
             for G, scale in self._batches():

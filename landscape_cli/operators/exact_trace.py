@@ -47,16 +47,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.graph import Node
 from torch.func import functional_call, hessian, vmap
 from torch.nn import functional as F
 
 from ..errors import InputError
+from ..problem.data import Batch
+from ..problem.losses import SplitLoss
+from ..problem.objective import Objective
 
 #: the largest number of outputs per sample (backward passes per batch) the exact trace accepts
 MAX_OUTPUTS = 256
@@ -67,6 +70,10 @@ _LINEAR = (nn.Linear,)
 _CONV = (nn.Conv1d, nn.Conv2d)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _SUPPORTED = _LINEAR + _CONV + _BATCHNORM + (nn.LayerNorm,)
+#: module name → ``(input, output)`` of each of its calls in one forward pass
+_Calls = dict[str, list[tuple[torch.Tensor, torch.Tensor]]]
+#: ``(batch, index) ↦ (outputs, calls, tensors)``: one forward pass with the calls captured
+_Forward = Callable[[Batch, int], tuple[torch.Tensor, _Calls, dict[str, torch.Tensor]]]
 
 #: autograd nodes that are piecewise linear jointly in all their inputs
 _PIECEWISE_LINEAR_NODES = {
@@ -143,7 +150,7 @@ _PRODUCT_NODES = {
 }
 
 
-def _is_parameter(node: Any) -> bool:
+def _is_parameter(node: Node | None) -> bool:
     """Whether ``node`` is a leaf parameter, possibly seen through view-like nodes."""
     while node is not None and type(node).__name__ in _VIEW_NODES:
         inputs = [fn for fn, _ in node.next_functions if fn is not None]
@@ -187,9 +194,9 @@ def piecewise_linear_reason(output: torch.Tensor) -> str | None:
     return None
 
 
-def _graph_nodes(output: torch.Tensor) -> Iterator[Any]:
+def _graph_nodes(output: torch.Tensor) -> Iterator[Node]:
     """Each node of the autograd graph of ``output`` once (depth first)."""
-    seen: set[Any] = set()
+    seen: set[Node] = set()
     stack = [output.grad_fn]
     while stack:
         node = stack.pop()
@@ -216,7 +223,7 @@ def parameter_reuse_reason(output: torch.Tensor) -> str | None:
     return None
 
 
-def _owners(objective: Any) -> dict[str, nn.Module]:
+def _owners(objective: Objective) -> dict[str, nn.Module]:
     """Module name → module for every module owning trainable parameters of the objective, after
     checking that each is supported and that no parameter is shared."""
     trainable = {
@@ -255,7 +262,10 @@ def _owners(objective: Any) -> dict[str, nn.Module]:
 
 
 def _sq_norms(
-    module: nn.Module, a: torch.Tensor, b: torch.Tensor, stats: tuple[Any, Any] = (None, None)
+    module: nn.Module,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    stats: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
 ) -> torch.Tensor:
     """Per-sample ``‖∂(bᵀ y_i)/∂θ‖²`` summed over the module's trainable parameters ``θ``, from
     its input ``a`` and output gradient ``b`` (leading dimension: samples); ``stats``: a
@@ -297,8 +307,10 @@ def _sq_norms(
             out += (b.reshape(n, b.shape[1], -1).sum(2) ** 2).sum(1)
     elif isinstance(module, _BATCHNORM):
         shape = (1, -1) + (1,) * (a.ndim - 2)
-        mean = stats[0].reshape(shape)
-        var = stats[1].reshape(shape)
+        running_mean, running_var = stats
+        assert running_mean is not None and running_var is not None  # _owners requires them
+        mean = running_mean.reshape(shape)
+        var = running_var.reshape(shape)
         dims = tuple(range(2, a.ndim))
         if train_w:
             normed = (a - mean) / torch.sqrt(var + module.eps)
@@ -320,13 +332,18 @@ def _sq_norms(
 
 
 @contextlib.contextmanager
-def _capture(owners: dict[str, nn.Module]) -> Iterator[dict[str, list[tuple[Any, Any]]]]:
+def _capture(owners: dict[str, nn.Module]) -> Iterator[_Calls]:
     """Each owner's ``(input, output)`` of every call during the block."""
-    calls: dict[str, list[tuple[Any, Any]]] = {name: [] for name in owners}
+    calls: _Calls = {name: [] for name in owners}
     handles = []
     for name, module in owners.items():
 
-        def hook(module: Any, args: Any, output: Any, name: str = name) -> torch.Tensor:
+        def hook(
+            module: nn.Module,
+            args: tuple[torch.Tensor, ...],
+            output: torch.Tensor,
+            name: str = name,
+        ) -> torch.Tensor:
             # keep private copies: an in-place op downstream (ReLU(inplace=True) after a
             # BatchNorm, as in torchvision's ResNets) would otherwise change the kept output,
             # whose gradient is then that of the ReLU's output; the clone is what the rest of
@@ -349,7 +366,9 @@ _TARGET_PROBLEMS = (
 )
 
 
-def _target_problems(split: Any, out: torch.Tensor, y: Any, curvature: str) -> list[float]:
+def _target_problems(
+    split: SplitLoss, out: torch.Tensor, y: torch.Tensor, curvature: str
+) -> list[float]:
     """Flags (1.0 = present) for :data:`_TARGET_PROBLEMS` in one batch: class labels set to
     ``ignore_index``, and for the GGN of ``nll`` outputs that are not log-probabilities (as
     :class:`~landscape_cli.operators.ggn.GGNOperator` refuses)."""
@@ -360,7 +379,7 @@ def _target_problems(split: Any, out: torch.Tensor, y: Any, curvature: str) -> l
     return [float(ignored), float(not_log)]
 
 
-def _loss_gradients(split: Any, out: torch.Tensor, y: Any) -> torch.Tensor:
+def _loss_gradients(split: SplitLoss, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(n, d, 1)``: each sample's gradient of its loss ``ℓ_i`` in its flattened outputs (the
     empirical Fisher's one "factor": ``g_i = J_iᵀ ∇ℓ_i``)."""
     n = out.shape[0]
@@ -370,7 +389,9 @@ def _loss_gradients(split: Any, out: torch.Tensor, y: Any) -> torch.Tensor:
     return grad.reshape(n, -1, 1)
 
 
-def _loss_factors(split: Any, out: torch.Tensor, y: Any, for_hessian: bool) -> torch.Tensor:
+def _loss_factors(
+    split: SplitLoss, out: torch.Tensor, y: torch.Tensor, for_hessian: bool
+) -> torch.Tensor:
     """``(n, d, d)``: ``S_i`` with ``S_i S_iᵀ = ∇²ℓ_i`` in the sample's flattened outputs.
 
     Closed forms for the built-in losses (``ℓ_i`` is sample ``i``'s share of the batch mean times
@@ -409,7 +430,7 @@ def _loss_factors(split: Any, out: torch.Tensor, y: Any, for_hessian: bool) -> t
     shape = out.shape[1:]
     loss = split.loss if for_hessian else split.curvature_loss
 
-    def per_sample(o: torch.Tensor, yi: Any) -> torch.Tensor:
+    def per_sample(o: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         return loss(o.reshape(1, *shape), (None, yi.unsqueeze(0)))
 
     H = vmap(hessian(per_sample), in_dims=(0, 0))(flat, y)
@@ -432,7 +453,9 @@ class ExactTrace:
     passes: int
 
 
-def _check_samples_independent(out: torch.Tensor, batch: Any, forward: Any, objective: Any) -> None:
+def _check_samples_independent(
+    out: torch.Tensor, batch: Batch, forward: _Forward, objective: Objective
+) -> None:
     """Raise :class:`Unsupported` when changing one sample's input changes another sample's
     outputs (batch statistics computed in ``forward``, e.g. ``x - x.mean(0)``): the per-sample
     split of a backward pass then mixes samples. One forward pass with sample 0 replaced by the
@@ -466,7 +489,7 @@ def _check_samples_independent(out: torch.Tensor, batch: Any, forward: Any, obje
 
 
 def exact_trace(
-    objective: Any, curvature: str = "ggn", *, max_outputs: int = MAX_OUTPUTS
+    objective: Objective, curvature: str = "ggn", *, max_outputs: int = MAX_OUTPUTS
 ) -> ExactTrace:
     """The exact trace of ``curvature`` at the objective's point, from per-sample gradient norms
     (module docstring): ``"ggn"`` (any network of supported modules), ``"ef"`` (the empirical
@@ -495,7 +518,9 @@ def exact_trace(
     return _exact_trace(objective, split, curvature, max_outputs)
 
 
-def _exact_trace(objective: Any, split: Any, curvature: str, max_outputs: int) -> ExactTrace:
+def _exact_trace(
+    objective: Objective, split: SplitLoss, curvature: str, max_outputs: int
+) -> ExactTrace:
     from ..problem.data import move_batch
     from .ggn import _OutputModule
 
@@ -505,7 +530,7 @@ def _exact_trace(objective: Any, split: Any, curvature: str, max_outputs: int) -
     module = _OutputModule(objective.model, split)
     for_hessian = curvature == "hessian"
 
-    def forward(batch: Any, index: int) -> tuple[torch.Tensor, dict[str, Any], dict[str, Any]]:
+    def forward(batch: Batch, index: int) -> tuple[torch.Tensor, _Calls, dict[str, torch.Tensor]]:
         tensors = dict(objective._constants)
         leaves = [p.detach().requires_grad_(True) for p in objective._params]
         tensors.update(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from ..errors import InputError
+from ..problem.data import Batch
+from ..problem.losses import SplitLoss
 from ..problem.objective import Objective
 from .base import CurvatureOperator
 
@@ -17,12 +17,12 @@ class _OutputModule(nn.Module):
     """``batch ↦ split.outputs(model, batch)`` as a module, so :func:`functional_call` swaps in
     the objective's parameter tensors under the same ``model.`` names as the objective's loss."""
 
-    def __init__(self, model: nn.Module, split: Any) -> None:
+    def __init__(self, model: nn.Module, split: SplitLoss) -> None:
         super().__init__()
         self.model = model
         self.split = split
 
-    def forward(self, batch: Any) -> torch.Tensor:
+    def forward(self, batch: Batch) -> torch.Tensor:
         return self.split.outputs(self.model, batch)
 
 
@@ -33,7 +33,7 @@ class GGNOperator(CurvatureOperator):
     -------
     >>> import torch
     >>> from landscape_cli.problem.data import tensor_batches
-    >>> from landscape_cli.problem.loading import SplitLoss
+    >>> from landscape_cli.problem.losses import SplitLoss
     >>> x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
     >>> obj = Objective(torch.nn.Linear(3, 1, bias=False), SplitLoss("mse"),
     ...                 tensor_batches((x, y), 3, None, "toy"), dtype=torch.float64)
@@ -43,7 +43,9 @@ class GGNOperator(CurvatureOperator):
     True
     """
 
-    def __init__(self, objective: Objective, split: Any, *, cache: bool | None = None) -> None:
+    def __init__(
+        self, objective: Objective, split: SplitLoss, *, cache: bool | None = None
+    ) -> None:
         """``cache``: keep each batch's graph (outputs, ``Jᵀu`` and the loss gradient in the
         outputs) between products, as the Hessian's ``cached`` mode keeps its gradient graph;
         ``None`` follows the objective: cached when its ``hvp_mode`` is ``cached`` and a second
@@ -60,7 +62,7 @@ class GGNOperator(CurvatureOperator):
     def release(self) -> None:
         self._graphs.clear()  # the dict is shared with fresh() twins: they release too
 
-    def _outputs(self, params: list[torch.Tensor], batch: Any, index: int) -> torch.Tensor:
+    def _outputs(self, params: list[torch.Tensor], batch: Batch, index: int) -> torch.Tensor:
         obj = self.objective
         tensors: dict[str, torch.Tensor] = dict(obj._constants)
         tensors.update({f"model.{n}": p for n, p in zip(obj.parameter_names, params, strict=True)})
@@ -80,7 +82,7 @@ class GGNOperator(CurvatureOperator):
                 )
         return out
 
-    def _block(self, V: torch.Tensor) -> torch.Tensor:
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         obj = self.objective
         columns = [obj.unflatten(V[:, j].contiguous()) for j in range(V.shape[1])]
         total = torch.zeros_like(V)
@@ -95,7 +97,7 @@ class GGNOperator(CurvatureOperator):
                     graph.accumulate(total, columns, weight, obj)
         return obj.reduce_sum(total, failure)
 
-    def _graph(self, index: int, batch: Any) -> _GGNGraph | None:
+    def _graph(self, index: int, batch: Batch) -> _GGNGraph | None:
         """One batch's differentiable pieces: ``out = f_b(w)``, the loss gradient in the outputs
         (differentiable once more, for ``H_L``) and ``Jᵀu`` for a dummy cotangent ``u``
         (differentiable in ``u``, for ``J v``); ``None`` when the outputs do not depend on

@@ -10,5 +10,5 @@ from .base import CurvatureOperator
 class HessianOperator(CurvatureOperator):
     """The Hessian of an :class:`Objective`: each column costs one HVP (:meth:`Objective.hvp_block`)."""
 
-    def _block(self, V: torch.Tensor) -> torch.Tensor:
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self.objective.hvp_block(V)
