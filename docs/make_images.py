@@ -1,4 +1,4 @@
-"""Regenerate the README's example figures from the bundled samples.
+"""Regenerate the example figures of README.md and docs/ from the bundled samples.
 
     python docs/make_images.py
 

@@ -11,6 +11,7 @@ code  meaning
 1     ``check``: at least one threshold failed (not an error class)
 2     :class:`InputError`: missing/corrupt file, wrong keys or shapes, bad config
 3     :class:`NumericalError`: non-finite loss, gradient or HVP; unrecoverable breakdown
+70    a bug in landscape (an unexpected exception; ``--debug`` shows its traceback)
 130   interrupted (SIGINT); no partial output file is left
 ====  =====================================================================
 """
@@ -24,6 +25,7 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_INPUT = 2
 EXIT_NUMERICAL = 3
+EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 

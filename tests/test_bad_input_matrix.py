@@ -5,7 +5,7 @@ Input kinds: checkpoint, model spec, data spec, loss spec, YAML config, report f
 unreadable, empty, truncated, wrong type, wrong keys, wrong shapes, wrong dtype, NaN/Inf,
 out-of-range values, unknown options.
 
-Every case asserts the same contract (README "Reliability"):
+Every case asserts the same contract (docs/reliability.md):
 
 * the documented exit code (2 bad input, 3 numerical);
 * exactly one non-empty line on stderr, ``landscape: error: ...``, that matches a regex naming the

@@ -4,6 +4,7 @@ config key and its validation, and the line of configs/reference.yaml."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import typer
@@ -97,3 +98,26 @@ def test_every_option_of_a_section_is_offered_by_its_command():
         flags = {o for p in group.commands[section].params for o in p.opts}
         for spec in specs.values():
             assert spec.flag_name in flags, f"{section} lacks {spec.flag_name}"
+
+
+def test_a_new_settings_field_without_a_docs_row_fails_the_docs_check():
+    from options_table import option_table_problems
+
+    from landscape_cli.analyses.settings import SECTIONS
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "options.md").read_text()
+    assert option_table_problems(docs, SECTIONS) == []
+    problems = option_table_problems(docs, {**SECTIONS, "made_up": MadeUpSettings})
+    assert problems == [
+        "made_up.made_up_steps: no row",
+        "made_up.made_up_switch: no row",
+        "made_up.made_up_radii: no row",
+    ]
+    row = "| `--made-up-steps N` | `made_up.made_up_steps` | `7` | a made-up number of steps |\n"
+    assert "made_up.made_up_steps: no row" not in option_table_problems(
+        docs + row, {**SECTIONS, "made_up": MadeUpSettings}
+    )
+    wrong = row.replace("`7`", "`8`")
+    assert "made_up.made_up_steps: documented default `8`, the field's is 7" in (
+        option_table_problems(docs + wrong, {**SECTIONS, "made_up": MadeUpSettings})
+    )

@@ -1,4 +1,4 @@
-"""Faults, untrusted files and determinism (README "Reliability").
+"""Faults, untrusted files and determinism (docs/reliability.md).
 
 * Faults: a non-finite gradient or Hessian-vector product stops with exit 3 and says what failed;
   running out of memory gives exit 3 and advice (smaller --batch-size, --hvp-mode streaming); a

@@ -11,11 +11,8 @@ from typing import Any
 
 import typer
 
-from ..errors import EXIT_INTERRUPTED, EXIT_NUMERICAL, LandscapeError
+from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_NUMERICAL, LandscapeError
 from .options import RunArgs
-
-EXIT_INTERNAL = 70  # a bug in landscape: please report it with the --debug traceback
-
 
 OUT_OF_MEMORY = (
     "landscape: error: the device ran out of memory (try a smaller --batch-size, --max-samples "

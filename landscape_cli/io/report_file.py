@@ -1,6 +1,6 @@
 """HDF5 reports: every analysis of one checkpoint in one self-describing file (guide, section 5).
 
-Layout (``SCHEMA = "landscape-report/1"``; the full table is in the README):
+Layout (``SCHEMA = "landscape-report/1"``; the full table is in docs/report.md):
 
 * root attributes: ``schema``, ``landscape_version``, ``created`` (ISO 8601, UTC),
   ``command_line``, ``config_yaml``, ``torch_version``, ``checkpoint_sha256`` (``""`` when the
