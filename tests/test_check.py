@@ -147,3 +147,38 @@ def test_classify_extremes_win_over_the_spectrum_s_in_the_metrics():
     )  # fmt: skip
     metrics = metrics_from_results(spectrum=spectrum, classify=classify)
     assert metrics["lambda_min"][0] == -3e-2 and metrics["classification"][0] == "saddle"
+
+
+def test_loss_and_grad_norm_alone_are_checked_as_a_subprocess():
+    proc = run_check("--max", "loss=1", "--max", "grad_norm=1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    checks = json.loads(proc.stdout)["checks"]
+    assert [c["metric"] for c in checks] == ["loss", "grad_norm"]
+    assert all(c["passed"] and c["value"] is not None for c in checks)
+
+
+@pytest.mark.parametrize(
+    "metric, flag",
+    [
+        ("loss", "--max"),
+        ("grad_norm", "--max"),
+        ("lambda_max", "--max"),
+        ("lambda_min", "--min"),
+        ("trace", "--max"),
+        ("negative_fraction", "--max"),
+        ("lr_times_lambda_max", "--max"),
+        ("sharpness@0.05", "--max"),
+        ("jacobian_sigma_max", "--max"),
+        ("jacobian_condition", "--max"),
+    ],
+)
+def test_every_numeric_metric_is_computed_when_checked_alone(metric, flag):
+    """Each documented metric, asked for alone on a checkpoint with an SGD optimizer state, is
+    computed (a value, not "not computed")."""
+    limit = "-1e12" if flag == "--min" else "1e12"
+    result = runner.invoke(
+        app, ["check", TRAINING, *MLP, flag, f"{metric}={limit}", "--json", "--max-samples", "64"]
+    )
+    assert result.exit_code == 0, result.stderr
+    (outcome,) = json.loads(result.stdout)["checks"]
+    assert outcome["value"] is not None and outcome["passed"], outcome

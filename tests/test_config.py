@@ -146,3 +146,18 @@ def test_library_slq_defaults_are_the_size_of_the_spectrum_density():
     s = SpectrumSettings()
     assert params["runs"].default == s.slq_runs + int(s.share_lanczos)
     assert params["steps"].default == s.slq_steps
+
+
+def test_a_key_given_twice_in_a_config_is_an_error_naming_both_lines(tmp_path):
+    path = write(tmp_path, "spectrum:\n  top_k: 3\n  tol: 1.0e-6\n  top_k: 8\n")
+    with pytest.raises(InputError, match=r"key 'top_k' is given twice \(lines 2 and 4\)"):
+        read_config_file(path)
+    path = write(tmp_path, "batch_size: 8\nbatch_size: 16\n")
+    with pytest.raises(InputError, match=r"key 'batch_size' is given twice \(lines 1 and 2\)"):
+        read_config_file(path)
+
+
+def test_config_nested_thousands_of_levels_deep_is_an_input_error(tmp_path):
+    path = write(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(InputError, match=r"nested too deeply"):
+        read_config_file(path)

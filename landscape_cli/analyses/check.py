@@ -37,6 +37,7 @@ from xml.etree import ElementTree
 
 from ..errors import InputError
 from ..options import shown
+from ..safe_yaml import load_yaml
 
 NUMERIC_METRICS = (
     "lambda_max",
@@ -170,22 +171,19 @@ def read_checks(path: str | Path) -> tuple[list[Check], float | None]:
     """Checks from YAML (``path``, or ``-`` for standard input): mappings ``max:``, ``min:``,
     ``equals:`` of metric → limit, and an optional ``margin:``. Unknown keys and metrics are
     errors naming them."""
-    import yaml
-
     where = f"checks {path}"
     try:
         if str(path) == "-":  # thresholds piped in on standard input
             import sys
 
-            document = yaml.safe_load(sys.stdin.read())
+            text = sys.stdin.read()
         else:
-            document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{where}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{where}: cannot read it ({exc})") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    document = load_yaml(text, where)
     if not isinstance(document, Mapping):
         raise InputError(f"{where}: expected a mapping with max:, min:, equals: and margin:")
     checks: list[Check] = []
@@ -388,4 +386,8 @@ def compute_metrics(
     if names & set(JACOBIAN_METRICS):
         settings = dataclasses.replace(config.jacobian, layers=False, ntk=False)
         jacobian = analyze_jacobian(objective, settings, seed=config.seed, progress=progress)
-    return metrics_from_results(spectrum, classify, sharpness, jacobian)
+    metrics = metrics_from_results(spectrum, classify, sharpness, jacobian)
+    # the loss and gradient norm are known once the objective is loaded, whatever else runs
+    metrics.setdefault("loss", (objective.loss_value, None, None))
+    metrics.setdefault("grad_norm", (objective.grad_norm, None, None))
+    return metrics

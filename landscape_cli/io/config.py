@@ -13,6 +13,7 @@ from ..errors import InputError
 from ..options import OptionSpec, coerce_value, option_specs
 from ..problem.loading import SAMPLE_PREFIX
 from ..problem.settings import ProblemSettings
+from ..safe_yaml import load_yaml
 
 #: The top-level options of a config file, by key.
 COMMON: dict[str, OptionSpec] = {spec.key: spec for spec in option_specs(ProblemSettings)}
@@ -40,7 +41,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     document, an unknown key (with the closest known key) or a value of the wrong type.
     Relative paths are resolved against the file's directory.
     """
-    import yaml
 
     path = Path(path)
     where = f"config {path}"
@@ -50,13 +50,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{where}: file not found", hint="check the --config path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{where}: cannot read it ({exc.__class__.__name__}: {exc})") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise InputError(f"{where}: invalid YAML{at}: {problem}") from None
+    document = load_yaml(text, where)
     if document is None:
         return {}
     if not isinstance(document, Mapping):
