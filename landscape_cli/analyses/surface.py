@@ -519,7 +519,7 @@ class SurfaceResult:
     def report_arrays(
         self,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, tuple[str, ...]]]:
-        """``(arrays, attrs, dims)`` for :func:`landscape_cli.io.hdf5.write_arrays` under
+        """``(arrays, attrs, dims)`` for :func:`landscape_cli.hdf5.write_arrays` under
         ``/surface/<name>``: coordinates ``x`` (and ``y``) as dimension scales of ``loss``,
         ``accuracy`` and ``quadratic_model`` (axes ``("y", "x")`` in 2-D), the settings and
         direction metadata as attributes (``None`` values are left out by the writer)."""

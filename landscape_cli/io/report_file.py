@@ -65,8 +65,7 @@ from ..estimators.density import SLQResult, SpectralDensity
 from ..estimators.exact import ExactSpectrum
 from ..estimators.lanczos import LanczosResult
 from ..estimators.trace import TraceEstimate
-from ..settings import ClassifySettings, JacobianSettings, RunConfig, SharpnessSettings
-from .hdf5 import (
+from ..hdf5 import (
     NONE_DATASETS,
     plain,
     read_array,
@@ -76,6 +75,7 @@ from .hdf5 import (
     write_arrays,
     write_datasets,
 )
+from ..settings import ClassifySettings, JacobianSettings, RunConfig, SharpnessSettings
 
 __all__ = [
     "ROOT_ATTRIBUTES",

@@ -1,4 +1,7 @@
-"""Generic HDF5 encoding: attributes with None, arrays with None, compression."""
+"""Generic HDF5 encoding: attributes with None, arrays with None, compression.
+
+A foundation module: the report's groups are encoded with it by whichever layer writes them.
+"""
 
 from __future__ import annotations
 
