@@ -24,6 +24,7 @@ from landscape_cli.analyses.classify import classify_point
 from landscape_cli.analyses.sharpness import measure_sharpness
 from landscape_cli.analyses.spectrum import analyze_spectrum
 from landscape_cli.errors import InputError
+from landscape_cli.estimators.density import rebroaden
 from landscape_cli.io import report_file as rep
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.problem.data import no_data
@@ -433,7 +434,7 @@ def test_rebroaden_from_the_report(tmp_path, sample):
     report = rep.read_report(path)
     spectrum = sections["spectrum"]
     sigma = 3.0 * spectrum.density_estimate.sigma
-    dens = rep.rebroaden(report, sigma, grid_points=700)
+    dens = rebroaden(report.spectrum.slq, sigma, grid_points=700)
     assert dens.sigma == sigma and dens.grid.shape == (700,)
     integral = np.sum((dens.values[1:] + dens.values[:-1]) * np.diff(dens.grid)) / 2
     assert abs(integral - 1.0) < 1e-12
@@ -454,7 +455,7 @@ def test_rebroaden_from_the_report(tmp_path, sample):
     np.testing.assert_allclose(dens.grid, grid, rtol=1e-15)
     np.testing.assert_allclose(dens.values, mix, rtol=1e-12, atol=1e-12 * mix.max())
     # the stored density itself is reproduced with the stored sigma and grid size
-    same = rep.rebroaden(report.spectrum, spectrum.density_estimate.sigma, 1500)
+    same = rebroaden(report.spectrum.slq, spectrum.density_estimate.sigma, 1500)
     np.testing.assert_allclose(same.values, spectrum.density_estimate.values, rtol=1e-15)
 
 
@@ -467,4 +468,4 @@ def test_rebroaden_without_density_is_an_input_error(tmp_path, sample):
     report = rep.read_report(path)
     assert report.spectrum.to_dict() == no_density.to_dict()
     with pytest.raises(InputError, match="SLQ"):
-        rep.rebroaden(report, 0.1)
+        rebroaden(report.spectrum.slq, 0.1)

@@ -8,8 +8,8 @@ Layout (``SCHEMA = "landscape-report/1"``; the full table is in the README):
 * one group per analysis (``/spectrum``, ``/classify``, ``/sharpness``, ``/jacobian``;
   ``/surface/<name>`` and ``/track`` through :func:`write_arrays`): parameters and scalar results as attributes, raw
   material (Lanczos coefficients, Ritz values, trace samples, SLQ nodes and weights, curves) as
-  datasets, so a plot can be redrawn and a density re-broadened (:func:`rebroaden`) without a
-  single Hessian-vector product.
+  datasets, so a plot can be redrawn and a density re-broadened
+  (:func:`~landscape_cli.estimators.density.rebroaden`) without a single Hessian-vector product.
 
 Conventions (as in h5py's documentation and anndata's on-disk specification): small metadata are
 attributes, arrays are datasets, datasets of more than :data:`COMPRESS_MIN_SIZE` elements are
@@ -87,7 +87,6 @@ __all__ = [
     "read_attrs",
     "read_list",
     "read_report",
-    "rebroaden",
     "write_arrays",
     "write_report",
 ]
@@ -1068,35 +1067,6 @@ def read_report(path: str | os.PathLike[str]) -> Report:
         raise _open_error(path, exc) from None
 
 
-def rebroaden(
-    report_or_spectrum: Report | SpectrumResult | SLQResult,
-    sigma: float | None = None,
-    grid_points: int = 1000,
-) -> SpectralDensity:
-    """The SLQ density with another Gaussian width ``sigma`` (default:
-    :func:`~landscape_cli.estimators.density.default_sigma`) on ``grid_points`` points, from the stored
-    nodes and weights (no Hessian-vector product):
-    ``φ(t) ≈ (1/R) Σ_r Σ_i τ²_{r,i} N(t; θ_{r,i}, σ²)`` (Lin, Saad & Yang 2016).
-
-    Raises:
-        InputError: the report or result has no SLQ nodes (the density was switched off).
-        ValueError: ``sigma <= 0`` or ``grid_points < 2``.
-    """
-    slq = report_or_spectrum
-    if isinstance(slq, Report):
-        if slq.spectrum is None:
-            raise InputError(f"{slq.path}: the report has no /spectrum section to re-broaden")
-        slq = slq.spectrum
-    if isinstance(slq, SpectrumResult):
-        slq = slq.slq
-    if slq is None:
-        raise InputError(
-            "no SLQ nodes and weights to re-broaden (the density was switched off)",
-            hint="run spectrum with the density on",
-        )
-    return slq.density(sigma=sigma, grid=int(grid_points))
-
-
 def write_track(
     path: str | os.PathLike[str], result: Any, *, config: RunConfig | None, command_line: str
 ) -> Path:
@@ -1141,11 +1111,3 @@ def write_track(
                 },
             )
     return path
-
-
-def read_track(path: str | os.PathLike[str]) -> dict[str, np.ndarray] | None:
-    """The ``/track`` arrays of a report, or ``None`` when it has none."""
-    with h5py.File(path, "r") as f:
-        if "track" not in f:
-            return None
-        return {name: read_array(f["track"], name) for name in f["track"]}
