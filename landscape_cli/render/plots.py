@@ -317,7 +317,8 @@ def report_figures(report: object, *, sigma: float | None = None) -> dict[str, F
         )
     track = getattr(report, "track", None)
     if track is not None:
-        figures["track"] = plot_track(track["step"], track["lambda_max"], lr=track.get("lr"))
+        arrays = track.arrays()
+        figures["track"] = plot_track(arrays["step"], arrays["lambda_max"], lr=arrays["lr"])
     for name, surface in getattr(report, "surfaces", {}).items():
         if surface.dims == 1:
             figures[f"surface-{name}"] = plot_curve_1d(
