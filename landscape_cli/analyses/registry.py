@@ -3,12 +3,15 @@
 Each result class writes and reads its own group (``to_hdf5`` / ``from_hdf5``); an
 :class:`Analysis` says where that group lives in the file and what else the file keeps of it, so
 that :mod:`landscape_cli.io.report_file` dispatches over :data:`ANALYSES` and names no analysis.
+The later layers key their tables by the same names (the HTML sections of
+:mod:`landscape_cli.render.html`, the figures of :mod:`landscape_cli.render.plots`, the metrics of
+:mod:`landscape_cli.analyses.check`); the tests check those keys against this registry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h5py
 
@@ -19,6 +22,9 @@ from .sharpness import SharpnessResult
 from .spectrum import SpectrumResult
 from .surface import SurfaceResult
 from .track import TrackResult
+
+if TYPE_CHECKING:
+    from ..settings import RunConfig
 
 
 class Result(Protocol):
@@ -62,9 +68,11 @@ class Analysis:
     config_settings: str | None = None
     not_stored: tuple[str, ...] = ()
 
-    def write(self, root: h5py.Group, result: Result, config: Any = None) -> h5py.Group:
+    def write(
+        self, root: h5py.Group, result: Result, config: RunConfig | None = None
+    ) -> h5py.Group:
         """Write ``result`` into its group under ``root`` (replacing a group of the same name)
-        and return that group; ``config`` is the run configuration (``RunConfig`` or ``None``)."""
+        and return that group; ``config`` is the run configuration, if any."""
         if self.keyed:
             group = replace_group(root.require_group(self.group), result.name)  # type: ignore[attr-defined]
         else:
@@ -86,7 +94,7 @@ class Analysis:
         return self.result.from_hdf5(group)
 
 
-#: The registered analyses, in the order a report's sections are written and shown.
+#: The registered analyses by name (a report's groups are read in this order).
 ANALYSES: dict[str, Analysis] = {
     entry.name: entry
     for entry in (
