@@ -1,10 +1,10 @@
 """The package's layers: problem -> operators -> estimators -> analyses -> io -> render -> cli.
 
 A module imports only from its own layer, the layers before it, and the foundation modules
-(errors, progress, streams, options, safe_yaml, linear_operator). The estimators import nothing of the
-package but the errors, the operator protocol and base class (linear_operator) and each other;
-nothing below the CLI imports typer, and nothing below rendering imports rich. Each rule is
-checked on the real package and shown to catch a planted violation.
+(errors, progress, streams, options, safe_yaml, hdf5, linear_operator). The estimators import
+nothing of the package but the errors, the operator protocol and base class (linear_operator) and
+each other; nothing below the CLI imports typer, and nothing below rendering imports rich. Each
+rule is checked on the real package and shown to catch a planted violation.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ FOUNDATION = {
     "options",
     "linear_operator",
     "safe_yaml",
+    "hdf5",
     "__init__",
     "sample_models",
 }

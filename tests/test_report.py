@@ -21,9 +21,12 @@ from torch import nn
 
 from landscape_cli import __version__
 from landscape_cli.analyses.classify import ClassifySettings, classify_point
+from landscape_cli.analyses.estimator_groups import LANCZOS_ARRAYS
 from landscape_cli.analyses.sharpness import SharpnessSettings, measure_sharpness
 from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
 from landscape_cli.errors import InputError
+from landscape_cli.estimators.density import rebroaden
+from landscape_cli.hdf5 import read_attrs, read_list, write_arrays
 from landscape_cli.io import report_file as rep
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.problem.data import no_data
@@ -111,7 +114,7 @@ def test_round_trip_sample(tmp_path, sample, section):
     assert type(back) is type(original)
     assert back.to_dict() == original.to_dict()
     lz, lz_back = original.lanczos, back.lanczos
-    for name in rep.LANCZOS_ARRAYS:
+    for name in LANCZOS_ARRAYS:
         np.testing.assert_array_equal(getattr(lz_back, name), getattr(lz, name))
 
 
@@ -289,8 +292,8 @@ def failing_after(monkeypatch, target, attr, exc, calls_before_failure=0, when=N
 
 
 def fail_somewhere(monkeypatch, where, exc):
-    if where == "write_arrays":  # in the middle of writing the groups
-        return failing_after(monkeypatch, rep, "write_arrays", exc, 3)
+    if where == "groups":  # in the middle of writing the groups
+        return failing_after(monkeypatch, h5py.Group, "create_group", exc, 3)
     if where == "replace":  # the file is complete, the rename fails
         return failing_after(monkeypatch, os, "replace", exc)
     # after every group, while writing the root attributes
@@ -300,7 +303,7 @@ def fail_somewhere(monkeypatch, where, exc):
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("disk on fire"), KeyboardInterrupt()])
-@pytest.mark.parametrize("where", ["write_arrays", "replace", "root"])
+@pytest.mark.parametrize("where", ["groups", "replace", "root"])
 def test_failure_on_a_new_file_leaves_nothing(tmp_path, monkeypatch, sample, exc, where):
     config, _, sections, info = sample
     path = tmp_path / "new.h5"
@@ -314,7 +317,7 @@ def test_failure_on_a_new_file_leaves_nothing(tmp_path, monkeypatch, sample, exc
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("disk on fire"), KeyboardInterrupt()])
-@pytest.mark.parametrize("where", ["write_arrays", "replace", "root"])
+@pytest.mark.parametrize("where", ["groups", "replace", "root"])
 def test_failure_leaves_an_existing_report_byte_identical(
     tmp_path, monkeypatch, sample, exc, where
 ):
@@ -387,7 +390,7 @@ def test_large_datasets_are_compressed(tmp_path, sample):
         values = f["spectrum/density/values"]  # 1500 points > 1024
         assert values.compression == "gzip" and values.shuffle
         assert f["spectrum/lanczos/alphas"].compression is None  # small: contiguous
-        group = rep.write_arrays(
+        group = write_arrays(
             h5py.File(tmp_path / "x.h5", "w"), "surface/line", {"loss": np.zeros(5000)}
         )
         assert group["loss"].compression == "gzip" and group["loss"].shuffle
@@ -396,13 +399,13 @@ def test_large_datasets_are_compressed(tmp_path, sample):
     assert (tmp_path / "x.h5").stat().st_size < 5000 * 8 / 2
 
 
-def test_write_arrays_hook(tmp_path):
-    """The helper the CLI uses for /surface/<name> and /track: datasets, scales, None, attrs."""
+def test_write_arrays_stores_scales_none_and_attributes(tmp_path):
+    """The helper the sections' subgroups are written with: datasets, scales, None, attrs."""
     path = tmp_path / "s.h5"
     alpha, beta = np.linspace(-1, 1, 5), np.linspace(-2, 2, 3)
     loss = np.add.outer(alpha**2, beta**2)
     with h5py.File(path, "w") as f:
-        rep.write_arrays(
+        write_arrays(
             f.require_group("surface"),
             "random-2d",
             {"alpha": alpha, "beta": beta, "loss": loss, "extra": [1.0, None, 3.0]},
@@ -413,14 +416,14 @@ def test_write_arrays_hook(tmp_path):
         g = f["surface/random-2d"]
         np.testing.assert_array_equal(g["loss"][()], loss)
         assert g["loss"].dims[1][0].name == "/surface/random-2d/beta"
-        assert rep.read_attrs(g) == {
+        assert read_attrs(g) == {
             "kind": "2d",
             "filter_normalised": True,
             "seed": 3,
             "note": None,
             "none_datasets": ["extra"],
         }
-        assert rep.read_list(g, "extra") == [1.0, None, 3.0]
+        assert read_list(g, "extra") == [1.0, None, 3.0]
 
 
 # ---------------------------------------------------------------------------- rebroadening
@@ -432,7 +435,7 @@ def test_rebroaden_from_the_report(tmp_path, sample):
     report = rep.read_report(path)
     spectrum = sections["spectrum"]
     sigma = 3.0 * spectrum.density_estimate.sigma
-    dens = rep.rebroaden(report, sigma, grid_points=700)
+    dens = rebroaden(report.spectrum.slq, sigma, grid_points=700)
     assert dens.sigma == sigma and dens.grid.shape == (700,)
     integral = np.sum((dens.values[1:] + dens.values[:-1]) * np.diff(dens.grid)) / 2
     assert abs(integral - 1.0) < 1e-12
@@ -453,7 +456,7 @@ def test_rebroaden_from_the_report(tmp_path, sample):
     np.testing.assert_allclose(dens.grid, grid, rtol=1e-15)
     np.testing.assert_allclose(dens.values, mix, rtol=1e-12, atol=1e-12 * mix.max())
     # the stored density itself is reproduced with the stored sigma and grid size
-    same = rep.rebroaden(report.spectrum, spectrum.density_estimate.sigma, 1500)
+    same = rebroaden(report.spectrum.slq, spectrum.density_estimate.sigma, 1500)
     np.testing.assert_allclose(same.values, spectrum.density_estimate.values, rtol=1e-15)
 
 
@@ -466,4 +469,4 @@ def test_rebroaden_without_density_is_an_input_error(tmp_path, sample):
     report = rep.read_report(path)
     assert report.spectrum.to_dict() == no_density.to_dict()
     with pytest.raises(InputError, match="SLQ"):
-        rep.rebroaden(report, 0.1)
+        rebroaden(report.spectrum.slq, 0.1)

@@ -315,3 +315,46 @@ def test_write_html_is_atomic(full, tmp_path, monkeypatch, target, exc):
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == ["old.html"]  # no page, no temporary file
     assert old.read_bytes() == b"previous page"
+
+
+def test_jacobian_section(results, tmp_path):
+    """σ_max and the condition number over the samples, σ_max per layer and the NTK numbers,
+    as the terminal prints them, from the result read back."""
+    from landscape_cli.analyses.jacobian import analyze_jacobian, summarize
+    from landscape_cli.analyses.settings import JacobianSettings
+
+    config, info, *_ = results
+    jacobian = analyze_jacobian(build_objective(config), JacobianSettings(samples=4))
+    path = tmp_path / "j.h5"
+    rep.write_report(
+        path, {"jacobian": jacobian}, config=config, command_line="x", objective_info=info
+    )
+    j = rep.read_report(path).jacobian
+    assert j is not None and j.layers and j.ntk is not None and j.sigma_min is not None
+    page = Page(render_html(rep.read_report(path), {}))
+    assert ("a", {"href": "#jacobian"}) in page.tags
+    headers = {"quantity": "quantities", "layer": "layers", "samples": "ntk"}
+    tables: dict[str, list[list[str]]] = {}
+    for row in page.rows["jacobian"]:
+        if row[0] in headers:
+            current = tables.setdefault(headers[row[0]], [])
+        current.append(row)
+    columns = ["min", "q10", "median", "q90", "max"]
+    quantities = {r[0]: r[1:] for r in tables["quantities"]}
+    assert quantities["quantity"] == columns
+    for name, values in (("σ_max (Lanczos)", j.sigma_max), ("σ_min (non-zero)", j.sigma_min)):
+        assert quantities[name] == [format_number(summarize(values)[c]) for c in columns]
+    assert quantities["condition number σ_max/σ_min"][2] == format_number(j.condition_median)
+    expected = [
+        [
+            layer.name or "(model)",
+            layer.type,
+            f"{layer.input_dim}→{layer.output_dim}",
+            *(format_number(summarize(layer.sigma_max)[c]) for c in ("q10", "median", "q90")),
+        ]
+        for layer in j.layers
+    ]
+    assert [r[:6] for r in tables["layers"][1:]] == expected
+    top = ", ".join(format_number(v) for v in j.ntk.top_eigenvalues)
+    ntk = [format_number(j.ntk.samples), format_number(j.ntk.outputs)]
+    assert tables["ntk"][1] == [*ntk, format_number(j.ntk.trace), top]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from landscape_cli.analyses.surface import (
+    SurfaceResult,
     SurfaceSettings,
     analyze_surface,
     classification_accuracy,
@@ -306,15 +307,14 @@ def test_grid_hits_zero_and_one_exactly():
     assert g[5] == 0.0 and g[15] == 1.0
 
 
-def test_report_arrays_round_trip_through_hdf5(tmp_path):
-    """The arrays and attributes of a surface fit the report writer (skipped until it exists)."""
-    report = pytest.importorskip("landscape_cli.io.report_file")
-    h5py = pytest.importorskip("h5py")
+def test_surface_group_round_trips_through_hdf5(tmp_path):
+    """The surface's group: coordinates as dimension scales of the loss, and read back equal."""
+    import h5py
+
     obj, _, eig = quadratic()
     res = analyze_surface(obj, SurfaceSettings(dims=2, kind="eigen", points=5))
-    arrays, attrs, dims = res.report_arrays()
     with h5py.File(tmp_path / "r.h5", "w") as f:
-        report.write_arrays(f.require_group("surface"), res.name, arrays, attrs, dims=dims)
+        res.to_hdf5(f.require_group("surface").create_group(res.name))
     with h5py.File(tmp_path / "r.h5", "r") as f:
         g = f["surface/eigen-2d"]
         np.testing.assert_array_equal(g["loss"][()], res.losses)
@@ -322,6 +322,9 @@ def test_report_arrays_round_trip_through_hdf5(tmp_path):
         assert g["loss"].dims[0][0].name.endswith("/y") and g["loss"].dims[1][0].name.endswith("/x")
         np.testing.assert_allclose(g["eigenvalues"][()], eig[::-1][:2], atol=1e-10)
         assert g.attrs["kind"] == "eigen" and "accuracy" not in g
+        back = SurfaceResult.from_hdf5(g)
+    expected = {k: v for k, v in res.to_dict().items() if k != "lanczos"}  # not kept
+    assert back.name == "eigen-2d" and back.to_dict() == expected
 
 
 def test_train_mode_surface_uses_each_batch_s_dropout_masks():

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,57 +267,87 @@ def _sharpness_radii(checks: list[Check]) -> list[float]:
     )
 
 
+Metrics = dict[str, tuple[Any, float | None, str | None]]
+
+
+def _spectrum_metrics(spectrum: Any, metrics: Metrics) -> None:
+    lz = spectrum.lanczos
+    metrics["lambda_max"] = (spectrum.lambda_max, float(lz.error_bounds[lz.top_index()]), None)
+    if spectrum.lambda_min is not None:
+        metrics["lambda_min"] = (
+            spectrum.lambda_min,
+            float(lz.error_bounds[lz.bottom_index()]),
+            None,
+        )
+    if spectrum.trace_estimate is not None:
+        metrics["trace"] = (
+            spectrum.trace_estimate.estimate,
+            spectrum.trace_estimate.stderr,
+            None,
+        )
+    _stability_metrics(metrics, spectrum.stability, spectrum.notes)
+
+
+def _classify_metrics(classify: Any, metrics: Metrics) -> None:
+    # classify's extremes win: exact up to 200 parameters, else bounded by its SLQ nodes too,
+    # so lambda_min agrees with the classification it decided
+    metrics["lambda_max"] = (classify.lambda_max, classify.error_max, None)
+    metrics["lambda_min"] = (classify.lambda_min, classify.error_min, None)
+    metrics["negative_fraction"] = (classify.negative_fraction, None, None)
+    metrics["classification"] = (classify.classification, None, None)
+    _stability_metrics(metrics, classify.stability, classify.notes)
+
+
+def _sharpness_metrics(sharpness: Any, metrics: Metrics) -> None:
+    for rho, worst in zip(sharpness.rho, sharpness.worst_case, strict=True):
+        metrics[f"sharpness@{rho:g}"] = (
+            worst,
+            None,
+            None if worst is not None else "not computed",
+        )
+
+
+def _jacobian_metrics(jacobian: Any, metrics: Metrics) -> None:
+    metrics["jacobian_sigma_max"] = (jacobian.sigma_max_median, None, None)
+    condition = jacobian.condition_median
+    reason = None
+    if condition is None:
+        reason = jacobian.notes.get("sigma_min", "σ_min is zero for every sample")
+    metrics["jacobian_condition"] = (condition, None, reason)
+
+
+#: The metrics of each registered analysis, applied in this order (classify's extremes replace
+#: spectrum's); ``None`` for an analysis that yields no metric to hold a threshold against.
+RESULT_METRICS: dict[str, Callable[[Any, Metrics], None] | None] = {
+    "spectrum": _spectrum_metrics,
+    "classify": _classify_metrics,
+    "sharpness": _sharpness_metrics,
+    "jacobian": _jacobian_metrics,
+    "surface": None,  # a loss surface is a picture: its numbers depend on the random directions
+    "track": None,  # a series of checkpoints: each one is checked on its own
+}
+
+
 def metrics_from_results(
     spectrum: Any = None, classify: Any = None, sharpness: Any = None, jacobian: Any = None
-) -> dict[str, tuple[Any, float | None, str | None]]:
-    """Metric values (with uncertainty) from whichever results are present."""
-    metrics: dict[str, tuple[Any, float | None, str | None]] = {}
-    info = None
-    for result in (spectrum, classify, sharpness, jacobian):
-        if result is not None:
-            info = result.info
-            break
+) -> Metrics:
+    """Metric values (with uncertainty) from whichever results are present: the loss and
+    gradient norm of the first, then each result's metrics (:data:`RESULT_METRICS`)."""
+    results = {
+        "spectrum": spectrum,
+        "classify": classify,
+        "sharpness": sharpness,
+        "jacobian": jacobian,
+    }
+    metrics: Metrics = {}
+    info = next((r.info for r in results.values() if r is not None), None)
     if info is not None:
         metrics["loss"] = (info.loss, None, None)
         metrics["grad_norm"] = (info.grad_norm, None, None)
-    if spectrum is not None:
-        lz = spectrum.lanczos
-        metrics["lambda_max"] = (spectrum.lambda_max, float(lz.error_bounds[lz.top_index()]), None)
-        if spectrum.lambda_min is not None:
-            metrics["lambda_min"] = (
-                spectrum.lambda_min,
-                float(lz.error_bounds[lz.bottom_index()]),
-                None,
-            )
-        if spectrum.trace_estimate is not None:
-            metrics["trace"] = (
-                spectrum.trace_estimate.estimate,
-                spectrum.trace_estimate.stderr,
-                None,
-            )
-        _stability_metrics(metrics, spectrum.stability, spectrum.notes)
-    # classify's extremes win: exact up to 200 parameters, else bounded by its SLQ nodes too,
-    # so lambda_min agrees with the classification it decided
-    if classify is not None:
-        metrics["lambda_max"] = (classify.lambda_max, classify.error_max, None)
-        metrics["lambda_min"] = (classify.lambda_min, classify.error_min, None)
-        metrics["negative_fraction"] = (classify.negative_fraction, None, None)
-        metrics["classification"] = (classify.classification, None, None)
-        _stability_metrics(metrics, classify.stability, classify.notes)
-    if jacobian is not None:
-        metrics["jacobian_sigma_max"] = (jacobian.sigma_max_median, None, None)
-        condition = jacobian.condition_median
-        reason = None
-        if condition is None:
-            reason = jacobian.notes.get("sigma_min", "σ_min is zero for every sample")
-        metrics["jacobian_condition"] = (condition, None, reason)
-    if sharpness is not None:
-        for rho, worst in zip(sharpness.rho, sharpness.worst_case, strict=True):
-            metrics[f"sharpness@{rho:g}"] = (
-                worst,
-                None,
-                None if worst is not None else "not computed",
-            )
+    for name, add in RESULT_METRICS.items():
+        result = results.get(name)
+        if add is not None and result is not None:
+            add(result, metrics)
     return metrics
 
 

@@ -56,22 +56,41 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 
 from ..errors import InputError, numerical_errors
 from ..estimators.cg import conjugate_gradient
-from ..estimators.density import slq_density
+from ..estimators.density import SLQResult, slq_density
 from ..estimators.exact import dense_matrix
-from ..estimators.lanczos import lanczos
+from ..estimators.lanczos import LanczosResult, lanczos
+from ..hdf5 import (
+    field_attrs,
+    from_field_attrs,
+    optional_group,
+    read_array,
+    read_attrs,
+    set_attrs,
+    write_group,
+)
 from ..operators.hessian import HessianOperator
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
 from ..progress import stage
-from .run_info import RunInfo, json_number, json_numbers
+from .estimator_groups import lanczos_from_hdf5, lanczos_to_hdf5, slq_from_hdf5, slq_to_hdf5
+from .run_info import (
+    RunInfo,
+    json_number,
+    json_numbers,
+    notes_from_hdf5,
+    notes_to_hdf5,
+    settings_from_hdf5,
+    settings_to_hdf5,
+)
 from .settings import ClassifySettings
 from .spectrum import SpectrumResult
-from .stability import NO_LEARNING_RATE, stability_report
+from .stability import NO_LEARNING_RATE, StabilityReport, stability_report
 
 LABELS = ("minimum", "saddle", "maximum", "degenerate", "not-critical")
 EXACT_FRACTION_MAX = 200  # parameters up to which the dense Hessian replaces Lanczos and SLQ
@@ -91,6 +110,37 @@ class Decision:
     #: the step ‖g‖ / (|c| · max(‖w‖, 1)), |c| the gradient's curvature clamped to
     #: [neg_tol·κ, κ] (module docstring); the stationarity test. None when κ == 0
     relative_step: float | None = None
+
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """The decision as attributes of the ``/classify`` group, under their JSON names."""
+        set_attrs(
+            group,
+            {
+                "classification": self.classification,
+                "stationary": self.stationary,
+                "relative_gradient": self.relative_gradient,
+                "relative_step": self.relative_step,
+                "curvature_scale": self.curvature_scale,
+                "negative_curvature": self.negative_significant,
+                "positive_curvature": self.positive_significant,
+                "degenerate_directions": self.degenerate_directions,
+            },
+        )
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> Decision:
+        """The decision among the attributes of a group written by :meth:`to_hdf5`."""
+        a = read_attrs(group)
+        return cls(
+            classification=a["classification"],
+            stationary=a["stationary"],
+            relative_gradient=a["relative_gradient"],
+            negative_significant=a["negative_curvature"],
+            positive_significant=a["positive_curvature"],
+            degenerate_directions=a["degenerate_directions"],
+            curvature_scale=a["curvature_scale"],
+            relative_step=a.get("relative_step"),
+        )
 
 
 def decide(
@@ -164,6 +214,15 @@ class NewtonDecrement:
             "converged": self.converged,
         }
 
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """Every field as an attribute of ``group`` (``/classify/newton``)."""
+        set_attrs(group, field_attrs(self))
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> NewtonDecrement:
+        """The decrement of a group written by :meth:`to_hdf5`."""
+        return from_field_attrs(cls, read_attrs(group))
+
 
 @dataclass(frozen=True)
 class EscapeProbe:
@@ -188,6 +247,30 @@ class EscapeProbe:
             "best_decrease": json_number(self.best_decrease),
         }
 
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """``/classify/escape``: the curves over the dimension scale ``t``."""
+        curves = ("loss_plus", "loss_minus", "model_plus", "model_minus")
+        write_group(
+            group,
+            {"t": self.steps, **{name: getattr(self, name) for name in curves}},
+            {"eigenvalue": self.eigenvalue, "best_decrease": self.best_decrease},
+            dims={name: ("t",) for name in curves},
+        )
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> EscapeProbe:
+        """The probe of a group written by :meth:`to_hdf5`."""
+        a = read_attrs(group)
+        return cls(
+            eigenvalue=a["eigenvalue"],
+            steps=read_array(group, "t"),
+            loss_plus=read_array(group, "loss_plus"),
+            loss_minus=read_array(group, "loss_minus"),
+            model_plus=read_array(group, "model_plus"),
+            model_minus=read_array(group, "model_minus"),
+            best_decrease=a["best_decrease"],
+        )
+
 
 @dataclass(frozen=True)
 class ClassifyResult:
@@ -204,9 +287,9 @@ class ClassifyResult:
     escape: EscapeProbe | None
     evidence: str
     settings: ClassifySettings
-    lanczos: Any = None
-    slq: Any = None
-    stability: Any = None  # StabilityReport
+    lanczos: LanczosResult | None = None
+    slq: SLQResult | None = None
+    stability: StabilityReport | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -246,6 +329,57 @@ class ClassifyResult:
         if self.notes:
             out["notes"] = dict(self.notes)
         return out
+
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """``/classify``: the run, the label and its facts as attributes; ``settings``,
+        ``newton``, ``escape``, ``lanczos``, ``slq``, ``stability`` and ``notes`` subgroups."""
+        self.info.to_hdf5(group)
+        self.decision.to_hdf5(group)
+        set_attrs(
+            group,
+            {
+                "evidence": self.evidence,
+                "lambda_max": self.lambda_max,
+                "lambda_min": self.lambda_min,
+                "lambda_max_error_bound": self.error_max,
+                "lambda_min_error_bound": self.error_min,
+                "negative_fraction": self.negative_fraction,
+            },
+        )
+        settings_to_hdf5(group, self.settings)
+        if self.newton is not None:
+            self.newton.to_hdf5(group.create_group("newton"))
+        if self.escape is not None:
+            self.escape.to_hdf5(group.create_group("escape"))
+        if self.lanczos is not None:
+            lanczos_to_hdf5(group.create_group("lanczos"), self.lanczos, tol=self.settings.tol)
+        if self.slq is not None:
+            slq_to_hdf5(group.create_group("slq"), self.slq)
+        if self.stability is not None:
+            self.stability.to_hdf5(group.create_group("stability"))
+        notes_to_hdf5(group, self.notes)
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> ClassifyResult:
+        """The result of a group written by :meth:`to_hdf5`."""
+        a = read_attrs(group)
+        return cls(
+            info=RunInfo.from_hdf5(group),
+            decision=Decision.from_hdf5(group),
+            lambda_max=a["lambda_max"],
+            lambda_min=a["lambda_min"],
+            error_max=a["lambda_max_error_bound"],
+            error_min=a["lambda_min_error_bound"],
+            negative_fraction=a["negative_fraction"],
+            newton=optional_group(group, "newton", NewtonDecrement.from_hdf5),
+            escape=optional_group(group, "escape", EscapeProbe.from_hdf5),
+            evidence=a["evidence"],
+            settings=settings_from_hdf5(group, ClassifySettings),
+            lanczos=optional_group(group, "lanczos", lanczos_from_hdf5),
+            slq=optional_group(group, "slq", slq_from_hdf5),
+            stability=optional_group(group, "stability", StabilityReport.from_hdf5),
+            notes=notes_from_hdf5(group),
+        )
 
 
 def negative_mass(nodes: np.ndarray, weights: np.ndarray, threshold: float) -> float:

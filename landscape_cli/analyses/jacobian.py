@@ -75,6 +75,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 from torch import nn
@@ -82,10 +83,28 @@ from torch.func import functional_call, jvp, vjp
 
 from ..errors import InputError, NumericalError, numerical_errors
 from ..estimators.lanczos import LanczosResult, lanczos
+from ..hdf5 import (
+    optional_array,
+    optional_group,
+    read_array,
+    read_attrs,
+    set_attrs,
+    write_datasets,
+    write_group,
+)
 from ..linear_operator import SymmetricOperator
 from ..problem.seeding import derive_seed
 from ..progress import StageProgress, stage
-from .run_info import RunInfo, json_number, json_numbers
+from .estimator_groups import lanczos_from_hdf5, lanczos_to_hdf5
+from .run_info import (
+    RunInfo,
+    json_number,
+    json_numbers,
+    notes_from_hdf5,
+    notes_to_hdf5,
+    settings_from_hdf5,
+    settings_to_hdf5,
+)
 from .settings import JacobianSettings
 
 __all__ = [
@@ -339,6 +358,58 @@ class LayerJacobian:
         }
 
 
+def layers_to_hdf5(group: h5py.Group, layers: Sequence[LayerJacobian], samples: int) -> None:
+    """The layer calls in the ``/jacobian`` group: ``layer_sigma_max``, ``layer_iterations`` and
+    ``layer_converged`` (layers × samples), names, types and dimensions as attributes."""
+    columns = (
+        ("layer_sigma_max", "sigma_max", np.float64),
+        ("layer_iterations", "iterations", np.int64),
+        ("layer_converged", "converged", bool),
+    )
+    write_datasets(
+        group,
+        {
+            dataset: np.stack([np.asarray(getattr(x, name), dtype=dtype) for x in layers])
+            if layers
+            else np.zeros((0, samples), dtype=dtype)
+            for dataset, name, dtype in columns
+        },
+    )
+    set_attrs(
+        group,
+        {
+            "layer_names": [x.name for x in layers],
+            "layer_types": [x.type for x in layers],
+            "layer_input_dims": np.asarray([x.input_dim for x in layers], dtype=np.int64),
+            "layer_output_dims": np.asarray([x.output_dim for x in layers], dtype=np.int64),
+        },
+    )
+
+
+def layers_from_hdf5(group: h5py.Group) -> tuple[LayerJacobian, ...]:
+    """The layer calls of a ``/jacobian`` group written by :func:`layers_to_hdf5`."""
+    a = read_attrs(group)
+    sigma = read_array(group, "layer_sigma_max")
+    steps = read_array(group, "layer_iterations")
+    converged = read_array(group, "layer_converged")
+    inputs = np.atleast_1d(a["layer_input_dims"])
+    outputs = np.atleast_1d(a["layer_output_dims"])
+    return tuple(
+        LayerJacobian(
+            name=str(name),
+            type=str(kind),
+            input_dim=int(inputs[k]),
+            output_dim=int(outputs[k]),
+            sigma_max=sigma[k],
+            iterations=steps[k],
+            converged=converged[k],
+        )
+        for k, (name, kind) in enumerate(
+            zip(list(a["layer_names"]), list(a["layer_types"]), strict=True)
+        )
+    )
+
+
 @dataclass(frozen=True)
 class NTKSpectrum:
     """Top eigenvalues (descending) and the exact trace of the empirical NTK on ``samples``."""
@@ -358,6 +429,33 @@ class NTKSpectrum:
             "trace": json_number(self.trace),
             "lanczos": {**self.lanczos.summary(), "tol": self.tol},
         }
+
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """``/jacobian/ntk``: the top eigenvalues, the kernel's size and trace, the Lanczos run."""
+        write_group(
+            group,
+            {"top_eigenvalues": np.asarray(self.top_eigenvalues, dtype=np.float64)},
+            {
+                "samples": self.samples,
+                "outputs": self.outputs,
+                "trace": self.trace,
+                "tol": self.tol,
+            },
+        )
+        lanczos_to_hdf5(group.create_group("lanczos"), self.lanczos, tol=self.tol)
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> NTKSpectrum:
+        """The spectrum of a group written by :meth:`to_hdf5`."""
+        a = read_attrs(group)
+        return cls(
+            samples=a["samples"],
+            outputs=a["outputs"],
+            top_eigenvalues=read_array(group, "top_eigenvalues"),
+            trace=a["trace"],
+            lanczos=lanczos_from_hdf5(group["lanczos"]),
+            tol=a["tol"],
+        )
 
 
 @dataclass(frozen=True)
@@ -440,6 +538,63 @@ class JacobianResult:
         if self.notes:
             out["notes"] = dict(self.notes)
         return out
+
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """``/jacobian``: per-sample arrays (length N; ``sigma_min``, ``condition``, ``rank`` and
+        ``singular_values`` when formed, ``condition`` NaN where σ_min = 0), per-layer arrays
+        (layers × N), the run and the medians as attributes; ``ntk``, ``settings``, ``notes``."""
+        arrays: dict[str, Any] = {
+            "sigma_max": np.asarray(self.sigma_max, dtype=np.float64),
+            "lanczos_iterations": np.asarray(self.lanczos_iterations, dtype=np.int64),
+            "lanczos_converged": np.asarray(self.lanczos_converged, dtype=bool),
+        }
+        if self.sigma_min is not None:
+            arrays["sigma_min"] = np.asarray(self.sigma_min, dtype=np.float64)
+            arrays["condition"] = np.asarray(self.condition, dtype=np.float64)
+            arrays["rank"] = np.asarray(self.rank, dtype=np.int64)
+            arrays["singular_values"] = np.asarray(self.singular_values, dtype=np.float64)
+        write_datasets(group, arrays)
+        layers_to_hdf5(group, self.layers, self.samples)
+        self.info.to_hdf5(group)
+        set_attrs(
+            group,
+            {
+                "samples": self.samples,
+                "input_dim": self.input_dim,
+                "output_dim": self.output_dim,
+                "jvp_count": self.jvp_count,
+                "vjp_count": self.vjp_count,
+                "sigma_max_median": self.sigma_max_median,
+                "condition_median": self.condition_median,
+            },
+        )
+        if self.ntk is not None:
+            self.ntk.to_hdf5(group.create_group("ntk"))
+        settings_to_hdf5(group, self.settings)
+        notes_to_hdf5(group, self.notes)
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> JacobianResult:
+        """The result of a group written by :meth:`to_hdf5`."""
+        a = read_attrs(group)
+        return cls(
+            info=RunInfo.from_hdf5(group),
+            settings=settings_from_hdf5(group, JacobianSettings),
+            samples=a["samples"],
+            input_dim=a["input_dim"],
+            output_dim=a["output_dim"],
+            sigma_max=read_array(group, "sigma_max"),
+            lanczos_iterations=read_array(group, "lanczos_iterations"),
+            lanczos_converged=read_array(group, "lanczos_converged"),
+            sigma_min=optional_array(group, "sigma_min"),
+            rank=optional_array(group, "rank"),
+            singular_values=optional_array(group, "singular_values"),
+            layers=layers_from_hdf5(group),
+            ntk=optional_group(group, "ntk", NTKSpectrum.from_hdf5),
+            jvp_count=a["jvp_count"],
+            vjp_count=a["vjp_count"],
+            notes=notes_from_hdf5(group),
+        )
 
 
 # ---------------------------------------------------------------------------- the network

@@ -6,12 +6,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import h5py
+import numpy as np
+
 from ..errors import numerical_errors
 from ..estimators.lanczos import lanczos
 from ..estimators.trace import EXACT_METHOD, TraceEstimate, estimate_trace
+from ..hdf5 import read_array, read_attrs, read_list, write_group
 from ..operators.blocks import TOP_LEVEL, BlockOperator, block_indices, layer_groups
 from ..problem.seeding import derive_seed
 from .run_info import json_number
+
+#: The columns of ``/spectrum/per_layer``, one entry per block.
+PER_LAYER_ARRAYS = (
+    "size",
+    "lambda_max",
+    "lambda_max_error_bound",
+    "converged",
+    "trace",
+    "trace_stderr",
+    "matvecs",
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,44 @@ class BlockSpectrum:
             "trace_method": self.trace_method,
             "matvecs": self.matvecs,
         }
+
+
+def per_layer_to_hdf5(group: h5py.Group, rows: Sequence[BlockSpectrum]) -> None:
+    """``/spectrum/per_layer``: one column entry per block, largest λ_max first; the names and
+    parameters as attributes (a block's parameter names joined by commas)."""
+    arrays: dict[str, Any] = {name: [getattr(r, name) for r in rows] for name in PER_LAYER_ARRAYS}
+    arrays["converged"] = np.array([bool(r.converged) for r in rows])
+    write_group(
+        group,
+        arrays,
+        {
+            "names": [r.name for r in rows],
+            "parameters": [",".join(r.parameters) for r in rows],
+            "trace_method": next((r.trace_method for r in rows if r.trace_method), None),
+        },
+    )
+
+
+def per_layer_from_hdf5(group: h5py.Group) -> list[BlockSpectrum]:
+    """The rows of a group written by :func:`per_layer_to_hdf5`."""
+    a = read_attrs(group)
+    columns = {name: read_list(group, name) for name in PER_LAYER_ARRAYS if name != "converged"}
+    converged = read_array(group, "converged")
+    return [
+        BlockSpectrum(
+            name=name,
+            parameters=params.split(",") if params else [],
+            size=int(columns["size"][i]),
+            lambda_max=columns["lambda_max"][i],
+            lambda_max_error_bound=columns["lambda_max_error_bound"][i],
+            converged=bool(converged[i]),
+            trace=columns["trace"][i],
+            trace_stderr=columns["trace_stderr"][i],
+            trace_method=a.get("trace_method"),
+            matvecs=int(columns["matvecs"][i]),
+        )
+        for i, (name, params) in enumerate(zip(a["names"], a["parameters"], strict=True))
+    ]
 
 
 def per_layer_spectrum(

@@ -2,17 +2,24 @@
 
 Numbers in ``to_dict()`` are plain Python floats and ints; a value that could not be computed is
 ``None`` and its reason is in ``"notes"``. The raw material (Lanczos coefficients, trace samples,
-SLQ nodes and weights) stays on the dataclass for reports and plots.
+SLQ nodes and weights) stays on the dataclass for reports and plots. Each result writes its report
+group with ``to_hdf5(group)`` and reads it back with ``from_hdf5(group)``; every group carries the
+:class:`RunInfo` as attributes and its notes in the subgroup ``notes``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import h5py
 import numpy as np
+
+from ..hdf5 import field_attrs, from_field_attrs, read_attrs, set_attrs
+
+T = TypeVar("T")
 
 
 def json_number(value: Any) -> float | int | None:
@@ -96,3 +103,34 @@ class RunInfo:
             "processes": self.processes,
             "compile": self.compile,
         }
+
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """Every field as an attribute of ``group`` (the result's own group)."""
+        set_attrs(group, field_attrs(self))
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> RunInfo:
+        """The run info among the attributes of ``group`` (a field added after the report was
+        written takes its default)."""
+        return from_field_attrs(cls, read_attrs(group))
+
+
+def settings_to_hdf5(group: h5py.Group, settings: Any) -> None:
+    """The subgroup ``settings`` of a result's group: every field of the settings dataclass."""
+    set_attrs(group.create_group("settings"), field_attrs(settings))
+
+
+def settings_from_hdf5(group: h5py.Group, cls: type[T]) -> T:
+    """The settings ``cls`` of a result's group (a field added after the report was written
+    takes its default)."""
+    return from_field_attrs(cls, read_attrs(group["settings"]))
+
+
+def notes_to_hdf5(group: h5py.Group, notes: Mapping[str, str]) -> None:
+    """The subgroup ``notes`` of a result's group: one attribute per note."""
+    set_attrs(group.create_group("notes"), dict(notes))
+
+
+def notes_from_hdf5(group: h5py.Group) -> dict[str, str]:
+    """The notes of a result's group (none when it has no ``notes`` subgroup)."""
+    return {k: str(v) for k, v in read_attrs(group["notes"]).items()} if "notes" in group else {}

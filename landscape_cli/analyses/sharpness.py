@@ -83,17 +83,45 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 
 from ..errors import InputError, NumericalError
 from ..estimators.lanczos import LanczosResult, lanczos
+from ..hdf5 import (
+    NONE_DATASETS,
+    optional_group,
+    read_array,
+    read_attrs,
+    read_list,
+    set_attrs,
+    write_datasets,
+)
 from ..operators.hessian import HessianOperator
 from ..problem.data import Batch, batch_size_of
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
-from .run_info import RunInfo, json_number, json_numbers
+from .estimator_groups import lanczos_from_hdf5, lanczos_to_hdf5
+from .run_info import (
+    RunInfo,
+    json_number,
+    json_numbers,
+    notes_from_hdf5,
+    notes_to_hdf5,
+    settings_from_hdf5,
+    settings_to_hdf5,
+)
 from .settings import SharpnessSettings
+
+#: The curves over ρ, stored as datasets with ``rho`` as their dimension scale.
+SHARPNESS_CURVES = (
+    "worst_case",
+    "one_step",
+    "average_case",
+    "average_case_stderr",
+    "second_order",
+)
 
 Progress = Callable[[str, int, int], None]
 WeightedBatches = Sequence[tuple[Batch, float]]
@@ -335,7 +363,7 @@ class SharpnessResult:
     gradient_evaluations: int
     loss_evaluations: int
     average_samples: np.ndarray
-    lanczos: Any = None
+    lanczos: LanczosResult | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -370,6 +398,54 @@ class SharpnessResult:
         if self.notes:
             out["notes"] = dict(self.notes)
         return out
+
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """``/sharpness``: ``rho`` and the curves over it (``None`` stored as NaN and listed in
+        ``none_datasets``, always present here), the antithetic samples, the run and the
+        counts as attributes; ``settings``, ``lanczos`` and ``notes`` subgroups."""
+        s = self.settings
+        arrays: dict[str, Any] = {"rho": np.asarray(self.rho, dtype=np.float64)}
+        arrays.update({name: list(getattr(self, name)) for name in SHARPNESS_CURVES})
+        arrays["average_samples"] = np.asarray(self.average_samples, dtype=np.float64)
+        none_datasets = write_datasets(group, arrays, dims={n: ("rho",) for n in SHARPNESS_CURVES})
+        self.info.to_hdf5(group)
+        set_attrs(
+            group,
+            {
+                "lambda_max": self.lambda_max,
+                "adaptive": self.adaptive,
+                "m": self.m,
+                "eta": s.eta if self.adaptive else None,
+                "worst_case_bound": "lower",
+                "samples": s.samples,
+                "gradient_evaluations": self.gradient_evaluations,
+                "loss_evaluations": self.loss_evaluations,
+                NONE_DATASETS: none_datasets,
+            },
+        )
+        settings_to_hdf5(group, s)
+        if self.lanczos is not None:
+            lanczos_to_hdf5(group.create_group("lanczos"), self.lanczos, tol=s.tol)
+        notes_to_hdf5(group, self.notes)
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> SharpnessResult:
+        """The result of a group written by :meth:`to_hdf5`."""
+        a = read_attrs(group)
+        return cls(
+            info=RunInfo.from_hdf5(group),
+            rho=[float(r) for r in read_array(group, "rho")],
+            **{name: read_list(group, name) for name in SHARPNESS_CURVES},
+            lambda_max=a["lambda_max"],
+            adaptive=a["adaptive"],
+            m=a["m"],
+            settings=settings_from_hdf5(group, SharpnessSettings),
+            gradient_evaluations=a["gradient_evaluations"],
+            loss_evaluations=a["loss_evaluations"],
+            average_samples=read_array(group, "average_samples"),
+            lanczos=optional_group(group, "lanczos", lanczos_from_hdf5),
+            notes=notes_from_hdf5(group),
+        )
 
 
 def measure_sharpness(

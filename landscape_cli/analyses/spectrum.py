@@ -12,20 +12,42 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import h5py
 import numpy as np
 
 from ..errors import InputError, numerical_errors
-from ..estimators.density import slq_density
-from ..estimators.exact import check_exact_size, exact_spectrum
-from ..estimators.lanczos import lanczos
+from ..estimators.density import SLQResult, SpectralDensity, slq_density
+from ..estimators.exact import ExactSpectrum, check_exact_size, exact_spectrum
+from ..estimators.lanczos import LanczosResult, lanczos
+from ..estimators.trace import TraceEstimate
+from ..hdf5 import optional_group, read_array, read_attrs, set_attrs, write_datasets
 from ..operators.curvature import CURVATURE_NAMES, analysis_operator
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
 from ..progress import StageProgress, stage
 from .curvature_trace import curvature_trace, planned_exact_trace
-from .run_info import RunInfo, json_number, json_numbers
+from .estimator_groups import (
+    density_from_hdf5,
+    density_to_hdf5,
+    exact_from_hdf5,
+    exact_to_hdf5,
+    lanczos_from_hdf5,
+    lanczos_to_hdf5,
+    slq_from_hdf5,
+    slq_to_hdf5,
+    trace_from_hdf5,
+    trace_to_hdf5,
+)
+from .per_layer import (
+    BlockSpectrum,
+    per_layer_from_hdf5,
+    per_layer_spectrum,
+    per_layer_to_hdf5,
+)
+from .run_info import RunInfo, json_number, json_numbers, notes_from_hdf5, notes_to_hdf5
 from .settings import ClassifySettings, SpectrumSettings
-from .stability import NO_LEARNING_RATE, stability_report
+from .spread import SpreadResult, analyze_spread
+from .stability import NO_LEARNING_RATE, StabilityReport, stability_report
 
 
 def analyze_spectrum(
@@ -150,8 +172,6 @@ def analyze_spectrum(
     per_layer = None
     extra_hvps = 0
     if settings.per_layer:
-        from .per_layer import per_layer_spectrum
-
         full = getattr(H, "operator", H)  # a --params block's full operator
         per_layer = per_layer_spectrum(
             objective,
@@ -170,8 +190,6 @@ def analyze_spectrum(
         extra_hvps += sum(row.matvecs for row in per_layer)
     spread = None
     if settings.spread is not None:
-        from .spread import analyze_spread
-
         # the subsets' operators keep their own graphs / per-sample gradients: drop the full
         # data's first (nothing after this point multiplies by H)
         getattr(H, "operator", H).release()
@@ -227,30 +245,29 @@ def analyze_spectrum(
 class SpectrumResult:
     """Top/bottom eigenvalues (Lanczos), trace (Hutch++/Hutchinson), density (SLQ) of the Hessian.
 
-    ``lanczos``, ``trace_estimate``, ``slq`` and ``density_estimate`` are the estimator results
-    (:class:`~landscape_cli.estimators.lanczos.LanczosResult`, :class:`~landscape_cli.estimators.trace.TraceEstimate`,
-    :class:`~landscape_cli.estimators.density.SLQResult`, :class:`~landscape_cli.estimators.density.SpectralDensity`).
+    ``lanczos``, ``trace_estimate``, ``slq``, ``density_estimate`` and ``exact`` are the
+    estimator results.
     """
 
     info: RunInfo
     top_eigenvalues: np.ndarray  # descending
     bottom_eigenvalues: np.ndarray  # ascending
-    lanczos: Any
+    lanczos: LanczosResult
     top_k: int
     bottom_k: int
     tol: float
-    trace_estimate: Any = None
-    slq: Any = None
-    density_estimate: Any = None
-    exact: Any = None  # ExactSpectrum
-    stability: Any = None  # StabilityReport
+    trace_estimate: TraceEstimate | None = None
+    slq: SLQResult | None = None
+    density_estimate: SpectralDensity | None = None
+    exact: ExactSpectrum | None = None
+    stability: StabilityReport | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
     curvature: str = "hessian"  # hessian, ggn or ef
     params: tuple[str, ...] = ()  # --params patterns (empty: all parameters)
     block_parameters: list[str] | None = None  # the parameters they matched
     block_size: int | None = None  # coordinates in that block
-    per_layer: Any = None  # list[BlockSpectrum], largest λ_max first
-    spread: Any = None  # SpreadResult
+    per_layer: list[BlockSpectrum] | None = None  # largest λ_max first
+    spread: SpreadResult | None = None
     warnings: Sequence[str] = ()
     determinism_matvecs: int | None = None  # products spent by the determinism check (None: off)
 
@@ -325,8 +342,82 @@ class SpectrumResult:
             out["notes"] = dict(self.notes)
         return out
 
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """``/spectrum``: the extremes as datasets, the run and the scalars as attributes, and a
+        subgroup for each estimator's raw material (``lanczos``, ``trace``, ``slq``,
+        ``density``, ``exact``), ``per_layer``, ``spread``, ``stability`` and ``notes``."""
+        write_datasets(
+            group,
+            {
+                "top_eigenvalues": np.asarray(self.top_eigenvalues, dtype=np.float64),
+                "bottom_eigenvalues": np.asarray(self.bottom_eigenvalues, dtype=np.float64),
+            },
+        )
+        self.info.to_hdf5(group)
+        set_attrs(
+            group,
+            {
+                "lambda_max": self.lambda_max,
+                "lambda_min": self.lambda_min,
+                "top_k": self.top_k,
+                "bottom_k": self.bottom_k,
+                "tol": self.tol,
+                "curvature": self.curvature,
+                "params": list(self.params),
+                "block_parameters": self.block_parameters,
+                "block_size": self.block_size,
+                "warnings": list(self.warnings),
+                "determinism_check_matvecs": self.determinism_matvecs,
+            },
+        )
+        lanczos_to_hdf5(group.create_group("lanczos"), self.lanczos, tol=self.tol)
+        if self.per_layer is not None:
+            per_layer_to_hdf5(group.create_group("per_layer"), self.per_layer)
+        if self.spread is not None:
+            self.spread.to_hdf5(group.create_group("spread"))
+        if self.trace_estimate is not None:
+            trace_to_hdf5(group.create_group("trace"), self.trace_estimate)
+        if self.slq is not None:
+            slq_to_hdf5(group.create_group("slq"), self.slq)
+        if self.density_estimate is not None:
+            density_to_hdf5(group.create_group("density"), self.density_estimate)
+        if self.exact is not None:
+            exact_to_hdf5(group.create_group("exact"), self.exact)
+        if self.stability is not None:
+            self.stability.to_hdf5(group.create_group("stability"))
+        notes_to_hdf5(group, self.notes)
 
-def _trace_dict(estimate: Any) -> dict[str, Any]:
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> SpectrumResult:
+        """The result of a group written by :meth:`to_hdf5` (``curvature`` is the Hessian in a
+        report written before the curvature could be chosen)."""
+        a = read_attrs(group)
+        return cls(
+            info=RunInfo.from_hdf5(group),
+            top_eigenvalues=read_array(group, "top_eigenvalues"),
+            bottom_eigenvalues=read_array(group, "bottom_eigenvalues"),
+            lanczos=lanczos_from_hdf5(group["lanczos"]),
+            top_k=a["top_k"],
+            bottom_k=a["bottom_k"],
+            tol=a["tol"],
+            trace_estimate=optional_group(group, "trace", trace_from_hdf5),
+            slq=optional_group(group, "slq", slq_from_hdf5),
+            density_estimate=optional_group(group, "density", density_from_hdf5),
+            exact=optional_group(group, "exact", exact_from_hdf5),
+            stability=optional_group(group, "stability", StabilityReport.from_hdf5),
+            notes=notes_from_hdf5(group),
+            curvature=a.get("curvature", "hessian"),
+            params=tuple(a.get("params") or ()),
+            block_parameters=a.get("block_parameters"),
+            block_size=a.get("block_size"),
+            per_layer=optional_group(group, "per_layer", per_layer_from_hdf5),
+            spread=optional_group(group, "spread", SpreadResult.from_hdf5),
+            warnings=list(a.get("warnings") or []),
+            determinism_matvecs=a.get("determinism_check_matvecs"),
+        )
+
+
+def _trace_dict(estimate: TraceEstimate) -> dict[str, Any]:
     return {
         "estimate": json_number(estimate.estimate),
         "stderr": json_number(estimate.stderr),

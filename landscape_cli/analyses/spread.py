@@ -28,10 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import h5py
 import numpy as np
 
 from ..errors import InputError, numerical_errors
 from ..estimators.lanczos import lanczos
+from ..hdf5 import read_attrs, read_list, write_group
 from ..problem.data import Batches
 from ..problem.seeding import derive_seed
 from .curvature_trace import curvature_trace, planned_exact_trace
@@ -39,6 +41,18 @@ from .run_info import json_number, json_numbers
 
 MIN_SUBSET_SAMPLES = 128
 MAX_CV = 0.10
+#: The columns of ``/spectrum/spread``, one entry per subset (the fields of :class:`SubsetResult`).
+SPREAD_ARRAYS = (
+    "first_batch",
+    "stop_batch",
+    "num_samples",
+    "lambda_max",
+    "lambda_max_error_bound",
+    "trace",
+    "trace_stderr",
+    "matvecs",
+)
+SPREAD_INTEGERS = ("first_batch", "stop_batch", "num_samples", "matvecs")
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,51 @@ class SpreadResult:
             "warnings": list(self.warnings),
             "thresholds": {"min_subset_samples": MIN_SUBSET_SAMPLES, "max_cv": MAX_CV},
         }
+
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """``/spectrum/spread``: the subsets' estimates as columns, the summary statistics and
+        the warning thresholds as attributes."""
+        mean, std = self.lambda_max_mean_std
+        trace = self.trace_mean_std
+        write_group(
+            group,
+            {name: [getattr(s, name) for s in self.subsets] for name in SPREAD_ARRAYS},
+            {
+                "k": self.k,
+                "full_lambda_max": self.full_lambda_max,
+                "full_trace": self.full_trace,
+                "lambda_max_mean": mean,
+                "lambda_max_std": std,
+                "lambda_max_cv": self.lambda_max_cv,
+                "trace_mean": None if trace is None else trace[0],
+                "trace_std": None if trace is None else trace[1],
+                "warnings": list(self.warnings),
+                "min_subset_samples": MIN_SUBSET_SAMPLES,
+                "max_cv": MAX_CV,
+            },
+        )
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> SpreadResult:
+        """The spread of a group written by :meth:`to_hdf5`."""
+        a = read_attrs(group)
+        columns = {name: read_list(group, name) for name in SPREAD_ARRAYS}
+        subsets = [
+            SubsetResult(
+                **{
+                    name: (int(columns[name][i]) if name in SPREAD_INTEGERS else columns[name][i])
+                    for name in SPREAD_ARRAYS
+                }
+            )
+            for i in range(len(columns["lambda_max"]))
+        ]
+        return cls(
+            a["k"],
+            subsets,
+            a["full_lambda_max"],
+            a.get("full_trace"),
+            list(a.get("warnings") or []),
+        )
 
 
 def subset_batches(batches: Batches, first_batch: int, stop_batch: int) -> Batches:

@@ -37,10 +37,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import h5py
 import torch
 
 from ..errors import InputError
 from ..estimators.lanczos import lanczos
+from ..hdf5 import field_attrs, from_field_attrs, read_attrs, set_attrs
 from ..operators.hessian import HessianOperator
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
@@ -217,6 +219,19 @@ class StabilityReport:
                 }
             )
         return out
+
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """Every field as an attribute, with the derived numbers of :meth:`to_dict`."""
+        fields = field_attrs(self)
+        derived = {k: v for k, v in self.to_dict().items() if k not in fields}
+        derived.pop("lr_source", None)  # the field ``source``
+        set_attrs(group, {**fields, **derived})
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> StabilityReport:
+        """The report of a group written by :meth:`to_hdf5` (a field missing from an older
+        report, e.g. nesterov, dampening or note, takes its default)."""
+        return from_field_attrs(cls, read_attrs(group))
 
 
 def adam_preconditioner(objective: Objective, state: OptimizerState) -> torch.Tensor:

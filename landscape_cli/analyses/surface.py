@@ -75,11 +75,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 
 from ..errors import InputError, NumericalError
 from ..estimators.lanczos import LanczosResult, lanczos
+from ..hdf5 import from_field_attrs, optional_array, read_array, read_attrs, write_group
 from ..operators.hessian import HessianOperator
 from ..problem.data import move_batch
 from ..problem.objective import Objective
@@ -92,6 +94,8 @@ StageProgress = Callable[[str, int, int], None]
 MetricFn = Callable[[torch.Tensor, torch.Tensor], float | None]
 
 KINDS = ("random", "eigen", "interpolation")
+#: A surface's notes are attributes of its report group, each named ``note_<key>``.
+NOTE_PREFIX = "note_"
 INTERPOLATION_RANGE = (-0.5, 1.5)
 
 
@@ -504,7 +508,7 @@ class SurfaceResult:
     quadratic_model: np.ndarray | None = None
     to: str | None = None
     to_sha256: str | None = None
-    lanczos: Any = None
+    lanczos: LanczosResult | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -515,47 +519,6 @@ class SurfaceResult:
             return float(self.losses[i])
         assert self.ys is not None
         return float(self.losses[int(np.argmin(np.abs(self.ys))), i])
-
-    def report_arrays(
-        self,
-    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, tuple[str, ...]]]:
-        """``(arrays, attrs, dims)`` for :func:`landscape_cli.io.hdf5.write_arrays` under
-        ``/surface/<name>``: coordinates ``x`` (and ``y``) as dimension scales of ``loss``,
-        ``accuracy`` and ``quadratic_model`` (axes ``("y", "x")`` in 2-D), the settings and
-        direction metadata as attributes (``None`` values are left out by the writer)."""
-        axes: tuple[str, ...] = ("x",) if self.dims == 1 else ("y", "x")
-        arrays: dict[str, Any] = {"x": self.xs, "loss": self.losses}
-        if self.ys is not None:
-            arrays["y"] = self.ys
-        if self.accuracies is not None:
-            arrays["accuracy"] = self.accuracies
-        if self.quadratic_model is not None:
-            arrays["quadratic_model"] = self.quadratic_model
-        if self.eigenvalues is not None:
-            arrays["eigenvalues"] = self.eigenvalues
-        arrays["direction_norms"] = np.asarray(self.direction_norms, dtype=np.float64)
-        arrays["slopes"] = np.asarray(self.slopes, dtype=np.float64)
-        dims = {k: axes for k in ("loss", "accuracy", "quadratic_model") if k in arrays}
-        attrs: dict[str, Any] = {
-            "kind": self.kind,
-            "dims": self.dims,
-            "points": self.settings.points,
-            "span": self.settings.span,
-            "filter_normalize": self.filter_normalize,
-            "ignore_bn_and_bias": self.ignore_bn_and_bias,
-            "orthogonalize": self.orthogonalize,
-            "seed": self.seed,
-            "weight_norm": self.weight_norm,
-            "cosine": self.cosine,
-            "to": self.to,
-            "to_sha256": self.to_sha256,
-            "loss_at_w": self.info.loss,
-            "hvp_count": self.info.hvp_count,
-            "seconds": self.info.seconds,
-        }
-        for key, text in self.notes.items():
-            attrs[f"note_{key}"] = text
-        return arrays, attrs, dims
 
     def to_dict(self) -> dict[str, Any]:
         def nested(a: np.ndarray | None) -> Any:
@@ -597,6 +560,81 @@ class SurfaceResult:
         if self.notes:
             out["notes"] = dict(self.notes)
         return out
+
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """``/surface/<name>``: coordinates ``x`` (and ``y``) as dimension scales of ``loss``,
+        ``accuracy`` and ``quadratic_model`` (axes ``("y", "x")`` in 2-D); the run, the
+        settings, the direction metadata and each note (``note_<key>``) as attributes. The
+        Lanczos run of eigen directions is not kept (its summary is in the JSON)."""
+        axes: tuple[str, ...] = ("x",) if self.dims == 1 else ("y", "x")
+        arrays: dict[str, Any] = {"x": self.xs, "loss": self.losses}
+        if self.ys is not None:
+            arrays["y"] = self.ys
+        if self.accuracies is not None:
+            arrays["accuracy"] = self.accuracies
+        if self.quadratic_model is not None:
+            arrays["quadratic_model"] = self.quadratic_model
+        if self.eigenvalues is not None:
+            arrays["eigenvalues"] = self.eigenvalues
+        arrays["direction_norms"] = np.asarray(self.direction_norms, dtype=np.float64)
+        arrays["slopes"] = np.asarray(self.slopes, dtype=np.float64)
+        dims = {k: axes for k in ("loss", "accuracy", "quadratic_model") if k in arrays}
+        attrs: dict[str, Any] = {
+            "kind": self.kind,
+            "dims": self.dims,
+            "points": self.settings.points,
+            "span": self.settings.span,
+            "filter_normalize": self.filter_normalize,
+            "ignore_bn_and_bias": self.ignore_bn_and_bias,
+            "orthogonalize": self.orthogonalize,
+            "seed": self.seed,
+            "weight_norm": self.weight_norm,
+            "cosine": self.cosine,
+            "to": self.to,
+            "to_sha256": self.to_sha256,
+            "loss_at_w": self.info.loss,
+            "hvp_count": self.info.hvp_count,
+            "seconds": self.info.seconds,
+        }
+        for key, text in self.notes.items():
+            attrs[f"{NOTE_PREFIX}{key}"] = text
+        write_group(group, arrays, attrs, dims=dims)
+        self.info.to_hdf5(group)
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> SurfaceResult:
+        """The surface of a group written by :meth:`to_hdf5`, named after the group. Its
+        settings are those the group keeps (kind, dims, points, span, the direction options,
+        ``to``; the others take their defaults) and ``lanczos`` is ``None``."""
+        a = read_attrs(group)
+        return cls(
+            info=RunInfo.from_hdf5(group),
+            name=group.name.rsplit("/", 1)[-1],
+            kind=str(a["kind"]),
+            dims=int(a["dims"]),
+            xs=read_array(group, "x"),
+            ys=optional_array(group, "y"),
+            losses=read_array(group, "loss"),
+            accuracies=optional_array(group, "accuracy"),
+            direction_norms=tuple(read_array(group, "direction_norms").tolist()),
+            slopes=tuple(read_array(group, "slopes").tolist()),
+            weight_norm=a["weight_norm"],
+            filter_normalize=a["filter_normalize"],
+            ignore_bn_and_bias=a["ignore_bn_and_bias"],
+            orthogonalize=a["orthogonalize"],
+            seed=a["seed"],
+            settings=from_field_attrs(SurfaceSettings, a),
+            cosine=a.get("cosine"),
+            eigenvalues=optional_array(group, "eigenvalues"),
+            quadratic_model=optional_array(group, "quadratic_model"),
+            to=a.get("to"),
+            to_sha256=a.get("to_sha256"),
+            notes={
+                key.removeprefix(NOTE_PREFIX): str(text)
+                for key, text in a.items()
+                if key.startswith(NOTE_PREFIX)
+            },
+        )
 
 
 def analyze_surface(

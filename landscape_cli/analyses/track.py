@@ -15,6 +15,7 @@ fewer steps than from a random start.
 from __future__ import annotations
 
 import glob
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 
 from ..errors import InputError, numerical_errors
 from ..estimators.lanczos import DEFAULT_MIN_ITER, lanczos
+from ..hdf5 import read_array, read_attrs, write_group
 from ..problem.seeding import derive_seed
 from .curvature_trace import curvature_trace, planned_exact_trace
 from .run_info import json_number
@@ -35,15 +38,35 @@ from .stability import stability_report
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 STEP_KEYS = ("global_step", "step", "iteration", "epoch")
+#: The numbers of each point stored as ``/track`` columns (NaN for ``None``), ``step`` first: the
+#: dimension scale of the others.
+TRACK_COLUMNS = (
+    "step",
+    "lambda_max",
+    "lambda_max_error_bound",
+    "trace",
+    "trace_stderr",
+    "loss",
+    "grad_norm",
+    "lr",
+    "lr_times_lambda_max",
+    "stability_threshold",
+    "preconditioned_sharpness",
+    "preconditioned_threshold",
+    "lanczos_matvecs",
+    "hvp_count",
+)
 
 
 @dataclass(frozen=True)
 class TrackPoint:
-    """The curvature numbers of one checkpoint of the series."""
+    """The curvature numbers of one checkpoint of the series. A point read back from a report
+    has ``None`` for what the report does not keep: ``step_source``, ``warm_started`` and
+    ``seconds``."""
 
     checkpoint: str
     step: int
-    step_source: str  # "checkpoint:<key>", "file name" or "order"
+    step_source: str | None  # "checkpoint:<key>", "file name" or "order"
     lambda_max: float
     lambda_max_error_bound: float
     trace: float | None
@@ -54,8 +77,8 @@ class TrackPoint:
     lr_times_lambda_max: float | None
     lanczos_matvecs: int
     hvp_count: int
-    warm_started: bool
-    seconds: float
+    warm_started: bool | None
+    seconds: float | None
     curvature: str = "hessian"  # the matrix λ_max and trace are of (--curvature)
     params: tuple[str, ...] = ()  # --params patterns of the diagonal block (empty: all)
     #: the optimizer's bound on η·λ_max (SGD's momentum bound; 2 for plain GD or an unknown one)
@@ -85,7 +108,7 @@ class TrackPoint:
             "lanczos_matvecs": self.lanczos_matvecs,
             "hvp_count": self.hvp_count,
             "warm_started": self.warm_started,
-            "seconds": round(self.seconds, 6),
+            "seconds": None if self.seconds is None else round(self.seconds, 6),
             "curvature": self.curvature,
             "params": list(self.params) or None,
         }
@@ -93,6 +116,8 @@ class TrackPoint:
 
 @dataclass(frozen=True)
 class TrackResult:
+    """The points of a series of checkpoints, in step order, and how they were analysed."""
+
     points: list[TrackPoint]
     seed: int
     warm_start: bool
@@ -119,25 +144,7 @@ class TrackResult:
                 dtype=np.float64,
             )
 
-        return {
-            name: column(name)
-            for name in (
-                "step",
-                "lambda_max",
-                "lambda_max_error_bound",
-                "trace",
-                "trace_stderr",
-                "loss",
-                "grad_norm",
-                "lr",
-                "lr_times_lambda_max",
-                "stability_threshold",
-                "preconditioned_sharpness",
-                "preconditioned_threshold",
-                "lanczos_matvecs",
-                "hvp_count",
-            )
-        }
+        return {name: column(name) for name in TRACK_COLUMNS}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,6 +158,63 @@ class TrackResult:
             "points": [p.to_dict() for p in self.points],
             **({"notes": dict(self.notes)} if self.notes else {}),
         }
+
+    def to_hdf5(self, group: h5py.Group) -> None:
+        """``/track``: one column per number of :data:`TRACK_COLUMNS` over the scale ``step``;
+        the checkpoints (one path a line), the warm start, curvature, parameter block and seed
+        as attributes."""
+        arrays = self.arrays()
+        write_group(
+            group,
+            arrays,
+            {
+                "checkpoints": "\n".join(p.checkpoint for p in self.points),
+                "warm_start": self.warm_start,
+                "curvature": self.curvature,
+                "params": list(self.params),
+                "seed": self.seed,
+            },
+            dims={k: ("step",) for k in arrays if k != "step"},
+        )
+
+    @classmethod
+    def from_hdf5(cls, group: h5py.Group) -> TrackResult:
+        """The series of a group written by :meth:`to_hdf5` (columns an older report lacks are
+        ``None``; see :class:`TrackPoint` for what a report does not keep)."""
+        a = read_attrs(group)
+        columns = {name: read_array(group, name) for name in TRACK_COLUMNS if name in group}
+        checkpoints = str(a["checkpoints"]).split("\n")
+
+        def number(name: str, i: int) -> float | None:
+            value = float(columns[name][i]) if name in columns else math.nan
+            return None if math.isnan(value) else value
+
+        points = [
+            TrackPoint(
+                checkpoint=checkpoints[i],
+                step=int(columns["step"][i]),
+                step_source=None,
+                lambda_max=float(columns["lambda_max"][i]),
+                lambda_max_error_bound=float(columns["lambda_max_error_bound"][i]),
+                trace=number("trace", i),
+                trace_stderr=number("trace_stderr", i),
+                loss=float(columns["loss"][i]),
+                grad_norm=float(columns["grad_norm"][i]),
+                lr=number("lr", i),
+                lr_times_lambda_max=number("lr_times_lambda_max", i),
+                lanczos_matvecs=int(columns["lanczos_matvecs"][i]),
+                hvp_count=int(columns["hvp_count"][i]),
+                warm_started=None,
+                seconds=None,
+                curvature=str(a.get("curvature", "hessian")),
+                params=tuple(a.get("params") or ()),
+                stability_threshold=number("stability_threshold", i),
+                preconditioned_sharpness=number("preconditioned_sharpness", i),
+                preconditioned_threshold=number("preconditioned_threshold", i),
+            )
+            for i in range(len(columns["step"]))
+        ]
+        return cls(points, int(a["seed"]), bool(a["warm_start"]))
 
 
 def expand_checkpoints(patterns: Sequence[str], from_dir: str | None = None) -> list[str]:

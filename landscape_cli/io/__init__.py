@@ -1,1 +1,1 @@
-"""Files: configuration layering, generic HDF5 encoding and the report file."""
+"""Files: configuration layering and the report file."""

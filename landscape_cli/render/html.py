@@ -16,7 +16,9 @@ URI and every link is an in-page ``#anchor``. The page holds
 * tables: the top and bottom eigenvalues (Lanczos Ritz values with error bounds and residuals),
   the SAM sharpness per radius ``ρ`` (Foret et al. 2021; Andriushchenko et al. 2023), the
   classification's evidence (gradient test, Newton decrement ``δ² = gᵀH⁻¹g``, SLQ negative
-  fraction, escape probe);
+  fraction, escape probe), the input–output Jacobian (σ_max, σ_min, condition number and rank
+  over the samples, σ_max per layer, the NTK's top eigenvalues and trace), the loss surfaces
+  and the checkpoints of a track: one section per registered analysis (:data:`SECTIONS`);
 * every figure of :func:`~landscape_cli.render.plots.report_figures`, each with a caption;
 * the resolved configuration in a ``<details><pre>`` block.
 
@@ -41,13 +43,16 @@ import io
 import math
 import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["CAPTIONS", "format_number", "render_html", "write_html"]
+from ..analyses.registry import ANALYSES
+
+__all__ = ["CAPTIONS", "SECTIONS", "format_number", "render_html", "write_html"]
 
 #: Caption of each figure :func:`~landscape_cli.render.plots.report_figures` can return; other names
 #: are captioned with their name.
@@ -480,6 +485,133 @@ def _classify_section(classify: Any) -> str:
     )
 
 
+def _jacobian_section(jacobian: Any) -> str:
+    from ..analyses.jacobian import summarize
+
+    d = jacobian.to_dict()
+    columns = ("min", "q10", "median", "q90", "max")
+    quantities = [("σ_max (Lanczos)", d["sigma_max"])]
+    if d["sigma_min"] is not None:
+        quantities += [
+            ("σ_min (non-zero)", d["sigma_min"]),
+            ("condition number σ_max/σ_min", d["condition"]),
+            ("rank", summarize(jacobian.rank)),
+        ]
+    rows = [
+        (name, *(None if stats is None else stats[c] for c in columns))
+        for name, stats in quantities
+    ]
+    lz = d["lanczos"]
+    parts = [
+        '<section id="jacobian"><h2>Jacobian</h2>',
+        f'<p class="note">Input–output Jacobian ({format_number(d["output_dim"])} outputs × '
+        f"{format_number(d['input_dim'])} inputs) on {format_number(d['samples'])} samples: "
+        f"{format_number(d['jacobian_products']['jvp'])} JVPs and "
+        f"{format_number(d['jacobian_products']['vjp'])} VJPs; Lanczos tolerance "
+        f"{format_number(lz['tol'])}, converged {format_number(lz['converged'])}.</p>",
+        _table(("quantity", *columns), rows, text_cols=1),
+    ]
+    if jacobian.layers:
+        layer_rows = []
+        for layer in jacobian.layers:
+            stats = summarize(layer.sigma_max)
+            layer_rows.append(
+                (
+                    layer.name or "(model)",
+                    layer.type,
+                    f"{layer.input_dim}→{layer.output_dim}",
+                    *(None if stats is None else stats[c] for c in ("q10", "median", "q90")),
+                    bool(np.all(layer.converged)),
+                )
+            )
+        parts += [
+            "<h3>σ_max per layer (along the forward pass)</h3>",
+            _table(
+                ("layer", "type", "in→out", "q10", "median", "q90", "converged"),
+                layer_rows,
+                text_cols=2,
+            ),
+        ]
+    ntk = d["ntk"]
+    if ntk is not None:
+        parts += [
+            "<h3>Neural tangent kernel</h3>",
+            _table(
+                ("samples", "kernel size", "trace", "top eigenvalues"),
+                [
+                    (
+                        ntk["samples"],
+                        ntk["outputs"],
+                        ntk["trace"],
+                        ", ".join(format_number(v) for v in ntk["top_eigenvalues"]),
+                    )
+                ],
+            ),
+        ]
+    parts += [_notes(jacobian), "</section>"]
+    return "".join(parts)
+
+
+def _surface_section(surfaces: Mapping[str, Any]) -> str:
+    rows = []
+    for name, surface in surfaces.items():
+        finite = surface.losses[np.isfinite(surface.losses)]
+        rows.append(
+            (
+                name,
+                surface.kind,
+                " × ".join(str(len(a)) for a in (surface.xs, surface.ys) if a is not None),
+                surface.info.loss,
+                float(finite.min()) if finite.size else None,
+                float(finite.max()) if finite.size else None,
+            )
+        )
+    notes = "".join(_notes(surface) for surface in surfaces.values())
+    return (
+        '<section id="surface"><h2>Loss surfaces</h2>'
+        + _table(("surface", "kind", "grid", "loss at w", "min loss", "max loss"), rows, 3)
+        + notes
+        + "</section>"
+    )
+
+
+def _track_section(track: Any) -> str:
+    rows = [
+        (
+            _basename(p.checkpoint),
+            p.step,
+            p.lambda_max,
+            p.lambda_max_error_bound,
+            p.trace,
+            p.loss,
+            p.grad_norm,
+            p.lr_times_lambda_max,
+        )
+        for p in track.points
+    ]
+    headers = ("checkpoint", "step", "λ_max", "error bound", "trace", "loss", "‖g‖", "η·λ_max")
+    return (
+        '<section id="track"><h2>Track</h2>'
+        f'<p class="note">{format_number(len(track.points))} checkpoints, warm start '
+        f"{format_number(track.warm_start)}.</p>"
+        + _table(headers, rows, text_cols=1)
+        + _notes(track)
+        + "</section>"
+    )
+
+
+#: The section of each registered analysis (title, renderer of what the report holds of it),
+#: in page order.
+SECTIONS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "spectrum": ("Spectrum", _spectrum_section),
+    "classify": ("Critical point", _classify_section),
+    "sharpness": ("Sharpness", _sharpness_section),
+    "jacobian": ("Jacobian", _jacobian_section),
+    "surface": ("Loss surfaces", _surface_section),
+    "track": ("Track", _track_section),
+}
+
+
 def _figures_section(figures: Mapping[str, Figure]) -> str:
     parts = ['<section id="figures"><h2>Figures</h2>']
     for name, figure in figures.items():
@@ -510,12 +642,10 @@ def render_html(report: Any, figures: Mapping[str, Figure] | None = None) -> str
 
         figures = report_figures(report)
     sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
-    if report.spectrum is not None:
-        sections.append(("spectrum", "Spectrum", _spectrum_section(report.spectrum)))
-    if report.classify is not None:
-        sections.append(("classify", "Critical point", _classify_section(report.classify)))
-    if report.sharpness is not None:
-        sections.append(("sharpness", "Sharpness", _sharpness_section(report.sharpness)))
+    for name, (title, render) in SECTIONS.items():
+        stored = getattr(report, ANALYSES[name].report_field, None)
+        if stored:  # None, or no surface
+            sections.append((name, title, render(stored)))
     if figures:
         sections.append(("figures", "Figures", _figures_section(figures)))
     config = str(report.attrs.get("config_yaml") or "")

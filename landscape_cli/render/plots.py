@@ -8,13 +8,15 @@ suffix names (``.png``, ``.svg``, ``.pdf``). No global state: nothing leaks acro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from ..analyses.registry import ANALYSES
 
 FORMATS = ("png", "svg", "pdf")
 DPI = 150
@@ -255,70 +257,80 @@ def _density_title(spectrum: Any) -> str:
     return title + (f", block {' '.join(params)}" if params else "")
 
 
-def report_figures(report: object, *, sigma: float | None = None) -> dict[str, Figure]:
-    """Every figure a :class:`~landscape_cli.io.report_file.Report` has the material for, by name:
-    ``density`` (re-broadened with ``sigma`` when given), ``ritz``, ``sharpness``, ``escape``,
-    ``jacobian`` (log σ_max per layer), ``surface-<name>`` (a curve, or contours plus ``surface3d-<name>``).
-    Needs nothing but the file: no checkpoint, no HVPs."""
+def _spectrum_figures(spectrum: Any, sigma: float | None) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
-    spectrum = getattr(report, "spectrum", None)
-    if spectrum is not None:
-        density = spectrum.density_estimate
-        if spectrum.slq is not None and (sigma is not None or density is None):
-            density = spectrum.slq.density(sigma=sigma)
-        if density is not None:
-            figures["density"] = plot_density(
-                density.grid,
-                density.values,
-                top_eigenvalues=list(spectrum.top_eigenvalues),
-                lambda_min=spectrum.lambda_min,
-                sigma=density.sigma,
-                title=_density_title(spectrum),
-            )
-        lz = spectrum.lanczos
-        if lz is not None and lz.steps > 0:
-            history = [lz.ritz_values_at(j) for j in range(1, lz.steps + 1)]
-            exact = [] if spectrum.exact is None else [spectrum.exact.eigenvalues[-1]]
-            figures["ritz"] = plot_ritz_convergence(history, exact=exact)
-    sharpness = getattr(report, "sharpness", None)
-    if sharpness is not None:
-        figures["sharpness"] = plot_sharpness(
+    density = spectrum.density_estimate
+    if spectrum.slq is not None and (sigma is not None or density is None):
+        density = spectrum.slq.density(sigma=sigma)
+    if density is not None:
+        figures["density"] = plot_density(
+            density.grid,
+            density.values,
+            top_eigenvalues=list(spectrum.top_eigenvalues),
+            lambda_min=spectrum.lambda_min,
+            sigma=density.sigma,
+            title=_density_title(spectrum),
+        )
+    lz = spectrum.lanczos
+    if lz is not None and lz.steps > 0:
+        history = [lz.ritz_values_at(j) for j in range(1, lz.steps + 1)]
+        exact = [] if spectrum.exact is None else [spectrum.exact.eigenvalues[-1]]
+        figures["ritz"] = plot_ritz_convergence(history, exact=exact)
+    return figures
+
+
+def _sharpness_figures(sharpness: Any, sigma: float | None) -> dict[str, Figure]:
+    curves = ("worst_case", "one_step", "average_case", "second_order")
+    return {
+        "sharpness": plot_sharpness(
             sharpness.rho,
-            {
-                "worst_case": sharpness.worst_case,
-                "one_step": sharpness.one_step,
-                "average_case": sharpness.average_case,
-                "second_order": sharpness.second_order,
-            },
+            {name: getattr(sharpness, name) for name in curves},
             stderr=sharpness.average_case_stderr,
             adaptive=sharpness.adaptive,
         )
-    classify = getattr(report, "classify", None)
-    if classify is not None and classify.escape is not None:
-        e = classify.escape
-        t = np.concatenate([-e.steps[::-1], [0.0], e.steps])
-        base = classify.info.loss
-        losses = np.concatenate([e.loss_minus[::-1], [base], e.loss_plus])
-        model = np.concatenate([e.model_minus[::-1], [base], e.model_plus])
-        figures["escape"] = plot_curve_1d(
+    }
+
+
+def _classify_figures(classify: Any, sigma: float | None) -> dict[str, Figure]:
+    e = classify.escape
+    if e is None:
+        return {}
+    t = np.concatenate([-e.steps[::-1], [0.0], e.steps])
+    base = classify.info.loss
+    losses = np.concatenate([e.loss_minus[::-1], [base], e.loss_plus])
+    model = np.concatenate([e.model_minus[::-1], [base], e.model_plus])
+    return {
+        "escape": plot_curve_1d(
             t,
             losses,
             model=model,
             xlabel="t along the λ_min eigenvector",
             title=f"escape direction (λ_min = {e.eigenvalue:.4g})",
         )
-    jacobian = getattr(report, "jacobian", None)
-    if jacobian is not None and (jacobian.layers or len(jacobian.sigma_max)):
-        layers = jacobian.layers
-        figures["jacobian"] = plot_layer_jacobians(
+    }
+
+
+def _jacobian_figures(jacobian: Any, sigma: float | None) -> dict[str, Figure]:
+    layers = jacobian.layers
+    if not (layers or len(jacobian.sigma_max)):
+        return {}
+    return {
+        "jacobian": plot_layer_jacobians(
             [f"{layer.name}\n{layer.type}" for layer in layers],
             np.array([layer.sigma_max for layer in layers]).reshape(len(layers), -1),
             input_output=jacobian.sigma_max,
         )
-    track = getattr(report, "track", None)
-    if track is not None:
-        figures["track"] = plot_track(track["step"], track["lambda_max"], lr=track.get("lr"))
-    for name, surface in getattr(report, "surfaces", {}).items():
+    }
+
+
+def _track_figures(track: Any, sigma: float | None) -> dict[str, Figure]:
+    arrays = track.arrays()
+    return {"track": plot_track(arrays["step"], arrays["lambda_max"], lr=arrays["lr"])}
+
+
+def _surface_figures(surfaces: Any, sigma: float | None) -> dict[str, Figure]:
+    figures: dict[str, Figure] = {}
+    for name, surface in surfaces.items():
         if surface.dims == 1:
             figures[f"surface-{name}"] = plot_curve_1d(
                 surface.xs,
@@ -334,4 +346,29 @@ def report_figures(report: object, *, sigma: float | None = None) -> dict[str, F
             figures[f"surface3d-{name}"] = plot_surface_3d(
                 surface.xs, surface.ys, surface.losses, title=f"loss surface ({surface.kind})"
             )
+    return figures
+
+
+#: The figures of each registered analysis, from what the report holds of it and the density's
+#: width ``sigma`` (``None``: the stored one), in the order they are drawn.
+FIGURES: dict[str, Callable[[Any, float | None], dict[str, Figure]]] = {
+    "spectrum": _spectrum_figures,
+    "sharpness": _sharpness_figures,
+    "classify": _classify_figures,
+    "jacobian": _jacobian_figures,
+    "track": _track_figures,
+    "surface": _surface_figures,
+}
+
+
+def report_figures(report: object, *, sigma: float | None = None) -> dict[str, Figure]:
+    """Every figure a :class:`~landscape_cli.io.report_file.Report` has the material for, by name:
+    ``density`` (re-broadened with ``sigma`` when given), ``ritz``, ``sharpness``, ``escape``,
+    ``jacobian`` (log σ_max per layer), ``track``, ``surface-<name>`` (a curve, or contours plus
+    ``surface3d-<name>``). Needs nothing but the file: no checkpoint, no HVPs."""
+    figures: dict[str, Figure] = {}
+    for name, draw in FIGURES.items():
+        stored = getattr(report, ANALYSES[name].report_field, None)
+        if stored is not None:
+            figures.update(draw(stored, sigma))
     return figures

@@ -1,24 +1,31 @@
-"""Generic HDF5 encoding: attributes with None, arrays with None, compression."""
+"""Generic HDF5 encoding: attributes with None, arrays with None, compression.
+
+A foundation module, so that each result class of :mod:`landscape_cli.analyses` writes and reads
+its own group with it (``to_hdf5`` / ``from_hdf5``) while :mod:`landscape_cli.io.report_file`
+keeps only the file: root attributes, schema, atomic writing. The estimators import nothing of the
+package but the errors, so the groups of their results are written by the analyses that store
+them (:mod:`landscape_cli.analyses.estimator_groups`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
 
 #: Datasets with more elements than this are compressed (gzip level 4 + shuffle).
 COMPRESS_MIN_SIZE = 1024
-
-
+#: Group attribute listing the attributes whose value is ``None`` (HDF5 has no ``None``).
 NONE_ATTRIBUTES = "none_attributes"
-
-
+#: Group attribute listing the datasets that hold ``None`` entries (stored as NaN).
 NONE_DATASETS = "none_datasets"
-
-
+#: Dataset attribute listing the positions of its ``None`` entries.
 NONE_INDICES = "none_indices"
+
+T = TypeVar("T")
 
 
 def _attr_value(name: str, value: Any) -> Any:
@@ -63,6 +70,8 @@ def set_attrs(obj: h5py.Group | h5py.Dataset, attrs: Mapping[str, Any]) -> None:
 
 
 def plain(value: Any) -> Any:
+    """An attribute value as a plain Python value (``str``, ``bool``, ``int``, ``float``, a list
+    of strings); numeric arrays are returned as they are."""
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, np.bool_):
@@ -138,7 +147,7 @@ def write_arrays(
 ) -> h5py.Group:
     """Write the subgroup ``group/name`` (replacing an existing one) with datasets and attributes.
 
-    The building block of every section, for the lead's ``/surface/<name>`` and ``/track`` too::
+    The building block of the sections' subgroups::
 
         write_arrays(f.require_group("surface"), "random-2d",
                      {"alpha": a, "beta": b, "loss": L},         # L: (len(a), len(b))
@@ -159,19 +168,72 @@ def write_arrays(
     Returns:
         The new group.
     """
-    if name in group:
-        del group[name]
-    sub = group.create_group(name)
-    none_datasets = write_datasets(sub, arrays, dims)
-    attrs = dict(attrs or {})
-    if none_datasets:
-        attrs[NONE_DATASETS] = none_datasets
-    set_attrs(sub, attrs)
+    sub = replace_group(group, name)
+    write_group(sub, arrays, attrs, dims=dims)
     return sub
 
 
+def write_group(
+    group: h5py.Group,
+    arrays: Mapping[str, Any],
+    attrs: Mapping[str, Any] | None = None,
+    *,
+    dims: Mapping[str, Sequence[str | None]] | None = None,
+) -> None:
+    """Write datasets and attributes into ``group`` as :func:`write_arrays` does into its new
+    subgroup (the names of datasets holding ``None`` in the attribute ``none_datasets``)."""
+    none_datasets = write_datasets(group, arrays, dims)
+    attrs = dict(attrs or {})
+    if none_datasets:
+        attrs[NONE_DATASETS] = none_datasets
+    set_attrs(group, attrs)
+
+
+def replace_group(parent: h5py.Group, name: str) -> h5py.Group:
+    """A new empty group ``parent/name``, replacing an existing one of that name."""
+    if name in parent:
+        del parent[name]
+    return parent.create_group(name)
+
+
+def field_attrs(obj: Any) -> dict[str, Any]:
+    """Every field of the dataclass instance ``obj`` by name, to store as attributes."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def from_field_attrs(cls: type[T], attrs: Mapping[str, Any]) -> T:
+    """The dataclass ``cls`` built from the attributes named after its fields. A field missing
+    from ``attrs`` (a report written before the field existed) takes its default, or ``None``
+    when it has none; a field whose default is a tuple is read back as a tuple."""
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        value = attrs.get(f.name)
+        if f.name in attrs:
+            if isinstance(f.default, tuple) and value is not None:
+                value = tuple(value if isinstance(value, list) else np.atleast_1d(value).tolist())
+            values[f.name] = value
+        elif f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+        else:
+            values[f.name] = None
+    return cls(**values)
+
+
 def read_array(group: h5py.Group, name: str) -> np.ndarray:
+    """The dataset ``group/name`` as a numpy array."""
     return np.asarray(group[name][()])
+
+
+def optional_array(group: h5py.Group, name: str) -> np.ndarray | None:
+    """The dataset ``group/name`` as a numpy array, or ``None`` when the group has none."""
+    return read_array(group, name) if name in group else None
+
+
+def optional_group(group: h5py.Group, name: str, read: Callable[[h5py.Group], T]) -> T | None:
+    """``read(group[name])``, or ``None`` when ``group`` has no subgroup ``name``."""
+    return read(group[name]) if name in group else None
 
 
 def read_list(group: h5py.Group, name: str) -> list[float | None]:

@@ -1,0 +1,159 @@
+"""The HDF5 groups of the estimators' results, written and read by the analyses that store them.
+
+The estimators import nothing of the package but the errors, so :class:`LanczosResult`,
+:class:`SLQResult`, :class:`TraceEstimate`, :class:`SpectralDensity` and :class:`ExactSpectrum`
+cannot use :mod:`landscape_cli.hdf5` themselves; each has a ``*_to_hdf5`` / ``*_from_hdf5`` pair
+here, in the layout of the report (``/spectrum/lanczos``, ``/spectrum/slq`` ...). Like the
+results' own ``to_hdf5``, each writer fills the new, empty group it is given.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import torch
+
+from ..estimators.density import SLQResult, SpectralDensity
+from ..estimators.exact import ExactSpectrum
+from ..estimators.lanczos import LanczosResult
+from ..estimators.trace import TraceEstimate
+from ..hdf5 import read_array, read_attrs, write_group
+
+#: The datasets of a Lanczos group, one entry per Ritz value (``first_components``: their first
+#: components, whose squares are the quadrature weights).
+LANCZOS_ARRAYS = (
+    "alphas",
+    "betas",
+    "ritz_values",
+    "ritz_residuals",
+    "error_bounds",
+    "first_components",
+)
+
+
+def lanczos_to_hdf5(group: h5py.Group, lz: LanczosResult, *, tol: float) -> None:
+    """A Lanczos run (``/spectrum/lanczos``): ``T_m`` and its Ritz values, and the top Ritz vectors when kept
+    (``--save-eigenvectors``: ``(n, k)`` columns, largest first); ``tol`` is the stopping
+    tolerance the run was given."""
+    arrays = {name: getattr(lz, name) for name in LANCZOS_ARRAYS}
+    if lz.top_vectors is not None:
+        arrays["top_vectors"] = lz.top_vectors.detach().to("cpu", torch.float64).numpy()
+    write_group(
+        group,
+        arrays,
+        {
+            "iterations": lz.steps,
+            "matvecs": lz.matvecs,
+            "converged": bool(lz.converged),
+            "breakdown": bool(lz.breakdown),
+            "start_vector_norm": lz.start_vector_norm,
+            "ritz_vectors_stored": lz.top_vectors is not None,
+            "tol": tol,
+        },
+    )
+
+
+def lanczos_from_hdf5(group: h5py.Group) -> LanczosResult:
+    """The :class:`LanczosResult` of a group written by :func:`lanczos_to_hdf5`."""
+    a = read_attrs(group)
+    return LanczosResult(
+        **{name: read_array(group, name) for name in LANCZOS_ARRAYS},
+        converged=a["converged"],
+        breakdown=a["breakdown"],
+        matvecs=a["matvecs"],
+        start_vector_norm=a["start_vector_norm"],
+        top_vectors=torch.from_numpy(read_array(group, "top_vectors"))
+        if "top_vectors" in group
+        else None,
+    )
+
+
+def slq_to_hdf5(group: h5py.Group, slq: SLQResult) -> None:
+    """An SLQ run set (``/spectrum/slq``): the quadrature nodes and weights of every run (NaN-padded rows)."""
+    write_group(
+        group,
+        {"nodes": slq.nodes, "weights": slq.weights, "run_steps": slq.run_steps},
+        {
+            "runs": int(slq.nodes.shape[0]),
+            "steps": int(slq.nodes.shape[1]),
+            "shared_runs": int(slq.shared_runs),
+            "matvecs": slq.matvecs,
+            "padding": "nodes NaN, weights 0 after a run's last step (run_steps)",
+        },
+    )
+
+
+def slq_from_hdf5(group: h5py.Group) -> SLQResult:
+    """The :class:`SLQResult` of a group written by :func:`slq_to_hdf5` (``shared_runs`` is 0
+    in reports written before runs were shared)."""
+    a = read_attrs(group)
+    return SLQResult(
+        nodes=read_array(group, "nodes"),
+        weights=read_array(group, "weights"),
+        matvecs=a["matvecs"],
+        shared_runs=int(a.get("shared_runs", 0)),
+    )
+
+
+def trace_to_hdf5(group: h5py.Group, t: TraceEstimate) -> None:
+    """A trace estimate (``/spectrum/trace``): the estimate, its standard error and the per-probe samples."""
+    write_group(
+        group,
+        {"samples": np.asarray(t.samples, dtype=np.float64)},
+        {
+            "estimate": t.estimate,
+            "stderr": t.stderr,
+            "method": t.method,
+            "matvecs": t.matvecs,
+            "deflation_rank": t.deflation_rank,
+            "deflation_trace": t.deflation_trace,
+        },
+    )
+
+
+def trace_from_hdf5(group: h5py.Group) -> TraceEstimate:
+    """The :class:`TraceEstimate` of a group written by :func:`trace_to_hdf5`."""
+    a = read_attrs(group)
+    return TraceEstimate(
+        estimate=a["estimate"],
+        stderr=a["stderr"],
+        method=a["method"],
+        matvecs=a["matvecs"],
+        samples=read_array(group, "samples"),
+        deflation_rank=int(a.get("deflation_rank", 0)),
+        deflation_trace=float(a.get("deflation_trace", 0.0)),
+    )
+
+
+def density_to_hdf5(group: h5py.Group, d: SpectralDensity) -> None:
+    """A spectral density (``/spectrum/density``): the broadened density, its grid as the dimension scale."""
+    write_group(
+        group,
+        {"grid": d.grid, "values": d.values},
+        {"sigma": d.sigma},
+        dims={"values": ("grid",)},
+    )
+
+
+def density_from_hdf5(group: h5py.Group) -> SpectralDensity:
+    """The :class:`SpectralDensity` of a group written by :func:`density_to_hdf5`."""
+    return SpectralDensity(
+        grid=read_array(group, "grid"),
+        values=read_array(group, "values"),
+        sigma=float(group.attrs["sigma"]),
+    )
+
+
+def exact_to_hdf5(group: h5py.Group, e: ExactSpectrum) -> None:
+    """The exact spectrum (``/spectrum/exact``): every eigenvalue of the dense matrix."""
+    write_group(
+        group,
+        {"eigenvalues": e.eigenvalues},
+        {"asymmetry": e.asymmetry, "matvecs": e.matvecs},
+    )
+
+
+def exact_from_hdf5(group: h5py.Group) -> ExactSpectrum:
+    """The :class:`ExactSpectrum` of a group written by :func:`exact_to_hdf5`."""
+    a = read_attrs(group)
+    return ExactSpectrum(read_array(group, "eigenvalues"), a["asymmetry"], a["matvecs"])
