@@ -817,7 +817,7 @@ def _read_slq(group: h5py.Group) -> SLQResult:
         nodes=read_array(group, "nodes"),
         weights=read_array(group, "weights"),
         matvecs=read_attrs(group)["matvecs"],
-        shared_runs=int(read_attrs(group).get("shared_runs", 0)),  # 0 in files before issue 6
+        shared_runs=int(read_attrs(group).get("shared_runs", 0)),  # reports without it read as 0
     )
 
 
