@@ -1497,7 +1497,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if summary:
-        lines += ["## Acceptance targets (issue 6)", "", *summary, ""]
+        lines += ["## Acceptance targets", "", *summary, ""]
     load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
     lines.append(
         f"Total wall time {time.perf_counter() - started:.0f} s; load average at the end "

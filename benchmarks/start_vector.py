@@ -1,5 +1,5 @@
 """Lanczos start vectors for λ_max: a Gaussian against the gradient mixed with a Gaussian (not a
-test; the measurement behind "not adopted" in BENCHMARKS.md, session 6).
+test; the measurement behind "not adopted" in BENCHMARKS.md).
 
 Run from the repository root::
 

@@ -1,5 +1,5 @@
-"""The benchmark scripts build the workloads they claim to (regression: ``scaling.py`` called a
-helper of ``run.py`` with a signature that had changed, and failed on its first configuration).
+"""The benchmark scripts build the workloads they claim to: each configuration of ``scaling.py``
+builds, through the helpers it shares with ``run.py``, the model and data its tables describe.
 
 No timings here: only that a configuration builds the model and data its tables describe.
 """

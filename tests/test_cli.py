@@ -104,6 +104,27 @@ def test_exact_flag_agrees_with_lanczos():
     assert payload["exact"]["lambda_max"] == pytest.approx(payload["lambda_max"], rel=1e-4)
 
 
+def test_more_eigenvalues_asked_than_parameters_gives_every_eigenvalue():
+    result = invoke("spectrum", "sample:saddle", "--top-k", "5", "--json", "--no-density")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["top_eigenvalues"] == pytest.approx([2.0, -2.0], abs=1e-6)
+
+
+def test_rich_markup_in_paths_is_printed_literally(tmp_path):
+    path = tmp_path / "[red]net[bold].pt"
+    path.write_bytes(sample_models.get_sample("mlp").checkpoint.read_bytes())
+    result = invoke(
+        "inspect",
+        str(path),
+        "--model",
+        "landscape_cli.sample_models.mlp:build",
+        "--data",
+        "sample:blobs",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "[red]net[bold].pt" in result.stdout.replace("\n", "")
+
+
 def test_version_and_help():
     result = invoke("--version")
     assert result.exit_code == 0 and re.match(r"landscape \d+\.\d+\.\d+", result.stdout)
@@ -121,6 +142,12 @@ def test_every_command_has_help_and_is_in_the_readme():
 
 
 # ------------------------------------------------------------------ bad input: one line, exit code
+def one_error_line(result, code: int, text: str) -> None:
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], result.stderr
+
+
 def make_bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:
     good = Path(sample_models.get_sample("mlp").checkpoint)
     text = tmp_path / "notes.pt"
@@ -187,6 +214,19 @@ def test_bad_input_gives_one_line_and_exit_code(tmp_path, case):
     assert lines[0].startswith("landscape: error: ")
     assert message in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--sigma", "-1"], "--sigma"),
+        (["--sigma", "0"], "greater than 0"),
+        (["--tol", "0"], "greater than 0"),
+        (["--top-k", "5", "--max-iter", "3"], "--max-iter"),
+    ],
+)
+def test_out_of_range_numbers_are_input_errors(args, text):
+    one_error_line(invoke("spectrum", *args, *FAST), 2, text)
 
 
 def test_usage_error_is_exit_2():

@@ -95,8 +95,8 @@ def test_cli_surface_with_compile_matches_eager():
 
 
 def test_train_mode_dropout_compiled_draws_the_eager_masks():
-    """Regression: compiled Dropout drew its own masks (inductor's RNG), so a compiled loss in
-    train mode was another function than the eager HVPs' and the determinism check failed."""
+    """Compiled Dropout draws the eager masks, not its own from inductor's RNG: a compiled loss in
+    train mode is the function the eager HVPs differentiate, and the determinism check passes."""
     eager, compiled = make(False, dropout=0.5, mode="train"), make(True, dropout=0.5, mode="train")
     delta = 0.1 * torch.linspace(-1, 1, eager.num_parameters, dtype=F64)
     assert eager.loss(delta) != eager.loss_value  # dropout is active and the point moved
@@ -130,8 +130,8 @@ def test_differences_from_w_do_not_mix_compiled_and_eager(monkeypatch):
 
 
 def test_surface_metric_is_recorded_when_the_loss_was_compiled_before_the_hook():
-    """Regression: a forward hook registered after the first compile never fired (dynamo skips
-    hook guards by default), so the accuracy silently disappeared from the surface."""
+    """A forward hook registered after the first compile (the surface metric's) fires, although
+    dynamo skips hook guards by default: the compiled surface records the eager accuracy."""
     import numpy as np
 
     eager, compiled = make(False), make(True)

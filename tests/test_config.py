@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from landscape_cli.analyses.spectrum import SpectrumSettings
+from landscape_cli.cli import app
 from landscape_cli.errors import InputError
 from landscape_cli.io.config import (
     COMMON,
@@ -100,6 +102,18 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
         "data": "sample:blobs",
         "checkpoint": "sample:mlp",
     }
+
+
+def test_loss_spec_in_config_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    sub = tmp_path / "cfg"
+    sub.mkdir()
+    (sub / "lossmod.py").write_text(
+        "import torch\ndef ce(model, batch):\n    return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])\n"
+    )
+    (sub / "run.yaml").write_text("checkpoint: sample:mlp\nloss: lossmod.py:ce\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["inspect", "--config", str(sub / "run.yaml"), "--json"])
+    assert result.exit_code == 0, result.stderr
 
 
 def test_flag_values_are_validated():

@@ -226,7 +226,7 @@ def _function_objective(f, w0) -> Objective:
 def test_a_negative_eigenvalue_the_extremes_run_missed_is_taken_from_the_density(seed):
     """An exact saddle (g = 0) whose one negative eigenvalue (-3e-3, three times the resolution
     neg_tol·κ) sits below a tight bulk near 0: the top-1/bottom-1 Lanczos run can stop on the
-    bulk, but every SLQ node is a Ritz value, so λ_min <= the lowest node (review finding)."""
+    bulk, but every SLQ node is a Ritz value, so λ_min <= the lowest node."""
     n = 2000
     rng = np.random.default_rng(0)
     d = np.concatenate([[1.0], rng.uniform(0.05, 0.9, 19), rng.uniform(0, 2e-5, n - 21), [-3e-3]])
@@ -243,7 +243,7 @@ def test_a_point_far_down_a_soft_valley_is_not_critical():
     Cauchy step along −g (curvature 2e-4, clamped to neg_tol·κ = 2e-3) is 5 = 10 % of ‖w‖."""
     f = lambda w: w[0] ** 2 + 1e-4 * w[1] ** 2  # noqa: E731
     result = classify_point(_function_objective(f, [0.0, 50.0]), ClassifySettings(newton=False))
-    assert result.decision.relative_gradient < ClassifySettings().grad_tol  # the old test passed
+    assert result.decision.relative_gradient < ClassifySettings().grad_tol  # not enough alone
     assert result.classification == "not-critical"
     assert result.decision.relative_step == pytest.approx(0.01 / (2e-3 * 50), rel=1e-9)
     at_minimum = classify_point(_function_objective(f, [0.0, 0.0]), ClassifySettings())
@@ -252,7 +252,7 @@ def test_a_point_far_down_a_soft_valley_is_not_critical():
 
 def test_a_tiny_hessian_does_not_make_a_non_stationary_point_degenerate():
     """Below the absolute zero_curvature floor the relative test still applies: 1e-9 × bowl at
-    (1, 1) has ‖g‖/(κ‖w‖) = 1 and is not critical (it was 'degenerate'); at its minimum the
+    (1, 1) has ‖g‖/(κ‖w‖) = 1 and is not critical (not 'degenerate'); at its minimum the
     floor still calls the vanishing Hessian degenerate, as documented."""
     f = lambda w: 1e-9 * (w**2).sum()  # noqa: E731
     far = classify_point(_function_objective(f, [1.0, 1.0]), ClassifySettings())
@@ -272,9 +272,9 @@ def test_a_tiny_hessian_does_not_make_a_non_stationary_point_degenerate():
     ],
 )
 def test_the_stationarity_step_is_symmetric_in_the_sign_of_the_curvature(f, w0, label):
-    """Along strong negative curvature the model's stationary point is ‖g‖/|c| away: clamping the
-    signed c to [neg_tol·κ, κ] made maxima and saddles near their critical point 'not-critical'
-    1000x sooner than minima (session review)."""
+    """Along strong negative curvature the model's stationary point is ‖g‖/|c| away, so maxima
+    and saddles near their critical point are judged as minima are (clamping the signed c to
+    [neg_tol·κ, κ] would call them 'not-critical' 1000x sooner)."""
     result = classify_point(_function_objective(f, w0), ClassifySettings(newton=False))
     assert result.classification == label
     assert result.decision.relative_step == pytest.approx(result.decision.relative_gradient)

@@ -376,8 +376,8 @@ def test_compositions_of_curvature_operators_match_dense_references(composition)
 def test_per_layer_and_spread_reuse_or_release_what_the_full_operator_keeps(
     monkeypatch, curvature, method
 ):
-    """Regression: each per-layer block built its own GGN graphs / per-sample gradients while the
-    full operator's were still alive (one build per layer, up to 3 copies in memory)."""
+    """Per-layer blocks use the GGN graphs / per-sample gradients the full operator keeps: they
+    are built once per batch for all layers, not once per layer (up to 3 copies in memory)."""
     model, (x, y) = mlp(), data("classes")
     obj = objective(model, SplitLoss("cross_entropy"), x, y, hvp_mode="cached")
     cls = GGNOperator if curvature == "ggn" else EmpiricalFisherOperator
@@ -458,8 +458,8 @@ def test_cli_classify_needs_the_hessian_and_custom_loss_is_exit_2(tmp_path):
 
 
 def test_100_samples_in_batches_of_32_weigh_the_short_batch_by_its_count():
-    """Issue 8, item 5 for the new operators: batches of 32, 32, 32, 4 give the same GGN and
-    empirical Fisher products as one batch of 100 (a mis-weighted last batch would not)."""
+    """Batches of 32, 32, 32, 4 give the same GGN and empirical Fisher products as one batch of 100
+    (a mis-weighted last batch would not)."""
     torch.manual_seed(0)
     model = mlp()
     gen = torch.Generator().manual_seed(4)

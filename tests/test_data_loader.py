@@ -147,8 +147,8 @@ def test_unsupported_loaders_are_input_errors():
 
 
 def test_a_sharding_distributed_sampler_is_refused_and_one_replica_is_read():
-    """Regression: under torchrun a DistributedSampler's share was sharded again across ranks, so
-    the run averaged over 1/world_size of the data without a word."""
+    """A DistributedSampler that shards is refused: under torchrun its share would be sharded
+    again across ranks, and the run would average over 1/world_size of the data without a word."""
     x, y = data()
     dataset = torch.utils.data.TensorDataset(x, y)
     sharded = torch.utils.data.DistributedSampler(dataset, num_replicas=2, rank=0, shuffle=False)

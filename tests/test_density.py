@@ -58,7 +58,7 @@ def test_single_node_broadens_to_a_normalised_gaussian() -> None:
 
 def test_narrow_kernels_keep_every_node_s_mass() -> None:
     """sigma far below the grid spacing: each node's mass stays in its cell (sampling the kernel
-    at the points lost nodes between points and gave their mass to the others)."""
+    at the points would lose nodes between points and give their mass to the others)."""
     grid = np.linspace(-0.0005, 1.0005, 1001)
     nodes = np.array([0.0, 0.3004, 1.0])
     weights = np.array([0.4975, 0.4975, 0.005])
@@ -295,7 +295,7 @@ def test_density_options_and_to_dict() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# runs made elsewhere (issue 6: the extremes' Lanczos run counted as an SLQ run)
+# runs made elsewhere (the extremes' Lanczos run counted as an SLQ run)
 
 
 def test_shared_run_equals_an_own_run_from_the_same_probe() -> None:
@@ -316,7 +316,7 @@ def test_shared_run_equals_an_own_run_from_the_same_probe() -> None:
         np.testing.assert_allclose(res.nodes, own.nodes, rtol=0, atol=1e-12 * lam[-1])
         np.testing.assert_allclose(res.weights, own.weights, rtol=0, atol=1e-12)
     # without own runs, ``steps`` does not widen the table: a 25-step shared run with steps=40
-    # has 25 node columns, not 15 columns of NaN padding (regression)
+    # has 25 node columns, not 15 columns of NaN padding
     wide = slq_density(A, runs=0, steps=40, lanczos_runs=[run])
     assert wide.nodes.shape == (1, steps) and not np.isnan(wide.nodes).any()
 

@@ -231,8 +231,8 @@ def test_cli_shuffling_loader_and_augmentation_are_exit_2_fixed_order_passes(tmp
     ],
 )
 def test_every_command_refuses_a_shuffling_loader_and_the_config_turns_it_off(tmp_path, command):
-    """Regression: only spectrum/check/track compared loader passes, so a surface or sharpness
-    sweep silently evaluated every point on other batches."""
+    """Every command compares two loader passes before it starts: a surface or sharpness sweep on
+    a shuffling loader would evaluate every point on other batches without a word."""
     spec = tmp_path / "user_data.py"
     spec.write_text(DATA_FILE)
     runner = CliRunner()

@@ -2,7 +2,7 @@
 
 The multi-process tests launch the real thing, ``python -m torch.distributed.run --standalone
 --nproc_per_node 2 -m landscape_cli ...``, and compare with the same command in one process.
-Tolerance: 1e-6 relative in float64 (the issue's acceptance). Each rank sums its own batches and
+Tolerance: 1e-6 relative in float64. Each rank sums its own batches and
 the all-reduce adds the per-rank sums, so only the order of additions differs from one process:
 rounding of order 1e-16 per operation, amplified through a few hundred Lanczos steps stays far
 below 1e-6. Any sharding mistake (a batch counted twice or dropped, a weight of n_b/N_rank

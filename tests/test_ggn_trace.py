@@ -417,7 +417,7 @@ def test_sequence_outputs_use_the_generic_loss_factor():
             assert exact_trace(obj, "ggn").passes == 10  # 15 outputs, 5 null directions
 
 
-# ----------------------------------------------------------------- review findings (session 4)
+# --------------------- layers, hooks, targets and couplings the per-sample split checks, not trusts
 class HalfWeightLinear(nn.Linear):
     """A subclass computing with half its weight: its own forward, not Linear's."""
 
@@ -438,8 +438,8 @@ class OffsetBySecond(nn.Module):
 
 
 def test_in_place_activations_after_a_module_give_the_dense_traces():
-    """Regression: the kept module output was changed by ReLU(inplace=True), so the backward
-    pass gave the ReLU output's gradient (GGN 2.649 against 2.100)."""
+    """ReLU(inplace=True) after a module does not change the module output the split keeps, so
+    the backward pass gives that output's gradient (not the ReLU output's)."""
     x, y, _ = inputs(5)
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(5, 6), nn.ReLU(inplace=True), nn.Linear(6, 3))
@@ -459,8 +459,8 @@ def test_in_place_activations_after_a_module_give_the_dense_traces():
 
 
 def test_subclasses_extra_parameters_and_hooks_are_unsupported():
-    """Regression: isinstance accepted a Linear subclass with its own forward (GGN 1.403 against
-    0.982), and weight_norm's weight_g/weight_v were ignored."""
+    """A Linear subclass with its own forward, parameters besides weight and bias (such as
+    weight_norm's weight_g/weight_v) and forward hooks change what the layer computes: refused."""
     x, y, _ = inputs(5)
     torch.manual_seed(0)
     subclass = nn.Sequential(HalfWeightLinear(5, 6), nn.ReLU(), nn.Linear(6, 3))
@@ -478,9 +478,10 @@ def test_subclasses_extra_parameters_and_hooks_are_unsupported():
         exact_trace(objective(hooked, x, y), "ggn")
 
 
-def test_ignored_labels_and_soft_targets():
-    """Regression: labels set to ignore_index (-100) were weighed as samples (EF 2.87 against
-    1.15); soft targets summing to 2 used the closed form for a sum of 1 (GGN half the dense)."""
+def test_ignored_labels_are_unsupported_and_soft_targets_give_the_dense_traces():
+    """Labels set to ignore_index (-100) are left out of the batch mean: refused, and auto falls
+    back with the reason. Soft targets (here summing to 2) go through the loss's own Hessian, not
+    the closed form for class labels, and give the dense traces."""
     x, y, _ = inputs(5)
     ignored = y.clone()
     ignored[::3] = -100
@@ -499,7 +500,7 @@ def test_ignored_labels_and_soft_targets():
 
 
 def test_coupling_through_any_sample_is_detected():
-    """Regression: only sample 0 was replaced, so ``h - h[1]`` passed (GGN 1.840 against 1.383)."""
+    """The coupling check replaces every sample, so ``h - h[1]`` is caught like a batch mean."""
     x, y, _ = inputs(5)
     with pytest.raises(Unsupported, match="depend on the other samples"):
         exact_trace(objective(OffsetBySecond(), x, y), "ggn")

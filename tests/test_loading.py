@@ -13,8 +13,10 @@ import pytest
 import torch
 from hostile import BANNER, PAYLOAD, torchscript_that_writes
 from torch import nn
+from typer.testing import CliRunner
 
 from landscape_cli import sample_models
+from landscape_cli.cli import app
 from landscape_cli.errors import InputError, NumericalError
 from landscape_cli.problem.loading import apply_state_dict, build_model, load_checkpoint, load_data
 from landscape_cli.problem.losses import load_loss
@@ -219,6 +221,17 @@ def test_model_specs(tmp_path):
         build_model("landscape_cli.sample_models.mlp:build", {"widht": 3})
     with pytest.raises(InputError, match="expected an nn.Module"):
         build_model("collections:OrderedDict", {})
+
+
+def test_factory_internal_type_error_is_not_blamed_on_kwargs(tmp_path):
+    module = tmp_path / "nets.py"
+    module.write_text("def build(width=3):\n    return len(width)\n")
+    result = CliRunner().invoke(
+        app, ["inspect", "--model", f"{module}:build", "--data", "sample:blobs"]
+    )
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the factory raised TypeError" in lines[0], result.stderr
 
 
 def test_data_files_agree(tmp_path):

@@ -14,11 +14,15 @@ import torch
 from operator_checks import assert_matches_dense
 from torch import nn
 from torch.func import functional_call, hessian
+from typer.testing import CliRunner
 
+from landscape_cli.cli import app
 from landscape_cli.errors import InputError, NumericalError
 from landscape_cli.operators.hessian import HessianOperator
 from landscape_cli.problem.data import dataset_batches, no_data, tensor_batches
 from landscape_cli.problem.objective import Objective
+
+runner = CliRunner()
 
 
 def cross_entropy(model, batch):
@@ -71,7 +75,7 @@ def test_hvp_equals_exact_hessian_of_full_data_mean(hvp_mode, batch_size):
 
 
 def test_100_samples_in_batches_of_32_equal_one_batch_of_100():
-    """Issue 8 acceptance: a short last batch (4 samples) is weighted by its count, not as a batch."""
+    """A short last batch (4 samples) is weighted by its count, not as a batch."""
     model, x, y = make_problem(100)
     one = Objective(
         model, cross_entropy, tensor_batches((x, y), 100, None, "t"), dtype=torch.float64
@@ -127,6 +131,18 @@ def test_model_is_not_mutated():
     obj.loss(torch.ones(obj.num_parameters, dtype=torch.float64))
     for k, v in model.state_dict().items():
         assert v.dtype == before[k].dtype and torch.equal(v, before[k])
+
+
+def test_user_model_mode_flags_are_restored():
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    model.train()
+    x, y = torch.randn(20, 5), torch.randint(0, 3, (20,))
+    batches = tensor_batches((x, y), 10, None, "t")
+    Objective(model, cross_entropy, batches, mode="eval").hvp(torch.ones(47))
+    assert all(m.training for m in model.modules())
+    model.eval()
+    Objective(model, cross_entropy, tensor_batches((x, y), 10, None, "t"), mode="train")
+    assert not any(m.training for m in model.modules())
 
 
 def test_auto_mode_falls_back_to_streaming_when_graph_exceeds_budget():
@@ -227,6 +243,24 @@ def test_batchnorm_eval_mode_is_batch_size_independent_and_train_mode_is_not():
     assert abs(values["train", 8] - values["train", 64]) > 1e-6
 
 
+def test_train_mode_dropout_masks_follow_the_seed_and_repeat_in_every_evaluation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 3))
+    x, y = torch.randn(60, 5), torch.randint(0, 3, (60,))
+
+    def make(mode, seed=0):
+        return Objective(
+            model, cross_entropy, tensor_batches((x, y), 20, None, "t"), dtype=torch.float64,
+            mode="train", hvp_mode=mode, seed=seed,
+        )  # fmt: skip
+
+    cached, streaming, other = make("cached"), make("streaming"), make("cached", seed=1)
+    v = torch.randn(cached.num_parameters, dtype=torch.float64)
+    assert torch.allclose(cached.hvp(v), streaming.hvp(v), atol=1e-12)
+    assert cached.loss() == pytest.approx(cached.loss_value, abs=1e-14)  # same masks every time
+    assert abs(other.loss_value - cached.loss_value) > 1e-6  # the seed picks the masks
+
+
 def test_dataset_source_matches_tensor_source():
     model, x, y = make_problem(50)
     dataset = torch.utils.data.TensorDataset(x, y)
@@ -235,6 +269,38 @@ def test_dataset_source_matches_tensor_source():
     v = torch.randn(a.num_parameters, dtype=torch.float64)
     assert a.num_samples == 40
     assert torch.allclose(a.hvp(v), b.hvp(v), atol=1e-13)
+
+
+class DictData(torch.utils.data.Dataset):
+    """12 samples as ``{"x": ..., "y": ...}`` mappings; reading item ``fail_at`` raises."""
+
+    def __init__(self, fail_at: int | None = None):
+        gen = torch.Generator().manual_seed(0)
+        self.x = torch.randn(12, 5, generator=gen)
+        self.y = torch.randint(0, 3, (12,), generator=gen)
+        self.fail_at = fail_at
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        if i == self.fail_at:
+            raise OSError("disk gone")
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def test_a_dataset_of_mappings_matches_tensors_and_a_failing_item_is_named():
+    model = nn.Linear(5, 3)
+    a = Objective(
+        model, cross_entropy, dataset_batches(DictData(), 5, None, "dicts"), dtype=torch.float64
+    )
+    d = DictData()
+    b = Objective(
+        model, cross_entropy, tensor_batches((d.x, d.y), 12, None, "t"), dtype=torch.float64
+    )
+    assert a.loss_value == pytest.approx(b.loss_value, abs=1e-14)
+    with pytest.raises(InputError, match="reading item 7 failed"):
+        Objective(model, cross_entropy, dataset_batches(DictData(fail_at=7), 5, None, "dicts"))
 
 
 def test_shape_mismatch_is_an_input_error_naming_the_shapes():
@@ -251,6 +317,29 @@ def test_non_finite_loss_names_the_batch():
     x[70] = float("inf")
     with pytest.raises(NumericalError, match="batch 2 of 4"):
         Objective(model, cross_entropy, tensor_batches((x, y), 32, None, "t"), hvp_mode="streaming")
+
+
+def one_error_line(result, code: int, text: str) -> None:
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], result.stderr
+
+
+def test_a_bad_label_in_a_later_batch_is_an_input_error_naming_the_batch(tmp_path):
+    x, y = torch.randn(40, 8), torch.zeros(40, dtype=torch.long)
+    y[35] = 9  # 4 classes only
+    torch.save({"x": x, "y": y}, tmp_path / "d.pt")
+    result = runner.invoke(
+        app, ["inspect", "sample:mlp", "--data", str(tmp_path / "d.pt"), "--batch-size", "10"]
+    )
+    one_error_line(result, 2, "at batch 3 of 4")
+
+
+def test_a_loss_that_ignores_the_parameters_is_an_input_error(tmp_path):
+    module = tmp_path / "losses.py"
+    module.write_text("def detached(model, batch):\n    return model(batch[0]).sum().detach()\n")
+    result = runner.invoke(app, ["inspect", "--loss", f"{module}:detached"])
+    one_error_line(result, 2, "does not depend on the model's parameters")
 
 
 @pytest.mark.parametrize("hvp_mode", ["cached", "streaming"])

@@ -9,8 +9,8 @@
      residual of an eigenvalue (Parlett, Thm 11.5.1) and, where the true gap allows, within
      ``r²/gap`` of it (Kato-Temple); a breakdown gives exact eigenvalues and counts as
      convergence; with a full budget it always converges; otherwise it says ``converged=False``
-     and has spent its budget. (A stopping test on the quadratic estimate r²/gap claimed
-     convergence too early when a top cluster was still hidden: the regression test below.)
+     and has spent its budget. (A stopping test on the quadratic estimate r²/gap would claim
+     convergence too early while a top cluster is still hidden: a test below holds one.)
    * Hutchinson / Hutch++: ``|estimate - tr(A)| <= 5 * stderr + delta``. This is a *statistical*
      bound: the standard error is itself estimated, so the test uses >= 15 residual probes (the
      studentised error then exceeds 5 with probability < 2e-4 per example for Gaussian-like
@@ -132,8 +132,9 @@ def test_lanczos_extremes_stay_within_their_bounds(problem, top_k, bottom_k, ful
 
 
 def test_lanczos_does_not_claim_convergence_before_finding_the_top_cluster():
-    """Regression: with a top cluster (1, 1 - 1e-5, 0.9984) the quadratic estimate r²/gap used to
-    stop at step 29 with a 1.6e-3 error for tol=1e-4; the stopping test is now on the residual."""
+    """A close top pair (1 and 1 - 10^-u): stopping on the quadratic estimate r²/gap would claim
+    convergence early (on (1, 1 - 1e-5, 0.9984): at step 29, error 1.6e-3 for tol=1e-4); the
+    stopping test on the residual claims it only within tol of λ_max."""
     rng = np.random.default_rng(5)
     n = int(rng.integers(20, 120))
     lam = rng.uniform(-1.0, 1.0, n)

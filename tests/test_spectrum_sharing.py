@@ -1,10 +1,10 @@
-"""Issue 6, "share HVPs across estimators": the extremes' Lanczos run is one SLQ run of the density.
+"""HVPs shared across estimators: the extremes' Lanczos run is one SLQ run of the density.
 
 * On the bundled MLP (float64): the default run's HVP count is the sum of its parts, the first
   quadrature run is the quadrature of a fixed-length Lanczos run from the extremes' Gaussian start
   (regenerated from the documented seed scheme), and switching parts off spends nothing on them.
 * On planted Hessian-like spectra (``tests/spectra.py``, eigenvalues known exactly): the trace
-  and the density at the new defaults (the spectrum's estimators with ``SpectrumSettings()``)
+  and the density at the defaults (the spectrum's estimators with ``SpectrumSettings()``)
   are within stated tolerances, seed by seed.
 """
 
@@ -26,8 +26,8 @@ from landscape_cli.operators.hessian import HessianOperator
 from landscape_cli.problem.loading import build_objective
 from landscape_cli.problem.seeding import derive_seed
 
-#: The default run's budget on the bundled samples (issue 6: about half PyHessian's ~300 HVPs for
-#: top-5 + 100-probe trace + 100-step density). Measured: 141 on sample:mlp (float32 and 64).
+#: The default run's budget on the bundled samples: about half PyHessian's ~300 HVPs for top-5 +
+#: 100-probe trace + 100-step density (sample:mlp spends 141, in float32 and float64).
 DEFAULT_BUDGET = 150
 
 

@@ -252,7 +252,7 @@ def test_adam_outside_torch_optim_is_recognised_and_bias_correction_honoured():
         assert (parsed.step is not None) is corrected
 
 
-def test_reports_written_before_the_new_stability_fields_still_read(tmp_path):
+def test_stability_without_nesterov_dampening_and_note_reads_with_their_defaults(tmp_path):
     import h5py
 
     from landscape_cli.io import report_file as rep

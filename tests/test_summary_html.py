@@ -214,7 +214,7 @@ def test_tables(full):
     assert evidence["negative fraction (SLQ)"] == format_number(c.negative_fraction)
     assert c.newton is not None
     assert evidence["Newton decrement δ² = gᵀH⁻¹g"] == format_number(c.newton.decrement_squared)
-    # the density note names the shared extremes' run and each run's length (issue 6)
+    # the density note names the shared extremes' run and each run's length
     lengths = ", ".join(str(k) for k in [s.lanczos.steps, 10, 10])
     note = f"3 SLQ runs (the first is the extremes' Lanczos run) of {lengths} steps"
     assert note in html.unescape(full[2])

@@ -330,7 +330,7 @@ def test_surface_group_round_trips_through_hdf5(tmp_path):
 def test_train_mode_surface_uses_each_batch_s_dropout_masks():
     """In train mode every batch draws its Dropout mask from (seed, batch index); the surface must
     use the same masks as the objective, so its value at the checkpoint is the objective's loss
-    (a regression: surfaces used batch 0's mask for every batch)."""
+    (batch 0's mask for every batch would give another value)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 3))
     x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))

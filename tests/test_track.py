@@ -62,9 +62,8 @@ def test_warm_start_costs_fewer_hvps_for_the_same_numbers(run_dir):
 
 def test_cold_start_point_is_the_spectrum_lambda_max_of_that_checkpoint():
     """A cold-started track point runs the same Lanczos (seed, tol, min_iter) as
-    ``spectrum --top-k 1``, so both give the same λ_max and Lanczos HVPs (regression: track
-    kept min_iter 10 when the library default moved to 8; on the CNN sample the residual test
-    is met at step 8, so the old track spent 10)."""
+    ``spectrum --top-k 1``, so both give the same λ_max and Lanczos HVPs (on the CNN sample the
+    residual test is met at step 8: a track with a min_iter of its own, 10, would spend 10)."""
     from landscape_cli import sample_models
 
     cnn = ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "cnn.yaml")]
@@ -80,8 +79,8 @@ def test_cold_start_point_is_the_spectrum_lambda_max_of_that_checkpoint():
     spectrum = json.loads(alone.stdout)
     assert point["lanczos_matvecs"] == spectrum["lanczos"]["matvecs"]
     assert point["lambda_max"] == spectrum["lambda_max"]
-    # and the trace is computed as spectrum's is (regression: track ran plain Hutch++ whatever
-    # spectrum.trace_method said); the sample CNN is piecewise linear: the exact trace
+    # and the trace is computed as spectrum's is, by spectrum.trace_method; the sample CNN is
+    # piecewise linear: the exact trace
     assert spectrum["trace"]["method"] == "per-sample exact"
     assert point["trace"] == spectrum["trace"]["estimate"]
 

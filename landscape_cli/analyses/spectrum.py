@@ -154,7 +154,7 @@ def analyze_spectrum(
         slq = density = None
         if settings.density:
             # The extremes' run started from an isotropic (Gaussian) vector: its quadrature is
-            # one more unbiased SLQ node set, already paid for (issue 6: share HVPs).
+            # one more unbiased SLQ node set, already paid for.
             slq = slq_density(
                 H,
                 runs=settings.slq_runs,

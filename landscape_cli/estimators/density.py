@@ -234,7 +234,7 @@ def gaussian_broadening(
     value at the point: the trapezoid integral of the result is then exactly the mass inside the
     grid, whatever ``sigma`` is against the spacing. (Sampling the kernel at the points loses the
     mass of a node between two points when ``sigma`` is below the spacing, and the normalisation
-    then hands it to nodes that happen to sit on points: two equal clusters came out as 0.1 % and
+    then hands it to nodes that happen to sit on points: two equal clusters come out as 0.1 % and
     99.9 %.) For ``sigma`` several spacings wide the two agree to ``O(h²/σ²)``.
 
     Args:

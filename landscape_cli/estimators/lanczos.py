@@ -286,9 +286,9 @@ def lanczos(
 
     Why the residual and not the quadratic estimate: the gap in ``r^2/gap`` is measured to the
     other *Ritz* values, not to the unknown eigenvalues, so an eigenvalue that the Krylov space has
-    not yet detected can sit inside it. A property test found spectra with a close top pair
-    (1, 1 - 1e-5, 0.9984) on which stopping on ``r^2/gap <= tol`` claimed convergence with an error
-    16 times ``tol`` (38 of 300 random spectra with a close pair exceeded ``tol``; 2 of 300 with the
+    not yet detected can sit inside it. On spectra with a close top pair, such as
+    (1, 1 - 1e-5, 0.9984), stopping on ``r^2/gap <= tol`` claims convergence with an error
+    16 times ``tol`` (38 of 300 random spectra with a close pair exceed ``tol``; 2 of 300 with the
     residual test, which costs 1-3 more HVPs on the bundled samples). The residual bound is
     rigorous for "within ``r`` of an eigenvalue" (Parlett, Thm. 11.5.1); that the eigenvalue is the
     *largest* one still rests on the random start: every eigenvector has a component of size

@@ -24,12 +24,9 @@ double-backward trick (``J v = ∂/∂u (Jᵀu)·v``, one reverse pass through `
 by double backward through the loss on the outputs, ``Jᵀ(·)`` by one reverse pass. Without a
 cache, one forward per batch is shared by every column of a block. When the objective is in
 ``cached`` mode (and a second graph fits its memory budget), each batch's outputs, ``Jᵀu`` and
-loss gradient are kept, and a product is three backward passes with no forward. Measured with
-one column per product (as in Lanczos; 1 CPU thread, float32, BENCHMARKS.md):
-
-- ``mlp-784``: a cached GGN product costs 13 ms, against 25 ms uncached and 12 ms for a cached
-  HVP;
-- ``cnn3-cifar``: 0.96 s, against 1.49 s uncached and 0.91 s for a cached HVP.
+loss gradient are kept, and a product is three backward passes with no forward: about the cost
+of a cached HVP, and less than an uncached product (BENCHMARKS.md, "GGN and empirical Fisher
+products").
 
 **Empirical Fisher** (Kunstner, Hennig & Balles, "Limitations of the empirical Fisher
 approximation for natural gradient descent", NeurIPS 2019; Martens 2020, §11). With ``g_i`` the
@@ -44,7 +41,7 @@ tools that use it. Per-sample gradients come from ``torch.func.vmap(grad(...))``
 ``functional_call`` in chunks; they need eval mode (BatchNorm in train mode couples the samples of
 a batch, so a sample's loss alone is not defined). They are kept in memory (``N × n`` numbers)
 when that fits in half the objective's memory budget, else recomputed for every product; once
-kept, a product is two matrix products (0.1-1 ms on the bundled samples).
+kept, a product is two matrix products.
 
 Only the built-in losses can be split into model output and loss on the output
 (:class:`~landscape_cli.problem.losses.SplitLoss`); a custom ``module:fn`` loss raises

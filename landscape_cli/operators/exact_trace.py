@@ -584,7 +584,7 @@ def _exact_trace(
                 if not bool(column.any()):
                     continue
                 # the scalar Σ⟨out, column⟩ rather than grad_outputs=column: the same gradients,
-                # without the ~0.3 s import of sympy that tensor grad_outputs trigger on first use
+                # without the import of sympy that tensor grad_outputs trigger on first use
                 grads = torch.autograd.grad(
                     (out * column.reshape(out.shape)).sum(),
                     outputs,

@@ -112,10 +112,9 @@ def init_from_environment(device: torch.device) -> Ranks:
 def shutdown(timeout: float = 60.0) -> None:
     """Leave the process group, if this process joined one, after the other ranks are done.
 
-    Destroying the group while another rank still talks to it aborted a process now and then
-    ("terminate called without an active exception" from gloo's threads, exit -6, about 1 run in
-    6 of `tests/test_distributed.py`), after all output had been written. So the ranks first
-    meet at a barrier; on gloo it is ``monitored_barrier`` with a ``timeout``, so a rank that
+    Destroying the group while another rank still talks to it can abort a process ("terminate
+    called without an active exception" from gloo's threads, exit -6) after all its output is
+    written. So the ranks first meet at a barrier; on gloo it is ``monitored_barrier`` with a ``timeout``, so a rank that
     failed alone cannot make the others wait forever (the failure is then ignored: the process
     is exiting anyway)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):

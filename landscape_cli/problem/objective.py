@@ -16,10 +16,12 @@ the Hessian", Neural Computation 1994):
 one extra backward pass through a differentiable gradient. Two mechanisms, chosen by ``hvp_mode``:
 
 * ``cached``: build the gradient ``g = ∇L`` once with ``create_graph=True`` over all batches and
-  keep its graph; every HVP is then one backward pass through it (measured 1.0× a gradient on
-  the MLPs and 1.8× on the CNNs of BENCHMARKS.md). Memory grows with the number of samples.
-* ``streaming``: for every HVP, recompute each batch's gradient graph, differentiate, free it.
-  2.2× (MLP) to 3.1× (CNN) a gradient, memory of one batch.
+  keep its graph; every HVP is then one backward pass through it. Memory grows with the number
+  of samples.
+* ``streaming``: for every HVP, recompute each batch's gradient graph, differentiate, free it:
+  a forward and two backward passes per batch, memory of one batch.
+
+What each costs against a gradient, per workload: BENCHMARKS.md, "HVP cost".
 
 ``auto`` builds the cached graph while measuring the bytes autograd saves (a
 ``saved_tensors_hooks`` count, not a guess) and falls back to streaming as soon as they would
@@ -113,10 +115,9 @@ class Objective:
         How ``H V`` is computed for a block ``V`` of ``k`` vectors: ``"loop"``, one backward pass
         per column through the shared gradient graph; ``"batched"``, one backward pass for all
         columns with ``torch.autograd.grad(..., is_grads_batched=True)`` (vmap over the
-        backward); ``"auto"``: batched unless the model has convolutions. Measured
-        (BENCHMARKS.md): batched costs 0.43–0.57 of a gradient per column on MLPs against
-        0.80 for the loop, but 1.40–1.49 against 1.32 on CNNs. If the batched backward fails
-        for the model's operations, the loop is used from then on.
+        backward); ``"auto"``: batched unless the model has convolutions, where the loop costs
+        less per column (BENCHMARKS.md). If the batched backward fails for the model's
+        operations, the loop is used from then on.
     distributed:
         When a :mod:`torch.distributed` process group is initialised (``torchrun``), evaluate
         only this rank's share of the batches and all-reduce every loss, gradient and HVP
@@ -563,8 +564,8 @@ class Objective:
         The scalar ``g · v`` is formed and differentiated, rather than passing ``v`` as
         ``grad_outputs``: the backward of the product hands ``1 · v = v`` to the graph, so the
         result is the same to the bit, but ``torch.autograd.grad`` with tensor ``grad_outputs``
-        imports ``torch.fx.experimental.symbolic_shapes`` (and sympy) on its first call, ~0.4 s
-        of a process's first HVP (measured, torch 2.13; more than ten HVPs of a small MLP).
+        imports ``torch.fx.experimental.symbolic_shapes`` (and sympy) on its first call, which
+        would add that import to a process's first HVP.
         """
         live = [i for i, g in enumerate(grads) if g.requires_grad]
         if not live:  # the gradient does not depend on w: the Hessian is zero
