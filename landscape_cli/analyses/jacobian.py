@@ -1,5 +1,8 @@
 """Jacobian diagnostics: input–output and layer-wise singular values, and the empirical NTK.
 
+Kept as one module: the per-sample, per-layer and NTK parts are stages of one analysis that share
+its samples, its network function, its product counts and its result.
+
 Three matrix-free views of how signals and gradients travel through the network ``f(x; θ)`` of an
 :class:`~landscape_cli.problem.objective.Objective`, all evaluated with :func:`torch.func.functional_call`
 on the objective's copies of the parameters and buffers (the user's module is never mutated), in
