@@ -3,8 +3,12 @@
 A module imports only from its own layer, the layers before it, and the foundation modules
 (errors, progress, streams, options, safe_yaml, hdf5, linear_operator). The estimators import
 nothing of the package but the errors, the operator protocol and base class (linear_operator) and
-each other; nothing below the CLI imports typer, and nothing below rendering imports rich. Each
-rule is checked on the real package and shown to catch a planted violation.
+each other; nothing below the CLI imports typer, and nothing below rendering imports rich.
+
+No module is longer than :data:`MAX_LINES` lines unless its module docstring says why it is one
+module, in a sentence starting with the marker :data:`ONE_MODULE_MARKER` ("Kept as one module:").
+
+Each rule is checked on the real package and shown to catch a planted violation.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ ENTRY_POINTS = {"__init__", "__main__"}  # the public API and `python -m`: they 
 LAYERS = ("problem", "operators", "estimators", "analyses", "io", "render", "cli")
 ESTIMATOR_MAY_IMPORT = {"errors", "linear_operator", "estimators"}
 THIRD_PARTY_FROM = {"typer": "cli", "click": "cli", "rich": "render"}
+MAX_LINES = 600
+ONE_MODULE_MARKER = "Kept as one module:"
 
 
 def layer_of(module: str) -> str:
@@ -152,3 +158,36 @@ def test_allowed_imports_are_not_flagged():
         "operators.base": "from ..linear_operator import SymmetricOperator\n",
     }
     assert violations(sources) == []
+
+
+def long_modules_without_reason(root: Path) -> list[str]:
+    """Every module under ``root`` longer than :data:`MAX_LINES` lines whose module docstring
+    lacks :data:`ONE_MODULE_MARKER`, as ``path: N lines``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        lines = len(source.splitlines())
+        if lines <= MAX_LINES:
+            continue
+        docstring = ast.get_docstring(ast.parse(source)) or ""
+        if ONE_MODULE_MARKER not in docstring:
+            found.append(f"{path.relative_to(root)}: {lines} lines")
+    return found
+
+
+def test_every_long_module_says_why_it_is_one_module():
+    assert long_modules_without_reason(PACKAGE) == []
+
+
+def test_a_planted_long_module_without_a_reason_is_caught(tmp_path):
+    body = "x = 1\n" * MAX_LINES
+    (tmp_path / "long.py").write_text('"""A long module."""\n' + body, encoding="utf-8")
+    (tmp_path / "kept.py").write_text(
+        f'"""A long module.\n\n{ONE_MODULE_MARKER} it must be."""\n' + body, encoding="utf-8"
+    )
+    (tmp_path / "short.py").write_text('"""A short module."""\n' + body[6:], encoding="utf-8")
+    (tmp_path / "marker_in_code.py").write_text(f"# {ONE_MODULE_MARKER}\n" + body, encoding="utf-8")
+    assert long_modules_without_reason(tmp_path) == [
+        f"long.py: {MAX_LINES + 1} lines",
+        f"marker_in_code.py: {MAX_LINES + 1} lines",
+    ]

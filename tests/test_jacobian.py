@@ -28,15 +28,14 @@ from typer.testing import CliRunner
 
 from landscape_cli import sample_models
 from landscape_cli.analyses.jacobian import (
-    JacobianGram,
     JacobianSettings,
-    NTKOperator,
     analyze_jacobian,
     jacobian_singular_values,
     summarize,
 )
 from landscape_cli.cli import app
 from landscape_cli.errors import InputError
+from landscape_cli.operators.jacobian import JacobianGram, NTKOperator
 from landscape_cli.problem.data import tensor_batches
 from landscape_cli.problem.objective import Objective
 

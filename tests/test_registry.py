@@ -37,7 +37,7 @@ from landscape_cli.analyses.track import TrackPoint, TrackResult
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.io.report_file import Report
 from landscape_cli.problem.loading import build_objective
-from landscape_cli.render import html, plots
+from landscape_cli.render import html_sections, plots
 
 
 def spectrum_example(objective: Any) -> Any:
@@ -122,7 +122,7 @@ def missing_parts(analyses: Mapping[str, Analysis]) -> list[str]:
     """``"<name>: lacks <part>"`` for every part a registered analysis lacks."""
     report_fields = {f.name for f in dataclasses.fields(Report)}
     tables = {
-        "an HTML section (render/html.py SECTIONS)": html.SECTIONS,
+        "an HTML section (render/html_sections.py SECTIONS)": html_sections.SECTIONS,
         "figures (render/plots.py FIGURES)": plots.FIGURES,
         "check metrics (analyses/check.py RESULT_METRICS)": check.RESULT_METRICS,
         "an example for the HDF5 round trip (tests/test_registry.py EXAMPLES)": EXAMPLES,
@@ -213,7 +213,7 @@ def test_a_planted_incomplete_analysis_is_reported(monkeypatch):
         "flow: lacks to_hdf5",
         "flow: lacks from_hdf5",
         "flow: lacks a Report field (flow)",
-        "flow: lacks an HTML section (render/html.py SECTIONS)",
+        "flow: lacks an HTML section (render/html_sections.py SECTIONS)",
         "flow: lacks figures (render/plots.py FIGURES)",
         "flow: lacks check metrics (analyses/check.py RESULT_METRICS)",
         "flow: lacks an example for the HDF5 round trip (tests/test_registry.py EXAMPLES)",
@@ -221,7 +221,7 @@ def test_a_planted_incomplete_analysis_is_reported(monkeypatch):
 
 
 def test_each_keyed_table_names_only_registered_analyses():
-    for table in (html.SECTIONS, plots.FIGURES, check.RESULT_METRICS, EXAMPLES):
+    for table in (html_sections.SECTIONS, plots.FIGURES, check.RESULT_METRICS, EXAMPLES):
         assert set(table) <= set(ANALYSES)
 
 
@@ -250,7 +250,7 @@ def test_the_read_result_renders_and_checks(round_trips, name):
     result, back = round_trips[name]
     assert back.to_dict()["command" if name != "surface" else "name"]
     stored = {result.name: back} if ANALYSES[name].keyed else back
-    title, render = html.SECTIONS[name]
+    title, render = html_sections.SECTIONS[name]
     assert f'<section id="{name}"><h2>{title}</h2>' in render(stored)
     assert plots.FIGURES[name](stored, None)
     add = check.RESULT_METRICS[name]

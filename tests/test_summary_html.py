@@ -30,7 +30,8 @@ from landscape_cli.io import report_file as rep
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.problem.loading import build_objective
 from landscape_cli.render import html as summary_html
-from landscape_cli.render.html import format_number, render_html, write_html
+from landscape_cli.render.html import render_html, write_html
+from landscape_cli.render.html_sections import format_number
 from landscape_cli.render.plots import report_figures
 
 SMALL_SPECTRUM = SpectrumSettings(

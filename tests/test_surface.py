@@ -18,18 +18,20 @@ import pytest
 import torch
 from torch import nn
 
+from landscape_cli.analyses.directions import (
+    eigen_directions,
+    interpolation_direction,
+    random_directions,
+)
 from landscape_cli.analyses.surface import (
     SurfaceResult,
     SurfaceSettings,
     analyze_surface,
     classification_accuracy,
-    eigen_directions,
     evaluate_points,
     grid,
-    interpolation_direction,
     loss_surface_1d,
     loss_surface_2d,
-    random_directions,
     validate_settings,
 )
 from landscape_cli.errors import InputError

@@ -1,5 +1,8 @@
 """Critical-point classification: minimum, saddle, maximum, degenerate or not critical.
 
+Kept as one module: the decision rule, the measurements it weighs (Newton decrement, escape probe)
+and the evidence sentence it writes are read together.
+
 The second-order test (e.g. Nocedal & Wright, *Numerical Optimization*, Thm. 2.3-2.4) applied with
 tolerances, because a trained network never sits exactly at a critical point and its Hessian
 always has a bulk of near-zero eigenvalues:

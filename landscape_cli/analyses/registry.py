@@ -4,8 +4,8 @@ Each result class writes and reads its own group (``to_hdf5`` / ``from_hdf5``); 
 :class:`Analysis` says where that group lives in the file and what else the file keeps of it, so
 that :mod:`landscape_cli.io.report_file` dispatches over :data:`ANALYSES` and names no analysis.
 The later layers key their tables by the same names (the HTML sections of
-:mod:`landscape_cli.render.html`, the figures of :mod:`landscape_cli.render.plots`, the metrics of
-:mod:`landscape_cli.analyses.check`); the tests check those keys against this registry.
+:mod:`landscape_cli.render.html_sections`, the figures of :mod:`landscape_cli.render.plots`, the
+metrics of :mod:`landscape_cli.analyses.check`); the tests check those keys against this registry.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """SAM sharpness of the mean loss over a grid of radii ρ: worst case, one step, average, 2nd order.
 
+Kept as one module: the worst-case, one-step and average measures share the loss evaluation, its
+counter and the per-chunk problems of m-sharpness, and are swept over the radii together.
+
 All quantities are differences of the full-data mean loss ``L`` of the
 :class:`~landscape_cli.problem.objective.Objective` (the same ``L`` as every other analysis):
 

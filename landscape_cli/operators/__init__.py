@@ -1,2 +1,2 @@
-"""Matrix-free curvature operators of an objective: the Hessian, the generalised Gauss-Newton
-matrix, the empirical Fisher, parameter blocks, and the exact per-sample trace."""
+"""Matrix-free operators of an objective: the Hessian, the generalised Gauss-Newton matrix, the
+empirical Fisher, parameter blocks, the exact per-sample trace, and the Jacobian Gram and NTK."""

@@ -1,6 +1,9 @@
 """The exact trace of the generalised Gauss-Newton matrix from per-sample gradient norms, and with
 it the exact trace of the Hessian of a piecewise-linear network.
 
+Kept as one module: the support checks (graph inspection, layer hooks) decide when the per-sample
+computation they guard is exact, and are read with it.
+
 **The GGN trace.** With ``f_i(w)`` the outputs of sample ``i`` (flattened to ``d`` numbers),
 ``J_i = ∂f_i/∂w`` and ``ℓ_i`` its loss (the batch loss is the mean of the ``ℓ_i``),
 

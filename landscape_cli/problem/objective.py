@@ -1,5 +1,8 @@
 """The loss over the selected data, its gradient, and Hessian-vector products.
 
+Kept as one module: the loss, the gradient and both Hessian-vector-product modes are one class over
+the same parameter copies and batch loop.
+
 The objective is the mean loss over all selected samples (see :mod:`landscape_cli.problem.data`),
 
     L(w) = Σ_b (n_b / N) · L_b(w),
