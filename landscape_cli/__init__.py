@@ -1,12 +1,22 @@
 """landscape: loss-landscape analysis of trained PyTorch checkpoints from Hessian-vector products.
 
-The library is usable without the CLI, e.g. in a notebook::
+The public API, importable from ``landscape_cli`` itself (e.g. in a notebook), in groups:
 
-    from landscape_cli import Objective, analyze_spectrum, hutchpp_trace, slq_density
-    from landscape_cli.estimators.lanczos import lanczos  # the module and the function share the name
+* **building the problem**: :func:`make_objective` (a model, tensors or a ``DataLoader``, and a
+  loss, in one call), :func:`build_objective` and its parts (checkpoint, model, data, loss), the
+  :class:`Objective`, the configuration (:class:`RunConfig`, every ``*Settings`` class,
+  :func:`resolve_run_config`);
+* **operators**: the Hessian, GGN and empirical Fisher as operators (``A @ v``), parameter blocks,
+  and the protocol every estimator accepts;
+* **estimators**: Lanczos, Hutchinson and Hutch++ traces, SLQ densities, exact spectra, with
+  their result classes;
+* **analyses**: every analysis entry point (``analyze_*``, ``classify_point``,
+  ``measure_sharpness``, ``check_*`` ...) and its result class;
+* **reports**: HDF5 reports written and read back, and their figures and HTML summary;
+* **errors**: :class:`LandscapeError` and its subclasses, which carry the CLI's exit codes.
 
-Names are imported lazily so ``import landscape_cli`` (and ``landscape --help``) does not import
-torch.
+Names are imported lazily, so ``import landscape_cli`` (and ``landscape --help``) does not import
+torch. ``lanczos`` is the function (its module is ``landscape_cli.estimators.lanczos``).
 """
 
 from __future__ import annotations
@@ -17,32 +27,37 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    # configuration and loading
-    "RunConfig": "analyses.settings",
-    "SpectrumSettings": "analyses.settings",
-    "resolve_config": "io.config",
-    "read_config_file": "io.config",
+    # building the problem
+    "make_objective": "problem.loading",
+    "build_objective": "problem.loading",
     "load_checkpoint": "problem.loading",
     "build_model": "problem.loading",
     "load_data": "problem.loading",
     "load_loss": "problem.losses",
-    "build_objective": "problem.loading",
-    "resolve_run_config": "io.config",
-    # the operators
-    "SymmetricOperator": "linear_operator",
-    "OperatorLike": "linear_operator",
-    "Objective": "problem.objective",
-    "HessianOperator": "operators.hessian",
     "SplitLoss": "problem.losses",
+    "Objective": "problem.objective",
+    "check_determinism": "problem.determinism",
+    "ProblemSettings": "problem.settings",
+    "RunConfig": "analyses.settings",
+    "SpectrumSettings": "analyses.settings",
+    "ClassifySettings": "analyses.settings",
+    "SharpnessSettings": "analyses.settings",
+    "SurfaceSettings": "analyses.settings",
+    "JacobianSettings": "analyses.settings",
+    "resolve_run_config": "io.config",
+    "resolve_config": "io.config",
+    "read_config_file": "io.config",
+    # operators
+    "OperatorLike": "linear_operator",
+    "SymmetricOperator": "linear_operator",
+    "HessianOperator": "operators.hessian",
     "GGNOperator": "operators.ggn",
     "EmpiricalFisherOperator": "operators.empirical_fisher",
+    "BlockOperator": "operators.blocks",
     "curvature_operator": "operators.curvature",
     "analysis_operator": "operators.curvature",
-    "BlockOperator": "operators.blocks",
-    "per_layer_spectrum": "analyses.per_layer",
-    "analyze_spread": "analyses.spread",
-    "check_determinism": "problem.determinism",
     # estimators
+    "lanczos": "estimators.lanczos",
     "LanczosResult": "estimators.lanczos",
     "hutchinson_trace": "estimators.trace",
     "hutchpp_trace": "estimators.trace",
@@ -51,16 +66,43 @@ _EXPORTS = {
     "SLQResult": "estimators.density",
     "SpectralDensity": "estimators.density",
     "exact_spectrum": "estimators.exact",
-    # analyses and results
+    "ExactSpectrum": "estimators.exact",
+    # analyses and their results
+    "inspect_objective": "analyses.inspection",
+    "InspectionResult": "analyses.inspection",
     "analyze_spectrum": "analyses.spectrum",
+    "SpectrumResult": "analyses.spectrum",
     "classify_point": "analyses.classify",
     "ClassifyResult": "analyses.classify",
-    "ClassifySettings": "analyses.settings",
-    "SpectrumResult": "analyses.spectrum",
-    "inspect_objective": "analyses.inspection",
+    "measure_sharpness": "analyses.sharpness",
+    "SharpnessResult": "analyses.sharpness",
+    "analyze_surface": "analyses.surface",
+    "SurfaceResult": "analyses.surface",
     "analyze_jacobian": "analyses.jacobian",
     "JacobianResult": "analyses.jacobian",
-    "JacobianSettings": "analyses.settings",
+    "stability_report": "analyses.stability",
+    "StabilityReport": "analyses.stability",
+    "per_layer_spectrum": "analyses.per_layer",
+    "BlockSpectrum": "analyses.per_layer",
+    "analyze_spread": "analyses.spread",
+    "SpreadResult": "analyses.spread",
+    "analyze_track": "analyses.track",
+    "track_series": "analyses.track",
+    "TrackResult": "analyses.track",
+    "TrackPoint": "analyses.track",
+    "analyze_all": "analyses.bundle",
+    "gather_checks": "analyses.check",
+    "check_objective": "analyses.check",
+    "check_report": "analyses.check",
+    "Check": "analyses.check",
+    "CheckResult": "analyses.check",
+    # reports
+    "write_report": "io.report_file",
+    "write_track": "io.report_file",
+    "read_report": "io.report_file",
+    "objective_info": "io.report_file",
+    "Report": "io.report_file",
+    "write_figures_and_html": "render.files",
     # errors
     "LandscapeError": "errors",
     "InputError": "errors",

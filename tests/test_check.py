@@ -182,3 +182,79 @@ def test_every_numeric_metric_is_computed_when_checked_alone(metric, flag):
     assert result.exit_code == 0, result.stderr
     (outcome,) = json.loads(result.stdout)["checks"]
     assert outcome["value"] is not None and outcome["passed"], outcome
+
+
+# ---------------------------------------------------------------- the library, without the CLI
+@pytest.fixture(scope="module")
+def mlp():
+    from landscape_cli.io.config import resolve_run_config
+    from landscape_cli.problem.loading import build_objective
+
+    config = resolve_run_config({"checkpoint": "sample:mlp"})
+    return config, build_objective(config)
+
+
+def test_gather_checks_reads_the_file_then_the_flags_and_resolves_the_margin(tmp_path):
+    from landscape_cli.analyses.check import gather_checks
+
+    path = tmp_path / "checks.yaml"
+    path.write_text("max: {trace: 10}\nmargin: 2\n")
+    checks, margin = gather_checks(path, ["lambda_max=5"], ["loss=0.1"])
+    assert [c.describe() for c in checks] == ["trace <= 10.0", "lambda_max <= 5.0", "loss >= 0.1"]
+    assert margin == 2.0
+    assert gather_checks(path, margin=0.5)[1] == 0.5  # the flag wins over the file
+    assert gather_checks(None, ["loss=1"])[1] == 0.0
+    with pytest.raises(InputError, match="no checks given"):
+        gather_checks()
+    with pytest.raises(InputError, match="--margin"):
+        gather_checks(None, ["loss=1"], margin=-1.0)
+
+
+def test_report_paths_are_told_from_checkpoints_by_suffix():
+    from landscape_cli.analyses.check import is_report_path
+
+    assert is_report_path("runs/r.h5") and is_report_path("r.hdf5")
+    assert not is_report_path("ckpt.pt") and not is_report_path(None)
+
+
+def test_check_objective_computes_what_the_checks_need(mlp):
+    from landscape_cli.analyses.check import check_objective
+
+    config, objective = mlp
+    stages = set()
+    checks = [parse_flag("loss=1", "max"), parse_flag("lambda_max=1e-9", "max")]
+    result = check_objective(
+        objective, config, checks, 0.0, progress=lambda stage, done, total: stages.add(stage)
+    )
+    assert result.source == "checkpoint" and result.target.endswith("mlp.pt")
+    assert [o.passed for o in result.outcomes] == [True, False] and not result.passed
+    assert result.outcomes[1].value > 0 and "lanczos" in stages
+    payload = result.to_dict()
+    assert payload["num_parameters"] == objective.num_parameters
+    assert payload["loss"] == objective.loss_value and payload["curvature"] == "hessian"
+
+
+def test_check_report_evaluates_the_stored_results_without_computing(mlp, tmp_path):
+    import dataclasses
+
+    from landscape_cli.analyses.check import check_report
+    from landscape_cli.analyses.spectrum import analyze_spectrum
+    from landscape_cli.io.report_file import objective_info, read_report, write_report
+
+    config, objective = mlp
+    settings = dataclasses.replace(config.spectrum, density=False, trace=False)
+    spectrum = analyze_spectrum(objective, settings, seed=config.seed)
+    path = write_report(
+        tmp_path / "r.h5",
+        {"spectrum": spectrum},
+        config=config,
+        command_line="test",
+        objective_info=objective_info(objective, config.seed),
+    )
+    checks = [parse_flag("lambda_max=1e9", "max"), parse_flag("trace=1", "max")]
+    result = check_report(read_report(path), checks, 0.0)
+    assert result.source == "report" and result.target == str(path)
+    assert result.outcomes[0].passed
+    assert result.outcomes[0].value == pytest.approx(spectrum.lambda_max)
+    assert not result.outcomes[1].passed and result.outcomes[1].reason  # not in the report
+    assert result.info["num_parameters"] == objective.num_parameters

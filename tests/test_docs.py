@@ -1,7 +1,7 @@
 """The README and the pages in docs/ tell the truth about the code, and keep telling it.
 
 * the ```python blocks of README.md and of every docs page run as written; the README's use only
-  names that ``landscape_cli`` exports;
+  names that ``landscape_cli`` exports, and docs/library.md lists every exported name;
 * the README stays a front page: short, with CI's two marked commands and a table of every command;
 * every option of every command is in docs/options.md, with a config key and default that match
   the settings, and nothing there is stale;
@@ -80,6 +80,14 @@ def test_the_readme_example_uses_only_exported_names():
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert not alias.name.startswith("landscape_cli."), alias.name
+
+
+def test_the_library_page_lists_every_exported_name_and_no_other():
+    import landscape_cli
+
+    table = text(DOCS / "library.md").split("| group | names |", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"`(\w+)`", table))
+    assert listed == set(landscape_cli.__all__) - {"__version__"}
 
 
 # ---------------------------------------------------------------- the README as a front page

@@ -128,7 +128,32 @@ def test_surfaces_go_into_the_report_and_are_plotted(tmp_path):
     ]
 
 
-def test_report_command_writes_every_section_and_figure(tmp_path):
+def test_figures_and_html_of_a_report_are_written_by_one_function(report, tmp_path):
+    from landscape_cli.errors import InputError
+    from landscape_cli.io.report_file import read_report
+    from landscape_cli.render.files import write_figures_and_html
+
+    loaded = read_report(report)
+    files = write_figures_and_html(loaded, tmp_path, "x", "svg", sigma=0.5)
+    assert sorted(f.name for f in files[:-1]) == ["x-density.svg", "x-ritz.svg", "x-sharpness.svg"]
+    assert files[-1] == tmp_path / "x.html"  # the summary comes after the figures
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.name for f in files)
+    (tmp_path / "sub").mkdir()
+    only_html = write_figures_and_html(loaded, tmp_path / "sub", "y", plots=False)
+    assert only_html == [tmp_path / "sub" / "y.html"]
+    assert write_figures_and_html(loaded, tmp_path, "z", html=False, plots=False) == []
+    with pytest.raises(InputError, match="--format 'gif'"):
+        write_figures_and_html(loaded, tmp_path, "x", "gif")
+
+
+def test_report_command_writes_every_section_and_figure(tmp_path, monkeypatch):
+    import landscape_cli.io.report_file
+
+    reads = []
+    read_report = landscape_cli.io.report_file.read_report
+    monkeypatch.setattr(
+        landscape_cli.io.report_file, "read_report", lambda p: reads.append(p) or read_report(p)
+    )
     path = tmp_path / "R.h5"
     config = tmp_path.parent / "fast.yaml"  # outside tmp_path, whose listing is checked below
     config.write_text(
@@ -140,8 +165,7 @@ def test_report_command_writes_every_section_and_figure(tmp_path):
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["classify"]["classification"] == "minimum"
-    from landscape_cli.io.report_file import read_report
-
+    assert reads == [path]  # the written file is read back once, for the figures and the HTML
     loaded = read_report(path)
     assert (
         loaded.spectrum is not None and loaded.classify is not None and loaded.sharpness is not None

@@ -303,6 +303,17 @@ def test_bad_settings(kwargs, match):
         validate_settings(SurfaceSettings(**kwargs))
 
 
+def test_analyze_surface_and_analyze_all_refuse_bad_settings_as_input_errors():
+    from landscape_cli.analyses.bundle import analyze_all
+    from landscape_cli.analyses.settings import RunConfig
+
+    bad = SurfaceSettings(points=1)
+    with pytest.raises(InputError, match="surface settings: points must be >= 2"):
+        analyze_surface(None, bad)  # refused before the objective is touched
+    with pytest.raises(InputError, match="report settings: points must be >= 2"):
+        analyze_all(None, RunConfig(surface=bad))
+
+
 def test_grid_hits_zero_and_one_exactly():
     assert grid(-1.0, 1.0, 21)[10] == 0.0
     g = grid(-0.5, 1.5, 21)

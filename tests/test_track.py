@@ -175,3 +175,27 @@ def test_an_unknown_optimizer_s_note_reaches_the_series(tmp_path):
     payload = json.loads(result.stdout)
     assert "not its stability threshold" in payload["notes"]["stability"]
     assert payload["points"][0]["stability_threshold"] == 2.0
+
+
+def test_analyze_track_hands_each_point_over_in_step_order(run_dir):
+    from landscape_cli.analyses.track import analyze_track
+    from landscape_cli.io.config import resolve_run_config
+
+    config = resolve_run_config(
+        {"model": "landscape_cli.sample_models.mlp:build", "data": "sample:blobs"}
+    )
+    paths = sorted(str(p) for p in run_dir.glob("*.pt"))[:3][::-1]  # given out of order
+    seen, stages = [], set()
+    result = analyze_track(
+        paths,
+        config,
+        warm_start=True,
+        trace=False,
+        progress=lambda stage, done, total: stages.add(stage),
+        on_point=seen.append,
+    )
+    steps = [p.step for p in seen]
+    assert result.points == seen and steps == sorted(steps) and len(set(steps)) == 3
+    assert [p.warm_started for p in seen] == [False, True, True]
+    assert all(p.trace is None for p in seen) and {"lanczos", "track"} <= stages
+    assert result.seed == config.seed and result.warm_start

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..errors import InputError
 from ..problem.objective import Objective
 from ..progress import StageProgress
 from .classify import classify_point
@@ -30,8 +31,19 @@ def analyze_all(
     """``{"spectrum": …, "classify": …, "sharpness": …, "surface": …}`` for ``objective`` with
     the settings of ``config`` (the surface is skipped when ``surface`` is false).
 
-    Raises ``ValueError`` for invalid surface settings before any analysis runs.
+    Raises:
+        InputError: a curvature other than the full Hessian, or a bad setting (``report
+            settings: …``; the surface's are checked before any analysis runs).
     """
+    try:
+        return _analyze_all(objective, config, surface=surface, progress=progress)
+    except ValueError as exc:
+        raise InputError(f"report settings: {exc}") from None
+
+
+def _analyze_all(
+    objective: Objective, config: RunConfig, *, surface: bool, progress: StageProgress | None
+) -> dict[str, Any]:
     config.spectrum.require_full_hessian("landscape report (its classify and sharpness sections)")
     if surface:
         validate_settings(config.surface)

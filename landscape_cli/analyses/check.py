@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,86 @@ def junit_xml(result: CheckResult) -> str:
             failure = ElementTree.SubElement(case, "failure", message=message)
             failure.text = message
     return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
+# ------------------------------------------------------------------ gathering and running checks
+#: The suffixes of a report target: ``check`` reads such a file and computes nothing.
+REPORT_SUFFIXES = (".h5", ".hdf5")
+
+
+def is_report_path(target: str | Path | None) -> bool:
+    """Whether ``target`` names a report (``.h5``, ``.hdf5``) rather than a checkpoint."""
+    return target is not None and Path(target).suffix in REPORT_SUFFIXES
+
+
+def gather_checks(
+    checks_file: str | Path | None = None,
+    max_flags: Sequence[str] = (),
+    min_flags: Sequence[str] = (),
+    margin: float | None = None,
+) -> tuple[list[Check], float]:
+    """The checks of a YAML file (:func:`read_checks`), then of ``--max`` and ``--min``
+    ``METRIC=VALUE`` texts, and the margin: ``margin`` if given, else the file's, else 0.
+
+    Raises:
+        InputError: no checks at all, a bad check, or a margin that is not a finite number >= 0.
+    """
+    checks, file_margin = read_checks(checks_file) if checks_file is not None else ([], None)
+    checks += [parse_flag(text, "max") for text in max_flags]
+    checks += [parse_flag(text, "min") for text in min_flags]
+    if not checks:
+        raise InputError(
+            "no checks given", hint="use --checks FILE.yaml or --max/--min METRIC=VALUE"
+        )
+    k = margin if margin is not None else (file_margin or 0.0)
+    if not (math.isfinite(k) and k >= 0):
+        raise InputError(f"--margin {k}: must be a finite number >= 0")
+    return checks, k
+
+
+def check_report(
+    report: Any, checks: list[Check], margin: float, *, target: str | None = None
+) -> CheckResult:
+    """``checks`` on the results a report holds (a
+    :class:`~landscape_cli.io.report_file.Report`, as :func:`~landscape_cli.io.report_file.read_report`
+    returns it); computes nothing, so a metric the report lacks fails with a reason. ``target``
+    names the report in the result (default: its path)."""
+    spectrum = report.spectrum
+    metrics = metrics_from_results(spectrum, report.classify, report.sharpness, report.jacobian)
+    info = {
+        "seed": report.attrs.get("seed"),
+        "num_parameters": report.attrs.get("num_parameters"),
+        "curvature": None if spectrum is None else spectrum.curvature,
+        "params": None if spectrum is None else list(spectrum.params) or None,
+    }
+    source = str(report.path) if target is None else target
+    return CheckResult(evaluate(checks, metrics, margin), margin, "report", source, info)
+
+
+def check_objective(
+    objective: Any,
+    config: Any,
+    checks: list[Check],
+    margin: float,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> CheckResult:
+    """``checks`` on ``objective``, running only the analyses they need
+    (:func:`compute_metrics`) with the settings of ``config`` (a
+    :class:`~landscape_cli.analyses.settings.RunConfig`)."""
+    start = time.perf_counter()
+    metrics = compute_metrics(objective, config, checks, progress=progress)
+    info = {
+        "seed": config.seed,
+        "num_parameters": objective.num_parameters,
+        "loss": objective.loss_value,
+        "grad_norm": objective.grad_norm,
+        "seconds": round(time.perf_counter() - start, 6),
+        "curvature": config.spectrum.curvature,
+        "params": list(config.spectrum.params) or None,
+    }
+    checkpoint = getattr(objective, "checkpoint", None)
+    source = checkpoint.path if checkpoint is not None else "model"
+    return CheckResult(evaluate(checks, metrics, margin), margin, "checkpoint", source, info)
 
 
 # ------------------------------------------------------------------ metrics from results

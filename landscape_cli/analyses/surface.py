@@ -455,12 +455,15 @@ def analyze_surface(
     for the ``to`` checkpoint.
 
     Raises:
-        ValueError: a bad setting (named).
-        InputError: the ``to`` checkpoint is missing, corrupt or does not fit the model.
+        InputError: a bad setting (named), or the ``to`` checkpoint is missing, corrupt or does
+            not fit the model.
         NumericalError: Lanczos broke down on non-finite numbers.
     """
     s = settings or SurfaceSettings()
-    kind = validate_settings(s)
+    try:
+        kind = validate_settings(s)
+    except ValueError as exc:
+        raise InputError(f"surface settings: {exc}") from None
     start_time = time.perf_counter()
     notes: dict[str, str] = {}
     stage = (

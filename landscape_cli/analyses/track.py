@@ -364,3 +364,22 @@ def track_series(
         )
         if progress is not None:
             progress("track", position + 1, len(loaded))
+
+
+def analyze_track(
+    paths: Sequence[str],
+    config: RunConfig,
+    *,
+    warm_start: bool = True,
+    trace: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_point: Callable[[TrackPoint], None] | None = None,
+) -> TrackResult:
+    """The :class:`TrackResult` of the checkpoints ``paths`` (see :func:`track_series`);
+    ``on_point`` is called with each :class:`TrackPoint` as it finishes, in step order."""
+    points = []
+    for point in track_series(paths, config, warm_start=warm_start, trace=trace, progress=progress):
+        points.append(point)
+        if on_point is not None:
+            on_point(point)
+    return TrackResult(points, config.seed, warm_start)

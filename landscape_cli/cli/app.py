@@ -31,12 +31,14 @@ from .options import DebugOpt, JsonOpt, OutOpt, QuietOpt, RunArgs, analysis_comm
 from .run import (
     analysis_phase,
     check_out,
+    command_line,
     config_without_checkpoint,
     emit_json,
     is_primary,
     load,
     one_line_errors,
     run_analysis,
+    write_sections,
     write_text_atomic,
 )
 
@@ -180,13 +182,8 @@ def surface(run: RunArgs, out: OutOpt = None) -> None:
     flags = run.flags
 
     def analyze(objective: Any, cfg: Any, progress: Any) -> Any:
-        from ..analyses.surface import analyze_surface, validate_settings
-        from ..errors import InputError
+        from ..analyses.surface import analyze_surface
 
-        try:
-            validate_settings(cfg.surface)
-        except ValueError as exc:
-            raise InputError(f"surface settings: {exc}") from None
         return analyze_surface(
             objective,
             cfg.surface,
@@ -235,42 +232,26 @@ def report(
         from pathlib import Path
 
         from ..analyses.bundle import analyze_all
-        from ..errors import InputError
-        from ..io.report_file import objective_info, read_report, write_report
-        from ..render.plots import FORMATS, report_figures, save_figure
+        from ..io.report_file import read_report
+        from ..render.files import check_figure_options, write_figures_and_html
 
-        if fmt not in FORMATS:
-            raise InputError(f"--format '{fmt}': choose one of {', '.join(FORMATS)}")
+        check_figure_options(fmt)
         check_out(out)
         with analysis_phase(run.quiet) as progress:
             cfg, objective = load(flags, run.config, progress)
-            try:
-                results = analyze_all(objective, cfg, surface=surface, progress=progress)
-            except ValueError as exc:
-                raise InputError(f"report settings: {exc}") from None
+            results = analyze_all(objective, cfg, surface=surface, progress=progress)
         if not is_primary():
             return
-        import shlex
-
-        path = write_report(
-            out,
-            results,
-            config=cfg,
-            command_line=shlex.join(["landscape", *sys.argv[1:]]),
-            objective_info=objective_info(objective, cfg.seed),
-        )
-        files = [str(path)]
-        if html:
-            from ..render.html import write_html
-
-            files.append(str(write_html(read_report(path), path.with_suffix(".html"))))
-        if plots:
-            loaded = read_report(path)
-            for name, figure in report_figures(loaded).items():
-                files.append(str(save_figure(figure, path.with_name(f"{path.stem}-{name}.{fmt}"))))
-        summary = {name: result.to_dict() for name, result in results.items()}
+        path = write_sections(out, results, cfg, objective)
+        files = [path]
+        if html or plots:  # the file may hold other sections too: draw what it holds
+            files += write_figures_and_html(
+                read_report(path), path.parent, path.stem, fmt, html=html, plots=plots
+            )
         if run.json:
-            emit_json({"command": "report", "report": str(path), "files": files, **summary})
+            summary = {name: result.to_dict() for name, result in results.items()}
+            names = [str(f) for f in files]
+            emit_json({"command": "report", "report": str(path), "files": names, **summary})
         else:
             from ..render.terminal import print_classification, print_sharpness, print_spectrum
 
@@ -309,61 +290,27 @@ def check(
     Exit 0 when every check passes, 1 when one fails, 2 for bad input."""
     flags = run.flags
     with one_line_errors(run.debug):
-        import math
         from pathlib import Path
 
         from ..analyses.check import (
-            CheckResult,
-            compute_metrics,
-            evaluate,
+            check_objective,
+            check_report,
+            gather_checks,
+            is_report_path,
             junit_xml,
-            metrics_from_results,
-            parse_flag,
-            read_checks,
         )
-        from ..errors import EXIT_CHECK_FAILED, InputError
+        from ..errors import EXIT_CHECK_FAILED
 
-        parsed, file_margin = read_checks(checks) if checks is not None else ([], None)
-        parsed += [parse_flag(text, "max") for text in max_ or []]
-        parsed += [parse_flag(text, "min") for text in min_ or []]
-        if not parsed:
-            raise InputError(
-                "no checks given", hint="use --checks FILE.yaml or --max/--min METRIC=VALUE"
-            )
-        k = margin if margin is not None else (file_margin or 0.0)
-        if not (math.isfinite(k) and k >= 0):
-            raise InputError(f"--margin {k}: must be a finite number >= 0")
+        parsed, k = gather_checks(checks, max_ or [], min_ or [], margin)
         target = flags.get("checkpoint")
-        if target is not None and Path(target).suffix in (".h5", ".hdf5"):
+        if is_report_path(target):
             from ..io.report_file import read_report
 
-            report = read_report(target)
-            metrics = metrics_from_results(
-                report.spectrum, report.classify, report.sharpness, report.jacobian
-            )
-            info = {
-                "seed": report.attrs.get("seed"),
-                "num_parameters": report.attrs.get("num_parameters"),
-                "curvature": None if report.spectrum is None else report.spectrum.curvature,
-                "params": None if report.spectrum is None else list(report.spectrum.params) or None,
-            }
-            result = CheckResult(evaluate(parsed, metrics, k), k, "report", str(target), info)
+            result = check_report(read_report(target), parsed, k, target=str(target))
         else:
             with analysis_phase(run.quiet) as progress:
                 cfg, objective = load(flags, run.config, progress)
-                start = time.perf_counter()
-                metrics = compute_metrics(objective, cfg, parsed, progress=progress)
-            info = {
-                "seed": cfg.seed,
-                "num_parameters": objective.num_parameters,
-                "loss": objective.loss_value,
-                "grad_norm": objective.grad_norm,
-                "seconds": round(time.perf_counter() - start, 6),
-                "curvature": cfg.spectrum.curvature,
-                "params": list(cfg.spectrum.params) or None,
-            }
-            source = objective.checkpoint.path if objective.checkpoint is not None else "model"
-            result = CheckResult(evaluate(parsed, metrics, k), k, "checkpoint", source, info)
+                result = check_objective(objective, cfg, parsed, k, progress=progress)
         if junit is not None and is_primary():
             write_text_atomic(Path(junit), junit_xml(result))
         if run.json:
@@ -409,28 +356,24 @@ def track(
     flags = run.flags
     first = flags.pop("checkpoint")
     with one_line_errors(run.debug):
-        from ..analyses.track import TrackResult, expand_checkpoints, track_series
+        from ..analyses.track import analyze_track, expand_checkpoints
 
         check_out(out)
         paths = expand_checkpoints([p for p in [first, *(more or [])] if p], from_dir)
         with analysis_phase(run.quiet or jsonl) as progress:
             cfg = config_without_checkpoint(flags, run.config)
-            points = []
-            for point in track_series(
-                paths, cfg, warm_start=warm_start, trace=trace, progress=progress
-            ):
-                points.append(point)
-                if jsonl:
-                    emit_json(point.to_dict())
-        result = TrackResult(points, cfg.seed, warm_start)
+            result = analyze_track(
+                paths,
+                cfg,
+                warm_start=warm_start,
+                trace=trace,
+                progress=progress,
+                on_point=(lambda point: emit_json(point.to_dict())) if jsonl else None,
+            )
         if out is not None and is_primary():
-            import shlex
-
             from ..io.report_file import write_track
 
-            write_track(
-                out, result, config=cfg, command_line=shlex.join(["landscape", *sys.argv[1:]])
-            )
+            write_track(out, result, config=cfg, command_line=command_line())
         if run.json:
             emit_json(result.to_dict())
         elif not jsonl:
@@ -464,24 +407,16 @@ def plot(
 
         from ..errors import InputError
         from ..io.report_file import read_report
-        from ..render.plots import FORMATS, report_figures, save_figure
+        from ..render.files import check_figure_options, write_figures_and_html
 
-        if fmt not in FORMATS:
-            raise InputError(f"--format '{fmt}': choose one of {', '.join(FORMATS)}")
-        if sigma is not None and not sigma > 0:
-            raise InputError(f"--sigma {sigma}: it must be greater than 0")
+        check_figure_options(fmt, sigma)
         path = Path(report)
         loaded = read_report(path)
         directory = Path(out_dir) if out_dir is not None else path.parent
         if not directory.is_dir():
             raise InputError(f"--out-dir {directory}: not a directory")
-        written = []
-        for name, figure in report_figures(loaded, sigma=sigma).items():
-            written.append(str(save_figure(figure, directory / f"{path.stem}-{name}.{fmt}")))
-        if html:
-            from ..render.html import write_html
-
-            written.append(str(write_html(loaded, directory / f"{path.stem}.html", sigma=sigma)))
+        files = write_figures_and_html(loaded, directory, path.stem, fmt, sigma=sigma, html=html)
+        written = [str(f) for f in files]
         if json_output:
             emit_json({"command": "plot", "report": str(path), "files": written})
         else:

@@ -164,21 +164,32 @@ def check_out(out: str | None) -> None:
         check_report_target(out)
 
 
-def write_out(out: str | None, section: str, result: Any, cfg: Any, objective: Any) -> None:
-    """Add ``result`` as ``/<section>`` of the report at ``out`` (temp file + rename)."""
-    if out is None or not is_primary():
-        return
+def command_line() -> str:
+    """This process's command line, as stored in a report."""
     import shlex
 
+    return shlex.join(["landscape", *sys.argv[1:]])
+
+
+def write_sections(out: str, sections: dict[str, Any], cfg: Any, objective: Any) -> Any:
+    """Add ``sections`` (``{name: result}``) to the report at ``out`` (temp file + rename);
+    return its path."""
     from ..io.report_file import objective_info, write_report
 
-    write_report(
+    return write_report(
         out,
-        {section: result},
+        sections,
         config=cfg,
-        command_line=shlex.join(["landscape", *sys.argv[1:]]),
+        command_line=command_line(),
         objective_info=objective_info(objective, cfg.seed),
     )
+
+
+def write_out(out: str | None, section: str, result: Any, cfg: Any, objective: Any) -> None:
+    """Add ``result`` as ``/<section>`` of the report at ``out``, on the primary process."""
+    if out is None or not is_primary():
+        return
+    write_sections(out, {section: result}, cfg, objective)
 
 
 def emit_json(payload: dict[str, Any]) -> None:
