@@ -116,12 +116,12 @@ def validate_settings(settings: SurfaceSettings) -> str:
     if s.to is not None:
         if kind == "eigen":
             raise ValueError(
-                f"to={s.to!r} asks for an interpolation surface, but kind='eigen'; "
-                "drop 'to' or use kind='interpolation'"
+                f"`to={s.to}` asks for an interpolation surface, but `kind=eigen`; "
+                "drop `to` or use `kind=interpolation`"
             )
         kind = "interpolation"
     elif kind == "interpolation":
-        raise ValueError("kind='interpolation' needs 'to', the path of the other checkpoint")
+        raise ValueError("`kind=interpolation` needs `to`, the path of the other checkpoint")
     return kind
 
 
@@ -200,14 +200,14 @@ def random_directions(
                 "the random direction is zero: "
                 + (
                     f"{skipped} of {len(kept)} trainable tensors are 1-D (biases, normalisation "
-                    "weights), which --ignore-bn-and-bias leaves out, and the others are zero"
+                    "weights), which `ignore_bn_and_bias=True` leaves out, and the others are zero"
                     if skipped
                     else "every trainable tensor is zero"
                 )
                 + " (directions are scaled to the weights' norms)",
-                hint="use --include-bn-and-bias, or --kind eigen"
+                hint="use `ignore_bn_and_bias=False`, or `kind=eigen`"
                 if skipped
-                else "use --kind eigen, or a checkpoint with non-zero weights",
+                else "use `kind=eigen`, or a checkpoint with non-zero weights",
             )
         if orthogonalize:
             norm = torch.linalg.vector_norm(d)
@@ -219,9 +219,9 @@ def random_directions(
             new_norm = torch.linalg.vector_norm(d)
             if not float(new_norm) > 1e-12 * float(norm):
                 raise InputError(
-                    f"surface.orthogonalize: random direction {len(out) + 1} lies in the span of the "
+                    f"`orthogonalize=True`: random direction {len(out) + 1} lies in the span of the "
                     "previous ones (the directions have too few free coordinates)",
-                    hint="set surface.orthogonalize: false, use --include-bn-and-bias, or --kind eigen",
+                    hint="use `orthogonalize=False`, `ignore_bn_and_bias=False`, or `kind=eigen`",
                 )
             d = d * (norm / new_norm)
         out.append(d.to(device=objective.device, dtype=objective.dtype))
