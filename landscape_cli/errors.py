@@ -14,6 +14,13 @@ code  meaning
 70    a bug in landscape (an unexpected exception; ``--debug`` shows its traceback)
 130   interrupted (SIGINT); no partial output file is left
 ====  =====================================================================
+
+A message refers to an option by its settings key in backticks, with a value where one helps:
+``(try `dtype=float64`)``, `` `batch_size` ``, `` `density=False` ``; the key is qualified by its
+section (`` `spectrum.max_iter` ``) only where the bare key would be ambiguous. Read from Python
+this is the keyword argument to pass; the command line shows each reference that names an
+option as its flag (``--dtype float64``, ``--batch-size``, ``--no-density``). Library messages
+never spell command-line flags themselves.
 """
 
 from __future__ import annotations

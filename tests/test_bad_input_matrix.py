@@ -1072,7 +1072,7 @@ CASES = [
         2,
         r"'--trace-method' is 'magic'; choose one of auto, hutch\+\+, hutchinson",
     ),
-    Case("flag-unknown-device", with_flags("--device", "tpu"), 2, r"--device 'tpu': not a device"),
+    Case("flag-unknown-device", with_flags("--device", "tpu"), 2, r"--device tpu: not a device"),
     Case("flag-unknown-option", with_flags("--no-such-flag"), 2, r"No such option: --no-such-flag"),
     Case(
         "flag-unknown-command",

@@ -112,7 +112,7 @@ def test_random_augmentation_stops_with_the_cause_and_the_fix():
     with pytest.raises(InputError, match="not reproducible") as info:
         check_determinism(obj, HessianOperator(obj))
     text = str(info.value)
-    assert "augmentation" in text and "--no-determinism-check" in text
+    assert "augmentation" in text and "`determinism_check=False`" in text
 
 
 def test_reordering_dataset_passes_in_eval_mode_and_stops_with_train_mode_batchnorm():

@@ -299,7 +299,7 @@ def test_exact_trace_runs_first_so_lanczos_keeps_no_basis_and_per_sample_fails_e
     smooth = objective(tanh_mlp(), x, y)
     fallback = analyze_spectrum(smooth, settings)
     assert fallback.trace_estimate.method == "deflated hutchinson" and calls == [False, True]
-    with pytest.raises(InputError, match="per-sample does not apply: .*Tanh"):
+    with pytest.raises(InputError, match="`trace_method=per-sample` does not apply: .*Tanh"):
         analyze_spectrum(
             smooth, SpectrumSettings(top_k=1, density=False, trace_method="per-sample")
         )

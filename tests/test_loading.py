@@ -92,7 +92,7 @@ def test_torchscript_archive_is_refused_and_not_run_without_trust(tmp_path, caps
     archive = torchscript_that_writes(tmp_path / "scripted.pt", target)
     with pytest.raises(InputError, match=r"TorchScript archive.*runs code") as caught:
         load_checkpoint(archive)
-    assert "--trust-checkpoint" in str(caught.value)
+    assert "`trust_checkpoint=True`" in str(caught.value)
     assert target.read_text() == "untouched contents"
     assert BANNER not in capsys.readouterr().out
 
@@ -129,7 +129,7 @@ def test_malicious_pickle_is_refused_and_not_executed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(2), "payload": Evil()}, path)
-    with pytest.raises(InputError, match=r"would run code.*--trust-checkpoint"):
+    with pytest.raises(InputError, match=r"would run code.*`trust_checkpoint=True`"):
         load_checkpoint(path)
     assert not (tmp_path / "pwned-by-pickle").exists()
 
@@ -138,7 +138,7 @@ def test_full_pickle_module_loads_only_when_trusted(tmp_path):
     model = nn.Linear(3, 2)
     path = tmp_path / "module.pt"
     torch.save(model, path)
-    with pytest.raises(InputError, match="--trust-checkpoint"):
+    with pytest.raises(InputError, match="`trust_checkpoint=True`"):
         load_checkpoint(path)
     checkpoint = load_checkpoint(path, trust=True)
     assert_state_equal(checkpoint.state_dict, model.state_dict())

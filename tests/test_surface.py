@@ -294,8 +294,8 @@ def test_2d_helper_layout(cnn):
         ({"kind": "hessian"}, "kind"),
         ({"points": 1}, "points"),
         ({"span": 0.0}, "span"),
-        ({"kind": "interpolation"}, "needs 'to'"),
-        ({"kind": "eigen", "to": "x.pt"}, "kind='eigen'"),
+        ({"kind": "interpolation"}, "needs `to`"),
+        ({"kind": "eigen", "to": "x.pt"}, "`kind=eigen`"),
     ],
 )
 def test_bad_settings(kwargs, match):

@@ -512,7 +512,7 @@ def classify_point(
         raise InputError(
             f"classify needs the full Hessian, but the shared spectrum is of the {spectrum.curvature}"
             + (f" block {' '.join(spectrum.params)}" if spectrum.params else ""),
-            hint="run classify without --curvature/--params",
+            hint="share a spectrum with `curvature=hessian` and no `params`",
         )
     H = HessianOperator(objective)
     notes: dict[str, str] = {}

@@ -27,14 +27,16 @@ def planned_exact_trace(objective: Any, settings: Any) -> tuple[ExactTrace | Non
         return None, None
     try:
         if settings.params:
-            raise Unsupported("it is computed for the full matrix, not a --params block")
+            raise Unsupported(
+                "it is computed for the full matrix, not a block of selected parameters"
+            )
         cap = MAX_OUTPUTS if method == PER_SAMPLE else int(settings.trace_matvecs)
         return exact_trace(objective, settings.curvature, max_outputs=cap), None
     except Unsupported as exc:
         if method == PER_SAMPLE:
             raise InputError(
-                f"--trace-method per-sample does not apply: {exc}",
-                hint="use --trace-method auto (a stochastic estimate where it does not apply)",
+                f"`trace_method=per-sample` does not apply: {exc}",
+                hint="use `trace_method=auto` (a stochastic estimate where it does not apply)",
             ) from None
         return None, str(exc)
 

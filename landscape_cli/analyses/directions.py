@@ -120,14 +120,14 @@ def random_directions(
                 "the random direction is zero: "
                 + (
                     f"{skipped} of {len(kept)} trainable tensors are 1-D (biases, normalisation "
-                    "weights), which --ignore-bn-and-bias leaves out, and the others are zero"
+                    "weights), which `ignore_bn_and_bias=True` leaves out, and the others are zero"
                     if skipped
                     else "every trainable tensor is zero"
                 )
                 + " (directions are scaled to the weights' norms)",
-                hint="use --include-bn-and-bias, or --kind eigen"
+                hint="use `ignore_bn_and_bias=False`, or `kind=eigen`"
                 if skipped
-                else "use --kind eigen, or a checkpoint with non-zero weights",
+                else "use `kind=eigen`, or a checkpoint with non-zero weights",
             )
         if orthogonalize:
             norm = torch.linalg.vector_norm(d)
@@ -139,9 +139,9 @@ def random_directions(
             new_norm = torch.linalg.vector_norm(d)
             if not float(new_norm) > 1e-12 * float(norm):
                 raise InputError(
-                    f"surface.orthogonalize: random direction {len(out) + 1} lies in the span of the "
+                    f"`orthogonalize=True`: random direction {len(out) + 1} lies in the span of the "
                     "previous ones (the directions have too few free coordinates)",
-                    hint="set surface.orthogonalize: false, use --include-bn-and-bias, or --kind eigen",
+                    hint="use `orthogonalize=False`, `ignore_bn_and_bias=False`, or `kind=eigen`",
                 )
             d = d * (norm / new_norm)
         out.append(d.to(device=objective.device, dtype=objective.dtype))

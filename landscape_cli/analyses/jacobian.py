@@ -501,7 +501,7 @@ def _first_inputs(objective: Any, n: int) -> torch.Tensor:
     if objective.batches.source is None:
         raise InputError(
             "the Jacobian needs data: the objective has none (an analytic loss)",
-            hint="give --data (inputs x are the first element of each batch)",
+            hint="give `data` (inputs x are the first element of each batch)",
         )
     parts: list[torch.Tensor] = []
     count = 0

@@ -99,9 +99,9 @@ class SpectrumSettings:
         or a parameter block, for ``what``, an analysis defined on the full Hessian only."""
         if self.curvature != "hessian" or self.params:
             chosen = (
-                f"--curvature {self.curvature}"
+                f"`curvature={self.curvature}`"
                 if self.curvature != "hessian"
-                else "--params " + " ".join(self.params)
+                else "a block of `params` (" + " ".join(self.params) + ")"
             )
             raise InputError(
                 f"{what} is defined on the full Hessian only, but {chosen} is set",

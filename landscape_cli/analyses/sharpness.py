@@ -521,7 +521,7 @@ def measure_sharpness(
         if objective.batches.source is None:
             raise InputError(
                 "m-sharpness needs data: the objective has none (analytic loss)",
-                hint="drop --m or give --data",
+                hint="drop `m` or give `data`",
             )
         total_problems = sum(-(-batch_size_of(b) // s.m) for _, b, _ in _iter_batches(objective))
         problems = _chunk_problems(objective, s.m, counter)

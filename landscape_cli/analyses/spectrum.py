@@ -97,13 +97,13 @@ def analyze_spectrum(
         check_exact_size(n)  # refuse before spending HVPs, not after
     if settings.density and settings.slq_runs == 0 and not settings.share_lanczos:
         raise InputError(
-            "--slq-runs 0 with --no-share-lanczos leaves the density without a single run",
-            hint="use --slq-runs 1 or more, --share-lanczos, or --no-density",
+            "`slq_runs=0` with `share_lanczos=False` leaves the density without a single run",
+            hint="use `slq_runs=1` or more, `share_lanczos=True`, or `density=False`",
         )
     if top_k + bottom_k > min(settings.max_iter, n) and settings.max_iter < n:
         raise InputError(
-            f"--top-k {top_k} plus --bottom-k {bottom_k} exceed --max-iter {settings.max_iter}",
-            hint=f"raise --max-iter to at least {top_k + bottom_k}",
+            f"`top_k={top_k}` plus `bottom_k={bottom_k}` exceed `max_iter={settings.max_iter}`",
+            hint=f"raise `max_iter` to at least {top_k + bottom_k}",
         )
     determinism_matvecs = None
     if settings.determinism_check:

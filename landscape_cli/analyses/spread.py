@@ -231,11 +231,11 @@ def analyze_spread(
 
     num_batches = len(objective.batches)
     if objective.batches.source is None:
-        raise InputError("--spread needs data; give --data")
+        raise InputError("`spread` needs data; give `data`")
     if k < 2 or k > num_batches:
         raise InputError(
-            f"--spread {k}: needs 2 <= K <= the number of batches ({num_batches})",
-            hint="lower --batch-size to get more batches, or choose a smaller K",
+            f"`spread={k}`: needs 2 <= K <= the number of batches ({num_batches})",
+            hint="lower `batch_size` to get more batches, or choose a smaller K",
         )
     groups = np.array_split(np.arange(num_batches), k)
     subsets: list[SubsetResult] = []

@@ -98,7 +98,7 @@ def parse_optimizer_state(
             raise InputError(
                 f"{where}: the optimizer has {len(groups)} parameter groups with different learning "
                 f"rates {sorted(lrs)}",
-                hint="pass --lr to choose one",
+                hint="pass `lr` to choose one",
             )
     order = [index for g in groups for index in g.get("params", [])]
     first = next(iter(state.values()), {}) if isinstance(state, Mapping) else {}
@@ -282,7 +282,7 @@ def stability_report(
         return None
     rate = float(lr) if lr is not None else state.lr  # type: ignore[union-attr]
     if not rate > 0:
-        raise InputError(f"--lr must be positive, got {rate}")
+        raise InputError(f"`lr` must be positive, got {rate}")
     source = "--lr" if lr is not None else "checkpoint"
     if state is None:  # --lr alone: plain gradient descent
         return StabilityReport(rate, source, "unknown", lambda_max, 0.0)

@@ -99,12 +99,12 @@ def validate_settings(settings: SurfaceSettings) -> str:
     if s.to is not None:
         if kind == "eigen":
             raise ValueError(
-                f"to={s.to!r} asks for an interpolation surface, but kind='eigen'; "
-                "drop 'to' or use kind='interpolation'"
+                f"`to={s.to}` asks for an interpolation surface, but `kind=eigen`; "
+                "drop `to` or use `kind=interpolation`"
             )
         kind = "interpolation"
     elif kind == "interpolation":
-        raise ValueError("kind='interpolation' needs 'to', the path of the other checkpoint")
+        raise ValueError("`kind=interpolation` needs `to`, the path of the other checkpoint")
     return kind
 
 

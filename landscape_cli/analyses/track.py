@@ -228,13 +228,13 @@ def expand_checkpoints(patterns: Sequence[str], from_dir: str | None = None) -> 
     if from_dir is not None:
         directory = Path(from_dir)
         if not directory.is_dir():
-            raise InputError(f"--from-dir {directory}: not a directory")
+            raise InputError(f"`from_dir={directory}`: not a directory")
         found = sorted(str(p) for p in directory.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
         if not found:
-            raise InputError(f"--from-dir {directory}: no {', '.join(CHECKPOINT_SUFFIXES)} files")
+            raise InputError(f"`from_dir={directory}`: no {', '.join(CHECKPOINT_SUFFIXES)} files")
         paths.extend(found)
     if not paths:
-        raise InputError("no checkpoints given", hint="list them, use a glob, or --from-dir DIR")
+        raise InputError("no checkpoints given", hint="list them, use a glob, or `from_dir=DIR`")
     return paths
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, get_type_hints
@@ -47,6 +48,12 @@ OutOpt = Annotated[
     str | None,
     typer.Option("--out", help="Write (or add a section to) an HDF5 report, atomically."),
 ]
+#: Library parameters that are no settings field but a flag of some commands: the report path
+#: (``write_report``'s file; ``--out``) and ``expand_checkpoints``'s directory (``--from-dir``).
+PARAMETER_FLAGS = {"out": "--out", "from_dir": "--from-dir"}
+#: A parameter reference of a library message: `` `key` `` or `` `key=value` ``, ``key`` bare
+#: (``batch_size``) or qualified by its section (``spectrum.top_k``).
+_REFERENCE = re.compile(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)(?:=([^`]*))?`")
 
 
 def offered(spec: OptionSpec, section: str | None, command: str) -> bool:
@@ -193,3 +200,51 @@ def analysis_command(
 
 def _default(spec: OptionSpec) -> Any:
     return False if _python_type(spec) is bool else None
+
+
+@functools.cache
+def _flag_declarations() -> dict[str, tuple[str, bool]]:
+    """``(flag declaration, is a boolean)`` of every option that has a flag, by dotted key and,
+    where every section declaring the key gives it the same flag, by bare key."""
+    from ..analyses.settings import all_option_specs
+
+    out: dict[str, tuple[str, bool]] = {}
+    by_bare: dict[str, set[tuple[str | None, bool]]] = {}
+    for key, spec in all_option_specs().items():
+        declared = (spec.flag, spec.kind is bool)
+        by_bare.setdefault(spec.key, set()).add(declared)
+        if spec.flag is not None:
+            out[key] = (spec.flag, spec.kind is bool)
+    for key, declared in by_bare.items():
+        (flag, boolean), *others = declared
+        if not others and flag is not None:
+            out[key] = (flag, boolean)
+    out.update({key: (flag, False) for key, flag in PARAMETER_FLAGS.items() if key not in out})
+    return out
+
+
+def _as_flag(match: re.Match[str]) -> str:
+    key, value = match.group(1), match.group(2)
+    declared = _flag_declarations().get(key)
+    if declared is None:
+        return match.group(0)
+    flag, boolean = declared
+    on, _, off = flag.partition("/")
+    if value is None:
+        return on
+    if boolean:
+        if value == "True":
+            return on
+        if value == "False" and off:
+            return off
+        return match.group(0)
+    return f"{on} {value}"
+
+
+def parameters_as_flags(text: str) -> str:
+    """``text`` with every parameter reference that names an option (see
+    :mod:`landscape_cli.errors`) written as the command line spells it: `` `dtype=float64` `` as
+    ``--dtype float64``, `` `batch_size` `` as ``--batch-size``, `` `density=False` `` as
+    ``--no-density``, `` `spectrum.top_k` `` as ``--top-k``. Backticked text that names no option
+    (a config-only key, a key whose flag differs between sections, a command) is left as it is."""
+    return _REFERENCE.sub(_as_flag, text)

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_NUMERICAL, LandscapeError
-from .options import RunArgs
+from .options import RunArgs, parameters_as_flags
 
 OUT_OF_MEMORY = (
     "landscape: error: the device ran out of memory (try a smaller --batch-size, --max-samples "
@@ -29,7 +29,8 @@ def _stderr_console():
 
 @contextlib.contextmanager
 def one_line_errors(debug: bool) -> Iterator[None]:
-    """Turn exceptions into one line on stderr and the documented exit code."""
+    """Turn exceptions into one line on stderr and the documented exit code; a library error's
+    parameter references (`` `dtype=float64` ``) are shown as flags (``--dtype float64``)."""
     try:
         yield
     except typer.Exit:
@@ -38,7 +39,7 @@ def one_line_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         if is_primary():  # under torchrun every rank raises the same error; rank 0 reports it
-            typer.echo(f"landscape: error: {exc}", err=True)
+            typer.echo(f"landscape: error: {parameters_as_flags(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("landscape: interrupted", err=True)

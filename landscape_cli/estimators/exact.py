@@ -50,8 +50,8 @@ def check_exact_size(n: int) -> None:
     """Refuse the dense Hessian above :data:`MAX_EXACT_PARAMETERS` parameters (InputError)."""
     if n > MAX_EXACT_PARAMETERS:
         raise InputError(
-            f"--exact needs the full {n}x{n} Hessian; refused above {MAX_EXACT_PARAMETERS} parameters",
-            hint="drop --exact; the Lanczos estimates do not need it",
+            f"`exact=True` needs the full {n}x{n} Hessian; refused above {MAX_EXACT_PARAMETERS} parameters",
+            hint="drop `exact`; the Lanczos estimates do not need it",
         )
 
 

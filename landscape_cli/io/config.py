@@ -47,7 +47,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{where}: file not found", hint="check the --config path") from None
+        raise InputError(f"{where}: file not found", hint="check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{where}: cannot read it ({exc.__class__.__name__}: {exc})") from None
     document = load_yaml(text, where)

@@ -160,7 +160,7 @@ def _root_attrs(
         if old not in (None, "") and new not in (None, "") and old != new:
             raise InputError(
                 f"{path}: the report holds results for {key} = {old}, this run has {new}",
-                hint="write to another --out file",
+                hint="write to another `out` file",
             )
     return {
         "schema": SCHEMA,
@@ -189,11 +189,11 @@ def _existing_report_attrs(path: Path) -> dict[str, Any] | None:
     if not h5py.is_hdf5(path):
         raise InputError(
             f"{path}: exists and is not an HDF5 file; refusing to overwrite it",
-            hint="choose another --out file",
+            hint="choose another `out` file",
         )
     try:
         with h5py.File(path, "r") as f:
-            _check_schema(path, f, "refusing to overwrite it; choose another --out file")
+            _check_schema(path, f, "refusing to overwrite it; choose another `out` file")
             return read_attrs(f)
     except OSError as exc:
         raise _open_error(path, exc) from None
@@ -351,12 +351,12 @@ def read_report(path: str | os.PathLike[str]) -> Report:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such report file", hint="write one with --out FILE.h5")
+        raise InputError(f"{path}: no such report file", hint="write one with `out=FILE.h5`")
     if not h5py.is_hdf5(path):
-        raise InputError(f"{path}: not an HDF5 file", hint="give a report written with --out")
+        raise InputError(f"{path}: not an HDF5 file", hint="give a report written with `out`")
     try:
         with h5py.File(path, "r") as f:
-            _check_schema(path, f, "give a report written with --out")
+            _check_schema(path, f, "give a report written with `out`")
             results: dict[str, Any] = {}
             for entry in ANALYSES.values():
                 try:
@@ -364,7 +364,7 @@ def read_report(path: str | os.PathLike[str]) -> Report:
                 except (KeyError, TypeError, ValueError) as exc:
                     raise InputError(
                         f"{path}: section /{entry.group} is incomplete or malformed ({exc})",
-                        hint="rewrite it with the command that made it and --out",
+                        hint="rewrite it with the analysis that made it and `out`",
                     ) from None
             return Report(
                 path=path,

@@ -17,7 +17,7 @@ class CurvatureOperator(SymmetricOperator):
     it, while the Hessian's gradient graph belongs to the objective and stays.
     """
 
-    non_finite_hint = "the outputs or the loss overflow here; try --dtype float64"
+    non_finite_hint = "the outputs or the loss overflow here; try `dtype=float64`"
 
     def __init__(self, objective: Objective) -> None:
         super().__init__(objective.num_parameters, objective.dtype, objective.device)

@@ -61,14 +61,14 @@ def select_parameters(names: Sequence[str], patterns: Sequence[str]) -> list[str
                 re.compile(pattern[3:])
             except re.error as exc:
                 raise InputError(
-                    f"--params '{pattern}': invalid regular expression ({exc})"
+                    f"`params` pattern '{pattern}': invalid regular expression ({exc})"
                 ) from None
         if not any(_matches(pattern, name) for name in names):
             shown = ", ".join(names[:20]) + (
                 f" and {len(names) - 20} more" if len(names) > 20 else ""
             )
             raise InputError(
-                f"--params '{pattern}' matches no trainable parameter; available: {shown}",
+                f"`params` pattern '{pattern}' matches no trainable parameter; available: {shown}",
                 hint="use a glob such as 'fc1.*' or a regex such as 're:^fc1\\.'",
             )
     return [name for name in names if any(_matches(p, name) for p in patterns)]

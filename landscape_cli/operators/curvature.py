@@ -75,13 +75,13 @@ def split_loss(objective: Objective, curvature: str) -> SplitLoss:
     loss_fn = objective._module.loss_fn
     if not isinstance(loss_fn, SplitLoss):
         raise InputError(
-            f"--curvature {curvature} needs the model's outputs separately from the loss, and "
+            f"`curvature={curvature}` needs the model's outputs separately from the loss, and "
             f"only the built-in losses ({', '.join(NAMED_LOSSES)}) can be split that way; a "
             "custom module:fn loss is one opaque function of (model, batch)",
-            hint="use a built-in --loss with a model that returns its outputs, or --curvature hessian",
+            hint="use a built-in `loss` with a model that returns its outputs, or `curvature=hessian`",
         )
     if objective.batches.source is None:
-        raise InputError(f"--curvature {curvature} needs data; give --data")
+        raise InputError(f"`curvature={curvature}` needs data; give `data`")
     return loss_fn
 
 
@@ -97,12 +97,12 @@ def curvature_operator(objective: Objective, curvature: str = "hessian") -> Curv
         split = split_loss(objective, curvature)
         if objective.mode != "eval":
             raise InputError(
-                "--curvature ef needs per-sample gradients, which are defined in eval mode only "
+                "`curvature=ef` needs per-sample gradients, which are defined in eval mode only "
                 "(train-mode BatchNorm couples the samples of a batch)",
-                hint="use --mode eval, or --curvature ggn",
+                hint="use `mode=eval`, or `curvature=ggn`",
             )
         return EmpiricalFisherOperator(objective, split)
-    raise InputError(f"--curvature '{curvature}': choose one of {', '.join(CURVATURES)}")
+    raise InputError(f"`curvature={curvature}`: choose one of {', '.join(CURVATURES)}")
 
 
 def analysis_operator(

@@ -78,10 +78,10 @@ class EmpiricalFisherOperator(CurvatureOperator):
             except (RuntimeError, ValueError, TypeError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 raise InputError(
-                    f"--curvature ef: per-sample gradients (torch.func.vmap over the model) "
+                    f"`curvature=ef`: per-sample gradients (torch.func.vmap over the model) "
                     f"failed on batch {index}: {first}",
                     hint="the model's forward must be vmap-compatible (no .item(), no in-place "
-                    "ops on inputs, no data-dependent Python control flow); or use --curvature ggn",
+                    "ops on inputs, no data-dependent Python control flow); or use `curvature=ggn`",
                 ) from None
             count = int(chunk[0].shape[0])
             rows.append(

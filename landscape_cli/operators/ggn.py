@@ -70,15 +70,15 @@ class GGNOperator(CurvatureOperator):
             out = functional_call(self._outputs_module, tensors, (batch,), strict=False)
         if not isinstance(out, torch.Tensor):
             raise InputError(
-                f"--curvature ggn: the model returned {type(out).__name__}, expected a tensor"
+                f"`curvature=ggn`: the model returned {type(out).__name__}, expected a tensor"
             )
         if self.split.name == "nll":
             norm = torch.logsumexp(out.detach(), dim=1)
             if float(norm.abs().max()) > 1e-3:
                 raise InputError(
-                    "--curvature ggn with --loss nll: the model's outputs are not "
+                    "`curvature=ggn` with `loss=nll`: the model's outputs are not "
                     f"log-probabilities (logsumexp deviates from 0 by {float(norm.abs().max()):.3g})",
-                    hint="end the model with log_softmax, or use --loss cross_entropy on logits",
+                    hint="end the model with log_softmax, or use `loss=cross_entropy` on logits",
                 )
         return out
 

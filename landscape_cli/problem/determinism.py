@@ -38,18 +38,18 @@ SHUFFLING = (
 SHUFFLING_FIX = (
     "build the DataLoader with shuffle=False (the analysis averages over all samples and needs "
     "no shuffling), return its dataset instead, or turn the check off to run anyway "
-    "(--no-determinism-check, or spectrum.determinism_check: false in --config)"
+    "(`determinism_check=False`; spectrum.determinism_check: false in a config file)"
 )
 CAUSES = (
     "likely causes: random data augmentation in the dataset, a dataset that reorders its items "
-    "between reads (matters in --mode train with BatchNorm), randomness in the model or loss "
+    "between reads (matters with `mode=train` and BatchNorm), randomness in the model or loss "
     "outside train-mode Dropout (e.g. F.dropout(training=True) or torch.rand in forward), or "
     "non-deterministic kernels"
 )
 FIX = (
     "return fixed tensors (x, y) or a Dataset without random transforms, make forward "
     "deterministic (torch.use_deterministic_algorithms(True) on CUDA), or pass "
-    "--no-determinism-check to run anyway"
+    "`determinism_check=False` to run anyway"
 )
 
 

@@ -128,7 +128,7 @@ def _torch_load(path: Path, trust: bool) -> Any:
             raise InputError(
                 f"{where}: holds Python objects beyond plain tensors and containers, and loading "
                 "them would run code from the file",
-                hint="re-save it as a state_dict, or pass --trust-checkpoint if you trust its source",
+                hint="re-save it as a state_dict, or pass `trust_checkpoint=True` if you trust its source",
             ) from None
         raise corrupt from None
     except (ImportError, AttributeError) as exc:  # trusted full pickle of an unavailable class
@@ -200,7 +200,7 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
             raise InputError(
                 f"{where}: is a TorchScript archive, and loading one runs code stored in the file "
                 "(which can write files)",
-                hint="pass --trust-checkpoint if you trust its source, or re-save the weights "
+                hint="pass `trust_checkpoint=True` if you trust its source, or re-save the weights "
                 "with torch.save(model.state_dict(), path)",
             )
         try:
@@ -256,7 +256,7 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where:
             parts.append(f"unexpected keys {_names(unexpected)}")
         raise InputError(
             f"{where}: does not fit the model: {'; '.join(parts)}",
-            hint="check --model and its kwargs match the architecture that wrote the checkpoint",
+            hint="check `model` and its kwargs match the architecture that wrote the checkpoint",
         )
     mismatched = [
         f"'{k}' {tuple(state[k].shape)} vs model {tuple(v.shape)}"
@@ -351,7 +351,7 @@ def _finite_inputs(batches: Batches, where: str) -> Batches:
         raise NumericalError(
             f"{where}: 'x' holds NaN or Inf values ({int(bad.sum())} sample(s); the first is "
             f"sample {first}, in batch {first // batches.batch_size} of {len(batches)})",
-            hint="clean the data or select other samples with --max-samples",
+            hint="clean the data or select other samples with `max_samples`",
         )
     return batches
 
@@ -454,26 +454,26 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise InputError(
-            f"--device '{name}': not a device; use auto, cpu, cuda or cuda:INDEX"
+            f"`device={name}`: not a device; use auto, cpu, cuda or cuda:INDEX"
         ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(
-                f"--device {name}: CUDA is not available on this machine", hint="use --device cpu"
+                f"`device={name}`: CUDA is not available on this machine", hint="use `device=cpu`"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise InputError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
+                f"`device={name}`: only {torch.cuda.device_count()} CUDA device(s) present"
             )
         if device.index is None and launched_by_torchrun():  # one GPU per rank
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             raise InputError(
-                f"--device {name}: MPS is not available on this machine", hint="use --device cpu"
+                f"`device={name}`: MPS is not available on this machine", hint="use `device=cpu`"
             )
     elif device.type != "cpu":
-        raise InputError(f"--device {name}: unsupported device type '{device.type}'")
+        raise InputError(f"`device={name}`: unsupported device type '{device.type}'")
     return device
 
 
@@ -495,7 +495,7 @@ def build_objective(
     if config.model is None:
         raise InputError(
             "no model given: a checkpoint holds weights, not the architecture",
-            hint="pass --model package.module:callable (or set model.spec in --config)",
+            hint="pass `model=package.module:callable`, or set model.spec in a config file",
         )
     device = resolve_device(config.device)
     if config.threads is not None:
@@ -503,7 +503,7 @@ def build_objective(
             torch.set_num_threads(config.threads)
         except (ValueError, RuntimeError, OverflowError):
             raise InputError(
-                f"--threads {config.threads}: not a usable number of threads"
+                f"`threads={config.threads}`: not a usable number of threads"
             ) from None
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     model = build_model(config.model, config.model_kwargs)

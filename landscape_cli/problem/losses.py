@@ -55,7 +55,7 @@ class SplitLoss:
     def outputs(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """The model's output on the batch's inputs ``batch[0]``."""
         if batch is None:
-            raise InputError(f"loss '{self.name}' needs data; give --data")
+            raise InputError(f"loss '{self.name}' needs data; give `data`")
         return model(batch[0])
 
     def loss(self, outputs: torch.Tensor, batch: Any) -> torch.Tensor:

@@ -349,7 +349,7 @@ class Objective:
                     f"the loss is {float(loss.detach())}{where}: the inputs 'x' hold NaN or "
                     f"Inf ({int(bad.sum())} sample(s); the first is sample "
                     f"{int(bad.nonzero()[0, 0])} of that batch)",
-                    hint="clean the data or select other samples with --max-samples",
+                    hint="clean the data or select other samples with `max_samples`",
                 )
             raise NumericalError(
                 f"the loss is {float(loss.detach())}{where}",
@@ -373,7 +373,7 @@ class Objective:
             )
             raise InputError(
                 f"data {self.batches.description} does not fit the model and loss{where}{shapes}: {first}",
-                hint="check --data, --model kwargs and --loss",
+                hint="check `data`, `model` (and its kwargs) and `loss`",
             ) from None
         if any(p.requires_grad for p in params) and not loss.requires_grad:
             raise InputError(
@@ -550,7 +550,7 @@ class Objective:
         if not bool(torch.isfinite(out).all()):
             raise NumericalError(
                 "a Hessian-vector product is not finite",
-                hint="the loss surface overflows here; try --dtype float64",
+                hint="the loss surface overflows here; try `dtype=float64`",
             )
         return out
 
