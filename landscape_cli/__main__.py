@@ -1,5 +1,5 @@
 """``python -m landscape_cli``."""
 
-from .cli.app import main
+from .console import main
 
 main()

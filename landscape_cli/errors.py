@@ -13,6 +13,7 @@ code  meaning
 3     :class:`NumericalError`: non-finite loss, gradient or HVP; unrecoverable breakdown
 70    a bug in landscape (an unexpected exception; ``--debug`` shows its traceback)
 130   interrupted (SIGINT); no partial output file is left
+143   terminated (SIGTERM, what ``timeout`` and CI time limits send); no partial file is left
 ====  =====================================================================
 
 A message refers to an option by its settings key in backticks, with a value where one helps:
@@ -34,6 +35,7 @@ EXIT_INPUT = 2
 EXIT_NUMERICAL = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class LandscapeError(Exception):
@@ -53,6 +55,12 @@ def _one_line(text: str) -> str:
     """Line breaks that come from user input (a YAML key, a file name, an exception text) are
     shown escaped, so that an error stays one line."""
     return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (see
+    :mod:`landscape_cli.signals`): like ``KeyboardInterrupt`` for SIGINT, it unwinds every
+    ``finally`` and ``except BaseException`` block, so temporary files are removed."""
 
 
 class InputError(LandscapeError):

@@ -1,7 +1,7 @@
 """The package's layers: problem -> operators -> estimators -> analyses -> io -> render -> cli.
 
 A module imports only from its own layer, the layers before it, and the foundation modules
-(errors, progress, streams, options, safe_yaml, hdf5, linear_operator). The estimators import
+(errors, progress, streams, signals, files, options, safe_yaml, hdf5, linear_operator). The estimators import
 nothing of the package but the errors, the operator protocol and base class (linear_operator) and
 each other; nothing below the CLI imports typer, and nothing below rendering imports rich.
 
@@ -23,6 +23,8 @@ FOUNDATION = {
     "errors",
     "progress",
     "streams",
+    "signals",
+    "files",
     "options",
     "linear_operator",
     "safe_yaml",
@@ -30,7 +32,8 @@ FOUNDATION = {
     "__init__",
     "sample_models",
 }
-ENTRY_POINTS = {"__init__", "__main__"}  # the public API and `python -m`: they may import anything
+# the public API, `python -m` and the console script: they may import anything
+ENTRY_POINTS = {"__init__", "__main__", "console"}
 LAYERS = ("problem", "operators", "estimators", "analyses", "io", "render", "cli")
 ESTIMATOR_MAY_IMPORT = {"errors", "linear_operator", "estimators"}
 THIRD_PARTY_FROM = {"typer": "cli", "click": "cli", "rich": "render"}

@@ -64,6 +64,7 @@ import h5py
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..estimators.lanczos import LanczosResult
 from ..hdf5 import from_field_attrs, optional_array, read_array, read_attrs, write_group
 from ..problem.data import move_batch

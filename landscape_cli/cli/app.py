@@ -26,7 +26,7 @@ from ..analyses.settings import (
     SpectrumSettings,
     SurfaceSettings,
 )
-from ..errors import EXIT_INPUT
+from ..errors import EXIT_INPUT, Terminated
 from .options import DebugOpt, JsonOpt, OutOpt, QuietOpt, RunArgs, analysis_command
 from .run import (
     analysis_phase,
@@ -37,9 +37,9 @@ from .run import (
     is_primary,
     load,
     one_line_errors,
+    raise_signal_exit,
     run_analysis,
     write_sections,
-    write_text_atomic,
 )
 
 try:  # typer >= 0.22 ships its own copy of click
@@ -55,6 +55,8 @@ def _one_line_usage() -> Iterator[None]:
     print the usage block and a hint over several lines."""
     try:
         yield
+    except (KeyboardInterrupt, Terminated) as exc:  # while parsing or importing
+        raise_signal_exit(exc)
     except UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `landscape`: the help text
             raise
@@ -290,8 +292,6 @@ def check(
     Exit 0 when every check passes, 1 when one fails, 2 for bad input."""
     flags = run.flags
     with one_line_errors(run.debug):
-        from pathlib import Path
-
         from ..analyses.check import (
             check_objective,
             check_report,
@@ -312,7 +312,9 @@ def check(
                 cfg, objective = load(flags, run.config, progress)
                 result = check_objective(objective, cfg, parsed, k, progress=progress)
         if junit is not None and is_primary():
-            write_text_atomic(Path(junit), junit_xml(result))
+            from ..files import write_text
+
+            write_text(junit, junit_xml(result))
         if run.json:
             emit_json(result.to_dict())
         else:
@@ -427,8 +429,9 @@ def plot(
 
 
 def main() -> None:
-    """Console-script entry point. Under ``torchrun``, ranks > 0 compute alongside rank 0 but
-    print nothing on stdout and write no files (see :mod:`landscape_cli.problem.distributed`)."""
+    """Run the app (the console script is :func:`landscape_cli.console.main`). Under
+    ``torchrun``, ranks > 0 compute alongside rank 0 but print nothing on stdout and write no
+    files (see :mod:`landscape_cli.problem.distributed`)."""
     if not is_primary():
         sys.stdout = open(os.devnull, "w")  # kept open for the life of the process
     try:

@@ -50,7 +50,7 @@ OutOpt = Annotated[
 ]
 #: Library parameters that are no settings field but a flag of some commands: the report path
 #: (``write_report``'s file; ``--out``) and ``expand_checkpoints``'s directory (``--from-dir``).
-PARAMETER_FLAGS = {"out": "--out", "from_dir": "--from-dir"}
+PARAMETER_FLAGS = {"out": "--out", "from_dir": "--from-dir", "fmt": "--format"}
 #: A parameter reference of a library message: `` `key` `` or `` `key=value` ``, ``key`` bare
 #: (``batch_size``) or qualified by its section (``spectrum.top_k``).
 _REFERENCE = re.compile(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)(?:=([^`]*))?`")

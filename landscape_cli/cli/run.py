@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
-from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_NUMERICAL, LandscapeError
+from .. import signals
+from ..errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_NUMERICAL,
+    EXIT_TERMINATED,
+    LandscapeError,
+    Terminated,
+)
 from .options import RunArgs, parameters_as_flags
 
 OUT_OF_MEMORY = (
@@ -33,6 +40,7 @@ def one_line_errors(debug: bool) -> Iterator[None]:
     parameter references (`` `dtype=float64` ``) are shown as flags (``--dtype float64``)."""
     try:
         yield
+        signals.raise_if_received()  # a signal whose exception was swallowed on the way
     except typer.Exit:
         raise
     except LandscapeError as exc:
@@ -41,9 +49,8 @@ def one_line_errors(debug: bool) -> Iterator[None]:
         if is_primary():  # under torchrun every rank raises the same error; rank 0 reports it
             typer.echo(f"landscape: error: {parameters_as_flags(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("landscape: interrupted", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (KeyboardInterrupt, Terminated) as exc:
+        raise_signal_exit(exc)
     except MemoryError:  # host memory
         if debug:
             raise
@@ -62,6 +69,14 @@ def one_line_errors(debug: bool) -> Iterator[None]:
             err=True,
         )
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def raise_signal_exit(exc: BaseException) -> NoReturn:
+    """End the command for SIGINT (``KeyboardInterrupt``, exit 130) or SIGTERM
+    (:class:`~landscape_cli.errors.Terminated`, exit 143), with one line on stderr."""
+    terminated = isinstance(exc, Terminated)
+    typer.echo(f"landscape: {'terminated' if terminated else 'interrupted'}", err=True)
+    raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
 
 
 def _is_out_of_memory(exc: BaseException, first_line: str) -> bool:
@@ -243,21 +258,6 @@ def run_analysis(
             from ..render import terminal
 
             getattr(terminal, printer)(result)
-
-
-def write_text_atomic(path: Any, text: str) -> None:
-    """Write ``text`` through a temporary file renamed into place."""
-    from ..errors import InputError
-
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: the directory {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def config_without_checkpoint(flags: dict[str, Any], config_file: str | None) -> Any:

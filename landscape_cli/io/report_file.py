@@ -16,10 +16,11 @@ Layout (``SCHEMA = "landscape-report/1"``; the full table is in docs/report.md):
 This module holds the file: the root attributes, the schema check, atomic writing and reading;
 the encoding of values (``None``, compression, dimension scales) is :mod:`landscape_cli.hdf5`.
 
-Writing is atomic: the report is built in ``.{name}.tmp-{pid}`` next to the target and moved into
-place with :func:`os.replace`; on any exception (``KeyboardInterrupt`` included) the temporary
-file is removed and an existing report is left as it was. Writing sections into an existing report
-keeps its other groups.
+Writing is atomic (:func:`~landscape_cli.files.atomic_file`): the report is built in a temporary
+file created exclusively next to the target and moved into place; on any exception or signal the
+temporary file is removed and an existing report is left as it was. Writing sections into an
+existing report keeps its other groups; concurrent writers of one folder take turns
+(:func:`~landscape_cli.files.directory_lock`), so none loses another's section.
 
 Example:
     >>> import tempfile, pathlib
@@ -58,6 +59,7 @@ from ..analyses.spectrum import SpectrumResult
 from ..analyses.surface import SurfaceResult
 from ..analyses.track import TrackResult
 from ..errors import InputError
+from ..files import atomic_file, directory_lock
 from ..hdf5 import plain, read_attrs, set_attrs
 
 __all__ = [
@@ -208,22 +210,18 @@ def check_report_target(path: str | os.PathLike[str]) -> None:
 
 @contextlib.contextmanager
 def _atomic_update(path: Path, exists: bool) -> Iterator[h5py.File]:
-    """An open copy of the report (or a new file) at a temporary name, renamed over ``path`` when
-    the block succeeds and removed on any exception, ``KeyboardInterrupt`` included."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """An open copy of the report (or a new file) in a temporary file that becomes ``path`` when
+    the block succeeds (:func:`~landscape_cli.files.atomic_file`)."""
+    with atomic_file(path) as file:
         if exists:
-            shutil.copy2(path, tmp)
-            f = h5py.File(tmp, "a")
+            with open(path, "rb") as old:
+                shutil.copyfileobj(old, file)
+            f = h5py.File(file, "r+")
         else:
             # a persistent free-space manager lets later rewrites of a section reuse its space
-            f = h5py.File(tmp, "w", fs_strategy="fsm", fs_persist=True)
+            f = h5py.File(file, "w", fs_strategy="fsm", fs_persist=True)
         with f:
             yield f
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_report(
@@ -241,10 +239,11 @@ def write_report(
     (``created``, ``command_line``, ``config_yaml`` ... describe the latest write; every section
     group also carries its own ``created`` and ``command_line``).
 
-    Atomic: the file is built as ``.{name}.tmp-{pid}`` in the target's directory (starting from a
-    copy of the existing report) and renamed over ``path`` with :func:`os.replace`. On any
-    exception, ``KeyboardInterrupt`` included, the temporary file is removed and the exception
-    re-raised; ``path`` is then as it was (absent, or the old report byte for byte).
+    Atomic: the file is built in a temporary file created exclusively in the target's directory
+    (starting from a copy of the existing report) and renamed over ``path``. On any exception,
+    SIGINT and SIGTERM included, the temporary file is removed and the exception re-raised;
+    ``path`` is then as it was (absent, or the old report byte for byte). The read of the old
+    report, the write and the rename hold :func:`~landscape_cli.files.directory_lock`.
 
     Args:
         path: the ``.h5`` file.
@@ -269,14 +268,15 @@ def write_report(
             raise TypeError(
                 f"section {name!r} needs a {entry.result.__name__}, got {type(result).__name__}"
             )
-    existing = _existing_report_attrs(path)
-    root = _root_attrs(existing or {}, sections, config, command_line, objective_info, path)
-    with _atomic_update(path, existing is not None) as f:
-        for name, result in sections.items():
-            group = ANALYSES[name].write(f, result, config)
-            set_attrs(group, {"created": root["created"], "command_line": command_line})
-        for key in ROOT_ATTRIBUTES:
-            set_attrs(f, {key: root[key]})
+    with directory_lock(path):
+        existing = _existing_report_attrs(path)
+        root = _root_attrs(existing or {}, sections, config, command_line, objective_info, path)
+        with _atomic_update(path, existing is not None) as f:
+            for name, result in sections.items():
+                group = ANALYSES[name].write(f, result, config)
+                set_attrs(group, {"created": root["created"], "command_line": command_line})
+            for key in ROOT_ATTRIBUTES:
+                set_attrs(f, {key: root[key]})
     return path
 
 
@@ -294,27 +294,28 @@ def write_track(
     entry = analysis_of(result)
     if entry.per_checkpoint:
         raise TypeError(f"a {type(result).__name__} is of one checkpoint: use write_report")
-    existing = _existing_report_attrs(path)
-    with _atomic_update(path, existing is not None) as f:
-        group = entry.write(f, result, config)
-        set_attrs(group, {"created": _utc_now(), "command_line": command_line})
-        if existing is None:
-            set_attrs(
-                f,
-                {
-                    "schema": SCHEMA,
-                    "landscape_version": __version__,
-                    "created": _utc_now(),
-                    "command_line": command_line,
-                    "config_yaml": "" if config is None else config.to_yaml(),
-                    "torch_version": torch.__version__,
-                    "checkpoint_sha256": "",
-                    "num_parameters": 0,
-                    "seed": result.seed,
-                    "device": config.device if config is not None else "",
-                    "dtype": config.dtype if config is not None else "",
-                },
-            )
+    with directory_lock(path):
+        existing = _existing_report_attrs(path)
+        with _atomic_update(path, existing is not None) as f:
+            group = entry.write(f, result, config)
+            set_attrs(group, {"created": _utc_now(), "command_line": command_line})
+            if existing is None:
+                set_attrs(
+                    f,
+                    {
+                        "schema": SCHEMA,
+                        "landscape_version": __version__,
+                        "created": _utc_now(),
+                        "command_line": command_line,
+                        "config_yaml": "" if config is None else config.to_yaml(),
+                        "torch_version": torch.__version__,
+                        "checkpoint_sha256": "",
+                        "num_parameters": 0,
+                        "seed": result.seed,
+                        "device": config.device if config is not None else "",
+                        "dtype": config.dtype if config is not None else "",
+                    },
+                )
     return path
 
 

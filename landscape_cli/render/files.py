@@ -17,9 +17,9 @@ def check_figure_options(fmt: str, sigma: float | None = None) -> None:
     """Raise :class:`InputError` for a figure format other than :data:`FORMATS` or a density
     width ``sigma`` that is not greater than 0."""
     if fmt not in FORMATS:
-        raise InputError(f"--format '{fmt}': choose one of {', '.join(FORMATS)}")
+        raise InputError(f"`fmt={fmt}`: choose one of {', '.join(FORMATS)}")
     if sigma is not None and not sigma > 0:
-        raise InputError(f"--sigma {sigma}: it must be greater than 0")
+        raise InputError(f"`sigma={sigma}`: it must be greater than 0")
 
 
 def write_figures_and_html(

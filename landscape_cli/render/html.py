@@ -23,9 +23,8 @@ Every string that comes from the report (paths, command line, configuration, evi
 passed through :func:`html.escape`. Numbers are printed with
 :func:`~landscape_cli.render.html_sections.format_number` (``%.6g``).
 
-:func:`write_html` writes the page atomically: to ``.{name}.tmp-{pid}`` in the target's directory,
-then :func:`os.replace`; on any exception (``KeyboardInterrupt`` included) the temporary file is
-removed and an existing page is left as it was.
+:func:`write_html` writes the page atomically (:mod:`landscape_cli.files`): on any exception or
+signal an existing page is left as it was.
 
 Example:
     >>> from landscape_cli.io.report_file import read_report  # doctest: +SKIP
@@ -45,6 +44,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ..analyses.registry import ANALYSES
+from ..files import write_text
 from .html_sections import SECTIONS, basename, escape, format_number
 
 __all__ = ["CAPTIONS", "render_html", "write_html"]
@@ -320,20 +320,8 @@ def render_html(report: Any, figures: Mapping[str, Figure] | None = None) -> str
 
 def write_html(report: Any, path: str | os.PathLike[str], *, sigma: float | None = None) -> Path:
     """Render ``report`` with its figures (density re-broadened with ``sigma`` when given) and
-    write it to ``path`` atomically: ``.{name}.tmp-{pid}`` next to it, then :func:`os.replace`.
-    On any exception the temporary file is removed and ``path`` is left as it was."""
+    write it to ``path`` with :func:`~landscape_cli.files.write_text` (a temporary file created
+    exclusively, renamed into place; ``path`` is left as it was on any exception or signal)."""
     from .plots import report_figures
 
-    path = Path(path)
-    text = render_html(report, report_figures(report, sigma=sigma))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, render_html(report, report_figures(report, sigma=sigma)))

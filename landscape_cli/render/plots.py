@@ -17,20 +17,23 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..analyses.registry import ANALYSES
+from ..files import atomic_file
 
 FORMATS = ("png", "svg", "pdf")
 DPI = 150
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Write ``figure`` to ``path``; the format comes from the suffix (png, svg or pdf)."""
+    """Write ``figure`` to ``path``; the format comes from the suffix (png, svg or pdf). Written
+    through :func:`~landscape_cli.files.atomic_file`: a figure is complete or absent."""
     path = Path(path)
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in FORMATS:
         raise ValueError(
             f"unsupported figure format '{path.suffix}'; use one of {', '.join(FORMATS)}"
         )
-    figure.savefig(path, format=suffix, dpi=DPI, bbox_inches="tight")
+    with atomic_file(path) as file:
+        figure.savefig(file, format=suffix, dpi=DPI, bbox_inches="tight")
     return path
 
 
