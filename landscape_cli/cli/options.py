@@ -49,7 +49,8 @@ OutOpt = Annotated[
     typer.Option("--out", help="Write (or add a section to) an HDF5 report, atomically."),
 ]
 #: Library parameters that are no settings field but a flag of some commands: the report path
-#: (``write_report``'s file; ``--out``) and ``expand_checkpoints``'s directory (``--from-dir``).
+#: (``write_report``'s file; ``--out``), ``expand_checkpoints``'s directory (``--from-dir``) and
+#: a figure format (``write_figures_and_html``'s ``fmt``; ``--format``).
 PARAMETER_FLAGS = {"out": "--out", "from_dir": "--from-dir", "fmt": "--format"}
 #: A parameter reference of a library message: `` `key` `` or `` `key=value` ``, ``key`` bare
 #: (``batch_size``) or qualified by its section (``spectrum.top_k``).
