@@ -202,11 +202,11 @@ def test_gather_checks_reads_the_file_then_the_flags_and_resolves_the_margin(tmp
     checks, margin = gather_checks(path, ["lambda_max=5"], ["loss=0.1"])
     assert [c.describe() for c in checks] == ["trace <= 10.0", "lambda_max <= 5.0", "loss >= 0.1"]
     assert margin == 2.0
-    assert gather_checks(path, margin=0.5)[1] == 0.5  # the flag wins over the file
+    assert gather_checks(path, margin=0.5)[1] == 0.5  # the argument wins over the file
     assert gather_checks(None, ["loss=1"])[1] == 0.0
     with pytest.raises(InputError, match="no checks given"):
         gather_checks()
-    with pytest.raises(InputError, match="--margin"):
+    with pytest.raises(InputError, match="`margin=-1.0`"):
         gather_checks(None, ["loss=1"], margin=-1.0)
 
 

@@ -273,26 +273,28 @@ def is_report_path(target: str | Path | None) -> bool:
 
 def gather_checks(
     checks_file: str | Path | None = None,
-    max_flags: Sequence[str] = (),
-    min_flags: Sequence[str] = (),
+    max_checks: Sequence[str] = (),
+    min_checks: Sequence[str] = (),
     margin: float | None = None,
 ) -> tuple[list[Check], float]:
-    """The checks of a YAML file (:func:`read_checks`), then of ``--max`` and ``--min``
-    ``METRIC=VALUE`` texts, and the margin: ``margin`` if given, else the file's, else 0.
+    """The checks of a YAML file (:func:`read_checks`), then the upper bounds ``max_checks`` and
+    lower bounds ``min_checks`` (``METRIC=VALUE`` texts), and the margin: ``margin`` if given,
+    else the file's, else 0.
 
     Raises:
         InputError: no checks at all, a bad check, or a margin that is not a finite number >= 0.
     """
     checks, file_margin = read_checks(checks_file) if checks_file is not None else ([], None)
-    checks += [parse_flag(text, "max") for text in max_flags]
-    checks += [parse_flag(text, "min") for text in min_flags]
+    checks += [parse_flag(text, "max") for text in max_checks]
+    checks += [parse_flag(text, "min") for text in min_checks]
     if not checks:
         raise InputError(
-            "no checks given", hint="use --checks FILE.yaml or --max/--min METRIC=VALUE"
+            "no checks given",
+            hint="use `checks_file=FILE.yaml` or `max_checks`/`min_checks` METRIC=VALUE",
         )
     k = margin if margin is not None else (file_margin or 0.0)
     if not (math.isfinite(k) and k >= 0):
-        raise InputError(f"--margin {k}: must be a finite number >= 0")
+        raise InputError(f"`margin={k}`: must be a finite number >= 0")
     return checks, k
 
 

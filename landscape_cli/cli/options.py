@@ -50,8 +50,17 @@ OutOpt = Annotated[
 ]
 #: Library parameters that are no settings field but a flag of some commands: the report path
 #: (``write_report``'s file; ``--out``), ``expand_checkpoints``'s directory (``--from-dir``) and
-#: a figure format (``write_figures_and_html``'s ``fmt``; ``--format``).
-PARAMETER_FLAGS = {"out": "--out", "from_dir": "--from-dir", "fmt": "--format"}
+#: a figure format (``write_figures_and_html``'s ``fmt``; ``--format``), and the thresholds of
+#: ``gather_checks`` (``--checks``, ``--max``, ``--min``, ``--margin``).
+PARAMETER_FLAGS = {
+    "out": "--out",
+    "from_dir": "--from-dir",
+    "fmt": "--format",
+    "checks_file": "--checks",
+    "max_checks": "--max",
+    "min_checks": "--min",
+    "margin": "--margin",
+}
 #: A parameter reference of a library message: `` `key` `` or `` `key=value` ``, ``key`` bare
 #: (``batch_size``) or qualified by its section (``spectrum.top_k``).
 _REFERENCE = re.compile(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)(?:=([^`]*))?`")
