@@ -780,7 +780,7 @@ CASES = [
         "plot-unknown-format",
         lambda t: ["plot", str(report_copy(t)), "--format", "gif"],
         2,
-        r"--format 'gif': choose one of",
+        r"--format gif: choose one of",
     ),
     Case(
         "plot-sigma-out-of-range",

@@ -308,8 +308,6 @@ def test_a_signal_while_a_report_is_updated_leaves_it_complete_or_as_it_was(
     )  # fmt: skip
     assert_exit(proc, stderr, signum, sent)
     assert_complete_or_unchanged(folder, before)
-    if proc.returncode:
-        assert files(folder) == before
 
 
 def test_signals_module_raises_a_swallowed_signal_at_the_next_check():

@@ -142,7 +142,7 @@ def test_figures_and_html_of_a_report_are_written_by_one_function(report, tmp_pa
     only_html = write_figures_and_html(loaded, tmp_path / "sub", "y", plots=False)
     assert only_html == [tmp_path / "sub" / "y.html"]
     assert write_figures_and_html(loaded, tmp_path, "z", html=False, plots=False) == []
-    with pytest.raises(InputError, match="--format 'gif'"):
+    with pytest.raises(InputError, match="`fmt=gif`"):
         write_figures_and_html(loaded, tmp_path, "x", "gif")
 
 

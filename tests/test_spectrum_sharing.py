@@ -98,7 +98,7 @@ def test_switching_parts_off_spends_nothing_on_them(objective, default_run):
     shared_only = analyze_spectrum(objective, SpectrumSettings(slq_runs=0), seed=3)
     assert shared_only.slq.runs == 1 and shared_only.slq.matvecs == 0
     assert shared_only.info.hvp_count == r.info.hvp_count - r.slq.matvecs
-    with pytest.raises(InputError, match="slq-runs 0"):
+    with pytest.raises(InputError, match="`slq_runs=0`"):
         analyze_spectrum(objective, SpectrumSettings(slq_runs=0, share_lanczos=False), seed=3)
 
 
