@@ -12,6 +12,8 @@ code  meaning
 2     :class:`InputError`: missing/corrupt file, wrong keys or shapes, bad config
 3     :class:`NumericalError`: non-finite loss, gradient or HVP; unrecoverable breakdown
 70    a bug in landscape (an unexpected exception; ``--debug`` shows its traceback)
+74    :class:`OutputError`: an output file could not be written (disk full, file too large,
+      I/O error); the previous file, if any, is left as it was
 130   interrupted (SIGINT); no partial output file is left
 143   terminated (SIGTERM, what ``timeout`` and CI time limits send); no partial file is left
 ====  =====================================================================
@@ -34,6 +36,7 @@ EXIT_CHECK_FAILED = 1
 EXIT_INPUT = 2
 EXIT_NUMERICAL = 3
 EXIT_INTERNAL = 70
+EXIT_OUTPUT = 74
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -51,10 +54,28 @@ class LandscapeError(Exception):
         super().__init__(message if hint is None else f"{message} ({hint})")
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal could act on shown as a Python escape: control
+    characters (``\\x1b``, ``\\n``, ``\\r``, C1 controls), other invisible ones (``\\u200b``) and
+    the undecodable bytes of a non-UTF-8 file name (``\\xff``). Text from a file (a state-dict
+    key, a report's attribute, a path) goes through it before it is printed, so that it can
+    neither break an error's single line nor send escape sequences to the terminal."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif "\udc80" <= ch <= "\udcff":  # a byte that os.fsdecode could not decode
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "".join(out)
+
+
 def _one_line(text: str) -> str:
-    """Line breaks that come from user input (a YAML key, a file name, an exception text) are
-    shown escaped, so that an error stays one line."""
-    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+    """Messages are one line of printable text (see :func:`printable`)."""
+    return printable(str(text))
 
 
 class Terminated(BaseException):
@@ -73,6 +94,14 @@ class NumericalError(LandscapeError):
     """A non-finite loss, gradient or HVP, or an unrecoverable solver failure (exit code 3)."""
 
     exit_code = EXIT_NUMERICAL
+
+
+class OutputError(LandscapeError):
+    """An output file could not be written once the results were computed: the disk is full, the
+    file too large, the device failed (exit code 74, ``EX_IOERR`` of sysexits.h). Locations that
+    cannot be written at all are found before the analysis and are :class:`InputError`."""
+
+    exit_code = EXIT_OUTPUT
 
 
 @contextlib.contextmanager

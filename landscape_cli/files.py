@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import signals
-from .errors import InputError
+from .errors import InputError, OutputError
 
 
 def _default_mode() -> int:
@@ -46,6 +46,22 @@ def check_directory(path: Path) -> None:
         raise InputError(f"{path} is a directory; give a file name")
 
 
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`InputError` unless a file can be written at ``path``: :func:`check_directory`,
+    and the folder accepts a new file (a read-only file system, missing permissions), which is
+    probed by creating and removing an empty temporary file. Called before an analysis, so that a
+    bad output location costs nothing."""
+    path = Path(path)
+    check_directory(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".landscape-probe-", dir=path.parent)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"{path}: cannot create files in {path.parent} ({reason})") from None
+    os.close(fd)
+    os.unlink(name)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], *, text: bool = False) -> Iterator[IO[Any]]:
     """A new file object that becomes ``path`` when the block ends without an exception.
@@ -55,13 +71,18 @@ def atomic_file(path: str | os.PathLike[str], *, text: bool = False) -> Iterator
 
     Raises:
         InputError: the folder of ``path`` does not exist or ``path`` is a folder.
+        OutputError: an ``OSError`` while the file was created, written or renamed (a full disk,
+            a file too large, an I/O error).
         KeyboardInterrupt, Terminated: SIGINT or SIGTERM came while the block ran (after the
             temporary file is removed).
     """
     path = Path(path)
     check_directory(path)
     with signals.deferred() as raise_if_signalled:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            raise _output_error(path, exc) from None
         try:
             os.fchmod(fd, _default_mode())
             mode = "w" if text else "w+b"
@@ -72,10 +93,17 @@ def atomic_file(path: str | os.PathLike[str], *, text: bool = False) -> Iterator
                 os.fsync(file.fileno())
             raise_if_signalled()
             os.replace(name, path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(name)
+            if isinstance(exc, OSError):
+                raise _output_error(path, exc) from None
             raise
+
+
+def _output_error(path: Path, exc: OSError) -> OutputError:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return OutputError(f"{path}: could not be written ({reason})")
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

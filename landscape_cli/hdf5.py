@@ -10,6 +10,7 @@ them (:mod:`landscape_cli.analyses.estimator_groups`).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -28,6 +29,15 @@ NONE_INDICES = "none_indices"
 T = TypeVar("T")
 
 
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8 (what HDF5 strings hold): the undecodable bytes of a non-UTF-8
+    file name or command line (``os.fsdecode``'s surrogates) become ``\\xNN``."""
+    return _UNDECODABLE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
+
+
 def _attr_value(name: str, value: Any) -> Any:
     """A Python value as an HDF5 attribute value (``None`` is handled by the caller)."""
     if isinstance(value, (bool, np.bool_)):
@@ -37,9 +47,10 @@ def _attr_value(name: str, value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         return np.float64(value)
     if isinstance(value, str):
-        return str(value)  # a str subclass (e.g. torch.__version__) has no HDF5 type of its own
+        # a str subclass (e.g. torch.__version__) has no HDF5 type of its own
+        return utf8_text(str(value))
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return np.array(list(value), dtype=h5py.string_dtype())  # also the empty list
+        return np.array([utf8_text(v) for v in value], dtype=h5py.string_dtype())  # also []
     if isinstance(value, (list, tuple, np.ndarray)):
         arr = np.asarray(value)
         if arr.dtype.kind in "biuf":

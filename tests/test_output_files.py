@@ -21,10 +21,8 @@ from pathlib import Path
 
 import h5py
 import pytest
-from typer.testing import CliRunner
 
 from landscape_cli import signals
-from landscape_cli.cli import app
 from landscape_cli.errors import InputError, Terminated
 from landscape_cli.files import atomic_file, directory_lock, write_text
 from landscape_cli.io import report_file
@@ -33,7 +31,6 @@ from landscape_cli.io.report_file import read_report, write_report
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--slq-runs", "1", "--slq-steps", "8", "--grid", "40", "--trace-matvecs", "8"]
 FAST_CONFIG = "spectrum: {slq_runs: 1, slq_steps: 8, grid: 40, trace_matvecs: 8}\n"
-runner = CliRunner()
 INFO = {"num_parameters": 3, "seed": 0, "device": "cpu", "dtype": "float64"}
 
 
@@ -46,6 +43,34 @@ def victim(tmp_path: Path) -> Path:
     path.parent.mkdir()
     path.write_text("precious")
     return path
+
+
+def env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "landscape_cli", *args], cwd=cwd, env=env(),
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+
+
+def run_cli(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "landscape_cli", *args], cwd=cwd, env=env(), capture_output=True,
+        text=True, timeout=600, **kwargs,
+    )  # fmt: skip
+
+
+def one_error_line(proc: subprocess.CompletedProcess, code: int, text: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], proc.stderr
 
 
 # ------------------------------------------------------------------ atomic_file
@@ -99,12 +124,14 @@ def test_a_missing_folder_is_an_input_error_and_creates_nothing(tmp_path):
 
 # ------------------------------------------------------------------ planted symlinks, real runs
 def plant_every_temporary_name(folder: Path, name: str, precious: Path) -> None:
-    """Symlinks at the temporary names a writer could predict: ``.{name}.tmp-{pid}`` for this
-    process and nearby process ids."""
-    for pid in range(os.getpid() - 5, os.getpid() + 50):
+    """Symlinks at the temporary names a writer could predict: ``.{name}.tmp-{pid}`` for the
+    next few hundred process ids (the runs below get one of them)."""
+    last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
+    for pid in range(last + 1, last + 300):
         (folder / f".{name}.tmp-{pid}").symlink_to(precious)
 
 
+@pytest.mark.skipif(not Path("/proc/sys/kernel/ns_last_pid").exists(), reason="Linux pids")
 def test_report_figures_html_and_junit_never_follow_planted_symlinks(tmp_path):
     precious = victim(tmp_path)
     folder = tmp_path / "shared"
@@ -115,17 +142,13 @@ def test_report_figures_html_and_junit_never_follow_planted_symlinks(tmp_path):
     for name in [*finals, "R.h5"]:
         plant_every_temporary_name(folder, name, precious)
     (tmp_path / "fast.yaml").write_text(FAST_CONFIG)
-    result = runner.invoke(
-        app,
-        ["report", "--out", str(folder / "R.h5"), "--no-surface", "--quiet",
-         "--config", str(tmp_path / "fast.yaml")],
+    proc = run_cli(
+        "report", "--out", "R.h5", "--no-surface", "--config", str(tmp_path / "fast.yaml"),
+        cwd=folder,
     )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    result = runner.invoke(
-        app, ["check", str(folder / "R.h5"), "--max", "lambda_max=1e9", "--junit",
-              str(folder / "checks.xml")],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("check", "R.h5", "--max", "lambda_max=1e9", "--junit", "checks.xml", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
     assert precious.read_text() == "precious"
     for name in [*finals, "R.h5"]:
         assert not (folder / name).is_symlink() and (folder / name).stat().st_size > 0
@@ -135,8 +158,8 @@ def test_report_figures_html_and_junit_never_follow_planted_symlinks(tmp_path):
 def test_a_symlink_at_the_report_name_pointing_to_another_file_is_refused(tmp_path):
     precious = victim(tmp_path)
     (tmp_path / "R.h5").symlink_to(precious)
-    result = runner.invoke(app, ["spectrum", "--out", str(tmp_path / "R.h5"), *FAST])
-    assert result.exit_code == 2 and "not an HDF5 file" in result.stderr
+    proc = run_cli("spectrum", "--out", "R.h5", *FAST, cwd=tmp_path)
+    one_error_line(proc, 2, "not an HDF5 file")
     assert precious.read_text() == "precious"
 
 
@@ -175,6 +198,20 @@ def test_two_concurrent_writers_of_one_report_keep_both_sections(tmp_path, monke
         assert {"a", "b"} <= set(f)
 
 
+def test_two_surface_runs_into_one_report_at_once_keep_both_surfaces(tmp_path):
+    args = ["surface", "--dims", "1", "--points", "3", "--out", "S.h5", "--quiet"]
+    command = [sys.executable, "-m", "landscape_cli", *args]
+    runs = [
+        subprocess.Popen([*command, "--name", name], cwd=tmp_path, env=env(), text=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for name in ("A", "B")
+    ]  # fmt: skip
+    for run in runs:
+        assert run.wait(timeout=600) == 0, run.stderr.read()
+        run.stderr.close()
+    assert set(read_report(tmp_path / "S.h5").surfaces) == {"A", "B"}
+
+
 def test_write_report_holds_the_folder_lock_across_read_and_rename(tmp_path, monkeypatch):
     """The lock used by the test above is the one write_report takes."""
     held = []
@@ -190,21 +227,6 @@ def test_write_report_holds_the_folder_lock_across_read_and_rename(tmp_path, mon
 
 
 # ------------------------------------------------------------------ signals, real processes
-def env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "MPLBACKEND": "Agg",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "landscape_cli", *args], cwd=cwd, env=env(),
-        capture_output=True, text=True, timeout=600, check=True,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def previous(tmp_path_factory) -> Path:
     """A folder with a report (spectrum, classify, sharpness) and its figures and HTML."""
@@ -323,3 +345,80 @@ def test_signals_module_raises_a_swallowed_signal_at_the_next_check():
     finally:
         signals.uninstall()
     signals.raise_if_received()  # forgotten
+
+
+# ------------------------------------------------------------------ unwritable places, full disks
+def unwritable_folder() -> Path:
+    """A folder in which even root cannot create a file (sysfs), or skip."""
+    folder = Path("/sys")
+    try:
+        os.close(os.open(folder / ".landscape-test", os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError:
+        return folder
+    pytest.skip("/sys accepts new files here")
+
+
+#: The default loss, leaving a mark the first time it runs.
+MARKING_LOSS = """\
+import pathlib
+
+import torch.nn.functional as F
+
+
+def loss(model, batch):
+    pathlib.Path("loss-evaluated").touch()
+    return F.cross_entropy(model(batch[0]), batch[1])
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["spectrum", "--out", "{folder}/r.h5"],
+        ["check", "--max", "loss=10", "--junit", "{folder}/checks.xml"],
+        ["report", "--out", "{folder}/r.h5"],
+    ],
+    ids=["spectrum-out", "check-junit", "report-out"],
+)
+def test_an_output_folder_that_takes_no_new_file_is_refused_before_the_analysis(tmp_path, args):
+    folder = unwritable_folder()
+    (tmp_path / "marked.py").write_text(MARKING_LOSS)
+    args = [a.format(folder=folder) for a in args]
+    proc = run_cli(*args, "--loss", "marked.py:loss", cwd=tmp_path)
+    one_error_line(proc, 2, f"cannot create files in {folder}")
+    assert not (tmp_path / "loss-evaluated").exists()  # refused before the model was loaded
+
+
+def test_a_folder_at_a_figure_or_page_name_is_refused_before_the_analysis(tmp_path):
+    (tmp_path / "R.html").mkdir()
+    proc = run_cli("report", "--out", "R.h5", cwd=tmp_path)
+    one_error_line(proc, 2, "R.html is a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["R.html"]
+    (tmp_path / "R.html").rmdir()
+    (tmp_path / "R-density.png").mkdir()
+    proc = run_cli("report", "--out", "R.h5", cwd=tmp_path)
+    one_error_line(proc, 2, "R-density.png is a directory")
+
+
+def limit_file_size() -> None:
+    """In the child: files may not grow beyond 100 kB, as on a nearly full disk (EFBIG instead of
+    ENOSPC; SIGXFSZ ignored so that the write fails rather than the process)."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+
+def test_a_full_disk_is_one_line_exit_74_and_keeps_the_old_report(previous, tmp_path):
+    folder = tmp_path / "out"
+    shutil.copytree(previous, folder)
+    before = files(folder)
+    assert len(before["R.h5"]) > 100_000
+    proc = run_cli(
+        "spectrum", "--out", "R.h5", "--seed", "1", *FAST, cwd=folder, preexec_fn=limit_file_size
+    )
+    one_error_line(proc, 74, "R.h5: could not be written (File too large)")
+    assert files(folder) == before and temporary_files(folder) == []
+    proc = run_cli("plot", "R.h5", "--html", cwd=folder, preexec_fn=limit_file_size)
+    one_error_line(proc, 74, "could not be written (File too large)")
+    assert_complete_or_unchanged(folder, before)

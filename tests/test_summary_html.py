@@ -26,6 +26,7 @@ import pytest
 from landscape_cli.analyses.classify import ClassifySettings, classify_point
 from landscape_cli.analyses.sharpness import SharpnessSettings, measure_sharpness
 from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
+from landscape_cli.errors import OutputError
 from landscape_cli.io import report_file as rep
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.problem.loading import build_objective
@@ -299,8 +300,11 @@ def test_write_html_writes_the_page(full, tmp_path):
     assert os.listdir(tmp_path) == ["r.html"]
 
 
-@pytest.mark.parametrize(("target", "exc"), [("fsync", KeyboardInterrupt), ("replace", OSError)])
-def test_write_html_is_atomic(full, tmp_path, monkeypatch, target, exc):
+@pytest.mark.parametrize(
+    ("target", "exc", "raised"),
+    [("fsync", KeyboardInterrupt, KeyboardInterrupt), ("replace", OSError, OutputError)],
+)
+def test_write_html_is_atomic(full, tmp_path, monkeypatch, target, exc, raised):
     report, _, _, _ = full
     old = tmp_path / "old.html"
     old.write_bytes(b"previous page")
@@ -309,9 +313,9 @@ def test_write_html_is_atomic(full, tmp_path, monkeypatch, target, exc):
         raise exc("injected")
 
     monkeypatch.setattr(summary_html.os, target, boom)
-    with pytest.raises(exc):
+    with pytest.raises(raised):
         write_html(report, tmp_path / "r.html")
-    with pytest.raises(exc):
+    with pytest.raises(raised):
         write_html(report, old)
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == ["old.html"]  # no page, no temporary file

@@ -26,7 +26,7 @@ from ..analyses.settings import (
     SpectrumSettings,
     SurfaceSettings,
 )
-from ..errors import EXIT_INPUT, Terminated
+from ..errors import EXIT_INPUT, Terminated, printable
 from .options import DebugOpt, JsonOpt, OutOpt, QuietOpt, RunArgs, analysis_command
 from .run import (
     analysis_phase,
@@ -61,7 +61,7 @@ def _one_line_usage() -> Iterator[None]:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `landscape`: the help text
             raise
         command = exc.ctx.command_path if exc.ctx is not None else "landscape"
-        message = " ".join(exc.format_message().split())
+        message = printable(" ".join(exc.format_message().split()))
         typer.echo(f"landscape: error: {message} (see '{command} --help')", err=True)
         raise typer.Exit(EXIT_INPUT) from None
 
@@ -235,10 +235,11 @@ def report(
 
         from ..analyses.bundle import analyze_all
         from ..io.report_file import read_report
-        from ..render.files import check_figure_options, write_figures_and_html
+        from ..render.files import check_figure_targets, write_figures_and_html
 
-        check_figure_options(fmt)
         check_out(out)
+        target = Path(out)
+        check_figure_targets(target.parent, target.stem, fmt, html=html, plots=plots)
         with analysis_phase(run.quiet) as progress:
             cfg, objective = load(flags, run.config, progress)
             results = analyze_all(objective, cfg, surface=surface, progress=progress)
@@ -260,7 +261,7 @@ def report(
             print_spectrum(results["spectrum"])
             print_classification(results["classify"])
             print_sharpness(results["sharpness"])
-            typer.echo("written: " + ", ".join(Path(f).name for f in files))
+            typer.echo("written: " + ", ".join(printable(Path(f).name) for f in files))
 
 
 @app.command()
@@ -302,6 +303,10 @@ def check(
         from ..errors import EXIT_CHECK_FAILED
 
         parsed, k = gather_checks(checks, max_ or [], min_ or [], margin)
+        if junit is not None:
+            from ..files import check_writable
+
+            check_writable(junit)
         target = flags.get("checkpoint")
         if is_report_path(target):
             from ..io.report_file import read_report
@@ -409,7 +414,11 @@ def plot(
 
         from ..errors import InputError
         from ..io.report_file import read_report
-        from ..render.files import check_figure_options, write_figures_and_html
+        from ..render.files import (
+            check_figure_options,
+            check_figure_targets,
+            write_figures_and_html,
+        )
 
         check_figure_options(fmt, sigma)
         path = Path(report)
@@ -417,13 +426,14 @@ def plot(
         directory = Path(out_dir) if out_dir is not None else path.parent
         if not directory.is_dir():
             raise InputError(f"--out-dir {directory}: not a directory")
+        check_figure_targets(directory, path.stem, fmt, sigma=sigma, html=html)
         files = write_figures_and_html(loaded, directory, path.stem, fmt, sigma=sigma, html=html)
         written = [str(f) for f in files]
         if json_output:
             emit_json({"command": "plot", "report": str(path), "files": written})
         else:
             for file in written:
-                typer.echo(file)
+                typer.echo(printable(str(file)))
             if not written:
                 typer.echo("the report holds nothing to plot", err=True)
 

@@ -18,6 +18,7 @@ from ..errors import (
     EXIT_TERMINATED,
     LandscapeError,
     Terminated,
+    printable,
 )
 from .options import RunArgs, parameters_as_flags
 
@@ -64,7 +65,8 @@ def one_line_errors(debug: bool) -> Iterator[None]:
             typer.echo(OUT_OF_MEMORY, err=True)
             raise typer.Exit(EXIT_NUMERICAL) from None
         typer.echo(
-            f"landscape: internal error: {exc.__class__.__name__}: {text[0] if text else ''} "
+            f"landscape: internal error: {exc.__class__.__name__}: "
+            f"{printable(text[0]) if text else ''} "
             "(a bug; rerun with --debug and report the traceback)",
             err=True,
         )
@@ -251,7 +253,7 @@ def run_analysis(
         if section is not None:
             write_out(out, section, result, cfg, objective)
         for warning in getattr(result, "warnings", ()):
-            typer.echo(f"landscape: warning: {warning}", err=True)
+            typer.echo(f"landscape: warning: {printable(warning)}", err=True)
         if run.json:
             emit_json(result.to_dict())
         else:

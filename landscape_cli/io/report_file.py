@@ -59,7 +59,7 @@ from ..analyses.spectrum import SpectrumResult
 from ..analyses.surface import SurfaceResult
 from ..analyses.track import TrackResult
 from ..errors import InputError
-from ..files import atomic_file, directory_lock
+from ..files import atomic_file, check_writable, directory_lock
 from ..hdf5 import plain, read_attrs, set_attrs
 
 __all__ = [
@@ -204,8 +204,10 @@ def _existing_report_attrs(path: Path) -> dict[str, Any] | None:
 def check_report_target(path: str | os.PathLike[str]) -> None:
     """Raise :class:`InputError` unless ``path`` may be written as a report: its directory exists
     and it is absent or already a landscape report (the checks :func:`write_report` makes, done
-    early so that a bad ``--out`` fails before the analysis). Creates nothing."""
+    early so that a bad ``--out`` fails before the analysis), and the folder accepts new files
+    (:func:`~landscape_cli.files.check_writable`). Leaves nothing behind."""
     _existing_report_attrs(Path(path))
+    check_writable(path)
 
 
 @contextlib.contextmanager

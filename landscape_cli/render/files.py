@@ -6,10 +6,12 @@ Names follow the report's stem: ``<stem>-<figure>.<fmt>`` for each figure of
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files import check_writable
 from .plots import FORMATS
 
 
@@ -20,6 +22,29 @@ def check_figure_options(fmt: str, sigma: float | None = None) -> None:
         raise InputError(f"`fmt={fmt}`: choose one of {', '.join(FORMATS)}")
     if sigma is not None and not sigma > 0:
         raise InputError(f"`sigma={sigma}`: it must be greater than 0")
+
+
+def check_figure_targets(
+    directory: str | Path,
+    stem: str,
+    fmt: str = "png",
+    *,
+    sigma: float | None = None,
+    html: bool = True,
+    plots: bool = True,
+) -> None:
+    """Raise :class:`InputError` before any work unless :func:`write_figures_and_html` could
+    write its files: the options are valid (:func:`check_figure_options`), the folder accepts new
+    files, and no name a figure or the page would take is a folder."""
+    check_figure_options(fmt, sigma)
+    directory = Path(directory)
+    if html:
+        check_writable(directory / f"{stem}.html")
+    if plots:
+        check_writable(directory / f"{stem}-figure.{fmt}")
+        for taken in directory.glob(f"{glob.escape(stem)}-*.{fmt}"):
+            if taken.is_dir():
+                raise InputError(f"{taken} is a directory where a figure would be written")
 
 
 def write_figures_and_html(

@@ -7,10 +7,18 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 from rich.table import Table
 
+from ..errors import printable
+
 SPARK = " ▁▂▃▄▅▆▇█"
+
+
+def escape(text: Any) -> str:
+    """Text from a file (a name, a path, a note) as the terminal should show it: rich markup
+    escaped, and control characters as escapes (:func:`~landscape_cli.errors.printable`)."""
+    return escape_markup(printable(str(text)))
 
 
 def _fmt(value: Any, digits: int = 6) -> str:
@@ -38,7 +46,10 @@ def _print_stability(console: Console, stability: Any) -> None:
     SGD's momentum bound, or plain gradient descent's 2 (with the note for other optimizers)."""
     if stability is None:
         return
-    source = f"η = {_fmt(stability.lr, 4)} from {stability.source}, {stability.optimizer}"
+    source = (
+        f"η = {_fmt(stability.lr, 4)} from {escape(stability.source)}, "
+        f"{escape(stability.optimizer)}"
+    )
     plain = f"η·λ_max = {_fmt(stability.lr_times_lambda_max, 4)}"
     within = stability.within_bound
     if stability.preconditioned_sharpness is not None:
@@ -59,7 +70,7 @@ def _print_stability(console: Console, stability: Any) -> None:
             f"edge of stability: {plain} vs {bound} ({'within' if within else 'beyond'}; {source})"
         )
     if stability.note:
-        console.print(f"  note: {stability.note}")
+        console.print(f"  note: {escape(stability.note)}")
 
 
 def sparkline(values: np.ndarray, width: int = 60) -> str:
@@ -133,7 +144,7 @@ def _curvature_title(result: Any) -> str:
     title = f"{CURVATURE_TITLES.get(result.curvature, result.curvature)} spectrum"
     if result.params:
         size = f", {result.block_size:,} coordinates" if result.block_size else ""
-        title += f" · block {' '.join(result.params)}{size}"
+        title += f" · block {escape(' '.join(result.params))}{size}"
     return title
 
 
@@ -177,7 +188,7 @@ def print_inspection(result: Any, console: Console | None = None) -> None:
     table.add_column("norm", justify="right")
     for p in result.parameters:
         table.add_row(
-            p["name"],
+            escape(p["name"]),
             "×".join(map(str, p["shape"])) or "scalar",
             _fmt(p["numel"]),
             _fmt(p["norm"], 4),
@@ -191,9 +202,9 @@ def print_inspection(result: Any, console: Console | None = None) -> None:
         if key in data:
             d = data[key]
             extra = f", {d['distinct_values']} distinct values" if "distinct_values" in d else ""
-            console.print(f"  {key}: {d['dtype']} {tuple(d['shape'])}{extra}")
+            console.print(f"  {key}: {escape(d['dtype'])} {tuple(d['shape'])}{extra}")
     if result.checkpoint_format:
-        console.print(f"checkpoint format: {result.checkpoint_format}")
+        console.print(f"checkpoint format: {escape(result.checkpoint_format)}")
     if result.info.hvp_mode == "cached":
         console.print(f"cached gradient graph: {result.graph_megabytes:.2f} MB")
     else:
@@ -351,7 +362,7 @@ def print_track(result: Any, console: Console | None = None) -> None:
     """One row per checkpoint, in step order."""
     console = console or Console()
     kind = CURVATURE_TITLES.get(getattr(result, "curvature", "hessian"), "Hessian")
-    block = f" · block {' '.join(result.params)}" if getattr(result, "params", ()) else ""
+    block = f" · block {escape(' '.join(result.params))}" if getattr(result, "params", ()) else ""
     table = Table(title=f"curvature along the run ({kind}{block})", title_justify="left")
     adam = any(p.preconditioned_sharpness is not None for p in result.points)
     names = ["step", "λ_max", "trace", "loss", "‖∇L‖", "η·λ_max", "bound"]
