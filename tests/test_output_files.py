@@ -237,17 +237,34 @@ def previous(tmp_path_factory) -> Path:
     return folder
 
 
+def wait_for_signal_handlers(pid: int, signum: int, timeout: float = 120) -> None:
+    """Wait until process ``pid`` catches ``signum`` (Linux: the ``SigCgt`` mask of
+    ``/proc/PID/status``). Before that, in the first instants of the interpreter, the signal has
+    its default action, which no Python code can change; the tests below start after it."""
+    status = Path(f"/proc/{pid}/status")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            return  # no /proc, or the process is gone
+        if int(fields["SigCgt"], 16) >> (signum - 1) & 1:
+            return
+        time.sleep(0.001)
+
+
 def signal_while_writing(
     command: list[str], folder: Path, watch: str, signum: int, delay: float
 ) -> tuple[subprocess.Popen, str, bool]:
-    """Start ``command`` in ``folder``, wait until a temporary file whose name starts with
-    ``watch`` appears (or, with a negative delay, wait ``-delay`` seconds from the start), wait
-    ``delay`` more seconds and send ``signum`` if the process still runs."""
+    """Start ``command`` in ``folder``, wait until it handles ``signum``, then until a temporary
+    file whose name starts with ``watch`` appears (or, with a negative delay, ``-delay``
+    seconds), wait ``delay`` more seconds and send ``signum`` if the process still runs."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "landscape_cli", *command], cwd=folder, env=env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        wait_for_signal_handlers(proc.pid, signum)
         if delay < 0:
             time.sleep(-delay)
         else:
