@@ -27,6 +27,7 @@ never spell command-line flags themselves.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 
 EXIT_OK = 0
@@ -73,6 +74,30 @@ class NumericalError(LandscapeError):
     """A non-finite loss, gradient or HVP, or an unrecoverable solver failure (exit code 3)."""
 
     exit_code = EXIT_NUMERICAL
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory ran out: ``MemoryError`` (host), ``torch.OutOfMemoryError``
+    (CUDA, MPS, XPU), or a ``RuntimeError`` saying so (torch's CPU allocator, older torch, other
+    backends). torch is looked up, not imported: ``--help`` must stay light."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    lines = str(exc).strip().lower().splitlines()
+    first = lines[0] if lines else ""
+    return "out of memory" in first or "can't allocate memory" in first
+
+
+def is_host_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that the host's (CPU) memory ran out, not a device's."""
+    return isinstance(exc, MemoryError) or (
+        is_out_of_memory(exc) and "DefaultCPUAllocator" in str(exc)
+    )
 
 
 @contextlib.contextmanager

@@ -124,6 +124,66 @@ def test_other_runtime_errors_are_not_mistaken_for_out_of_memory(monkeypatch):
     one_line(result, 70, r"internal error: RuntimeError: shape .*--debug")
 
 
+EXHAUSTING = """\
+import torch
+
+from landscape_cli import sample_models
+
+calls = 0
+
+
+def allocate_too_much():
+    torch.empty(1 << 60)  # torch's CPU allocator refuses at once: no memory is used
+
+
+def factory_exhausts_host():
+    raise MemoryError()
+
+
+def factory_exhausts_allocator():
+    allocate_too_much()
+
+
+def loss_exhausts_allocator(model, batch):
+    allocate_too_much()
+
+
+def loss_exhausts_allocator_later(model, batch):
+    global calls
+    calls += 1
+    if calls > 8:  # past the initial pass and the determinism check: inside the analysis
+        allocate_too_much()
+    return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+"""
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ["--model", "exhausting.py:factory_exhausts_host"],
+        ["--model", "exhausting.py:factory_exhausts_allocator"],
+        ["--loss", "exhausting.py:loss_exhausts_allocator"],
+        ["--loss", "exhausting.py:loss_exhausts_allocator_later"],
+    ],
+    ids=[
+        "factory-memory-error",
+        "factory-cpu-allocator",
+        "loss-cpu-allocator",
+        "analysis-cpu-allocator",
+    ],
+)
+def test_host_out_of_memory_in_a_real_process_is_exit_3_with_advice(tmp_path, spec):
+    (tmp_path / "exhausting.py").write_text(EXHAUSTING)
+    proc = _landscape("spectrum", *spec, "--hvp-mode", "streaming", *FAST, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "landscape: error: the host ran out of memory (try a smaller --batch-size, "
+        "--max-samples or --hvp-mode streaming)"
+    ], proc.stderr
+    assert proc.stdout == ""
+
+
 INTERRUPTIBLE = """\
 import pathlib
 import torch

@@ -18,6 +18,8 @@ from ..errors import (
     EXIT_TERMINATED,
     LandscapeError,
     Terminated,
+    is_host_out_of_memory,
+    is_out_of_memory,
 )
 from .options import RunArgs, parameters_as_flags
 
@@ -60,8 +62,8 @@ def one_line_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         text = str(exc).strip().splitlines()
-        if _is_out_of_memory(exc, text[0] if text else ""):
-            typer.echo(OUT_OF_MEMORY, err=True)
+        if is_out_of_memory(exc):
+            typer.echo(_out_of_memory_line(exc), err=True)
             raise typer.Exit(EXIT_NUMERICAL) from None
         typer.echo(
             f"landscape: internal error: {exc.__class__.__name__}: {text[0] if text else ''} "
@@ -79,14 +81,13 @@ def raise_signal_exit(exc: BaseException) -> NoReturn:
     raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
 
 
-def _is_out_of_memory(exc: BaseException, first_line: str) -> bool:
-    """``torch.OutOfMemoryError`` (CUDA, MPS, XPU), or a ``RuntimeError`` saying so (older torch,
-    other backends). torch is looked up, not imported: ``--help`` must stay light."""
-    torch = sys.modules.get("torch")
-    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    if oom is not None and isinstance(exc, oom):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in first_line.lower()
+def _out_of_memory_line(exc: BaseException) -> str:
+    """The advice for running out of memory, naming the host (CPU) or the device."""
+    return (
+        OUT_OF_MEMORY.replace("the device", "the host")
+        if is_host_out_of_memory(exc)
+        else OUT_OF_MEMORY
+    )
 
 
 # Where results go while an analysis runs: the original stdout, which user code cannot reach.
