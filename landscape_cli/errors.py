@@ -13,6 +13,7 @@ code  meaning
 3     :class:`NumericalError`: non-finite loss, gradient or HVP; unrecoverable breakdown
 70    a bug in landscape (an unexpected exception; ``--debug`` shows its traceback)
 130   interrupted (SIGINT); no partial output file is left
+141   stdout closed early (``landscape ... | head``): the run stops quietly, nothing on stderr
 143   terminated (SIGTERM, what ``timeout`` and CI time limits send); no partial file is left
 ====  =====================================================================
 
@@ -37,6 +38,9 @@ EXIT_NUMERICAL = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+EXIT_CLOSED_PIPE = (
+    141  # 128 + SIGPIPE, what a shell reports for a Unix tool writing to a closed pipe
+)
 
 
 class LandscapeError(Exception):

@@ -226,6 +226,43 @@ def test_real_sigint_exits_130_and_leaves_no_report(tmp_path):
     ]  # no r.h5, no temporary file
 
 
+# ------------------------------------------------------------------ closed pipe
+CHECKPOINTS = ROOT / "sample_models" / "checkpoints"
+
+
+def _closed_early(args: list[str], cwd: Path, read: int) -> tuple[int, str, bytes]:
+    """Run landscape with stdout a pipe whose reader takes ``read`` lines (0: none) and closes
+    it, like ``landscape ... | head -n 1``; the exit code, stderr and what was read."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "landscape_cli", *args],
+        cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        taken = b"".join(proc.stdout.readline() for _ in range(read))
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        return proc.wait(timeout=300), stderr, taken
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_track_jsonl_into_a_closed_pipe_stops_quietly_with_exit_141(tmp_path):
+    code, stderr, taken = _closed_early(
+        ["track", str(CHECKPOINTS / "mlp.pt"), str(CHECKPOINTS / "mlp_training.pt"),
+         "--no-trace", "--jsonl"],
+        tmp_path, read=1,
+    )  # fmt: skip
+    assert json.loads(taken)["checkpoint"].endswith("mlp.pt")
+    assert (code, stderr) == (141, "")
+
+
+@pytest.mark.parametrize("output", [["--json"], []], ids=["json", "table"])
+def test_spectrum_into_a_closed_pipe_stops_quietly_with_exit_141(tmp_path, output):
+    code, stderr, _ = _closed_early(["spectrum", *FAST, *output], tmp_path, read=0)
+    assert (code, stderr) == (141, "")
+
+
 # ------------------------------------------------------------------ untrusted files
 def test_yaml_is_only_safe_loaded_and_pickles_only_weights_only():
     """Static guard: no unsafe YAML loader, no raw pickle.load, torch.load always weights-only

@@ -12,6 +12,7 @@ import typer
 
 from .. import signals
 from ..errors import (
+    EXIT_CLOSED_PIPE,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_NUMERICAL,
@@ -53,6 +54,8 @@ def one_line_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
     except (KeyboardInterrupt, Terminated) as exc:
         raise_signal_exit(exc)
+    except BrokenPipeError:
+        exit_closed_pipe()
     except MemoryError:  # host memory
         if debug:
             raise
@@ -79,6 +82,16 @@ def raise_signal_exit(exc: BaseException) -> NoReturn:
     terminated = isinstance(exc, Terminated)
     typer.echo(f"landscape: {'terminated' if terminated else 'interrupted'}", err=True)
     raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+
+
+def exit_closed_pipe() -> NoReturn:
+    """Stop quietly when the reader of stdout has gone (``landscape ... | head``), as Unix tools
+    do: nothing on stderr, exit 141 (128 + SIGPIPE). stdout is pointed at ``/dev/null`` so that
+    the final flush of what is still buffered cannot fail again."""
+    from ..streams import stdout_to_devnull
+
+    stdout_to_devnull()
+    raise typer.Exit(EXIT_CLOSED_PIPE)
 
 
 def _out_of_memory_line(exc: BaseException) -> str:
