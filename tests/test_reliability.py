@@ -434,3 +434,68 @@ def test_the_same_command_in_two_processes_prints_the_same_json(tmp_path, comman
         outputs.append(payload)
     assert outputs[0] == outputs[1]
     assert outputs[0]["command"] == command
+
+
+# ------------------------------------------------------------------ messages
+def _error_line(proc: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("landscape: error: "), proc.stderr
+    return lines[0]
+
+
+def test_top_k_beyond_the_parameters_is_reported_as_asked_with_the_limit(tmp_path):
+    line = _error_line(
+        _landscape("spectrum", "--top-k", "1000000000", "--no-density", cwd=tmp_path)
+    )
+    assert "--top-k 1000000000 plus --bottom-k 1 exceed --max-iter 200" in line
+    assert "the operator has 1476 eigenvalues, so at most 1476 can be found" in line
+    assert "raise --max-iter to at least 1476" in line
+
+
+def test_a_nan_learning_rate_in_the_optimizer_state_is_named_with_its_checkpoint(tmp_path):
+    from landscape_cli import sample_models
+
+    model = sample_models.mlp.build()
+    state = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9).state_dict()
+    state["param_groups"][0]["lr"] = float("nan")
+    torch.save({"model": model.state_dict(), "optimizer": state}, tmp_path / "nan-lr.pt")
+    line = _error_line(
+        _landscape(
+            "spectrum",
+            "nan-lr.pt",
+            "--model",
+            "landscape_cli.sample_models.mlp:build",
+            "--data",
+            "sample:blobs",
+            *FAST,
+            cwd=tmp_path,
+        )
+    )
+    assert "checkpoint nan-lr.pt: the learning rate in its optimizer state" in line
+    assert "is nan, not a finite positive number (pass --lr" in line
+
+
+def test_two_spellings_of_one_config_key_are_refused_by_name(tmp_path):
+    (tmp_path / "c.yaml").write_text("max-samples: 100\nmax_samples: 200\n")
+    line = _error_line(_landscape("spectrum", "--config", "c.yaml", *FAST, cwd=tmp_path))
+    assert "config c.yaml: 'max-samples' and 'max_samples' are the same key" in line
+
+
+def test_a_boolean_check_threshold_is_not_taken_as_a_number(tmp_path):
+    (tmp_path / "checks.yaml").write_text("max:\n  lambda_max: true\n")
+    line = _error_line(_landscape("check", "--checks", "checks.yaml", cwd=tmp_path))
+    assert "the limit of 'lambda_max' must be a number, got the boolean true" in line
+
+
+def test_a_data_file_with_python_objects_says_why_it_is_refused_and_what_to_do(tmp_path):
+    import fractions
+
+    torch.save(
+        {"x": torch.zeros(4, 8), "y": torch.zeros(4, dtype=torch.long), "p": fractions.Fraction(1)},
+        tmp_path / "val.pt",
+    )
+    line = _error_line(_landscape("spectrum", "--data", "val.pt", *FAST, cwd=tmp_path))
+    assert "would run code from the file" in line
+    assert "module:callable given as --data" in line
+    assert "weights_only" not in line

@@ -386,6 +386,14 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
+            if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
+                raise InputError(
+                    f"{where}: cannot be read as a tensor file: it holds Python objects beyond "
+                    "plain tensors and containers, and loading them would run code from the file "
+                    "(data files are only read weights-only)",
+                    hint="re-save x and y as plain tensors, or, if you trust its source, load it "
+                    "in a module:callable given as `data`",
+                ) from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise InputError(f"{where}: cannot be read as a tensor file ({first})") from None
         return _finite_inputs(
