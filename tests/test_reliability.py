@@ -499,3 +499,14 @@ def test_a_data_file_with_python_objects_says_why_it_is_refused_and_what_to_do(t
     assert "would run code from the file" in line
     assert "module:callable given as --data" in line
     assert "weights_only" not in line
+
+
+def test_plot_of_a_sharpness_with_nothing_positive_prints_no_warning(tmp_path):
+    """At a maximum every sharpness measure is <= 0: nothing goes on the log axes, and matplotlib
+    must not warn of an empty legend."""
+    made = _landscape("sharpness", "sample:neg_bowl", "--out", "s.h5", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    proc = _landscape("plot", "s.h5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.strip().endswith("s-sharpness.png")
