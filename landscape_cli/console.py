@@ -6,18 +6,27 @@ from __future__ import annotations
 import sys
 
 from . import signals
-from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+from .errors import EXIT_CLOSED_PIPE, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 
 
 def main() -> None:
     """Run ``landscape``: a signal at any moment, even while the app is being imported, ends the
-    run with one line on stderr and exit 130 (SIGINT) or 143 (SIGTERM), never a traceback."""
+    run with one line on stderr and exit 130 (SIGINT) or 143 (SIGTERM), never a traceback; a
+    closed stdout (``landscape ... | head``) ends it quietly with exit 141 (128 + SIGPIPE)."""
     signals.install()
     try:
         from .cli.app import main as run
 
-        run()
+        try:
+            run()
+        finally:
+            sys.stdout.flush()  # here, where a closed pipe is handled, rather than at exit
     except (KeyboardInterrupt, Terminated) as exc:  # outside a command: importing, exiting
         terminated = isinstance(exc, Terminated)
         sys.stderr.write(f"landscape: {'terminated' if terminated else 'interrupted'}\n")
         raise SystemExit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+    except BrokenPipeError:  # outside a command: help text, or the final flush
+        from .streams import stdout_to_devnull
+
+        stdout_to_devnull()
+        raise SystemExit(EXIT_CLOSED_PIPE) from None

@@ -15,6 +15,7 @@ code  meaning
 74    :class:`OutputError`: an output file could not be written (disk full, file too large,
       I/O error); the previous file, if any, is left as it was
 130   interrupted (SIGINT); no partial output file is left
+141   stdout closed early (``landscape ... | head``): the run stops quietly, nothing on stderr
 143   terminated (SIGTERM, what ``timeout`` and CI time limits send); no partial file is left
 ====  =====================================================================
 
@@ -29,6 +30,7 @@ never spell command-line flags themselves.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 
 EXIT_OK = 0
@@ -39,6 +41,7 @@ EXIT_INTERNAL = 70
 EXIT_OUTPUT = 74
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool writing to a closed pipe
 
 
 class LandscapeError(Exception):
@@ -102,6 +105,30 @@ class OutputError(LandscapeError):
     cannot be written at all are found before the analysis and are :class:`InputError`."""
 
     exit_code = EXIT_OUTPUT
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory ran out: ``MemoryError`` (host), ``torch.OutOfMemoryError``
+    (CUDA, MPS, XPU), or a ``RuntimeError`` saying so (torch's CPU allocator, older torch, other
+    backends). torch is looked up, not imported: ``--help`` must stay light."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    lines = str(exc).strip().lower().splitlines()
+    first = lines[0] if lines else ""
+    return "out of memory" in first or "can't allocate memory" in first
+
+
+def is_host_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that the host's (CPU) memory ran out, not a device's."""
+    return isinstance(exc, MemoryError) or (
+        is_out_of_memory(exc) and "DefaultCPUAllocator" in str(exc)
+    )
 
 
 @contextlib.contextmanager

@@ -11,6 +11,17 @@ from collections.abc import Iterator
 from typing import TextIO
 
 
+def stdout_to_devnull() -> None:
+    """Point file descriptor 1 at ``/dev/null`` once the reader of stdout has gone (a closed
+    pipe), so that flushing what is still buffered, at exit too, cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):  # an in-memory stdout has no descriptor
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+
+
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[TextIO]:
     """Within the block, whatever is written to stdout goes to stderr: Python's ``sys.stdout``

@@ -124,6 +124,66 @@ def test_other_runtime_errors_are_not_mistaken_for_out_of_memory(monkeypatch):
     one_line(result, 70, r"internal error: RuntimeError: shape .*--debug")
 
 
+EXHAUSTING = """\
+import torch
+
+from landscape_cli import sample_models
+
+calls = 0
+
+
+def allocate_too_much():
+    torch.empty(1 << 60)  # torch's CPU allocator refuses at once: no memory is used
+
+
+def factory_exhausts_host():
+    raise MemoryError()
+
+
+def factory_exhausts_allocator():
+    allocate_too_much()
+
+
+def loss_exhausts_allocator(model, batch):
+    allocate_too_much()
+
+
+def loss_exhausts_allocator_later(model, batch):
+    global calls
+    calls += 1
+    if calls > 8:  # past the initial pass and the determinism check: inside the analysis
+        allocate_too_much()
+    return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+"""
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ["--model", "exhausting.py:factory_exhausts_host"],
+        ["--model", "exhausting.py:factory_exhausts_allocator"],
+        ["--loss", "exhausting.py:loss_exhausts_allocator"],
+        ["--loss", "exhausting.py:loss_exhausts_allocator_later"],
+    ],
+    ids=[
+        "factory-memory-error",
+        "factory-cpu-allocator",
+        "loss-cpu-allocator",
+        "analysis-cpu-allocator",
+    ],
+)
+def test_host_out_of_memory_in_a_real_process_is_exit_3_with_advice(tmp_path, spec):
+    (tmp_path / "exhausting.py").write_text(EXHAUSTING)
+    proc = _landscape("spectrum", *spec, "--hvp-mode", "streaming", *FAST, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "landscape: error: the host ran out of memory (try a smaller --batch-size, "
+        "--max-samples or --hvp-mode streaming)"
+    ], proc.stderr
+    assert proc.stdout == ""
+
+
 INTERRUPTIBLE = """\
 import pathlib
 import torch
@@ -164,6 +224,43 @@ def test_real_sigint_exits_130_and_leaves_no_report(tmp_path):
         "slowloss.py",
         "started",
     ]  # no r.h5, no temporary file
+
+
+# ------------------------------------------------------------------ closed pipe
+CHECKPOINTS = ROOT / "sample_models" / "checkpoints"
+
+
+def _closed_early(args: list[str], cwd: Path, read: int) -> tuple[int, str, bytes]:
+    """Run landscape with stdout a pipe whose reader takes ``read`` lines (0: none) and closes
+    it, like ``landscape ... | head -n 1``; the exit code, stderr and what was read."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "landscape_cli", *args],
+        cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        taken = b"".join(proc.stdout.readline() for _ in range(read))
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        return proc.wait(timeout=300), stderr, taken
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_track_jsonl_into_a_closed_pipe_stops_quietly_with_exit_141(tmp_path):
+    code, stderr, taken = _closed_early(
+        ["track", str(CHECKPOINTS / "mlp.pt"), str(CHECKPOINTS / "mlp_training.pt"),
+         "--no-trace", "--jsonl"],
+        tmp_path, read=1,
+    )  # fmt: skip
+    assert json.loads(taken)["checkpoint"].endswith("mlp.pt")
+    assert (code, stderr) == (141, "")
+
+
+@pytest.mark.parametrize("output", [["--json"], []], ids=["json", "table"])
+def test_spectrum_into_a_closed_pipe_stops_quietly_with_exit_141(tmp_path, output):
+    code, stderr, _ = _closed_early(["spectrum", *FAST, *output], tmp_path, read=0)
+    assert (code, stderr) == (141, "")
 
 
 # ------------------------------------------------------------------ untrusted files
@@ -337,3 +434,79 @@ def test_the_same_command_in_two_processes_prints_the_same_json(tmp_path, comman
         outputs.append(payload)
     assert outputs[0] == outputs[1]
     assert outputs[0]["command"] == command
+
+
+# ------------------------------------------------------------------ messages
+def _error_line(proc: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("landscape: error: "), proc.stderr
+    return lines[0]
+
+
+def test_top_k_beyond_the_parameters_is_reported_as_asked_with_the_limit(tmp_path):
+    line = _error_line(
+        _landscape("spectrum", "--top-k", "1000000000", "--no-density", cwd=tmp_path)
+    )
+    assert "--top-k 1000000000 plus --bottom-k 1 exceed --max-iter 200" in line
+    assert "the operator has 1476 eigenvalues, so at most 1476 can be found" in line
+    assert "raise --max-iter to at least 1476" in line
+
+
+def test_a_nan_learning_rate_in_the_optimizer_state_is_named_with_its_checkpoint(tmp_path):
+    from landscape_cli import sample_models
+
+    model = sample_models.mlp.build()
+    state = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9).state_dict()
+    state["param_groups"][0]["lr"] = float("nan")
+    torch.save({"model": model.state_dict(), "optimizer": state}, tmp_path / "nan-lr.pt")
+    line = _error_line(
+        _landscape(
+            "spectrum",
+            "nan-lr.pt",
+            "--model",
+            "landscape_cli.sample_models.mlp:build",
+            "--data",
+            "sample:blobs",
+            *FAST,
+            cwd=tmp_path,
+        )
+    )
+    assert "checkpoint nan-lr.pt: the learning rate in its optimizer state" in line
+    assert "is nan, not a finite positive number (pass --lr" in line
+
+
+def test_two_spellings_of_one_config_key_are_refused_by_name(tmp_path):
+    (tmp_path / "c.yaml").write_text("max-samples: 100\nmax_samples: 200\n")
+    line = _error_line(_landscape("spectrum", "--config", "c.yaml", *FAST, cwd=tmp_path))
+    assert "config c.yaml: 'max-samples' and 'max_samples' are the same key" in line
+
+
+def test_a_boolean_check_threshold_is_not_taken_as_a_number(tmp_path):
+    (tmp_path / "checks.yaml").write_text("max:\n  lambda_max: true\n")
+    line = _error_line(_landscape("check", "--checks", "checks.yaml", cwd=tmp_path))
+    assert "the limit of 'lambda_max' must be a number, got the boolean true" in line
+
+
+def test_a_data_file_with_python_objects_says_why_it_is_refused_and_what_to_do(tmp_path):
+    import fractions
+
+    torch.save(
+        {"x": torch.zeros(4, 8), "y": torch.zeros(4, dtype=torch.long), "p": fractions.Fraction(1)},
+        tmp_path / "val.pt",
+    )
+    line = _error_line(_landscape("spectrum", "--data", "val.pt", *FAST, cwd=tmp_path))
+    assert "would run code from the file" in line
+    assert "module:callable given as --data" in line
+    assert "weights_only" not in line
+
+
+def test_plot_of_a_sharpness_with_nothing_positive_prints_no_warning(tmp_path):
+    """At a maximum every sharpness measure is <= 0: nothing goes on the log axes, and matplotlib
+    must not warn of an empty legend."""
+    made = _landscape("sharpness", "sample:neg_bowl", "--out", "s.h5", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    proc = _landscape("plot", "s.h5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.strip().endswith("s-sharpness.png")

@@ -147,6 +147,11 @@ def _limit(metric: str, kind: str, value: Any, where: str) -> Any:
         return value
     if kind == "equals":
         raise InputError(f"{where}: '{metric}' takes max or min, not equals")
+    if isinstance(value, bool):  # YAML's true/false: float() would make them 1.0 and 0.0
+        raise InputError(
+            f"{where}: the limit of '{metric}' must be a number, got the boolean "
+            f"{str(value).lower()}"
+        )
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400)
@@ -191,6 +196,10 @@ def read_checks(path: str | Path) -> tuple[list[Check], float | None]:
     margin = None
     for key, value in document.items():
         if key == "margin":
+            if isinstance(value, bool):  # float(True) would be 1.0
+                raise InputError(
+                    f"{where}: margin must be a number, got the boolean {str(value).lower()}"
+                )
             try:
                 margin = float(value)
             except (TypeError, ValueError, OverflowError):

@@ -101,9 +101,15 @@ def analyze_spectrum(
             hint="use `slq_runs=1` or more, `share_lanczos=True`, or `density=False`",
         )
     if top_k + bottom_k > min(settings.max_iter, n) and settings.max_iter < n:
+        size = (
+            f"; the operator has {n} eigenvalues, so at most {n} can be found"
+            if settings.top_k + settings.bottom_k > n
+            else ""
+        )
         raise InputError(
-            f"`top_k={top_k}` plus `bottom_k={bottom_k}` exceed `max_iter={settings.max_iter}`",
-            hint=f"raise `max_iter` to at least {top_k + bottom_k}",
+            f"`top_k={settings.top_k}` plus `bottom_k={settings.bottom_k}` exceed "
+            f"`max_iter={settings.max_iter}`{size}",
+            hint=f"raise `max_iter` to at least {min(top_k + bottom_k, n)}",
         )
     determinism_matvecs = None
     if settings.determinism_check:

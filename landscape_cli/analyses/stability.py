@@ -281,8 +281,14 @@ def stability_report(
     if lr is None and state is None:
         return None
     rate = float(lr) if lr is not None else state.lr  # type: ignore[union-attr]
-    if not rate > 0:
-        raise InputError(f"`lr` must be positive, got {rate}")
+    if not (math.isfinite(rate) and rate > 0):
+        if lr is not None:
+            raise InputError(f"`lr` must be a finite positive number, got {rate}")
+        raise InputError(
+            f"checkpoint {checkpoint.path}: the learning rate in its optimizer state "  # type: ignore[union-attr]
+            f"(param_groups[0]['lr']) is {rate}, not a finite positive number",
+            hint="pass `lr` to give the learning rate",
+        )
     source = "--lr" if lr is not None else "checkpoint"
     if state is None:  # --lr alone: plain gradient descent
         return StabilityReport(rate, source, "unknown", lambda_max, 0.0)

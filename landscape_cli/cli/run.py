@@ -12,12 +12,15 @@ import typer
 
 from .. import signals
 from ..errors import (
+    EXIT_CLOSED_PIPE,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_NUMERICAL,
     EXIT_TERMINATED,
     LandscapeError,
     Terminated,
+    is_host_out_of_memory,
+    is_out_of_memory,
     printable,
 )
 from .options import RunArgs, parameters_as_flags
@@ -52,6 +55,8 @@ def one_line_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
     except (KeyboardInterrupt, Terminated) as exc:
         raise_signal_exit(exc)
+    except BrokenPipeError:
+        exit_closed_pipe()
     except MemoryError:  # host memory
         if debug:
             raise
@@ -61,8 +66,8 @@ def one_line_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         text = str(exc).strip().splitlines()
-        if _is_out_of_memory(exc, text[0] if text else ""):
-            typer.echo(OUT_OF_MEMORY, err=True)
+        if is_out_of_memory(exc):
+            typer.echo(_out_of_memory_line(exc), err=True)
             raise typer.Exit(EXIT_NUMERICAL) from None
         typer.echo(
             f"landscape: internal error: {exc.__class__.__name__}: "
@@ -81,14 +86,23 @@ def raise_signal_exit(exc: BaseException) -> NoReturn:
     raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
 
 
-def _is_out_of_memory(exc: BaseException, first_line: str) -> bool:
-    """``torch.OutOfMemoryError`` (CUDA, MPS, XPU), or a ``RuntimeError`` saying so (older torch,
-    other backends). torch is looked up, not imported: ``--help`` must stay light."""
-    torch = sys.modules.get("torch")
-    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    if oom is not None and isinstance(exc, oom):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in first_line.lower()
+def exit_closed_pipe() -> NoReturn:
+    """Stop quietly when the reader of stdout has gone (``landscape ... | head``), as Unix tools
+    do: nothing on stderr, exit 141 (128 + SIGPIPE). stdout is pointed at ``/dev/null`` so that
+    the final flush of what is still buffered cannot fail again."""
+    from ..streams import stdout_to_devnull
+
+    stdout_to_devnull()
+    raise typer.Exit(EXIT_CLOSED_PIPE)
+
+
+def _out_of_memory_line(exc: BaseException) -> str:
+    """The advice for running out of memory, naming the host (CPU) or the device."""
+    return (
+        OUT_OF_MEMORY.replace("the device", "the host")
+        if is_host_out_of_memory(exc)
+        else OUT_OF_MEMORY
+    )
 
 
 # Where results go while an analysis runs: the original stdout, which user code cannot reach.

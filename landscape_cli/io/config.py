@@ -59,6 +59,18 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         )
 
     flat: dict[str, Any] = {}
+    spelled: dict[str, str] = {}  # flat key -> how the file spells it
+
+    def put(key: str, spelling: str, value: Any) -> None:
+        """Set ``flat[key]``, refusing a second spelling of a key (``max-samples`` and
+        ``max_samples``), of which one would silently win."""
+        if key in spelled:
+            raise InputError(
+                f"{where}: '{spelled[key]}' and '{spelling}' are the same key", hint="keep one"
+            )
+        spelled[key] = spelling
+        flat[key] = value
+
     known_top = list(COMMON) + list(SECTIONS)
     for raw_key, value in document.items():
         key = _normalise_key(raw_key)
@@ -71,25 +83,33 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                 sub = _normalise_key(raw_sub)
                 if sub not in SECTIONS[key]:
                     raise _unknown_key(f"{key}.{sub}", [f"{key}.{k}" for k in SECTIONS[key]], where)
-                flat[f"{key}.{sub}"] = coerce_value(
-                    f"{key}.{sub}", SECTIONS[key][sub], sub_value, where
+                put(
+                    f"{key}.{sub}",
+                    f"{raw_key}.{raw_sub}",
+                    coerce_value(f"{key}.{sub}", SECTIONS[key][sub], sub_value, where),
                 )
             continue
         if key == "model" and isinstance(value, Mapping):
             for raw_sub, sub_value in value.items():
                 sub = _normalise_key(raw_sub)
                 if sub == "spec":
-                    flat["model"] = coerce_value("model.spec", COMMON["model"], sub_value, where)
+                    put(
+                        "model",
+                        f"{raw_key}.{raw_sub}",
+                        coerce_value("model.spec", COMMON["model"], sub_value, where),
+                    )
                 elif sub == "kwargs":
-                    flat["model_kwargs"] = coerce_value(
-                        "model.kwargs", COMMON["model_kwargs"], sub_value, where
+                    put(
+                        "model_kwargs",
+                        f"{raw_key}.{raw_sub}",
+                        coerce_value("model.kwargs", COMMON["model_kwargs"], sub_value, where),
                     )
                 else:
                     raise _unknown_key(f"model.{sub}", ["model.spec", "model.kwargs"], where)
             continue
         if key not in COMMON:
             raise _unknown_key(key, known_top, where)
-        flat[key] = coerce_value(key, COMMON[key], value, where)
+        put(key, str(raw_key), coerce_value(key, COMMON[key], value, where))
 
     base = path.resolve().parent
     for key in ("checkpoint", "data", "model", "loss", "surface.to"):

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, is_out_of_memory
 
 Batch = Any  # a tuple (x, y) of tensors, or None for an analytic objective with no data
 
@@ -186,6 +186,8 @@ class Batches:
             except InputError:
                 raise
             except Exception as exc:
+                if is_out_of_memory(exc):
+                    raise
                 raise InputError(
                     f"data {self.description}: the DataLoader's collate_fn failed on batch "
                     f"{index} ({exc.__class__.__name__}: {exc})"
@@ -259,6 +261,8 @@ def _read_item(dataset: Any, index: int, description: str) -> Any:
     try:
         return dataset[index]
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
         raise InputError(
             f"data {description}: reading item {index} failed: {exc.__class__.__name__}: {exc}"
         ) from None

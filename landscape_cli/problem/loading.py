@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..errors import InputError, NumericalError
+from ..errors import InputError, NumericalError, is_out_of_memory
 from ..streams import stdout_to_stderr
 from .data import (
     Batches,
@@ -307,6 +307,8 @@ def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module
     try:
         model = factory(**dict(kwargs or {}))
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
         raise InputError(f"model '{spec}': the factory raised {exc!r}") from None
     if not isinstance(model, nn.Module):
         raise InputError(f"model '{spec}': returned {type(model).__name__}, expected an nn.Module")
@@ -384,6 +386,14 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
+            if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
+                raise InputError(
+                    f"{where}: cannot be read as a tensor file: it holds Python objects beyond "
+                    "plain tensors and containers, and loading them would run code from the file "
+                    "(data files are only read weights-only)",
+                    hint="re-save x and y as plain tensors, or, if you trust its source, load it "
+                    "in a module:callable given as `data`",
+                ) from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise InputError(f"{where}: cannot be read as a tensor file ({first})") from None
         return _finite_inputs(
@@ -426,6 +436,8 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
         try:
             obj = factory() if callable(factory) else factory
         except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
             raise InputError(f"{where}: the data callable raised {exc!r}") from None
         if isinstance(obj, torch.utils.data.DataLoader):
             return loader_batches(obj, max_samples, spec)

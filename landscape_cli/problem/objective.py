@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..errors import InputError, NumericalError
+from ..errors import InputError, NumericalError, is_out_of_memory
 from .data import Batch, Batches, move_batch, nonfinite_samples
 from .distributed import Failure, Ranks, all_reduce_sum, collect_failure, current
 from .seeding import derive_seed
@@ -364,6 +364,8 @@ class Objective:
         except (InputError, NumericalError):
             raise
         except (RuntimeError, IndexError, ValueError, TypeError, KeyError) as exc:
+            if is_out_of_memory(exc):
+                raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             shapes = ""
             if isinstance(batch, tuple):

@@ -47,6 +47,12 @@ def _axes(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = (6.4
     return figure, ax
 
 
+def _legend(ax: Any, **kwargs: Any) -> None:
+    """A legend of the labelled artists, if any were drawn (matplotlib warns of an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def plot_density(
     grid: np.ndarray,
     values: np.ndarray,
@@ -81,7 +87,7 @@ def plot_density(
         ax.text(
             0.99, 0.97, f"σ = {sigma:.3g}", transform=ax.transAxes, ha="right", va="top", fontsize=8
         )
-    ax.legend(loc="upper center", fontsize=8)
+    _legend(ax, loc="upper center", fontsize=8)
     return figure
 
 
@@ -102,7 +108,7 @@ def plot_ritz_convergence(
         ax.plot(steps, bottom, color="tab:purple", lw=1.2, label="smallest")
     for i, lam in enumerate(exact):
         ax.axhline(lam, color="grey", lw=0.7, ls="--", label="exact" if i == 0 else None)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return figure
 
 
@@ -139,7 +145,10 @@ def plot_sharpness(
             ax.fill_between(
                 rho[order][mask], low, y[mask] + 2 * err, alpha=0.2, color=line.get_color()
             )
-    ax.legend(fontsize=8)
+    if not ax.lines:  # at a maximum every measure is <= 0: nothing to draw on log axes
+        ax.text(0.5, 0.5, "no measure is positive: nothing to draw on log axes",
+                transform=ax.transAxes, ha="center", va="center")  # fmt: skip
+    _legend(ax, fontsize=8)
     return figure
 
 
@@ -161,7 +170,7 @@ def plot_curve_1d(
         twin = ax.twinx()
         twin.plot(t, accuracy, color="tab:green", lw=1, alpha=0.7, label="accuracy")
         twin.set_ylabel("accuracy")
-    ax.legend(fontsize=8, loc="best")
+    _legend(ax, fontsize=8, loc="best")
     return figure
 
 
@@ -177,7 +186,7 @@ def plot_contour_2d(
     ax.contour(X, Y, z, levels=levels, colors="white", linewidths=0.3, alpha=0.5)
     figure.colorbar(filled, ax=ax, label="loss")
     ax.plot([0], [0], marker="*", color="red", ms=10, label="checkpoint")
-    ax.legend(fontsize=8, loc="upper right")
+    _legend(ax, fontsize=8, loc="upper right")
     ax.set_aspect("equal", adjustable="box")
     return figure
 
@@ -205,7 +214,7 @@ def plot_track(step: np.ndarray, lambda_max: np.ndarray, *, lr: np.ndarray | Non
     if lr is not None and np.isfinite(lr).any():
         bound = 2.0 / lr[order]
         ax.plot(step[order], bound, "--", color="tab:red", label="2/η (GD stability bound)")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return figure
 
 
@@ -245,7 +254,7 @@ def plot_layer_jacobians(
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center", fontsize=8)  # fmt: skip
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return figure
 
 

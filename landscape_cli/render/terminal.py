@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 from typing import Any
 
@@ -19,6 +20,15 @@ def escape(text: Any) -> str:
     """Text from a file (a name, a path, a note) as the terminal should show it: rich markup
     escaped, and control characters as escapes (:func:`~landscape_cli.errors.printable`)."""
     return escape_markup(printable(str(text)))
+
+
+class _StdoutConsole(Console):
+    """A console on stdout whose closed pipe (``... | head``) raises ``BrokenPipeError`` for the
+    CLI to handle, where rich's own handler would exit 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
 
 def _fmt(value: Any, digits: int = 6) -> str:
@@ -88,7 +98,7 @@ def sparkline(values: np.ndarray, width: int = 60) -> str:
 
 def print_spectrum(result: Any, console: Console | None = None) -> None:
     """The spectrum result as a table: extremes with error bounds, trace, density summary."""
-    console = console or Console()
+    console = console or _StdoutConsole()
     info = result.info
     _header(console, info)
     lz = result.lanczos
@@ -179,7 +189,7 @@ def _print_spread(console: Console, spread: Any) -> None:
 
 def print_inspection(result: Any, console: Console | None = None) -> None:
     """Parameters by tensor, the data and the objective at ``w``."""
-    console = console or Console()
+    console = console or _StdoutConsole()
     _header(console, result.info)
     table = Table(title="Trainable parameters", title_justify="left")
     table.add_column("name")
@@ -215,7 +225,7 @@ def print_inspection(result: Any, console: Console | None = None) -> None:
 
 def print_classification(result: Any, console: Console | None = None) -> None:
     """The label, its evidence sentence, and the numbers behind it."""
-    console = console or Console()
+    console = console or _StdoutConsole()
     _header(console, result.info)
     colour = {"minimum": "green", "saddle": "yellow", "maximum": "red"}.get(
         result.classification, "cyan"
@@ -256,7 +266,7 @@ def print_classification(result: Any, console: Console | None = None) -> None:
 
 def print_sharpness(result: Any, console: Console | None = None) -> None:
     """Sharpness measures against ρ."""
-    console = console or Console()
+    console = console or _StdoutConsole()
     _header(console, result.info)
     kind = "adaptive (ASAM) " if result.adaptive else ""
     table = Table(title=f"{kind}sharpness L(w+ε) − L(w)", title_justify="left")
@@ -286,7 +296,7 @@ def print_sharpness(result: Any, console: Console | None = None) -> None:
 
 def print_surface(result: Any, console: Console | None = None) -> None:
     """A 1-D surface as a table; a 2-D one as a summary and a coarse shaded map."""
-    console = console or Console()
+    console = console or _StdoutConsole()
     _header(console, result.info)
     losses = np.asarray(result.losses, float)
     console.print(
@@ -332,7 +342,7 @@ def print_surface(result: Any, console: Console | None = None) -> None:
 
 def print_checks(result: Any, console: Console | None = None) -> None:
     """One row per threshold; the verdict last."""
-    console = console or Console()
+    console = console or _StdoutConsole()
     table = Table(
         title=f"landscape check ({result.source}: {escape(result.target)})", title_justify="left"
     )
@@ -360,7 +370,7 @@ def print_checks(result: Any, console: Console | None = None) -> None:
 
 def print_track(result: Any, console: Console | None = None) -> None:
     """One row per checkpoint, in step order."""
-    console = console or Console()
+    console = console or _StdoutConsole()
     kind = CURVATURE_TITLES.get(getattr(result, "curvature", "hessian"), "Hessian")
     block = f" · block {escape(' '.join(result.params))}" if getattr(result, "params", ()) else ""
     table = Table(title=f"curvature along the run ({kind}{block})", title_justify="left")
@@ -389,7 +399,7 @@ def print_track(result: Any, console: Console | None = None) -> None:
 
 def print_jacobian(result: Any, console: Console | None = None) -> None:
     """Input–output singular values, per-layer σ_max (median and quantiles), the NTK spectrum."""
-    console = console or Console()
+    console = console or _StdoutConsole()
     _header(console, result.info)
     from ..analyses.jacobian import summarize
 
