@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,21 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         raise InputError(f"{path}: cannot create files in {path.parent} ({reason})") from None
     os.close(fd)
     os.unlink(name)
+
+
+def refuse_special_file(path: str | os.PathLike[str], where: str) -> None:
+    """Raise :class:`InputError` when ``path`` exists and is neither a regular file nor a folder
+    (a FIFO, socket or device, whose reading could block forever), before anything opens it.
+    A missing path or a folder is left to the caller's own message."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(
+            f"{where}: not a regular file (a FIFO, socket or device); give a file",
+            hint="copy the content into a file first",
+        )
 
 
 @contextlib.contextmanager

@@ -19,6 +19,10 @@ import numpy as np
 
 #: Datasets with more elements than this are compressed (gzip level 4 + shuffle).
 COMPRESS_MIN_SIZE = 1024
+#: A report dataset declaring more elements than this is refused as implausible.
+MAX_DATASET_ELEMENTS = 100_000_000
+#: Stored bytes expand at most this many times when read (gzip's limit is about 1032).
+MAX_EXPANSION = 1100
 #: Group attribute listing the attributes whose value is ``None`` (HDF5 has no ``None``).
 NONE_ATTRIBUTES = "none_attributes"
 #: Group attribute listing the datasets that hold ``None`` entries (stored as NaN).
@@ -232,9 +236,75 @@ def from_field_attrs(cls: type[T], attrs: Mapping[str, Any]) -> T:
     return cls(**values)
 
 
+def checked_dataset(group: h5py.Group, name: str) -> h5py.Dataset:
+    """The dataset ``group/name``, checked before any of it is read: numeric (or boolean), its
+    data in this file, at most :data:`MAX_DATASET_ELEMENTS` elements, and no larger than its
+    stored bytes could expand to (:data:`MAX_EXPANSION` times, the most gzip reaches).
+
+    Raises:
+        KeyError: there is no ``group/name``.
+        ValueError: it is not a dataset, or it fails a check (the message names it).
+    """
+    dset = group[name]
+    if not isinstance(dset, h5py.Dataset):
+        raise ValueError(f"{group.name.rstrip('/')}/{name} is not a dataset")
+    where = f"dataset {dset.name}"
+    if dset.is_virtual or dset.external:
+        raise ValueError(f"{where} refers to data outside the file")
+    if dset.dtype.kind not in "biuf":
+        raise ValueError(f"{where} holds {dset.dtype} values, expected numbers")
+    if dset.size > MAX_DATASET_ELEMENTS:
+        raise ValueError(
+            f"{where} declares shape {dset.shape}, more than {MAX_DATASET_ELEMENTS} elements"
+        )
+    declared = dset.size * dset.dtype.itemsize
+    if declared > MAX_EXPANSION * dset.id.get_storage_size() + 1024:
+        raise ValueError(
+            f"{where} declares shape {dset.shape} ({declared} bytes), more than the "
+            f"{dset.id.get_storage_size()} bytes stored for it could hold"
+        )
+    return dset
+
+
 def read_array(group: h5py.Group, name: str) -> np.ndarray:
-    """The dataset ``group/name`` as a numpy array."""
-    return np.asarray(group[name][()])
+    """The dataset ``group/name`` as a numpy array, checked by :func:`checked_dataset`."""
+    return np.asarray(checked_dataset(group, name)[()])
+
+
+def read_arrays(
+    group: h5py.Group,
+    shapes: Mapping[str, Sequence[str]],
+    sizes: dict[str, int] | None = None,
+    *,
+    optional: Sequence[str] = (),
+) -> dict[str, np.ndarray]:
+    """The datasets named in ``shapes`` (those in ``optional`` left out when absent), each read by
+    :func:`read_array` and checked against its shape: one name per axis, and every axis of one
+    name has the same length across the datasets (``{"grid": ("n",), "values": ("n",)}``).
+    ``sizes`` holds lengths already known by name, and learns the new ones.
+
+    Raises:
+        KeyError: a dataset is missing.
+        ValueError: a dataset fails :func:`checked_dataset`, or its shape does not fit (named).
+    """
+    known = sizes if sizes is not None else {}
+    arrays = {}
+    for name, axes in shapes.items():
+        if name in optional and name not in group:
+            continue
+        dset = checked_dataset(group, name)
+        if len(dset.shape) != len(axes):
+            raise ValueError(
+                f"dataset {dset.name} has shape {dset.shape}, expected {len(axes)} dimension(s)"
+            )
+        for axis, length in zip(axes, dset.shape, strict=True):
+            if known.setdefault(axis, length) != length:
+                raise ValueError(
+                    f"dataset {dset.name} has shape {dset.shape}: its length {length} does not "
+                    f"match the {known[axis]} of the datasets beside it"
+                )
+        arrays[name] = np.asarray(dset[()])
+    return arrays
 
 
 def optional_array(group: h5py.Group, name: str) -> np.ndarray | None:
@@ -249,8 +319,10 @@ def optional_group(group: h5py.Group, name: str, read: Callable[[h5py.Group], T]
 
 def read_list(group: h5py.Group, name: str) -> list[float | None]:
     """A 1-D dataset as a list of floats, with ``None`` back at its ``none_indices``."""
-    dset = group[name]
-    values: list[float | None] = [float(v) for v in dset[()]]
-    for i in dset.attrs.get(NONE_INDICES, []):
+    dset = checked_dataset(group, name)
+    values: list[float | None] = [float(v) for v in np.atleast_1d(dset[()])]
+    for i in np.atleast_1d(dset.attrs.get(NONE_INDICES, [])):
+        if not 0 <= int(i) < len(values):
+            raise ValueError(f"dataset {dset.name}: none_indices holds {i}, out of range")
         values[int(i)] = None
     return values

@@ -42,6 +42,7 @@ class OptionMeta:
     flag: str | None = ""
     commands: tuple[str, ...] | None = None
     default_text: str | None = None
+    name: bool = False
 
 
 def option(
@@ -54,6 +55,7 @@ def option(
     flag: str | bool = True,
     commands: tuple[str, ...] | None = None,
     default_text: str | None = None,
+    name: bool = False,
 ) -> Any:
     """A settings field declaring one option.
 
@@ -64,6 +66,7 @@ def option(
     (``"--ignore-bn-and-bias/--include-bn-and-bias"``), ``False`` for a config-only option.
     ``commands`` names the commands offering the flag when they are not the settings' own.
     ``default_text`` is what ``[default: …]`` says when the default is ``None`` (e.g. ``"all"``).
+    ``name``: the value names something in a file (a report group), see :func:`name_problem`.
     """
     meta = OptionMeta(
         help=help,
@@ -73,6 +76,7 @@ def option(
         flag=None if flag is False else ("" if flag is True else str(flag)),
         commands=commands,
         default_text=default_text,
+        name=name,
     )
     if isinstance(default, (dict, list)):
         frozen = dict(default) if isinstance(default, dict) else tuple(default)
@@ -170,6 +174,27 @@ def option_specs(settings: type) -> list[OptionSpec]:
     return specs
 
 
+#: The longest name :func:`name_problem` accepts.
+MAX_NAME_LENGTH = 100
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a group of a report (``/surface/<name>``), or ``None`` when it
+    can: a name is non-empty, printable, at most :data:`MAX_NAME_LENGTH` characters, holds no
+    ``/`` and is not ``.`` or ``..``."""
+    if not value:
+        return "a name must not be empty"
+    if "/" in value:
+        return "a name must not contain '/'"
+    if value in (".", ".."):
+        return "a name must not be '.' or '..'"
+    if not value.isprintable():
+        return "a name must hold printable characters only"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"a name must be at most {MAX_NAME_LENGTH} characters long"
+    return None
+
+
 def shown(value: Any, limit: int = 40) -> str:
     """``repr(value)``, cut to ``limit`` characters so a 400-digit number stays one short line."""
     text = repr(value)
@@ -237,6 +262,8 @@ def coerce_value(key: str, spec: OptionSpec, value: Any, where: str) -> Any:
     meta = spec.meta
     if meta.choices is not None and out not in meta.choices:
         raise InputError(f"{where}: '{key}' is {out!r}; choose one of {', '.join(meta.choices)}")
+    if meta.name and (problem := name_problem(out)) is not None:
+        raise InputError(f"{where}: '{key}' is {shown(out)}; {problem}")
     if kind is float and not math.isfinite(out):
         raise InputError(f"{where}: '{key}' is {out!r}; give a finite number")
     if meta.minimum is not None and out < meta.minimum:

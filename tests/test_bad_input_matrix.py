@@ -254,6 +254,40 @@ def report_with_schema(schema: str) -> Callable[[Path], Path]:
     return make
 
 
+def report_edited(name: str, edit: Callable[[h5py.File], object]) -> Callable[[Path], Path]:
+    """A copy of the saddle report named ``name``, changed by ``edit`` (the open file)."""
+
+    def make(tmp: Path) -> Path:
+        path = report_copy(tmp, name)
+        with h5py.File(path, "a") as f:
+            edit(f)
+        return path
+
+    return make
+
+
+def replaced(path: str, data: object, **options: object) -> Callable[[h5py.File], object]:
+    def edit(f: h5py.File) -> None:
+        del f[path]
+        f.create_dataset(path, data=data, **options)
+
+    return edit
+
+
+def huge_dataset(path: str) -> Callable[[h5py.File], object]:
+    """A chunked dataset declaring 10⁹ float64 values (8 GB) that takes a few bytes on disk."""
+
+    def edit(f: h5py.File) -> None:
+        del f[path]
+        f.create_dataset(path, shape=(10**9,), dtype="f8", chunks=(65536,), compression="gzip")
+
+    return edit
+
+
+def training_checkpoint(optimizer: dict, **extra: object) -> Callable[[Path], Path]:
+    return lambda t: saved(t, "train.pt", {"model": state(), "optimizer": optimizer, **extra})
+
+
 def report_without_lanczos(tmp: Path) -> Path:
     path = report_copy(tmp, "gutted.h5")
     with h5py.File(path, "a") as f:
@@ -355,6 +389,60 @@ CASES = [
         on_ckpt(lambda t: raw(t, "w.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage}")),
         2,
         r"w\.safetensors: not a valid safetensors file",
+    ),
+    Case(
+        "ckpt-sparse-tensor",
+        on_ckpt(
+            lambda t: saved(
+                t, "sparse.pt", {**state(), "0.weight": state()["0.weight"].to_sparse()}
+            )
+        ),
+        2,
+        r"sparse\.pt: '0\.weight' is a sparse_coo tensor, not a dense one",
+    ),
+    Case(
+        "ckpt-meta-tensor",
+        on_ckpt(
+            lambda t: saved(
+                t, "meta.pt", {**state(), "0.weight": torch.empty(32, 8, device="meta")}
+            )
+        ),
+        2,
+        r"meta\.pt: '0\.weight' is a meta tensor",
+    ),
+    Case(
+        "ckpt-optimizer-lr-not-a-number",
+        on_ckpt(
+            training_checkpoint(
+                {"param_groups": [{"lr": "fast", "momentum": 0.9, "params": [0]}], "state": {}}
+            )
+        ),
+        2,
+        r"checkpoint .*train\.pt: malformed optimizer state \('lr' is 'fast', not a number\)",
+    ),
+    Case(
+        "ckpt-optimizer-lr-nan",
+        on_ckpt(
+            training_checkpoint(
+                {
+                    "param_groups": [{"lr": float("nan"), "momentum": 0.0, "params": [0]}],
+                    "state": {},
+                }
+            )
+        ),
+        2,
+        r"train\.pt: malformed optimizer state \('lr' is nan, not a finite number\)",
+    ),
+    Case(
+        "ckpt-nan-global-step",
+        lambda t: [
+            "track",
+            str(saved(t, "a.pt", {"model": state(), "global_step": torch.tensor(float("nan"))})),
+            str(saved(t, "b.pt", {"model": state(), "global_step": torch.tensor(9)})),
+            *MLP,
+        ],
+        2,
+        r"a\.pt: 'global_step' is nan, not a whole number of steps",
     ),
     Case("ckpt-unknown-sample", with_flags("sample:nope"), 2, r"sample:nope.*available"),
     Case("ckpt-without-model", lambda t: spectrum(t, GOOD), 2, r"no model given.*--model"),
@@ -519,6 +607,26 @@ CASES = [
         ),
         2,
         r"none\.pt: holds no samples",
+    ),
+    Case(
+        "data-sparse-tensor",
+        on_data(
+            lambda t: saved(
+                t, "sparse.pt", {"x": blobs()[0][:40].to_sparse(), "y": blobs()[1][:40]}
+            )
+        ),
+        2,
+        r"sparse\.pt: 'x' is a sparse_coo tensor, not a dense one",
+    ),
+    Case(
+        "data-meta-tensor",
+        on_data(
+            lambda t: saved(
+                t, "meta.pt", {"x": torch.empty(40, 8, device="meta"), "y": blobs()[1][:40]}
+            )
+        ),
+        2,
+        r"meta\.pt: 'x' is a meta tensor",
     ),
     Case(
         "data-wrong-dtype-strings",
@@ -777,6 +885,81 @@ CASES = [
         r"gutted\.h5: section /spectrum is incomplete or malformed",
     ),
     Case(
+        "report-non-utf8-root-attribute",
+        lambda t: [
+            "plot",
+            str(
+                report_edited(
+                    "bytes.h5", lambda f: f.attrs.create("command_line", np.bytes_(b"\xff\xfe"))
+                )(t)
+            ),
+        ],
+        2,
+        r"bytes\.h5: the root group is incomplete or malformed \('utf-8' codec",
+    ),
+    Case(
+        "report-non-utf8-schema",
+        lambda t: [
+            "check",
+            str(
+                report_edited("bytes.h5", lambda f: f.attrs.create("schema", np.bytes_(b"\xff")))(t)
+            ),
+            "--max",
+            "lambda_max=1",
+        ],
+        2,
+        r"bytes\.h5: the root attribute 'schema' is incomplete or malformed",
+    ),
+    Case(
+        "report-string-eigenvalues",
+        lambda t: [
+            "check",
+            str(
+                report_edited("words.h5", replaced("spectrum/top_eigenvalues", np.array([b"big"])))(
+                    t
+                )
+            ),
+            "--max",
+            "lambda_max=1",
+        ],
+        2,
+        r"words\.h5: section /spectrum .*dataset /spectrum/top_eigenvalues holds \|S3 values",
+    ),
+    Case(
+        "report-mismatched-shapes",
+        lambda t: [
+            "plot",
+            str(report_edited("ragged.h5", replaced("spectrum/lanczos/betas", np.zeros(1)))(t)),
+        ],
+        2,
+        r"ragged\.h5: section /spectrum .*dataset /spectrum/lanczos/betas has shape \(1,\)",
+    ),
+    Case(
+        "report-eigenvalues-2d",
+        lambda t: [
+            "check",
+            str(
+                report_edited("square.h5", replaced("spectrum/top_eigenvalues", np.zeros((2, 2))))(
+                    t
+                )
+            ),
+            "--max",
+            "lambda_max=1",
+        ],
+        2,
+        r"square\.h5: section /spectrum .*top_eigenvalues has shape \(2, 2\), expected 1",
+    ),
+    Case(
+        "report-implausible-dataset-size",
+        lambda t: [
+            "plot",
+            str(report_edited("huge.h5", huge_dataset("spectrum/lanczos/alphas"))(t)),
+        ],
+        2,
+        r"huge\.h5: section /spectrum .*dataset /spectrum/lanczos/alphas declares shape "
+        r"\(1000000000,\), more than 100000000 elements",
+    ),
+    Case(
         "plot-unknown-format",
         lambda t: ["plot", str(report_copy(t)), "--format", "gif"],
         2,
@@ -1029,6 +1212,37 @@ CASES = [
         with_flags("--dims", "3", command="surface"),
         2,
         r"dims must be 1 or 2, got dims=3",
+    ),
+    Case(
+        "flag-surface-name-slash",
+        lambda t: ["surface", "sample:saddle", "--name", "a/b", "--out", str(t / "S.h5")],
+        2,
+        r"'--name' is 'a/b'; a name must not contain '/'",
+    ),
+    Case(
+        "flag-surface-name-dot",
+        lambda t: ["surface", "sample:saddle", "--name", ".", "--out", str(t / "S.h5")],
+        2,
+        r"'--name' is '\.'; a name must not be '\.' or '\.\.'",
+    ),
+    Case(
+        "flag-surface-name-empty",
+        lambda t: ["surface", "sample:saddle", "--name", "", "--out", str(t / "S.h5")],
+        2,
+        r"'--name' is ''; a name must not be empty",
+    ),
+    Case(
+        "config-surface-name-unprintable",
+        lambda t: [
+            "report",
+            "sample:saddle",
+            "--config",
+            str(text(t, "run.yaml", 'surface: {name: "a\\tb"}\n')),
+            "--out",
+            str(t / "R.h5"),
+        ],
+        2,
+        r"run\.yaml: 'surface\.name' is 'a\\tb'; a name must hold printable characters only",
     ),
     Case(
         "flag-surface-points",

@@ -37,6 +37,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from ..errors import InputError
+from ..files import refuse_special_file
 from ..options import shown
 from ..safe_yaml import load_yaml
 
@@ -184,6 +185,7 @@ def read_checks(path: str | Path) -> tuple[list[Check], float | None]:
 
             text = sys.stdin.read()
         else:
+            refuse_special_file(path, where)
             text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{where}: file not found") from None

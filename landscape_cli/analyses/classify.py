@@ -72,7 +72,7 @@ from ..hdf5 import (
     field_attrs,
     from_field_attrs,
     optional_group,
-    read_array,
+    read_arrays,
     read_attrs,
     set_attrs,
     write_group,
@@ -264,13 +264,15 @@ class EscapeProbe:
     def from_hdf5(cls, group: h5py.Group) -> EscapeProbe:
         """The probe of a group written by :meth:`to_hdf5`."""
         a = read_attrs(group)
+        names = ("t", "loss_plus", "loss_minus", "model_plus", "model_minus")
+        arrays = read_arrays(group, dict.fromkeys(names, ("t",)))
         return cls(
             eigenvalue=a["eigenvalue"],
-            steps=read_array(group, "t"),
-            loss_plus=read_array(group, "loss_plus"),
-            loss_minus=read_array(group, "loss_minus"),
-            model_plus=read_array(group, "model_plus"),
-            model_minus=read_array(group, "model_minus"),
+            steps=arrays["t"],
+            loss_plus=arrays["loss_plus"],
+            loss_minus=arrays["loss_minus"],
+            model_plus=arrays["model_plus"],
+            model_minus=arrays["model_minus"],
             best_decrease=a["best_decrease"],
         )
 

@@ -17,7 +17,7 @@ from ..estimators.density import SLQResult, SpectralDensity
 from ..estimators.exact import ExactSpectrum
 from ..estimators.lanczos import LanczosResult
 from ..estimators.trace import TraceEstimate
-from ..hdf5 import read_array, read_attrs, write_group
+from ..hdf5 import read_arrays, read_attrs, write_group
 
 #: The datasets of a Lanczos group, one entry per Ritz value (``first_components``: their first
 #: components, whose squares are the quadrature weights).
@@ -56,15 +56,15 @@ def lanczos_to_hdf5(group: h5py.Group, lz: LanczosResult, *, tol: float) -> None
 def lanczos_from_hdf5(group: h5py.Group) -> LanczosResult:
     """The :class:`LanczosResult` of a group written by :func:`lanczos_to_hdf5`."""
     a = read_attrs(group)
+    arrays = read_arrays(group, dict.fromkeys(LANCZOS_ARRAYS, ("steps",)))
+    vectors = read_arrays(group, {"top_vectors": ("n", "k")}, optional=("top_vectors",))
     return LanczosResult(
-        **{name: read_array(group, name) for name in LANCZOS_ARRAYS},
+        **arrays,
         converged=a["converged"],
         breakdown=a["breakdown"],
         matvecs=a["matvecs"],
         start_vector_norm=a["start_vector_norm"],
-        top_vectors=torch.from_numpy(read_array(group, "top_vectors"))
-        if "top_vectors" in group
-        else None,
+        top_vectors=torch.from_numpy(vectors["top_vectors"]) if vectors else None,
     )
 
 
@@ -87,9 +87,10 @@ def slq_from_hdf5(group: h5py.Group) -> SLQResult:
     """The :class:`SLQResult` of a group written by :func:`slq_to_hdf5` (``shared_runs`` is 0
     in reports written before runs were shared)."""
     a = read_attrs(group)
+    arrays = read_arrays(group, {"nodes": ("runs", "steps"), "weights": ("runs", "steps")})
     return SLQResult(
-        nodes=read_array(group, "nodes"),
-        weights=read_array(group, "weights"),
+        nodes=arrays["nodes"],
+        weights=arrays["weights"],
         matvecs=a["matvecs"],
         shared_runs=int(a.get("shared_runs", 0)),
     )
@@ -119,7 +120,7 @@ def trace_from_hdf5(group: h5py.Group) -> TraceEstimate:
         stderr=a["stderr"],
         method=a["method"],
         matvecs=a["matvecs"],
-        samples=read_array(group, "samples"),
+        samples=read_arrays(group, {"samples": ("probes",)})["samples"],
         deflation_rank=int(a.get("deflation_rank", 0)),
         deflation_trace=float(a.get("deflation_trace", 0.0)),
     )
@@ -137,9 +138,10 @@ def density_to_hdf5(group: h5py.Group, d: SpectralDensity) -> None:
 
 def density_from_hdf5(group: h5py.Group) -> SpectralDensity:
     """The :class:`SpectralDensity` of a group written by :func:`density_to_hdf5`."""
+    arrays = read_arrays(group, {"grid": ("points",), "values": ("points",)})
     return SpectralDensity(
-        grid=read_array(group, "grid"),
-        values=read_array(group, "values"),
+        grid=arrays["grid"],
+        values=arrays["values"],
         sigma=float(group.attrs["sigma"]),
     )
 
@@ -156,4 +158,5 @@ def exact_to_hdf5(group: h5py.Group, e: ExactSpectrum) -> None:
 def exact_from_hdf5(group: h5py.Group) -> ExactSpectrum:
     """The :class:`ExactSpectrum` of a group written by :func:`exact_to_hdf5`."""
     a = read_attrs(group)
-    return ExactSpectrum(read_array(group, "eigenvalues"), a["asymmetry"], a["matvecs"])
+    eigenvalues = read_arrays(group, {"eigenvalues": ("n",)})["eigenvalues"]
+    return ExactSpectrum(eigenvalues, a["asymmetry"], a["matvecs"])

@@ -85,9 +85,9 @@ import torch
 from ..errors import InputError, NumericalError, numerical_errors
 from ..estimators.lanczos import LanczosResult, lanczos
 from ..hdf5 import (
-    optional_array,
     optional_group,
     read_array,
+    read_arrays,
     read_attrs,
     set_attrs,
     write_datasets,
@@ -270,9 +270,9 @@ def layers_to_hdf5(group: h5py.Group, layers: Sequence[LayerJacobian], samples: 
 def layers_from_hdf5(group: h5py.Group) -> tuple[LayerJacobian, ...]:
     """The layer calls of a ``/jacobian`` group written by :func:`layers_to_hdf5`."""
     a = read_attrs(group)
-    sigma = read_array(group, "layer_sigma_max")
-    steps = read_array(group, "layer_iterations")
-    converged = read_array(group, "layer_converged")
+    names = ("layer_sigma_max", "layer_iterations", "layer_converged")
+    arrays = read_arrays(group, dict.fromkeys(names, ("layers", "samples")))
+    sigma, steps, converged = (arrays[name] for name in names)
     inputs = np.atleast_1d(a["layer_input_dims"])
     outputs = np.atleast_1d(a["layer_output_dims"])
     return tuple(
@@ -458,18 +458,22 @@ class JacobianResult:
     def from_hdf5(cls, group: h5py.Group) -> JacobianResult:
         """The result of a group written by :meth:`to_hdf5`."""
         a = read_attrs(group)
+        per_sample = ("sigma_max", "lanczos_iterations", "lanczos_converged", "sigma_min", "rank")
+        optional = ("sigma_min", "rank", "singular_values")
+        shapes = {**dict.fromkeys(per_sample, ("samples",)), "singular_values": ("samples", "k")}
+        arrays = read_arrays(group, shapes, optional=optional)
         return cls(
             info=RunInfo.from_hdf5(group),
             settings=settings_from_hdf5(group, JacobianSettings),
             samples=a["samples"],
             input_dim=a["input_dim"],
             output_dim=a["output_dim"],
-            sigma_max=read_array(group, "sigma_max"),
-            lanczos_iterations=read_array(group, "lanczos_iterations"),
-            lanczos_converged=read_array(group, "lanczos_converged"),
-            sigma_min=optional_array(group, "sigma_min"),
-            rank=optional_array(group, "rank"),
-            singular_values=optional_array(group, "singular_values"),
+            sigma_max=arrays["sigma_max"],
+            lanczos_iterations=arrays["lanczos_iterations"],
+            lanczos_converged=arrays["lanczos_converged"],
+            sigma_min=arrays.get("sigma_min"),
+            rank=arrays.get("rank"),
+            singular_values=arrays.get("singular_values"),
             layers=layers_from_hdf5(group),
             ntk=optional_group(group, "ntk", NTKSpectrum.from_hdf5),
             jvp_count=a["jvp_count"],

@@ -201,7 +201,10 @@ class SurfaceSettings:
     max_iter: int = option(100, "Lanczos iterations for eigen directions.", minimum=1)
     accuracy: bool = option(True, "Also measure classification accuracy.")
     name: str | None = option(
-        None, "Result name (/surface/<name> in a report).", default_text="<kind>-<dims>d"
+        None,
+        "Result name (/surface/<name> in a report).",
+        default_text="<kind>-<dims>d",
+        name=True,
     )
 
 

@@ -95,7 +95,7 @@ from ..estimators.lanczos import LanczosResult, lanczos
 from ..hdf5 import (
     NONE_DATASETS,
     optional_group,
-    read_array,
+    read_arrays,
     read_attrs,
     read_list,
     set_attrs,
@@ -435,9 +435,11 @@ class SharpnessResult:
     def from_hdf5(cls, group: h5py.Group) -> SharpnessResult:
         """The result of a group written by :meth:`to_hdf5`."""
         a = read_attrs(group)
+        shapes = {name: ("rho",) for name in ("rho", *SHARPNESS_CURVES)}
+        arrays = read_arrays(group, {**shapes, "average_samples": ("rho", "samples")})
         return cls(
             info=RunInfo.from_hdf5(group),
-            rho=[float(r) for r in read_array(group, "rho")],
+            rho=[float(r) for r in arrays["rho"]],
             **{name: read_list(group, name) for name in SHARPNESS_CURVES},
             lambda_max=a["lambda_max"],
             adaptive=a["adaptive"],
@@ -445,7 +447,7 @@ class SharpnessResult:
             settings=settings_from_hdf5(group, SharpnessSettings),
             gradient_evaluations=a["gradient_evaluations"],
             loss_evaluations=a["loss_evaluations"],
-            average_samples=read_array(group, "average_samples"),
+            average_samples=arrays["average_samples"],
             lanczos=optional_group(group, "lanczos", lanczos_from_hdf5),
             notes=notes_from_hdf5(group),
         )

@@ -20,7 +20,7 @@ from ..estimators.density import SLQResult, SpectralDensity, slq_density
 from ..estimators.exact import ExactSpectrum, check_exact_size, exact_spectrum
 from ..estimators.lanczos import LanczosResult, lanczos
 from ..estimators.trace import TraceEstimate
-from ..hdf5 import optional_group, read_array, read_attrs, set_attrs, write_datasets
+from ..hdf5 import optional_group, read_arrays, read_attrs, set_attrs, write_datasets
 from ..operators.curvature import CURVATURE_NAMES, analysis_operator
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
@@ -398,10 +398,13 @@ class SpectrumResult:
         """The result of a group written by :meth:`to_hdf5` (``curvature`` is the Hessian in a
         report written before the curvature could be chosen)."""
         a = read_attrs(group)
+        arrays = read_arrays(
+            group, {"top_eigenvalues": ("top",), "bottom_eigenvalues": ("bottom",)}
+        )
         return cls(
             info=RunInfo.from_hdf5(group),
-            top_eigenvalues=read_array(group, "top_eigenvalues"),
-            bottom_eigenvalues=read_array(group, "bottom_eigenvalues"),
+            top_eigenvalues=arrays["top_eigenvalues"],
+            bottom_eigenvalues=arrays["bottom_eigenvalues"],
             lanczos=lanczos_from_hdf5(group["lanczos"]),
             top_k=a["top_k"],
             bottom_k=a["bottom_k"],

@@ -33,7 +33,7 @@ The learning rate and optimizer state come from the checkpoint (``optimizer``,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,19 +81,47 @@ def find_optimizer_state(extra: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def _number(value: Any, name: str) -> float:
+    """``value`` (a number or a one-element tensor) as a finite float; a :class:`ValueError`
+    naming the optimizer setting ``name`` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise ValueError(f"'{name}' is {value!r:.40}, not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"'{name}' is {number}, not a finite number")
+    return number
+
+
 def parse_optimizer_state(
     state_dict: Mapping[str, Any], where: str = "checkpoint"
 ) -> OptimizerState:
     """Read the learning rate, momentum / betas and Adam's second moments (single param group
-    assumed for the preconditioner; the first group's hyper-parameters are used)."""
+    assumed for the preconditioner; the first group's hyper-parameters are used). Malformed
+    state (a learning rate that is not a finite number, a group that is not a mapping, second
+    moments that are not tensors) is an :class:`InputError` naming ``where``."""
     groups = state_dict.get("param_groups")
-    if not isinstance(groups, (list, tuple)) or not groups or "lr" not in groups[0]:
+    if (
+        not isinstance(groups, (list, tuple))
+        or not groups
+        or not all(isinstance(g, Mapping) for g in groups)
+        or "lr" not in groups[0]
+    ):
         raise InputError(f"{where}: optimizer state has no param_groups with an 'lr'")
+    try:
+        return _parse_groups(state_dict, groups, where)
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+        raise InputError(f"{where}: malformed optimizer state ({exc})") from None
+
+
+def _parse_groups(
+    state_dict: Mapping[str, Any], groups: Sequence[Mapping[str, Any]], where: str
+) -> OptimizerState:
     group = groups[0]
-    lr = float(group["lr"])
+    lr = _number(group["lr"], "lr")
     state = state_dict.get("state", {})
     if len(groups) > 1:
-        lrs = {float(g.get("lr", lr)) for g in groups}
+        lrs = {_number(g.get("lr", lr), "lr") for g in groups}
         if len(lrs) > 1:
             raise InputError(
                 f"{where}: the optimizer has {len(groups)} parameter groups with different learning "
@@ -109,27 +137,31 @@ def parse_optimizer_state(
     # amsgrad nor torch's capturable/differentiable flags
     radam = "amsgrad" not in group and ("capturable" in group or "differentiable" in group)
     if "exp_avg_sq" in first and not nadam and not radam:
-        betas = tuple(float(b) for b in group.get("betas", (0.9, 0.999)))
+        betas = tuple(_number(b, "betas") for b in group.get("betas", (0.9, 0.999)))
+        if len(betas) != 2:
+            raise ValueError(f"'betas' holds {len(betas)} numbers, not 2")
         key = "max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq"
         try:
             squares = [state[index][key] for index in order]
             step = state[order[0]].get("step")
         except KeyError as exc:
             raise InputError(f"{where}: Adam state is missing {exc}") from None
+        if not all(isinstance(s, torch.Tensor) for s in squares):
+            raise ValueError(f"Adam's '{key}' is not a tensor for every parameter")
         corrected = group.get("correct_bias", group.get("bias_correction", True))
         # no bias correction: P = √v + ε, which step = None (t = ∞) gives below
-        step_value = float(step) if step is not None and corrected else None
+        step_value = _number(step, "step") if step is not None and corrected else None
         return OptimizerState(
-            "adam", lr, 0.0, betas, float(group.get("eps", 1e-8)), step_value, squares
+            "adam", lr, 0.0, betas, _number(group.get("eps", 1e-8), "eps"), step_value, squares
         )
     rmsprop = "alpha" in group or "square_avg" in first
     if "momentum" in group and not rmsprop and "exp_avg_sq" not in first:
         return OptimizerState(
             "sgd",
             lr,
-            float(group.get("momentum") or 0.0),
+            _number(group.get("momentum") or 0.0, "momentum"),
             nesterov=bool(group.get("nesterov")),
-            dampening=float(group.get("dampening") or 0.0),
+            dampening=_number(group.get("dampening") or 0.0, "dampening"),
         )
     keys = sorted({*(k for k in group if k != "params"), *first})
     return OptimizerState(
@@ -277,7 +309,8 @@ def stability_report(
     """
     checkpoint = getattr(objective, "checkpoint", None)
     raw = find_optimizer_state(checkpoint.extra) if checkpoint is not None else None
-    state = parse_optimizer_state(raw) if raw is not None else None
+    where = f"checkpoint {checkpoint.path}" if checkpoint is not None else "checkpoint"
+    state = parse_optimizer_state(raw, where) if raw is not None else None
     if lr is None and state is None:
         return None
     rate = float(lr) if lr is not None else state.lr  # type: ignore[union-attr]

@@ -66,7 +66,8 @@ import torch
 
 from ..errors import InputError
 from ..estimators.lanczos import LanczosResult
-from ..hdf5 import from_field_attrs, optional_array, read_array, read_attrs, write_group
+from ..hdf5 import from_field_attrs, read_arrays, read_attrs, write_group
+from ..options import name_problem
 from ..problem.data import move_batch
 from ..problem.objective import Objective
 from .directions import eigen_directions, other_parameters, random_directions
@@ -81,6 +82,8 @@ KINDS = ("random", "eigen", "interpolation")
 #: A surface's notes are attributes of its report group, each named ``note_<key>``.
 NOTE_PREFIX = "note_"
 INTERPOLATION_RANGE = (-0.5, 1.5)
+#: The datasets of a surface group shaped like its grid.
+MAPS = ("loss", "accuracy", "quadratic_model")
 
 
 def validate_settings(settings: SurfaceSettings) -> str:
@@ -96,6 +99,8 @@ def validate_settings(settings: SurfaceSettings) -> str:
         raise ValueError(f"span must be a finite number > 0, got span={s.span!r}")
     if s.max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got max_iter={s.max_iter}")
+    if s.name is not None and (problem := name_problem(s.name)) is not None:
+        raise ValueError(f"`name={s.name!r:.60}`: {problem}")
     kind = s.kind
     if s.to is not None:
         if kind == "eigen":
@@ -410,17 +415,25 @@ class SurfaceResult:
         settings are those the group keeps (kind, dims, points, span, the direction options,
         ``to``; the others take their defaults) and ``lanczos`` is ``None``."""
         a = read_attrs(group)
+        dims = int(a["dims"])
+        if dims not in (1, 2):
+            raise ValueError(f"attribute dims of {group.name} is {dims}, expected 1 or 2")
+        grid = ("x",) if dims == 1 else ("y", "x")
+        shapes = {"x": ("x",), "y": ("y",), "direction_norms": ("d",), "slopes": ("d",)}
+        shapes |= {**dict.fromkeys(MAPS, grid), "eigenvalues": ("eigenvalues",)}
+        optional = ("accuracy", "quadratic_model", "eigenvalues") + ("y",) * (dims == 1)
+        arrays = read_arrays(group, shapes, {"d": dims}, optional=optional)
         return cls(
             info=RunInfo.from_hdf5(group),
             name=group.name.rsplit("/", 1)[-1],
             kind=str(a["kind"]),
-            dims=int(a["dims"]),
-            xs=read_array(group, "x"),
-            ys=optional_array(group, "y"),
-            losses=read_array(group, "loss"),
-            accuracies=optional_array(group, "accuracy"),
-            direction_norms=tuple(read_array(group, "direction_norms").tolist()),
-            slopes=tuple(read_array(group, "slopes").tolist()),
+            dims=dims,
+            xs=arrays["x"],
+            ys=arrays.get("y"),
+            losses=arrays["loss"],
+            accuracies=arrays.get("accuracy"),
+            direction_norms=tuple(arrays["direction_norms"].tolist()),
+            slopes=tuple(arrays["slopes"].tolist()),
             weight_norm=a["weight_norm"],
             filter_normalize=a["filter_normalize"],
             ignore_bn_and_bias=a["ignore_bn_and_bias"],
@@ -428,8 +441,8 @@ class SurfaceResult:
             seed=a["seed"],
             settings=from_field_attrs(SurfaceSettings, a),
             cosine=a.get("cosine"),
-            eigenvalues=optional_array(group, "eigenvalues"),
-            quadratic_model=optional_array(group, "quadratic_model"),
+            eigenvalues=arrays.get("eigenvalues"),
+            quadratic_model=arrays.get("quadratic_model"),
             to=a.get("to"),
             to_sha256=a.get("to_sha256"),
             notes={

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +30,7 @@ import torch
 
 from ..errors import InputError, numerical_errors
 from ..estimators.lanczos import DEFAULT_MIN_ITER, lanczos
-from ..hdf5 import read_array, read_attrs, write_group
+from ..hdf5 import read_arrays, read_attrs, write_group
 from ..problem.seeding import derive_seed
 from .curvature_trace import curvature_trace, planned_exact_trace
 from .run_info import json_number
@@ -182,7 +183,9 @@ class TrackResult:
         """The series of a group written by :meth:`to_hdf5` (columns an older report lacks are
         ``None``; see :class:`TrackPoint` for what a report does not keep)."""
         a = read_attrs(group)
-        columns = {name: read_array(group, name) for name in TRACK_COLUMNS if name in group}
+        columns = read_arrays(
+            group, dict.fromkeys(TRACK_COLUMNS, ("step",)), optional=TRACK_COLUMNS
+        )
         checkpoints = str(a["checkpoints"]).split("\n")
 
         def number(name: str, i: int) -> float | None:
@@ -218,10 +221,13 @@ class TrackResult:
 
 
 def expand_checkpoints(patterns: Sequence[str], from_dir: str | None = None) -> list[str]:
-    """Paths from arguments (glob patterns expanded, for shells that did not) and ``--from-dir``."""
+    """Paths from arguments and ``from_dir``. An argument naming an existing file is that file,
+    whatever characters its name holds; any other argument with ``*``, ``?`` or ``[`` is a glob
+    pattern, expanded here for shells that did not."""
     paths: list[str] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        is_pattern = any(c in pattern for c in "*?[") and not os.path.lexists(pattern)
+        matches = sorted(glob.glob(pattern)) if is_pattern else [pattern]
         if not matches:
             raise InputError(f"checkpoint pattern '{pattern}' matches no file")
         paths.extend(matches)
@@ -251,7 +257,18 @@ def _step(checkpoint: Any, path: str, index: int) -> tuple[int, str]:
         if isinstance(value, (int, np.integer)) or (
             isinstance(value, torch.Tensor) and value.numel() == 1
         ):
-            return int(value), f"checkpoint:{key}"
+            if isinstance(value, torch.Tensor) and not (
+                (value.layout == torch.strided and not value.is_meta and value.dtype.is_signed)
+                or value.dtype in (torch.uint8, torch.bool)
+            ):
+                raise InputError(f"checkpoint {path}: '{key}' is not a plain number")
+            number = value.item() if isinstance(value, torch.Tensor) else int(value)
+            if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
+                raise InputError(
+                    f"checkpoint {path}: '{key}' is {number:g}, not a whole number of steps",
+                    hint="re-save the checkpoint with an integer step",
+                )
+            return int(number), f"checkpoint:{key}"
     from_name = step_from_name(path)
     if from_name is not None:
         return from_name, "file name"

@@ -10,6 +10,7 @@ from typing import Any
 from ..analyses.settings import SECTIONS as SETTINGS_CLASSES
 from ..analyses.settings import RunConfig
 from ..errors import InputError
+from ..files import refuse_special_file
 from ..options import OptionSpec, coerce_value, option_specs
 from ..problem.loading import SAMPLE_PREFIX
 from ..problem.settings import ProblemSettings
@@ -44,6 +45,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     where = f"config {path}"
+    refuse_special_file(path, where)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -59,7 +59,7 @@ from ..analyses.spectrum import SpectrumResult
 from ..analyses.surface import SurfaceResult
 from ..analyses.track import TrackResult
 from ..errors import InputError
-from ..files import atomic_file, check_writable, directory_lock
+from ..files import atomic_file, check_writable, directory_lock, refuse_special_file
 from ..hdf5 import plain, read_attrs, set_attrs
 
 __all__ = [
@@ -119,8 +119,24 @@ def _open_error(path: Path, exc: BaseException) -> InputError:
     return InputError(f"{path}: cannot be read as HDF5 ({exc})", hint="is it a landscape report?")
 
 
+#: What a malformed report raises while it is read: a missing item, a value of the wrong type or
+#: shape, bytes that are not UTF-8, a list shorter than its neighbours.
+MALFORMED = (KeyError, TypeError, ValueError, IndexError)
+
+
+def _malformed(path: Path, part: str, exc: BaseException) -> InputError:
+    """The error of a report whose ``part`` (``section /spectrum``) cannot be read back."""
+    return InputError(
+        f"{path}: {part} is incomplete or malformed ({exc})",
+        hint="rewrite it with the analysis that made it and `out`",
+    )
+
+
 def _check_schema(path: Path, f: h5py.File, action: str) -> None:
-    schema = plain(f.attrs.get("schema"))
+    try:
+        schema = plain(f.attrs.get("schema"))
+    except MALFORMED as exc:
+        raise _malformed(path, "the root attribute 'schema'", exc) from None
     if schema != SCHEMA:
         found = "no 'schema' attribute" if schema is None else f"schema {schema!r}"
         raise InputError(
@@ -188,6 +204,7 @@ def _existing_report_attrs(path: Path) -> dict[str, Any] | None:
         raise InputError(f"{path} is a directory", hint="give a file name ending in .h5")
     if not path.exists():
         return None
+    refuse_special_file(path, str(path))
     if not h5py.is_hdf5(path):
         raise InputError(
             f"{path}: exists and is not an HDF5 file; refusing to overwrite it",
@@ -196,7 +213,10 @@ def _existing_report_attrs(path: Path) -> dict[str, Any] | None:
     try:
         with h5py.File(path, "r") as f:
             _check_schema(path, f, "refusing to overwrite it; choose another `out` file")
-            return read_attrs(f)
+            try:
+                return read_attrs(f)
+            except MALFORMED as exc:
+                raise _malformed(path, "the root group", exc) from None
     except OSError as exc:
         raise _open_error(path, exc) from None
 
@@ -353,6 +373,7 @@ def read_report(path: str | os.PathLike[str]) -> Report:
             lacks an item its schema requires (the message names the section and the item).
     """
     path = Path(path)
+    refuse_special_file(path, str(path))
     if not path.is_file():
         raise InputError(f"{path}: no such report file", hint="write one with `out=FILE.h5`")
     if not h5py.is_hdf5(path):
@@ -364,19 +385,21 @@ def read_report(path: str | os.PathLike[str]) -> Report:
             for entry in ANALYSES.values():
                 try:
                     results[entry.report_field] = entry.read(f)
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise InputError(
-                        f"{path}: section /{entry.group} is incomplete or malformed ({exc})",
-                        hint="rewrite it with the analysis that made it and `out`",
-                    ) from None
+                except MALFORMED as exc:
+                    raise _malformed(path, f"section /{entry.group}", exc) from None
+            try:
+                attrs = read_attrs(f)
+            except MALFORMED as exc:
+                raise _malformed(path, "the root group", exc) from None
+            sections = {}
+            for name in f:
+                try:
+                    if isinstance(f[name], h5py.Group):
+                        sections[name] = read_attrs(f[name])
+                except MALFORMED as exc:
+                    raise _malformed(path, f"section /{name}", exc) from None
             return Report(
-                path=path,
-                attrs=read_attrs(f),
-                groups=tuple(f.keys()),
-                sections={
-                    name: read_attrs(f[name]) for name in f if isinstance(f[name], h5py.Group)
-                },
-                **results,
+                path=path, attrs=attrs, groups=tuple(f.keys()), sections=sections, **results
             )
     except OSError as exc:
         raise _open_error(path, exc) from None

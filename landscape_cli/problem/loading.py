@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, NumericalError, is_out_of_memory
+from ..files import refuse_special_file
 from ..streams import stdout_to_stderr
 from .data import (
     Batches,
@@ -33,6 +34,7 @@ from .data import (
     nonfinite_samples,
     tensor_batches,
 )
+from .data_files import read_h5, read_npz
 from .distributed import launched_by_torchrun
 from .losses import LossFn, load_loss
 from .settings import ProblemSettings
@@ -71,6 +73,7 @@ def _check_file(path: Path, what: str) -> None:
         raise InputError(f"{what} {path}: file not found", hint="check the path")
     if path.is_dir():
         raise InputError(f"{what} {path}: is a directory, expected a file")
+    refuse_special_file(path, f"{what} {path}")
     try:
         size = path.stat().st_size
         with open(path, "rb"):
@@ -79,6 +82,26 @@ def _check_file(path: Path, what: str) -> None:
         raise InputError(f"{what} {path}: cannot read it ({exc.strerror})") from None
     if size == 0:
         raise InputError(f"{what} {path}: the file is empty")
+
+
+def check_plain_tensors(tensors: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`InputError` naming the first tensor that is not a plain one: dense
+    (strided layout), with its data present (not on the ``meta`` device), not quantized."""
+    for key, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        if tensor.layout != torch.strided:
+            problem = f"is a {str(tensor.layout).replace('torch.', '')} tensor, not a dense one"
+        elif tensor.is_meta:
+            problem = "is a meta tensor: it has a shape but no data"
+        elif tensor.is_quantized:
+            problem = "is a quantized tensor"
+        else:
+            continue
+        raise InputError(
+            f"{where}: '{key}' {problem}",
+            hint="save dense tensors with their values (tensor.to_dense(), a real device)",
+        )
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -194,6 +217,7 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
             tensors = load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own SafetensorError
             raise InputError(f"{where}: not a valid safetensors file ({exc})") from None
+        check_plain_tensors(tensors, where)
         return Checkpoint(str(path), dict(tensors), "safetensors", sha)
     if _is_torchscript(path):
         if not trust:
@@ -212,6 +236,7 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
         return Checkpoint(str(path), dict(scripted.state_dict()), "torchscript", sha)
     obj = _torch_load(path, trust)
     state, fmt, extra = _unnest(obj, where)
+    check_plain_tensors(state, where)
     return Checkpoint(str(path), state, fmt, sha, extra)
 
 
@@ -328,6 +353,7 @@ def _as_xy(obj: Any, where: str) -> tuple[torch.Tensor, ...]:
         raise InputError(f"{where}: expected {{'x': ..., 'y': ...}} or a pair (x, y)")
     tensors = []
     for name, value in zip(("x", "y"), obj, strict=True):
+        check_plain_tensors({name: value}, where)
         try:
             tensor = torch.as_tensor(value)
         except (TypeError, ValueError, RuntimeError) as exc:
@@ -401,33 +427,13 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
         )
     if suffix == ".npz":
         _check_file(path, "data")
-        import numpy as np
-
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                obj = {k: archive[k] for k in archive.files}
-        except Exception as exc:
-            raise InputError(f"{where}: cannot be read as .npz ({exc})") from None
+        obj = read_npz(path, max_samples, where)
         return _finite_inputs(
             tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
         )
     if suffix in (".h5", ".hdf5"):
         _check_file(path, "data")
-        import h5py
-
-        try:
-            with h5py.File(path, "r") as handle:
-                obj = {k: handle[k][()] for k in ("x", "y") if k in handle}
-                if len(obj) < 2:
-                    found = ", ".join(handle.keys()) or "none"
-                    raise InputError(
-                        f"{where}: needs datasets 'x' and 'y'; found {found}",
-                        hint="store the inputs as 'x' and the targets as 'y'",
-                    )
-        except InputError:
-            raise
-        except Exception as exc:
-            raise InputError(f"{where}: cannot be read as HDF5 ({exc})") from None
+        obj = read_h5(path, max_samples, where)
         return _finite_inputs(
             tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
         )
