@@ -100,6 +100,21 @@ def test_steps_from_file_names(tmp_path):
     assert all(p["step_source"] == "file name" for p in points)
 
 
+def test_from_dir_takes_lightning_checkpoints(tmp_path):
+    from landscape_cli import sample_models
+
+    for step in (20, 10):
+        state = {f"model.{k}": v for k, v in sample_models.mlp.build().state_dict().items()}
+        torch.save(
+            {"state_dict": state, "global_step": step, "epoch": 0}, tmp_path / f"e{step}.ckpt"
+        )
+    result = runner.invoke(
+        app, ["track", "--from-dir", str(tmp_path), *MLP, "--no-trace", "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert [p["step"] for p in json.loads(result.stdout)["points"]] == [10, 20]
+
+
 @pytest.mark.parametrize(
     "args, text",
     [

@@ -37,7 +37,7 @@ from .run_info import json_number
 from .settings import RunConfig
 from .stability import stability_report
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 STEP_KEYS = ("global_step", "step", "iteration", "epoch")
 #: The numbers of each point stored as ``/track`` columns (NaN for ``None``), ``step`` first: the
 #: dimension scale of the others.
