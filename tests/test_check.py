@@ -69,6 +69,29 @@ def test_checks_file_and_report_target(tmp_path):
     assert json.loads(missing.stdout)["checks"][0]["reason"]
 
 
+#: The keys every command's JSON object begins with (docs/json.md).
+ENVELOPE = {"command", "num_parameters", "loss", "grad_norm", "hvp_count", "seconds", "seed",
+            "num_samples", "device", "dtype"}  # fmt: skip
+
+
+def test_check_json_carries_the_common_envelope_for_a_checkpoint_and_a_report(tmp_path):
+    report = tmp_path / "r.h5"
+    made = runner.invoke(app, ["spectrum", "--out", str(report), "--no-density", "--json"])
+    assert made.exit_code == 0, made.stderr
+    spectrum = json.loads(made.stdout)
+    computed = runner.invoke(app, ["check", "--max", "lambda_max=1e9", "--json"])
+    assert computed.exit_code == 0, computed.stderr
+    from_checkpoint = json.loads(computed.stdout)
+    from_report = json.loads(
+        runner.invoke(app, ["check", str(report), "--max", "lambda_max=1e9", "--json"]).stdout
+    )
+    for payload in (from_checkpoint, from_report):
+        assert ENVELOPE <= set(payload) and payload["command"] == "check"
+        for key in ("num_parameters", "loss", "grad_norm", "seed", "num_samples", "dtype"):
+            assert payload[key] == spectrum[key], key
+    assert from_checkpoint["hvp_count"] > 0 and from_report["hvp_count"] == 0
+
+
 def test_margin_keeps_a_noisy_estimate_from_failing():
     outcome = evaluate([Check("trace", "max", 100.0)], {"trace": (101.0, 2.0, None)}, margin=0)
     assert not outcome[0].passed
@@ -257,4 +280,4 @@ def test_check_report_evaluates_the_stored_results_without_computing(mlp, tmp_pa
     assert result.outcomes[0].passed
     assert result.outcomes[0].value == pytest.approx(spectrum.lambda_max)
     assert not result.outcomes[1].passed and result.outcomes[1].reason  # not in the report
-    assert result.info["num_parameters"] == objective.num_parameters
+    assert result.run.num_parameters == objective.num_parameters

@@ -40,6 +40,7 @@ from ..errors import InputError
 from ..files import refuse_special_file
 from ..options import shown
 from ..safe_yaml import load_yaml
+from .run_info import RunInfo
 
 NUMERIC_METRICS = (
     "lambda_max",
@@ -94,11 +95,16 @@ class CheckOutcome:
 
 @dataclass(frozen=True)
 class CheckResult:
+    """The outcome of every check, with the common envelope of a command's JSON (``run``: the
+    objective and the cost; for a report, what it stores, with ``hvp_count`` 0) and ``info``
+    (the curvature and parameter block the metrics are of)."""
+
     outcomes: list[CheckOutcome]
     margin: float
     source: str  # "report" or "checkpoint"
     target: str
     info: dict[str, Any] = field(default_factory=dict)
+    run: RunInfo | None = None
 
     @property
     def passed(self) -> bool:
@@ -106,6 +112,7 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **(self.run.to_dict() if self.run is not None else {}),
             "command": "check",
             **self.info,
             "passed": self.passed,
@@ -316,16 +323,33 @@ def check_report(
     :class:`~landscape_cli.io.report_file.Report`, as :func:`~landscape_cli.io.report_file.read_report`
     returns it); computes nothing, so a metric the report lacks fails with a reason. ``target``
     names the report in the result (default: its path)."""
+    start = time.perf_counter()
     spectrum = report.spectrum
-    metrics = metrics_from_results(spectrum, report.classify, report.sharpness, report.jacobian)
+    sections = [report.spectrum, report.classify, report.sharpness, report.jacobian]
+    metrics = metrics_from_results(*sections)
     info = {
-        "seed": report.attrs.get("seed"),
-        "num_parameters": report.attrs.get("num_parameters"),
         "curvature": None if spectrum is None else spectrum.curvature,
         "params": None if spectrum is None else list(spectrum.params) or None,
     }
+    stored = next((r.info for r in sections if r is not None), None)
+    attrs = report.attrs
+    run = RunInfo(
+        command="check",
+        num_parameters=int(attrs.get("num_parameters", 0)),
+        loss=None if stored is None else stored.loss,
+        grad_norm=None if stored is None else stored.grad_norm,
+        hvp_count=0,  # a report is read, nothing is computed
+        seconds=time.perf_counter() - start,
+        seed=int(attrs.get("seed", 0)),
+        num_samples=None if stored is None else stored.num_samples,
+        hvp_mode=None if stored is None else stored.hvp_mode,
+        device=str(attrs.get("device", "")),
+        dtype=str(attrs.get("dtype", "")),
+        checkpoint=None if stored is None else stored.checkpoint,
+        checkpoint_sha256=str(attrs.get("checkpoint_sha256", "")) or None,
+    )
     source = str(report.path) if target is None else target
-    return CheckResult(evaluate(checks, metrics, margin), margin, "report", source, info)
+    return CheckResult(evaluate(checks, metrics, margin), margin, "report", source, info, run)
 
 
 def check_objective(
@@ -339,19 +363,17 @@ def check_objective(
     (:func:`compute_metrics`) with the settings of ``config`` (a
     :class:`~landscape_cli.analyses.settings.RunConfig`)."""
     start = time.perf_counter()
-    metrics = compute_metrics(objective, config, checks, progress=progress)
+    results = _needed_results(objective, config, checks, progress=progress)
+    metrics = _metrics(objective, results)
     info = {
-        "seed": config.seed,
-        "num_parameters": objective.num_parameters,
-        "loss": objective.loss_value,
-        "grad_norm": objective.grad_norm,
-        "seconds": round(time.perf_counter() - start, 6),
         "curvature": config.spectrum.curvature,
         "params": list(config.spectrum.params) or None,
     }
+    hvps = sum(r.info.hvp_count for r in results if r is not None)
+    run = RunInfo.from_objective(objective, "check", config.seed, hvps, time.perf_counter() - start)
     checkpoint = getattr(objective, "checkpoint", None)
     source = checkpoint.path if checkpoint is not None else "model"
-    return CheckResult(evaluate(checks, metrics, margin), margin, "checkpoint", source, info)
+    return CheckResult(evaluate(checks, metrics, margin), margin, "checkpoint", source, info, run)
 
 
 # ------------------------------------------------------------------ metrics from results
@@ -463,6 +485,23 @@ def compute_metrics(
     objective: Any, config: Any, checks: list[Check], *, progress: Any = None
 ) -> dict:
     """Run only what the checks need on ``objective`` and return the metrics."""
+    return _metrics(objective, _needed_results(objective, config, checks, progress=progress))
+
+
+def _metrics(objective: Any, results: Sequence[Any]) -> Metrics:
+    """The metrics of ``results`` (spectrum, classify, sharpness, jacobian; ``None`` where not
+    run), with the loss and gradient norm, known once the objective is loaded."""
+    metrics = metrics_from_results(*results)
+    metrics.setdefault("loss", (objective.loss_value, None, None))
+    metrics.setdefault("grad_norm", (objective.grad_norm, None, None))
+    return metrics
+
+
+def _needed_results(
+    objective: Any, config: Any, checks: list[Check], *, progress: Any = None
+) -> list[Any]:
+    """``[spectrum, classify, sharpness, jacobian]``: each analysis the checks need, run on
+    ``objective`` with only the parts they need; ``None`` for the others."""
     import dataclasses
 
     from .classify import classify_point
@@ -510,8 +549,4 @@ def compute_metrics(
     if names & set(JACOBIAN_METRICS):
         settings = dataclasses.replace(config.jacobian, layers=False, ntk=False)
         jacobian = analyze_jacobian(objective, settings, seed=config.seed, progress=progress)
-    metrics = metrics_from_results(spectrum, classify, sharpness, jacobian)
-    # the loss and gradient norm are known once the objective is loaded, whatever else runs
-    metrics.setdefault("loss", (objective.loss_value, None, None))
-    metrics.setdefault("grad_norm", (objective.grad_norm, None, None))
-    return metrics
+    return [spectrum, classify, sharpness, jacobian]
