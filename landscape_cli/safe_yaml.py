@@ -48,7 +48,9 @@ def load_yaml(text: str, where: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise InputError(f"{where}: invalid YAML{at}: {problem}") from None
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None)
+        raise InputError(
+            f"{where}: invalid YAML{at}" + (f": {problem}" if problem else "")
+        ) from None
     except RecursionError:
         raise InputError(f"{where}: the YAML is nested too deeply to read") from None

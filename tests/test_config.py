@@ -63,6 +63,7 @@ def test_unknown_key_in_section(tmp_path):
         ("dtype: float16\n", r"choose one of float32, float64"),
         ("- a\n- b\n", r"expected a mapping"),
         ("batch_size: [1\n", r"invalid YAML at line"),
+        ("seed: \x1b\n", r"invalid YAML: special characters are not allowed$"),
         ("spectrum: 3\n", r"section 'spectrum' must be a mapping"),
         ("model: {spec: a:b, kwarg: {}}\n", r"unknown key 'model.kwarg'"),
         ("spectrum:\n  tol: .nan\n", r"finite number"),
