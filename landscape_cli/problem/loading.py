@@ -5,6 +5,10 @@ with a one-line message naming the culprit, or :class:`~landscape_cli.errors.Num
 (exit code 3) for non-finite weights. Checkpoints are loaded with ``torch.load(weights_only=True)``
 unless the caller passes ``trust=True`` (the CLI's ``--trust-checkpoint``): a full pickle and a
 TorchScript archive can run arbitrary code, so TorchScript is refused without it.
+
+Kept as one module: checkpoint formats, model factories, data and the loss meet here, each
+checked against the others (keys against the model, data against its inputs) before the
+objective is built; the file-format readers of data live in :mod:`.data_files`.
 """
 
 from __future__ import annotations
