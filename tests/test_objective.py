@@ -422,3 +422,26 @@ def test_first_hvp_does_not_import_sympy():
     if out[0] == "True":
         pytest.skip("this torch imports sympy before any HVP")
     assert out == ["False", "False"] * 2
+
+
+def test_problem_notes_reach_every_result_and_survive_a_report(tmp_path):
+    import h5py
+
+    from landscape_cli.analyses.run_info import RunInfo
+    from landscape_cli.analyses.settings import SpectrumSettings
+    from landscape_cli.analyses.spectrum import analyze_spectrum
+    from landscape_cli.problem.loading import make_objective
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    data = (torch.randn(8, 3), torch.randint(0, 2, (8,)))
+    objective = make_objective(model, data, notes={"checkpoint_keys": "stripped 'net.'"})
+    result = analyze_spectrum(objective, SpectrumSettings(top_k=1, trace=False, density=False))
+    notes = result.to_dict()["notes"]
+    assert notes["checkpoint_keys"] == "stripped 'net.'"
+    assert "trace" in notes  # the analysis's own notes are kept beside the problem's
+    with h5py.File(tmp_path / "r.h5", "w") as handle:
+        result.info.to_hdf5(handle.create_group("spectrum"))
+        assert RunInfo.from_hdf5(handle["spectrum"]).problem_notes == {
+            "checkpoint_keys": "stripped 'net.'"
+        }

@@ -86,6 +86,7 @@ from .run_info import (
     RunInfo,
     json_number,
     json_numbers,
+    merge_notes,
     notes_from_hdf5,
     notes_to_hdf5,
     settings_from_hdf5,
@@ -331,8 +332,7 @@ class ClassifyResult:
             }
         )
         out["stability"] = None if self.stability is None else self.stability.to_dict()
-        if self.notes:
-            out["notes"] = dict(self.notes)
+        merge_notes(out, self.notes)
         return out
 
     def to_hdf5(self, group: h5py.Group) -> None:

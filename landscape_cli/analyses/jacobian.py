@@ -109,6 +109,7 @@ from .run_info import (
     RunInfo,
     json_number,
     json_numbers,
+    merge_notes,
     notes_from_hdf5,
     notes_to_hdf5,
     settings_from_hdf5,
@@ -416,8 +417,7 @@ class JacobianResult:
                 "ntk": None if self.ntk is None else self.ntk.to_dict(),
             }
         )
-        if self.notes:
-            out["notes"] = dict(self.notes)
+        merge_notes(out, self.notes)
         return out
 
     def to_hdf5(self, group: h5py.Group) -> None:

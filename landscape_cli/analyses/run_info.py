@@ -9,9 +9,10 @@ group with ``to_hdf5(group)`` and reads it back with ``from_hdf5(group)``; every
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import h5py
@@ -58,6 +59,9 @@ class RunInfo:
     hvp_block: str = "loop"
     processes: int = 1
     compile: str = "off"
+    #: what was done to the model or its checkpoint so it could be analysed, by topic (attention
+    #: backend, weight dtype, key prefix): merged into every result's ``"notes"``
+    problem_notes: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_objective(
@@ -82,6 +86,7 @@ class RunInfo:
             hvp_block=getattr(objective, "hvp_block_mode", "loop"),
             processes=objective.ranks.world_size if hasattr(objective, "ranks") else 1,
             compile=getattr(objective, "compile_mode", "off"),
+            problem_notes=dict(getattr(objective, "notes", {})),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,17 +107,37 @@ class RunInfo:
             "hvp_block": self.hvp_block,
             "processes": self.processes,
             "compile": self.compile,
+            **({"notes": dict(self.problem_notes)} if self.problem_notes else {}),
         }
 
     def to_hdf5(self, group: h5py.Group) -> None:
-        """Every field as an attribute of ``group`` (the result's own group)."""
-        set_attrs(group, field_attrs(self))
+        """Every field as an attribute of ``group`` (the result's own group); the problem notes
+        in the subgroup ``problem_notes``."""
+        attrs = field_attrs(self)
+        notes = attrs.pop("problem_notes")
+        set_attrs(group, attrs)
+        if notes:
+            set_attrs(group.create_group("problem_notes"), dict(notes))
 
     @classmethod
     def from_hdf5(cls, group: h5py.Group) -> RunInfo:
         """The run info among the attributes of ``group`` (a field added after the report was
         written takes its default)."""
-        return from_field_attrs(cls, read_attrs(group))
+        attrs = {k: v for k, v in read_attrs(group).items() if k != "problem_notes"}
+        info = from_field_attrs(cls, attrs)
+        if "problem_notes" not in group:
+            return info
+        notes = {k: str(v) for k, v in read_attrs(group["problem_notes"]).items()}
+        return dataclasses.replace(info, problem_notes=notes)
+
+
+def merge_notes(out: dict[str, Any], notes: Mapping[str, str]) -> dict[str, Any]:
+    """``out`` (a result's JSON, begun with :meth:`RunInfo.to_dict`) with ``notes`` added to
+    the problem notes already under ``"notes"``; no ``"notes"`` key when both are empty."""
+    merged = {**out.get("notes", {}), **notes}
+    if merged:
+        out["notes"] = merged
+    return out
 
 
 def settings_to_hdf5(group: h5py.Group, settings: Any) -> None:

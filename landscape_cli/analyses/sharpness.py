@@ -110,6 +110,7 @@ from .run_info import (
     RunInfo,
     json_number,
     json_numbers,
+    merge_notes,
     notes_from_hdf5,
     notes_to_hdf5,
     settings_from_hdf5,
@@ -398,8 +399,7 @@ class SharpnessResult:
         )
         if self.lanczos is not None:
             out["lanczos"] = {**self.lanczos.summary(), "tol": s.tol}
-        if self.notes:
-            out["notes"] = dict(self.notes)
+        merge_notes(out, self.notes)
         return out
 
     def to_hdf5(self, group: h5py.Group) -> None:

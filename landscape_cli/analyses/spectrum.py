@@ -44,7 +44,14 @@ from .per_layer import (
     per_layer_spectrum,
     per_layer_to_hdf5,
 )
-from .run_info import RunInfo, json_number, json_numbers, notes_from_hdf5, notes_to_hdf5
+from .run_info import (
+    RunInfo,
+    json_number,
+    json_numbers,
+    merge_notes,
+    notes_from_hdf5,
+    notes_to_hdf5,
+)
 from .settings import ClassifySettings, SpectrumSettings
 from .spread import SpreadResult, analyze_spread
 from .stability import NO_LEARNING_RATE, StabilityReport, stability_report
@@ -344,8 +351,7 @@ class SpectrumResult:
             # the threshold of classify's negative fraction, so the two fractions agree
             neg_tol = ClassifySettings().neg_tol
             out["exact"] = self.exact.to_dict(self.top_k, max(self.bottom_k, 1), neg_tol=neg_tol)
-        if self.notes:
-            out["notes"] = dict(self.notes)
+        merge_notes(out, self.notes)
         return out
 
     def to_hdf5(self, group: h5py.Group) -> None:

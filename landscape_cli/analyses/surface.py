@@ -71,7 +71,7 @@ from ..options import name_problem
 from ..problem.data import move_batch
 from ..problem.objective import Objective
 from .directions import eigen_directions, other_parameters, random_directions
-from .run_info import RunInfo, json_number, json_numbers
+from .run_info import RunInfo, json_number, json_numbers, merge_notes
 from .settings import SurfaceSettings
 
 Progress = Callable[[int, int], None]
@@ -365,8 +365,7 @@ class SurfaceResult:
         )
         if self.lanczos is not None:
             out["lanczos"] = self.lanczos.summary()
-        if self.notes:
-            out["notes"] = dict(self.notes)
+        merge_notes(out, self.notes)
         return out
 
     def to_hdf5(self, group: h5py.Group) -> None:

@@ -528,6 +528,7 @@ def build_objective(
                 f"`threads={config.threads}`: not a usable number of threads"
             ) from None
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    notes: dict[str, str] = {}  # what loading did to the model or checkpoint, by topic
     model = build_model(config.model, config.model_kwargs)
     checkpoint = None
     if config.checkpoint is not None:
@@ -556,6 +557,7 @@ def build_objective(
         checkpoint=checkpoint,
         seed=config.seed,
         progress=progress,
+        notes=notes,
     )
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -125,6 +125,10 @@ class Objective:
         When a :mod:`torch.distributed` process group is initialised (``torchrun``), evaluate
         only this rank's share of the batches and all-reduce every loss, gradient and HVP
         (:mod:`landscape_cli.problem.distributed`); ``False`` keeps all batches in this process.
+    notes:
+        What was done to the model or its checkpoint so it could be analysed, by topic (e.g.
+        ``"checkpoint_keys"``: a stripped prefix); kept in :attr:`notes`, to which the objective
+        adds its own, and reported with every result.
 
     Example
     -------
@@ -156,6 +160,7 @@ class Objective:
         hvp_block: str = "auto",
         distributed: bool = True,
         compile: bool = False,
+        notes: Mapping[str, str] | None = None,
     ) -> None:
         if mode not in ("eval", "train"):
             raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
@@ -176,6 +181,7 @@ class Objective:
             batches = batches.shard(self.ranks.rank, self.ranks.world_size)
         self.batches = batches
         self.checkpoint = checkpoint
+        self.notes: dict[str, str] = dict(notes or {})
         self._module = _LossModule(model, loss_fn)
         self.model = model
         #: "off", "on" (loss and gradient evaluations through torch.compile), or

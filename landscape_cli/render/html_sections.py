@@ -81,7 +81,8 @@ def basename(path: str) -> str:
 
 
 def _notes(result: Any) -> str:
-    notes = getattr(result, "notes", None) or {}
+    info = getattr(result, "info", None)
+    notes = {**getattr(info, "problem_notes", {}), **(getattr(result, "notes", None) or {})}
     if not notes:
         return ""
     items = "".join(f"<li><code>{escape(k)}</code>: {escape(v)}</li>" for k, v in notes.items())

@@ -49,6 +49,8 @@ def _header(console: Console, info: Any) -> None:
         f"  {info.num_parameters:,} parameters · {info.num_samples:,} samples · loss {_fmt(info.loss)} · "
         f"‖∇L‖ {_fmt(info.grad_norm, 4)} · {info.device}/{info.dtype} · HVP {info.hvp_mode}"
     )
+    for key, note in getattr(info, "problem_notes", {}).items():
+        console.print(f"  [yellow]note[/yellow] ({escape(key)}): {escape(note)}")
 
 
 def _print_stability(console: Console, stability: Any) -> None:
