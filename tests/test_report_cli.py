@@ -6,6 +6,7 @@ import json
 
 import h5py
 import matplotlib.image
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -152,7 +153,9 @@ def test_report_command_writes_every_section_and_figure(tmp_path, monkeypatch):
     reads = []
     read_report = landscape_cli.io.report_file.read_report
     monkeypatch.setattr(
-        landscape_cli.io.report_file, "read_report", lambda p: reads.append(p) or read_report(p)
+        landscape_cli.io.report_file,
+        "read_report",
+        lambda p, **options: reads.append(p) or read_report(p, **options),
     )
     path = tmp_path / "R.h5"
     config = tmp_path.parent / "fast.yaml"  # outside tmp_path, whose listing is checked below
@@ -241,3 +244,58 @@ def test_saved_eigenvectors_are_eigenvectors(tmp_path):
         v = vectors[:, j]
         residual = torch.linalg.vector_norm(objective.hvp(v) - lz.ritz_values[index] * v)
         assert float(residual) <= lz.ritz_residuals[index] * 1.01 + 1e-10
+
+
+WIDE_MLP = """\
+from torch import nn
+
+
+def build():
+    return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 256), nn.ReLU(),
+                         nn.Linear(256, 10))
+"""
+
+
+def _datasets(path):
+    found = {}
+    with h5py.File(path) as handle:
+        handle.visititems(
+            lambda name, obj: found.update({name: obj}) if isinstance(obj, h5py.Dataset) else None
+        )
+        return {name: (d.size, d.dtype) for name, d in found.items()}
+
+
+@pytest.mark.parametrize("save_eigenvectors", [False, True])
+def test_report_stores_each_vector_once_and_only_when_asked(tmp_path, save_eigenvectors):
+    import torch
+
+    from landscape_cli.io.report_file import read_report
+
+    (tmp_path / "wide.py").write_text(WIDE_MLP)
+    generator = torch.Generator().manual_seed(0)
+    data = tmp_path / "data.pt"
+    torch.save({"x": torch.randn(16, 784, generator=generator), "y": torch.arange(16) % 10}, data)
+    config = tmp_path / "fast.yaml"
+    config.write_text(
+        "spectrum: {trace_matvecs: 8, slq_runs: 1, slq_steps: 10, grid: 50, top_k: 3, "
+        f"save_eigenvectors: {str(save_eigenvectors).lower()}}}\n"
+        "sharpness: {rho: [0.01], samples: 2, steps: 2}\nsurface: {points: 3}\n"
+    )
+    path = tmp_path / "R.h5"
+    args = ["report", "--model", str(tmp_path / "wide.py") + ":build", "--data", str(data)]
+    args += ["--config", str(config), "--out", str(path), "--no-plots", "--no-html", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    n = json.loads(result.stdout)["spectrum"]["num_parameters"]
+    assert n > 1_000_000
+    big = {name: v for name, v in _datasets(path).items() if v[0] >= n}
+    size = path.stat().st_size
+    if save_eigenvectors:  # one copy, in the dtype of the analysis
+        assert big == {"spectrum/lanczos/top_vectors": (3 * n, np.dtype("float32"))}
+        assert size < 3 * n * 4 + 1_000_000  # (gzip takes ~10 % off)
+        vectors = read_report(path).spectrum.lanczos.top_vectors
+        assert tuple(vectors.shape) == (n, 3)
+        assert read_report(path, vectors=False).spectrum.lanczos.top_vectors is None
+    else:  # no n-sized array at all: the report's size does not grow with the model
+        assert big == {}
+        assert size < 1_000_000

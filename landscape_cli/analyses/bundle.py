@@ -3,7 +3,8 @@
 The checkpoint, data and the cached gradient graph are loaded once and shared by spectrum,
 classify, sharpness and a 2-D surface, and so is the spectrum's Lanczos run (λ_max, λ_min and
 the λ_min eigenvector for classify and sharpness) and its SLQ nodes (classify's negative
-fraction). The spectrum itself is what ``landscape spectrum`` gives with the same seed.
+fraction). The spectrum itself is what ``landscape spectrum`` gives with the same seed; its Ritz
+vectors are kept for the report only with ``save_eigenvectors``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def _analyze_all(
             lanczos_result=spectrum.lanczos,
         ),
     }
+    if not config.spectrum.save_eigenvectors:  # kept for classify and sharpness, not asked for
+        lanczos = dataclasses.replace(spectrum.lanczos, top_vectors=None, bottom_vectors=None)
+        results["spectrum"] = dataclasses.replace(spectrum, lanczos=lanczos)
     if surface:
         results["surface"] = analyze_surface(
             objective,

@@ -31,13 +31,20 @@ LANCZOS_ARRAYS = (
 )
 
 
-def lanczos_to_hdf5(group: h5py.Group, lz: LanczosResult, *, tol: float) -> None:
-    """A Lanczos run (``/spectrum/lanczos``): ``T_m`` and its Ritz values, and the top Ritz vectors when kept
-    (``--save-eigenvectors``: ``(n, k)`` columns, largest first); ``tol`` is the stopping
-    tolerance the run was given."""
+def lanczos_to_hdf5(
+    group: h5py.Group, lz: LanczosResult, *, tol: float, vectors: bool = False
+) -> None:
+    """A Lanczos run (``/spectrum/lanczos``): ``T_m`` and its Ritz values; with ``vectors``, also
+    the top Ritz vectors the run kept (``top_vectors``: ``(n, k)`` columns, largest first, in the
+    dtype of the analysis). ``tol`` is the stopping tolerance the run was given.
+
+    Only the section that owns the vectors (the spectrum, with ``--save-eigenvectors``) passes
+    ``vectors``: the runs other sections share or make for their own use keep ``T_m`` alone, so
+    a report holds each ``n``-sized array once."""
     arrays = {name: getattr(lz, name) for name in LANCZOS_ARRAYS}
-    if lz.top_vectors is not None:
-        arrays["top_vectors"] = lz.top_vectors.detach().to("cpu", torch.float64).numpy()
+    stored = vectors and lz.top_vectors is not None
+    if stored:
+        arrays["top_vectors"] = lz.top_vectors.detach().cpu().numpy()
     write_group(
         group,
         arrays,
@@ -47,24 +54,29 @@ def lanczos_to_hdf5(group: h5py.Group, lz: LanczosResult, *, tol: float) -> None
             "converged": bool(lz.converged),
             "breakdown": bool(lz.breakdown),
             "start_vector_norm": lz.start_vector_norm,
-            "ritz_vectors_stored": lz.top_vectors is not None,
+            "ritz_vectors_stored": stored,
             "tol": tol,
         },
     )
 
 
-def lanczos_from_hdf5(group: h5py.Group) -> LanczosResult:
-    """The :class:`LanczosResult` of a group written by :func:`lanczos_to_hdf5`."""
+def lanczos_from_hdf5(group: h5py.Group, *, vectors: bool = False) -> LanczosResult:
+    """The :class:`LanczosResult` of a group written by :func:`lanczos_to_hdf5`; its stored Ritz
+    vectors are read only with ``vectors`` (they are ``n × k``: plots and checks never need
+    them)."""
     a = read_attrs(group)
     arrays = read_arrays(group, dict.fromkeys(LANCZOS_ARRAYS, ("steps",)))
-    vectors = read_arrays(group, {"top_vectors": ("n", "k")}, optional=("top_vectors",))
+    top_vectors = None
+    if vectors and "top_vectors" in group:
+        stored = read_arrays(group, {"top_vectors": ("n", "k")})["top_vectors"]
+        top_vectors = torch.from_numpy(stored)
     return LanczosResult(
         **arrays,
         converged=a["converged"],
         breakdown=a["breakdown"],
         matvecs=a["matvecs"],
         start_vector_norm=a["start_vector_norm"],
-        top_vectors=torch.from_numpy(vectors["top_vectors"]) if vectors else None,
+        top_vectors=top_vectors,
     )
 
 

@@ -57,6 +57,8 @@ class Analysis:
             its own.
         not_stored: the result's fields that its group does not keep, as dotted paths (``*``
             for every item of a list); :meth:`read` gives everything else back equal.
+        vectors: the group may hold ``n``-sized vectors, read only when :meth:`read` is asked
+            for them (its result's ``from_hdf5`` takes ``vectors``).
     """
 
     name: str
@@ -67,6 +69,7 @@ class Analysis:
     per_checkpoint: bool = True
     config_settings: str | None = None
     not_stored: tuple[str, ...] = ()
+    vectors: bool = False
 
     def write(
         self, root: h5py.Group, result: Result, config: RunConfig | None = None
@@ -83,14 +86,16 @@ class Analysis:
             set_attrs(group.create_group("settings"), {**settings, "source": "config"})
         return group
 
-    def read(self, root: h5py.Group) -> Any:
+    def read(self, root: h5py.Group, *, vectors: bool = True) -> Any:
         """The stored result (``None`` when absent); for a keyed analysis, the results by name
-        (``{}`` when absent)."""
+        (``{}`` when absent). Stored ``n``-sized vectors are read only with ``vectors``."""
         if self.group not in root:
             return {} if self.keyed else None
         group = root[self.group]
         if self.keyed:
             return {name: self.result.from_hdf5(sub) for name, sub in group.items()}
+        if self.vectors:
+            return self.result.from_hdf5(group, vectors=vectors)  # type: ignore[call-arg]
         return self.result.from_hdf5(group)
 
 
@@ -105,13 +110,14 @@ ANALYSES: dict[str, Analysis] = {
             "spectrum",
             config_settings="spectrum",
             not_stored=("lanczos.bottom_vectors",),
+            vectors=True,
         ),
         Analysis(
             "classify",
             ClassifyResult,
             "classify",
             "classify",
-            not_stored=("lanczos.bottom_vectors",),
+            not_stored=("lanczos.top_vectors", "lanczos.bottom_vectors"),
         ),
         Analysis("sharpness", SharpnessResult, "sharpness", "sharpness"),
         Analysis(

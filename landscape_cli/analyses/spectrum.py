@@ -382,7 +382,7 @@ class SpectrumResult:
                 "determinism_check_matvecs": self.determinism_matvecs,
             },
         )
-        lanczos_to_hdf5(group.create_group("lanczos"), self.lanczos, tol=self.tol)
+        lanczos_to_hdf5(group.create_group("lanczos"), self.lanczos, tol=self.tol, vectors=True)
         if self.per_layer is not None:
             per_layer_to_hdf5(group.create_group("per_layer"), self.per_layer)
         if self.spread is not None:
@@ -400,9 +400,10 @@ class SpectrumResult:
         notes_to_hdf5(group, self.notes)
 
     @classmethod
-    def from_hdf5(cls, group: h5py.Group) -> SpectrumResult:
+    def from_hdf5(cls, group: h5py.Group, *, vectors: bool = True) -> SpectrumResult:
         """The result of a group written by :meth:`to_hdf5` (``curvature`` is the Hessian in a
-        report written before the curvature could be chosen)."""
+        report written before the curvature could be chosen); the stored Ritz vectors only with
+        ``vectors``."""
         a = read_attrs(group)
         arrays = read_arrays(
             group, {"top_eigenvalues": ("top",), "bottom_eigenvalues": ("bottom",)}
@@ -411,7 +412,7 @@ class SpectrumResult:
             info=RunInfo.from_hdf5(group),
             top_eigenvalues=arrays["top_eigenvalues"],
             bottom_eigenvalues=arrays["bottom_eigenvalues"],
-            lanczos=lanczos_from_hdf5(group["lanczos"]),
+            lanczos=lanczos_from_hdf5(group["lanczos"], vectors=vectors),
             top_k=a["top_k"],
             bottom_k=a["bottom_k"],
             tol=a["tol"],

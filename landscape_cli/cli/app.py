@@ -249,7 +249,12 @@ def report(
         files = [path]
         if html or plots:  # the file may hold other sections too: draw what it holds
             files += write_figures_and_html(
-                read_report(path), path.parent, path.stem, fmt, html=html, plots=plots
+                read_report(path, vectors=False),
+                path.parent,
+                path.stem,
+                fmt,
+                html=html,
+                plots=plots,
             )
         if run.json:
             summary = {name: result.to_dict() for name, result in results.items()}
@@ -311,7 +316,7 @@ def check(
         if is_report_path(target):
             from ..io.report_file import read_report
 
-            result = check_report(read_report(target), parsed, k, target=str(target))
+            result = check_report(read_report(target, vectors=False), parsed, k, target=str(target))
         else:
             with analysis_phase(run.quiet) as progress:
                 cfg, objective = load(flags, run.config, progress)
@@ -422,7 +427,7 @@ def plot(
 
         check_figure_options(fmt, sigma)
         path = Path(report)
-        loaded = read_report(path)
+        loaded = read_report(path, vectors=False)
         directory = Path(out_dir) if out_dir is not None else path.parent
         if not directory.is_dir():
             raise InputError(f"--out-dir {directory}: not a directory")

@@ -365,8 +365,10 @@ class Report:
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def read_report(path: str | os.PathLike[str]) -> Report:
-    """Read a report written by :func:`write_report`.
+def read_report(path: str | os.PathLike[str], *, vectors: bool = True) -> Report:
+    """Read a report written by :func:`write_report`; the stored eigenvectors
+    (``/spectrum/lanczos/top_vectors``, ``n × k``) only with ``vectors`` (figures and checks
+    never need them).
 
     Raises:
         InputError: the file is missing, not HDF5, not a landscape report (schema), or a section
@@ -384,7 +386,7 @@ def read_report(path: str | os.PathLike[str]) -> Report:
             results: dict[str, Any] = {}
             for entry in ANALYSES.values():
                 try:
-                    results[entry.report_field] = entry.read(f)
+                    results[entry.report_field] = entry.read(f, vectors=vectors)
                 except MALFORMED as exc:
                     raise _malformed(path, f"section /{entry.group}", exc) from None
             try:
