@@ -474,6 +474,24 @@ def test_a_nan_learning_rate_in_the_optimizer_state_is_named_with_its_checkpoint
     )
     assert line.startswith("landscape: error: checkpoint nan-lr.pt: ")
     assert "'lr' is nan, not a finite number" in line
+    assert "pass --lr" in line
+    # the way out it names: the given rate replaces the stored one, the momentum is still read
+    proc = _landscape(
+        "spectrum",
+        "nan-lr.pt",
+        "--model",
+        "landscape_cli.sample_models.mlp:build",
+        "--data",
+        "sample:blobs",
+        "--lr",
+        "0.1",
+        "--json",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    stability = json.loads(proc.stdout)["stability"]
+    assert (stability["lr"], stability["lr_source"], stability["momentum"]) == (0.1, "--lr", 0.9)
 
 
 def test_two_spellings_of_one_config_key_are_refused_by_name(tmp_path):

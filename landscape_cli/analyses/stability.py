@@ -111,7 +111,11 @@ def parse_optimizer_state(
     try:
         return _parse_groups(state_dict, groups, where)
     except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
-        raise InputError(f"{where}: malformed optimizer state ({exc})") from None
+        about_lr = str(exc).startswith("'lr'")
+        raise InputError(
+            f"{where}: malformed optimizer state ({exc})",
+            hint="pass `lr` to give the learning rate yourself" if about_lr else None,
+        ) from None
 
 
 def _parse_groups(
@@ -310,6 +314,11 @@ def stability_report(
     checkpoint = getattr(objective, "checkpoint", None)
     raw = find_optimizer_state(checkpoint.extra) if checkpoint is not None else None
     where = f"checkpoint {checkpoint.path}" if checkpoint is not None else "checkpoint"
+    if raw is not None and lr is not None:  # the given rate replaces the stored one, bad or not
+        groups = raw.get("param_groups")
+        if isinstance(groups, (list, tuple)):
+            groups = [{**g, "lr": lr} if isinstance(g, Mapping) else g for g in groups]
+            raw = {**raw, "param_groups": groups}
     state = parse_optimizer_state(raw, where) if raw is not None else None
     if lr is None and state is None:
         return None
