@@ -196,6 +196,7 @@ class StabilityReport:
     nesterov: bool = False
     dampening: float = 0.0
     note: str = ""  # e.g. why the optimizer's own threshold is not known
+    mode: str = "eval"  # the module mode of the objective whose λ_max this is
 
     @property
     def lr_times_lambda_max(self) -> float:
@@ -239,6 +240,7 @@ class StabilityReport:
             "nesterov": bool(self.nesterov),
             "dampening": self.dampening,
             "momentum_threshold": json_number(self.momentum_threshold),
+            "mode": self.mode,
         }
         if self.note:
             out["note"] = self.note
@@ -333,7 +335,7 @@ def stability_report(
         )
     source = "--lr" if lr is not None else "checkpoint"
     if state is None:  # --lr alone: plain gradient descent
-        return StabilityReport(rate, source, "unknown", lambda_max, 0.0)
+        return StabilityReport(rate, source, "unknown", lambda_max, 0.0, mode=objective.mode)
     if state.kind != "adam":
         return StabilityReport(
             rate,
@@ -344,6 +346,7 @@ def stability_report(
             nesterov=state.nesterov,
             dampening=state.dampening,
             note=state.note,
+            mode=objective.mode,
         )
     inverse_sqrt = adam_preconditioner(objective, state).rsqrt()
     result = lanczos(
@@ -356,5 +359,13 @@ def stability_report(
     beta1 = state.betas[0]  # type: ignore[index]
     threshold = (2.0 + 2.0 * beta1) / ((1.0 - beta1) * rate)
     return StabilityReport(
-        rate, source, "adam", lambda_max, 0.0, float(result.top(1)[0]), threshold, result.matvecs
+        rate,
+        source,
+        "adam",
+        lambda_max,
+        0.0,
+        float(result.top(1)[0]),
+        threshold,
+        result.matvecs,
+        mode=objective.mode,
     )

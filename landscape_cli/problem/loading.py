@@ -41,6 +41,7 @@ from .data import (
 from .data_files import read_h5, read_npz
 from .distributed import launched_by_torchrun
 from .losses import LossFn, load_loss
+from .modes import mode_note
 from .settings import ProblemSettings
 
 if TYPE_CHECKING:
@@ -544,6 +545,9 @@ def build_objective(
         from .determinism import check_data_order
 
         check_data_order(batches)  # before the initial pass: no data is read twice in vain
+    note = mode_note(model, config.mode)
+    if note is not None:
+        notes["mode"] = note
     return Objective(
         model,
         loss_fn,

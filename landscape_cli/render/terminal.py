@@ -60,7 +60,7 @@ def _print_stability(console: Console, stability: Any) -> None:
         return
     source = (
         f"η = {_fmt(stability.lr, 4)} from {escape(stability.source)}, "
-        f"{escape(stability.optimizer)}"
+        f"{escape(stability.optimizer)}, {escape(stability.mode)}-mode λ_max"
     )
     plain = f"η·λ_max = {_fmt(stability.lr_times_lambda_max, 4)}"
     within = stability.within_bound
