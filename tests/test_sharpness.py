@@ -289,3 +289,25 @@ def test_sharpness_cli_json_and_rho_parsing():
         bad_run = runner.invoke(app, ["sharpness", "--rho", bad, "--json"])
         assert bad_run.exit_code == 2 and bad_run.stdout == ""
         assert "--rho" in bad_run.stderr and len(bad_run.stderr.strip().splitlines()) == 1
+
+
+def test_average_case_below_the_dtype_resolution_is_reported_unresolved():
+    """On the sample MLP (loss 0.184) the average-case change at rho = 1e-4 is 1.3e-9 (float64),
+    below float32's rounding of the loss (u·L ≈ 1.1e-8): float32 gives no number for it, and
+    the values it does give agree with float64's."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from landscape_cli.cli import app
+
+    runner = CliRunner()
+    args = ["sharpness", "--rho", "0.0001,0.01", "--samples", "8", "--json"]
+    single = json.loads(runner.invoke(app, args).stdout)
+    double = json.loads(runner.invoke(app, [*args, "--dtype", "float64"]).stdout)
+    assert single["average_case"][0] is None and single["average_case_stderr"][0] is None
+    assert "below the resolution of float32 at rho = 0.0001" in single["notes"]["average_case"]
+    assert double["average_case"][0] == pytest.approx(1.28e-9, rel=0.2)
+    assert "average_case" not in double.get("notes", {})
+    resolved, reference = single["average_case"][1], double["average_case"][1]
+    assert resolved == pytest.approx(reference, rel=0.05)

@@ -317,6 +317,23 @@ def _problem_sweep(
     return one_step, worst
 
 
+#: Units of rounding of the loss (``u = 2^-p``, half the machine epsilon, times ``|L(w)|``) below
+#: which an average-case value is reported as unresolved. Each pair mean
+#: ``½[L(w+ε) + L(w−ε)] − L(w)`` subtracts losses computed in the analysis dtype, each a sum of
+#: rounded batch means; 16 units leave room for those roundings without printing one of them
+#: as a measurement.
+RESOLUTION_UNITS = 16
+
+
+def loss_resolution(objective: Objective) -> float:
+    """``RESOLUTION_UNITS · u · |L(w)|``: the smallest loss difference the analysis dtype can
+    resolve at this loss (float32: ``u = 2^-24``; float64: ``2^-53``)."""
+    unit = torch.finfo(objective.dtype).eps / 2
+    return (
+        RESOLUTION_UNITS * unit * max(abs(objective.base_loss()), torch.finfo(objective.dtype).tiny)
+    )
+
+
 def _average_case(
     objective: Objective,
     t: torch.Tensor,
@@ -579,8 +596,23 @@ def measure_sharpness(
             raise NumericalError(f"at rho={rho:g}: {exc.message}", hint=exc.hint) from None
         if progress is not None:
             progress("average", i + 1, len(rhos))
-    average = [float(x) for x in average_samples.mean(axis=1)]
-    stderr = [float(x) for x in average_samples.std(axis=1, ddof=1) / math.sqrt(s.samples)]
+    average: list[float | None] = [float(x) for x in average_samples.mean(axis=1)]
+    stderr: list[float | None] = [
+        float(x) for x in average_samples.std(axis=1, ddof=1) / math.sqrt(s.samples)
+    ]
+    resolution = loss_resolution(objective)
+    unresolved = [i for i, value in enumerate(average) if abs(value) < resolution]  # type: ignore[arg-type]
+    for i in unresolved:
+        average[i] = stderr[i] = None
+    if unresolved:
+        radii = ", ".join(f"{rhos[i]:g}" for i in unresolved)
+        dtype = str(objective.dtype).replace("torch.", "")
+        notes["average_case"] = (
+            f"below the resolution of {dtype} at rho = {radii}: the mean change "
+            f"is under {resolution:.2g}, {RESOLUTION_UNITS} units of rounding of the loss "
+            f"{objective.base_loss():.6g}, so its value is rounding; use --dtype float64 or a "
+            "larger rho"
+        )
     if s.m is not None:
         notes["m"] = (
             f"worst_case and one_step are m-sharpness over chunks of {s.m} samples; average_case "
