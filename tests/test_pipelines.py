@@ -72,3 +72,76 @@ def test_progress_on_a_terminal_stderr_only():
     assert proc.returncode == 0
     json.loads(stdout)
     assert b"Lanczos" in drawn or b"trace" in drawn  # a progress bar label was drawn on stderr
+
+
+def _envelope_keys():
+    from landscape_cli.analyses.run_info import RunInfo
+
+    info = RunInfo("x", 1, 0.0, 0.0, 0, 0.0, 0, 1, "cached", "cpu", "float32")
+    return set(info.to_dict())
+
+
+def every_command(tmp_path, report):
+    """Each command with --json, on the bundled samples (fast settings)."""
+    import shutil
+
+    from landscape_cli import sample_models
+
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    for target in (first, second):
+        shutil.copy(sample_models.get_sample("mlp").checkpoint, target)
+    series = [str(first), str(second), "--model", "landscape_cli.sample_models.mlp:build"]
+    fast_report = tmp_path / "fast.yaml"
+    fast_report.write_text(
+        "spectrum: {trace_matvecs: 8, slq_runs: 1, slq_steps: 10, grid: 50}\n"
+        "sharpness: {rho: [0.01], samples: 2, steps: 2}\nsurface: {points: 3}\n"
+    )
+    return {
+        **commands(report),
+        "check": ["check", "--max", "lambda_max=1000"],
+        "check-report": ["check", str(report), "--max", "lambda_max=1000"],
+        "jacobian": ["jacobian", "--max-iter", "10"],
+        "report": ["report", "--out", str(tmp_path / "r.h5"), "--config", str(fast_report),
+                   "--no-plots", "--no-html"],
+        "track": ["track", *series, "--data", "sample:blobs", "--no-trace"],
+    }  # fmt: skip
+
+
+ALL_COMMANDS = (
+    "inspect", "spectrum", "classify", "sharpness", "surface", "check", "check-report",
+    "plot", "jacobian", "report", "track",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ALL_COMMANDS)
+def test_every_command_json_begins_with_the_common_envelope(tmp_path, report, name):
+    from typer.testing import CliRunner
+
+    from landscape_cli.cli import app
+
+    result = CliRunner().invoke(app, [*every_command(tmp_path, report)[name], "--json"])
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert _envelope_keys() <= set(payload), _envelope_keys() - set(payload)
+    assert payload["command"] == name.split("-")[0]
+    assert isinstance(payload["num_parameters"], int) and payload["num_parameters"] > 0
+    assert isinstance(payload["hvp_count"], int) and payload["hvp_count"] >= 0
+    assert isinstance(payload["seconds"], float) and payload["seconds"] >= 0
+    assert isinstance(payload["seed"], int)
+    assert isinstance(payload["loss"], float) and isinstance(payload["grad_norm"], float)
+    if name in ("plot", "check-report"):  # a report is read, nothing is computed
+        assert payload["hvp_count"] == 0
+
+
+def test_every_line_of_track_jsonl_carries_the_envelope(tmp_path, report):
+    from typer.testing import CliRunner
+
+    from landscape_cli.cli import app
+
+    args = [*every_command(tmp_path, report)["track"], "--jsonl"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        assert _envelope_keys() <= set(line) and line["command"] == "track"

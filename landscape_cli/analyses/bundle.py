@@ -16,6 +16,7 @@ from ..errors import InputError
 from ..problem.objective import Objective
 from ..progress import StageProgress
 from .classify import classify_point
+from .run_info import RunInfo
 from .settings import RunConfig
 from .sharpness import measure_sharpness
 from .spectrum import analyze_spectrum
@@ -87,3 +88,17 @@ def _analyze_all(
             trust_checkpoint=config.trust_checkpoint,
         )
     return results
+
+
+def bundle_run_info(objective: Objective, results: dict[str, Any], seed: int) -> RunInfo:
+    """The run info of a whole :func:`analyze_all`: the objective's, with the HVPs and seconds
+    of its analyses summed (classify and sharpness count only what they spent beyond the
+    spectrum's shared Lanczos run)."""
+    infos = [r.info for r in results.values() if getattr(r, "info", None) is not None]
+    return RunInfo.from_objective(
+        objective,
+        "report",
+        seed,
+        sum(info.hvp_count for info in infos),
+        sum(info.seconds for info in infos),
+    )

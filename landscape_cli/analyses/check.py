@@ -331,23 +331,7 @@ def check_report(
         "curvature": None if spectrum is None else spectrum.curvature,
         "params": None if spectrum is None else list(spectrum.params) or None,
     }
-    stored = next((r.info for r in sections if r is not None), None)
-    attrs = report.attrs
-    run = RunInfo(
-        command="check",
-        num_parameters=int(attrs.get("num_parameters", 0)),
-        loss=None if stored is None else stored.loss,
-        grad_norm=None if stored is None else stored.grad_norm,
-        hvp_count=0,  # a report is read, nothing is computed
-        seconds=time.perf_counter() - start,
-        seed=int(attrs.get("seed", 0)),
-        num_samples=None if stored is None else stored.num_samples,
-        hvp_mode=None if stored is None else stored.hvp_mode,
-        device=str(attrs.get("device", "")),
-        dtype=str(attrs.get("dtype", "")),
-        checkpoint=None if stored is None else stored.checkpoint,
-        checkpoint_sha256=str(attrs.get("checkpoint_sha256", "")) or None,
-    )
+    run = RunInfo.from_report(report, "check", time.perf_counter() - start)
     source = str(report.path) if target is None else target
     return CheckResult(evaluate(checks, metrics, margin), margin, "report", source, info, run)
 

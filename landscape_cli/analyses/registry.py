@@ -140,6 +140,7 @@ ANALYSES: dict[str, Analysis] = {
                 "points.*.warm_started",
                 "points.*.seconds",
                 "points.*.stability_note",
+                "points.*.run",
                 "notes",
             ),
         ),

@@ -89,7 +89,33 @@ class RunInfo:
             problem_notes=dict(getattr(objective, "notes", {})),
         )
 
+    @classmethod
+    def from_report(cls, report: Any, command: str, seconds: float) -> RunInfo:
+        """The :class:`RunInfo` of ``command`` run on a report file (a
+        :class:`~landscape_cli.io.report_file.Report`): its root attributes, and the loss, gradient
+        norm and samples of the first section that stores them; ``hvp_count`` 0, since a report is
+        read and nothing is computed."""
+        sections = (report.spectrum, report.classify, report.sharpness, report.jacobian)
+        stored = next((r.info for r in sections if r is not None), None)
+        attrs = report.attrs
+        return cls(
+            command=command,
+            num_parameters=int(attrs.get("num_parameters", 0)),
+            loss=None if stored is None else stored.loss,  # type: ignore[arg-type]
+            grad_norm=None if stored is None else stored.grad_norm,  # type: ignore[arg-type]
+            hvp_count=0,
+            seconds=seconds,
+            seed=int(attrs.get("seed", 0)),
+            num_samples=None if stored is None else stored.num_samples,  # type: ignore[arg-type]
+            hvp_mode=None if stored is None else stored.hvp_mode,  # type: ignore[arg-type]
+            device=str(attrs.get("device", "")),
+            dtype=str(attrs.get("dtype", "")),
+            checkpoint=None if stored is None else stored.checkpoint,
+            checkpoint_sha256=str(attrs.get("checkpoint_sha256", "")) or None,
+        )
+
     def to_dict(self) -> dict[str, Any]:
+        """The keys every command's JSON object begins with (docs/json.md)."""
         return {
             "command": self.command,
             "num_parameters": self.num_parameters,

@@ -14,6 +14,7 @@ fewer steps than from a random start.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import math
 import os
@@ -33,7 +34,7 @@ from ..estimators.lanczos import DEFAULT_MIN_ITER, lanczos
 from ..hdf5 import read_arrays, read_attrs, write_group
 from ..problem.seeding import derive_seed
 from .curvature_trace import curvature_trace, planned_exact_trace
-from .run_info import json_number
+from .run_info import RunInfo, json_number
 from .settings import RunConfig
 from .stability import stability_report
 
@@ -62,8 +63,8 @@ TRACK_COLUMNS = (
 @dataclass(frozen=True)
 class TrackPoint:
     """The curvature numbers of one checkpoint of the series. A point read back from a report
-    has ``None`` for what the report does not keep: ``step_source``, ``warm_started`` and
-    ``seconds``."""
+    has ``None`` for what the report does not keep: ``step_source``, ``warm_started``,
+    ``seconds`` and ``run``."""
 
     checkpoint: str
     step: int
@@ -88,9 +89,13 @@ class TrackPoint:
     preconditioned_sharpness: float | None = None
     preconditioned_threshold: float | None = None
     stability_note: str = ""  # e.g. the optimizer is neither SGD nor Adam (stability.py)
+    #: how the checkpoint was analysed (parameters, samples, device, ...); not kept in a report
+    run: RunInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """One line of ``--jsonl``: the run info of this checkpoint, then its numbers."""
         return {
+            **(self.run.to_dict() if self.run is not None else {}),
             "checkpoint": self.checkpoint,
             "step": self.step,
             "step_source": self.step_source,
@@ -147,8 +152,22 @@ class TrackResult:
 
         return {name: column(name) for name in TRACK_COLUMNS}
 
+    def run_info(self) -> RunInfo | None:
+        """The run info of the series: the last checkpoint's (in step order: loss, gradient norm,
+        samples, device), with the HVPs and seconds summed over every checkpoint."""
+        runs = [p.run for p in self.points if p.run is not None]
+        if not runs:
+            return None
+        return dataclasses.replace(
+            runs[-1],
+            hvp_count=int(sum(p.hvp_count for p in self.points)),
+            seconds=float(sum(p.seconds or 0.0 for p in self.points)),
+        )
+
     def to_dict(self) -> dict[str, Any]:
+        run = self.run_info()
         return {
+            **(run.to_dict() if run is not None else {}),
             "command": "track",
             "seed": self.seed,
             "warm_start": self.warm_start,
@@ -378,6 +397,13 @@ def track_series(
             seconds=time.perf_counter() - start,
             curvature=settings.curvature,
             params=tuple(settings.params),
+            run=RunInfo.from_objective(
+                objective,
+                "track",
+                config.seed,
+                H.matvecs + (0 if stability is None else stability.matvecs),
+                time.perf_counter() - start,
+            ),
         )
         if progress is not None:
             progress("track", position + 1, len(loaded))

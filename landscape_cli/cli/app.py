@@ -257,9 +257,12 @@ def report(
                 plots=plots,
             )
         if run.json:
+            from ..analyses.bundle import bundle_run_info
+
             summary = {name: result.to_dict() for name, result in results.items()}
+            envelope = bundle_run_info(objective, results, cfg.seed).to_dict()
             names = [str(f) for f in files]
-            emit_json({"command": "report", "report": str(path), "files": names, **summary})
+            emit_json({**envelope, "report": str(path), "files": names, **summary})
         else:
             from ..render.terminal import print_classification, print_sharpness, print_spectrum
 
@@ -425,6 +428,7 @@ def plot(
             write_figures_and_html,
         )
 
+        start = time.perf_counter()
         check_figure_options(fmt, sigma)
         path = Path(report)
         loaded = read_report(path, vectors=False)
@@ -435,7 +439,10 @@ def plot(
         files = write_figures_and_html(loaded, directory, path.stem, fmt, sigma=sigma, html=html)
         written = [str(f) for f in files]
         if json_output:
-            emit_json({"command": "plot", "report": str(path), "files": written})
+            from ..analyses.run_info import RunInfo
+
+            envelope = RunInfo.from_report(loaded, "plot", time.perf_counter() - start).to_dict()
+            emit_json({**envelope, "report": str(path), "files": written})
         else:
             for file in written:
                 typer.echo(printable(str(file)))
