@@ -320,33 +320,25 @@ def assert_exit(proc: subprocess.Popen, stderr: str, signum: int, sent: bool) ->
         assert proc.returncode == 0, stderr
 
 
+#: What is written, and the prefix of its temporary files: the figures and page of a report, and
+#: a report updated with a new section.
+WRITES = {
+    "figures": (["plot", "R.h5", "--html", "--quiet"], ".R-"),
+    "report-update": (["spectrum", "--out", "R.h5", "--seed", "1", "--quiet", *FAST], ".R.h5."),
+}
+
+
+@pytest.mark.parametrize("write", list(WRITES))
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("delay", DELAYS)
-def test_a_signal_while_figures_are_written_leaves_each_complete_or_as_it_was(
-    previous, tmp_path, signum, delay
+def test_a_signal_while_writing_leaves_each_file_complete_or_as_it_was(
+    previous, tmp_path, write, signum, delay
 ):
     folder = tmp_path / "out"
     shutil.copytree(previous, folder)
     before = files(folder)
-    proc, stderr, sent = signal_while_writing(
-        ["plot", "R.h5", "--html", "--quiet"], folder, ".R-", signum, delay
-    )
-    assert_exit(proc, stderr, signum, sent)
-    assert_complete_or_unchanged(folder, before)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("delay", DELAYS)
-def test_a_signal_while_a_report_is_updated_leaves_it_complete_or_as_it_was(
-    previous, tmp_path, signum, delay
-):
-    folder = tmp_path / "out"
-    shutil.copytree(previous, folder)
-    before = files(folder)
-    proc, stderr, sent = signal_while_writing(
-        ["spectrum", "--out", "R.h5", "--seed", "1", "--quiet", *FAST],
-        folder, ".R.h5.", signum, delay,
-    )  # fmt: skip
+    command, watch = WRITES[write]
+    proc, stderr, sent = signal_while_writing(command, folder, watch, signum, delay)
     assert_exit(proc, stderr, signum, sent)
     assert_complete_or_unchanged(folder, before)
 
