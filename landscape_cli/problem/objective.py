@@ -451,6 +451,12 @@ class Objective:
             shapes = ""
             if isinstance(batch, tuple):
                 shapes = " (batch shapes " + ", ".join(str(tuple(t.shape)) for t in batch) + ")"
+            elif isinstance(batch, Mapping):
+                shapes = (
+                    " (batch shapes "
+                    + ", ".join(f"{k} {tuple(t.shape)}" for k, t in batch.items())
+                    + ")"
+                )
             where = (
                 "" if self.batches.source is None else f" at batch {index} of {len(self.batches)}"
             )

@@ -33,13 +33,13 @@ class ProblemSettings:
     )
     data: str | None = option(
         None,
-        "Data: .pt/.npz/.h5 file with x and y, package.module:callable, or sample:NAME; none: "
-        "an analytic loss fn(model, None).",
+        "Data: .pt/.npz/.h5 file with x and y (or input_ids, attention_mask, labels), "
+        "package.module:callable, or sample:NAME; none: an analytic loss fn(model, None).",
     )
     loss: str = option(
         "cross_entropy",
-        "cross_entropy, mse, bce_with_logits, nll, or package.module:callable(model, batch) "
-        "returning the batch-mean loss.",
+        "cross_entropy, mse, bce_with_logits, nll, lm (next-token), sequence_classification, "
+        "or package.module:callable(model, batch) returning the batch-mean loss.",
     )
     batch_size: int = option(256, "Samples per forward pass.", minimum=1)
     max_samples: int | None = option(
