@@ -551,9 +551,11 @@ def build_objective(
 
     The returned objective carries the checkpoint's provenance in ``objective.checkpoint``.
     """
+    from .huggingface import check_directory, load_huggingface
     from .objective import Objective
 
-    if config.model is None:
+    huggingface = config.checkpoint is not None and check_directory(config.checkpoint, config.model)
+    if config.model is None and not huggingface:
         raise InputError(
             "no model given: a checkpoint holds weights, not the architecture",
             hint="pass `model=package.module:callable`, or set model.spec in a config file",
@@ -568,16 +570,23 @@ def build_objective(
             ) from None
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     notes: dict[str, str] = {}  # what loading did to the model or checkpoint, by topic
-    model = build_model(config.model, config.model_kwargs)
+    default_loss = "cross_entropy"
     checkpoint = None
-    if config.checkpoint is not None:
-        checkpoint = load_checkpoint(config.checkpoint, trust=config.trust_checkpoint)
-        apply_state_dict(model, checkpoint.state_dict, f"checkpoint {config.checkpoint}")
+    if huggingface:  # its config.json names the architecture and implies the loss
+        loaded = load_huggingface(config.checkpoint, dtype=dtype, trust=config.trust_checkpoint)
+        model, checkpoint, notes = loaded.model, loaded.checkpoint, dict(loaded.notes)
+        default_loss = loaded.default_loss or default_loss
     else:
+        model = build_model(config.model, config.model_kwargs)
+        if config.checkpoint is not None:
+            checkpoint = load_checkpoint(config.checkpoint, trust=config.trust_checkpoint)
+            apply_state_dict(model, checkpoint.state_dict, f"checkpoint {config.checkpoint}")
+    if checkpoint is None or huggingface:
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise NumericalError(f"model '{config.model}': tensor '{name}' is not finite")
-    loss_fn = load_loss(config.loss)
+                source = config.checkpoint if huggingface else f"model '{config.model}'"
+                raise NumericalError(f"{source}: tensor '{name}' is not finite")
+    loss_fn = load_loss(config.loss or default_loss)
     batches = load_data(config.data, config.batch_size, config.max_samples)
     if determinism_check:
         from .determinism import check_data_order
