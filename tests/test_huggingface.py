@@ -264,7 +264,8 @@ def test_without_transformers_the_error_names_the_extra(bert_dir, tokens_pt, mon
 def test_a_directory_that_is_not_a_model_is_one_line(tmp_path, tokens_pt):
     result = runner.invoke(app, ["inspect", str(tmp_path), "--data", str(tokens_pt)])
     assert result.exit_code == 2
-    assert "without config.json" in result.stderr
+    assert "is a directory, expected a file or a Hugging Face model directory" in result.stderr
+    assert "holds no config.json" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -319,3 +320,11 @@ def test_model_outputs_resolve_to_logits():
     assert model_logits((z, torch.zeros(1))) is z
     with pytest.raises(InputError, match="without a 'logits'"):
         model_logits({"hidden_states": z})
+
+
+def test_the_jacobian_of_token_data_is_one_line(bert_dir, tokens_pt):
+    result = runner.invoke(
+        app, ["jacobian", str(bert_dir), "--data", str(tokens_pt), "--threads", "1"]
+    )
+    assert result.exit_code == 2
+    assert "named model inputs (input_ids, attention_mask, labels)" in result.stderr

@@ -78,8 +78,8 @@ def check_directory(path: str | Path, model: str | None) -> bool:
         return False
     if not is_huggingface_directory(path):
         raise InputError(
-            f"checkpoint {path}: is a directory without {CONFIG_FILE}, so not a Hugging Face "
-            "model directory",
+            f"checkpoint {path}: is a directory, expected a file or a Hugging Face model "
+            f"directory (it holds no {CONFIG_FILE})",
             hint="give a checkpoint file, or a directory written by save_pretrained",
         )
     if model is not None:
