@@ -328,3 +328,24 @@ def test_the_jacobian_of_token_data_is_one_line(bert_dir, tokens_pt):
     )
     assert result.exit_code == 2
     assert "named model inputs (input_ids, attention_mask, labels)" in result.stderr
+
+
+def test_model_code_in_the_directory_runs_only_with_trust(tmp_path, tokens_pt):
+    from safetensors.torch import save_file
+
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "shipped",
+                "architectures": ["ShippedForCausalLM"],
+                "auto_map": {"AutoConfig": "configuration_shipped.ShippedConfig"},
+            }
+        )
+    )
+    marker = tmp_path / "code-ran"
+    (tmp_path / "configuration_shipped.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    save_file({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+    result = runner.invoke(app, ["inspect", str(tmp_path), "--data", str(tokens_pt)])
+    assert result.exit_code == 2
+    assert "--trust-checkpoint" in result.stderr
+    assert not marker.exists()

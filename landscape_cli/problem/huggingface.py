@@ -199,7 +199,7 @@ def load_huggingface(
                 hint="save the model with save_pretrained, which records its class",
             )
         architecture = str(architectures[0])
-        model_class = _model_class(transformers, architecture, config)
+        model_class = _model_class(transformers, architecture, config, where)
         try:
             model, info = model_class.from_pretrained(
                 str(directory),
@@ -257,7 +257,7 @@ def load_huggingface(
     return HuggingFaceModel(model, checkpoint, default_loss(architecture), notes)
 
 
-def _model_class(transformers: object, architecture: str, config: object) -> object:
+def _model_class(transformers: object, architecture: str, config: object, where: str) -> object:
     """The Auto class of the architecture's task (it also resolves a model class shipped with
     the directory), else the architecture's own class in transformers."""
     for suffix, auto, _ in _TASKS:
@@ -269,7 +269,7 @@ def _model_class(transformers: object, architecture: str, config: object) -> obj
     if getattr(config, "auto_map", None):
         return transformers.AutoModel  # type: ignore[attr-defined]
     raise InputError(
-        f"checkpoint: {CONFIG_FILE} names the architecture {architecture}, which transformers "
+        f"{where}: {CONFIG_FILE} names the architecture {architecture}, which transformers "
         f"{getattr(transformers, '__version__', '')} does not know",
         hint="upgrade transformers, or build the model with `model=package.module:callable`",
     )
