@@ -402,3 +402,30 @@ def test_the_model_is_called_with_the_inputs_its_forward_names():
     }
     value = loss(Named(), batch)
     assert value.ndim == 0 and bool(torch.isfinite(value))
+
+
+def test_a_dataloader_of_named_items_and_make_objective_take_token_data():
+    from landscape_cli.problem.data import loader_batches
+    from landscape_cli.problem.loading import make_objective
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(20, 3)
+
+        def forward(self, input_ids):
+            return (self.embed(input_ids).mean(1),)  # a tuple: the logits come first
+
+    torch.manual_seed(0)
+    ids, labels = torch.randint(0, 20, (7, 5)), torch.randint(0, 3, (7,))
+    items = [{"input_ids": ids[i], "labels": labels[i]} for i in range(7)]
+    loader = torch.utils.data.DataLoader(items, batch_size=3)
+    batches = [b for b, _ in loader_batches(loader, None, "loader")]
+    assert [b["input_ids"].shape[0] for b in batches] == [3, 3, 1]
+    model = Classifier()
+    objective = make_objective(
+        model, {"input_ids": ids, "labels": labels}, "sequence_classification",
+        batch_size=3, dtype=torch.float64,
+    )  # fmt: skip
+    expected = nn.functional.cross_entropy(model(ids)[0].double(), labels)
+    assert objective.loss_value == pytest.approx(float(expected), rel=1e-6)
