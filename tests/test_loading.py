@@ -429,3 +429,24 @@ def test_a_dataloader_of_named_items_and_make_objective_take_token_data():
     )  # fmt: skip
     expected = nn.functional.cross_entropy(model(ids)[0].double(), labels)
     assert objective.loss_value == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_named_batches_split_into_subsets_and_shards_alike():
+    from landscape_cli.problem.data import tensor_batches
+
+    source = {"input_ids": torch.arange(20).reshape(10, 2), "labels": torch.arange(10)}
+    batches = tensor_batches(source, 3, None, "tokens")
+    subset = batches.subset(1, 3)
+    assert [b["labels"].tolist() for b, _ in subset] == [[3, 4, 5], [6, 7, 8]]
+    shard = batches.shard(1, 2)
+    assert [(i, b["labels"].tolist()) for i, b, _ in shard.local()] == [(1, [3, 4, 5]), (3, [9])]
+
+
+def test_non_finite_named_inputs_name_the_sample(tmp_path):
+    scale = torch.ones(6, 4)
+    scale[4, 1] = float("nan")
+    torch.save(
+        {"input_ids": torch.zeros(6, 4, dtype=torch.int64), "scale": scale}, tmp_path / "t.pt"
+    )
+    with pytest.raises(NumericalError, match="the named inputs hold NaN or Inf .* sample 4"):
+        load_data(str(tmp_path / "t.pt"), 4, None)
