@@ -539,7 +539,7 @@ def test_check_json_says_which_matrix_its_metrics_are_of():
     assert payload["curvature"] == "ggn" and payload["params"] == ["4.*"] and payload["passed"]
 
 
-def test_ef_with_a_model_vmap_cannot_handle_is_an_input_error():
+def test_ef_of_a_model_vmap_cannot_handle_takes_one_sample_at_a_time():
     class ItemModel(nn.Module):
         def __init__(self):
             super().__init__()
@@ -549,6 +549,24 @@ def test_ef_with_a_model_vmap_cannot_handle_is_an_input_error():
             return self.net(x) * float(x.abs().max().item() > -1)  # .item() breaks vmap
 
     x, y = data("classes")
-    obj = objective(ItemModel(), SplitLoss("cross_entropy"), x, y)
-    with pytest.raises(InputError, match="vmap"):
+    model = ItemModel()
+    v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=F64)
+    looped = curvature_operator(objective(model, SplitLoss("cross_entropy"), x, y), "ef")
+    plain = curvature_operator(objective(model.net, SplitLoss("cross_entropy"), x, y), "ef")
+    assert torch.allclose(looped @ v, plain @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_ef_with_a_model_no_transform_can_differentiate_is_an_input_error():
+    class NumpyModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = mlp()
+
+        def forward(self, x):
+            out = self.net(x)
+            return out + torch.as_tensor(out.detach().numpy() * 0)  # .numpy() breaks torch.func
+
+    x, y = data("classes")
+    obj = objective(NumpyModel(), SplitLoss("cross_entropy"), x, y)
+    with pytest.raises(InputError, match="per-sample gradients"):
         curvature_operator(obj, "ef") @ torch.ones(obj.num_parameters, dtype=F64)

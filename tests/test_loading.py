@@ -333,3 +333,120 @@ def test_make_objective_takes_an_analytic_loss_and_refuses_other_data():
     assert objective.num_parameters == 1
     with pytest.raises(InputError, match="expected \\(x, y\\), a Dataset, a DataLoader or None"):
         make_objective(point, 3.0)
+
+
+def _token_arrays(n: int = 10) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "input_ids": rng.integers(0, 20, (n, 6)).astype(np.int32),
+        "attention_mask": np.ones((n, 6), dtype=np.int64),
+        "labels": rng.integers(0, 3, n),
+    }
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npz", ".h5"])
+def test_token_files_give_batches_of_named_integer_inputs(tmp_path, suffix):
+    from landscape_cli.problem.data import batch_size_of, move_batch
+
+    arrays = _token_arrays()
+    path = tmp_path / f"tokens{suffix}"
+    if suffix == ".pt":
+        torch.save({k: torch.as_tensor(v) for k, v in arrays.items()}, path)
+    elif suffix == ".npz":
+        np.savez(path, **arrays)
+    else:
+        with h5py.File(path, "w") as handle:
+            for key, value in arrays.items():
+                handle[key] = value
+    batches = load_data(str(path), batch_size=4, max_samples=9)
+    assert (len(batches), batches.num_samples) == (3, 9)
+    collected = [move_batch(b, torch.device("cpu"), torch.float64) for b, _ in batches]
+    assert [batch_size_of(b) for b in collected] == [4, 4, 1]
+    assert set(collected[0]) == set(arrays)
+    assert collected[0]["input_ids"].dtype == torch.int32  # never cast to the float dtype
+    assert torch.equal(collected[2]["labels"], torch.as_tensor(arrays["labels"][8:9]))
+
+
+def test_token_arrays_of_different_lengths_are_one_line(tmp_path):
+    arrays = _token_arrays()
+    arrays["labels"] = arrays["labels"][:7]
+    np.savez(tmp_path / "t.npz", **arrays)
+    with pytest.raises(InputError, match="input_ids has 10 samples but labels has 7"):
+        load_data(str(tmp_path / "t.npz"), 4, None)
+
+
+def test_a_dataset_of_named_items_collates_to_named_batches():
+    from landscape_cli.problem.data import dataset_batches
+
+    items = [{"input_ids": torch.arange(i, i + 5), "labels": torch.tensor(i % 2)} for i in range(5)]
+    (first, weight), *_ = list(dataset_batches(items, 3, None, "items"))
+    assert first["input_ids"].shape == (3, 5) and first["labels"].tolist() == [0, 1, 0]
+    assert weight == pytest.approx(3 / 5)
+
+
+def test_the_model_is_called_with_the_inputs_its_forward_names():
+    class Named(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(20, 3)
+
+        def forward(self, input_ids, attention_mask=None):
+            return {"logits": self.embed(input_ids).mean(1) * attention_mask[:, :1]}
+
+    loss = load_loss("sequence_classification")
+    batch = {
+        "input_ids": torch.randint(0, 20, (4, 6)),
+        "attention_mask": torch.ones(4, 6),
+        "token_type_ids": torch.zeros(4, 6, dtype=torch.int64),  # not a forward parameter
+        "labels": torch.tensor([0, 1, 2, 0]),
+    }
+    value = loss(Named(), batch)
+    assert value.ndim == 0 and bool(torch.isfinite(value))
+
+
+def test_a_dataloader_of_named_items_and_make_objective_take_token_data():
+    from landscape_cli.problem.data import loader_batches
+    from landscape_cli.problem.loading import make_objective
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(20, 3)
+
+        def forward(self, input_ids):
+            return (self.embed(input_ids).mean(1),)  # a tuple: the logits come first
+
+    torch.manual_seed(0)
+    ids, labels = torch.randint(0, 20, (7, 5)), torch.randint(0, 3, (7,))
+    items = [{"input_ids": ids[i], "labels": labels[i]} for i in range(7)]
+    loader = torch.utils.data.DataLoader(items, batch_size=3)
+    batches = [b for b, _ in loader_batches(loader, None, "loader")]
+    assert [b["input_ids"].shape[0] for b in batches] == [3, 3, 1]
+    model = Classifier()
+    objective = make_objective(
+        model, {"input_ids": ids, "labels": labels}, "sequence_classification",
+        batch_size=3, dtype=torch.float64,
+    )  # fmt: skip
+    expected = nn.functional.cross_entropy(model(ids)[0].double(), labels)
+    assert objective.loss_value == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_named_batches_split_into_subsets_and_shards_alike():
+    from landscape_cli.problem.data import tensor_batches
+
+    source = {"input_ids": torch.arange(20).reshape(10, 2), "labels": torch.arange(10)}
+    batches = tensor_batches(source, 3, None, "tokens")
+    subset = batches.subset(1, 3)
+    assert [b["labels"].tolist() for b, _ in subset] == [[3, 4, 5], [6, 7, 8]]
+    shard = batches.shard(1, 2)
+    assert [(i, b["labels"].tolist()) for i, b, _ in shard.local()] == [(1, [3, 4, 5]), (3, [9])]
+
+
+def test_non_finite_named_inputs_name_the_sample(tmp_path):
+    scale = torch.ones(6, 4)
+    scale[4, 1] = float("nan")
+    torch.save(
+        {"input_ids": torch.zeros(6, 4, dtype=torch.int64), "scale": scale}, tmp_path / "t.pt"
+    )
+    with pytest.raises(NumericalError, match="the named inputs hold NaN or Inf .* sample 4"):
+        load_data(str(tmp_path / "t.pt"), 4, None)

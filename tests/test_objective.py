@@ -445,3 +445,93 @@ def test_problem_notes_reach_every_result_and_survive_a_report(tmp_path):
         assert RunInfo.from_hdf5(handle["spectrum"]).problem_notes == {
             "checkpoint_keys": "stripped 'net.'"
         }
+
+
+ONCE_DIFFERENTIABLE_MODEL = """
+import torch
+from torch.autograd.function import once_differentiable
+
+
+class Cube(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 3 * x * x * grad
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        return Cube.apply(self.linear(x))
+
+
+def build():
+    torch.manual_seed(0)
+    return Net()
+"""
+
+
+def test_a_function_without_second_derivative_is_an_input_error_naming_it(tmp_path):
+    (tmp_path / "cube.py").write_text(ONCE_DIFFERENTIABLE_MODEL)
+    torch.save({"x": torch.randn(8, 3), "y": torch.randint(0, 2, (8,))}, tmp_path / "d.pt")
+    for curvature in ("hessian", "ggn"):
+        result = CliRunner().invoke(
+            app,
+            ["spectrum", "--model", f"{tmp_path / 'cube.py'}:build", "--data",
+             str(tmp_path / "d.pt"), "--curvature", curvature, "--no-density", "--json"],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.stderr
+        assert "no second derivative of Cube" in result.stderr
+        assert "@once_differentiable" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_operation_without_double_backward_is_named():
+    from landscape_cli.problem.objective import not_twice_differentiable
+
+    error = RuntimeError(
+        "derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"
+    )
+    converted = not_twice_differentiable(error)
+    assert isinstance(converted, InputError)
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" in str(converted)
+    assert not_twice_differentiable(RuntimeError("shape mismatch")) is None
+
+
+def test_attention_through_sdpa_has_hessian_vector_products():
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, x):
+            h = self.linear(x).reshape(x.shape[0], 1, 2, 2)
+            out = nn.functional.scaled_dot_product_attention(h, h, h)
+            return out.reshape(x.shape[0], 4)
+
+    torch.manual_seed(0)
+    model = Attention().double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randint(0, 4, (6,))
+    obj = Objective(
+        model, lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]),
+        tensor_batches((x, y), 6, None, "toy"), dtype=torch.float64,
+    )  # fmt: skip
+    names = [n for n, _ in model.named_parameters()]
+
+    def loss(flat):
+        params = dict(zip(names, obj.unflatten(flat), strict=True))
+        return nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
+
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        dense = hessian(loss)(obj.flat_parameters())
+    v = torch.randn(obj.num_parameters, dtype=torch.float64)
+    assert torch.allclose(obj.hvp(v), dense @ v, rtol=1e-10, atol=1e-12)

@@ -510,6 +510,13 @@ def _first_inputs(objective: Any, n: int) -> torch.Tensor:
     parts: list[torch.Tensor] = []
     count = 0
     for _index, batch, _weight in objective._batches_on_device():
+        if isinstance(batch, Mapping):
+            raise InputError(
+                "the input–output Jacobian needs one real-valued input x; the data are named "
+                f"model inputs ({', '.join(batch)}), token ids rather than points to "
+                "differentiate at",
+                hint="for token models, differentiate with respect to an embedding instead",
+            )
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         if not isinstance(x, torch.Tensor):
             raise InputError(f"the batch's first element is a {type(x).__name__}, not a tensor")

@@ -40,7 +40,8 @@ statistics) or ``LayerNorm`` module (these classes exactly, with only ``weight``
 and no forward hooks), each called once per forward pass, each parameter used once (an autograd
 use count) and not shared; samples independent (a batch's outputs unchanged when the batch is
 reversed, split in halves, or one sample is made extreme); a
-:class:`~landscape_cli.problem.losses.SplitLoss` (built-in loss) without ``ignore_index`` labels; at
+:class:`~landscape_cli.problem.losses.SplitLoss` (built-in loss but ``lm``, whose mean is over
+tokens) without ``ignore_index`` labels, on ``(x, y)`` batches; at
 most :data:`MAX_OUTPUTS` outputs per sample. Module outputs and inputs are copied in the hooks,
 so in-place operations downstream (``ReLU(inplace=True)``) do not change them. Anything else raises :class:`Unsupported` with the reason,
 and the caller falls back to the stochastic estimators.
@@ -529,6 +530,11 @@ def _exact_trace(
 
     if objective.mode != "eval":
         raise Unsupported("train mode couples the samples of a batch (BatchNorm)")
+    if split.name == "lm":
+        raise Unsupported("the loss lm is a mean over a batch's tokens, not over its samples")
+    first, _ = next(iter(objective.batches))
+    if not isinstance(first, tuple):
+        raise Unsupported("the batches are named model inputs, not (x, y)")
     owners = _owners(objective)
     module = _OutputModule(objective.model, split)
     for_hessian = curvature == "hessian"
@@ -545,7 +551,6 @@ def _exact_trace(
 
     # Whether the method applies is decided on the first batch of the data on every rank alike
     # (a rank may hold no batch), before any collective, so that all ranks fall back together.
-    first, _ = next(iter(objective.batches))
     out, calls, _ = forward(move_batch(first, objective.device, objective.dtype), 0)
     if not isinstance(out, torch.Tensor):
         raise Unsupported(f"the model returns {type(out).__name__}, not a tensor")

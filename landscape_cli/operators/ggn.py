@@ -86,16 +86,17 @@ class GGNOperator(CurvatureOperator):
         obj = self.objective
         columns = [obj.unflatten(V[:, j].contiguous()) for j in range(V.shape[1])]
         total = torch.zeros_like(V)
-        with obj.collect_failure() as failure:
-            for index, batch, weight in obj._batches_on_device():
-                graph = self._graphs.get(index) if self.cache else None
-                if graph is None and not (self.cache and index in self._graphs):
-                    graph = self._graph(index, batch)
-                    if self.cache:
-                        self._graphs[index] = graph
-                if graph is not None:
-                    graph.accumulate(total, columns, weight, obj)
-        return obj.reduce_sum(total, failure)
+        with obj.second_order():
+            with obj.collect_failure() as failure:
+                for index, batch, weight in obj._batches_on_device():
+                    graph = self._graphs.get(index) if self.cache else None
+                    if graph is None and not (self.cache and index in self._graphs):
+                        graph = self._graph(index, batch)
+                        if self.cache:
+                            self._graphs[index] = graph
+                    if graph is not None:
+                        graph.accumulate(total, columns, weight, obj)
+            return obj.reduce_sum(total, failure)
 
     def _graph(self, index: int, batch: Batch) -> _GGNGraph | None:
         """One batch's differentiable pieces: ``out = f_b(w)``, the loss gradient in the outputs

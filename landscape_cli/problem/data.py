@@ -7,6 +7,10 @@ The objective is the mean loss over all ``N`` selected samples,
 where ``L_b`` is the mean loss of batch ``b`` holding ``n_b`` samples. Every batch is therefore
 weighted by its sample count, so a short last batch counts exactly as much as its samples do (not
 as a whole batch), and the result does not depend on ``batch_size``.
+
+A batch is a tuple ``(x, y)`` of tensors, or a mapping of names to tensors (the named inputs of
+a sequence model, ``input_ids``, ``attention_mask``, …, with its ``labels``); both share their
+first dimension, the samples, and are sliced, moved and counted alike.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import torch
 
 from ..errors import InputError, is_out_of_memory
 
-Batch = Any  # a tuple (x, y) of tensors, or None for an analytic objective with no data
+Batch = Any  # a tuple (x, y) of tensors, a mapping of named tensors, or None (no data)
 
 
 def batch_size_of(batch: Batch) -> int:
     """Number of samples in a batch: the leading dimension of its first tensor."""
     if batch is None:
         return 1
+    if isinstance(batch, Mapping):
+        batch = tuple(batch.values())
     first = batch[0] if isinstance(batch, (tuple, list)) else batch
     if not isinstance(first, torch.Tensor) or first.ndim == 0:
         raise TypeError("a batch must be a tensor or a tuple of tensors with a batch dimension")
@@ -34,7 +40,11 @@ def batch_size_of(batch: Batch) -> int:
 
 def nonfinite_samples(x: Any) -> torch.Tensor | None:
     """The boolean mask of the samples (first dimension) of floating-point inputs ``x`` holding
-    NaN or Inf, or ``None`` when ``x`` is not a floating-point (or complex) tensor."""
+    NaN or Inf, or ``None`` when ``x`` is not a floating-point (or complex) tensor; for a
+    mapping of named inputs, of the samples where any of its floating-point tensors does."""
+    if isinstance(x, Mapping):
+        masks = [m for m in map(nonfinite_samples, x.values()) if m is not None]
+        return torch.stack(masks).any(dim=0) if masks else None
     if (
         not isinstance(x, torch.Tensor)
         or x.ndim < 1
@@ -54,7 +64,16 @@ def move_batch(batch: Batch, device: torch.device, dtype: torch.dtype) -> Batch:
         return batch.to(device=device)
     if isinstance(batch, (tuple, list)):
         return tuple(move_batch(item, device, dtype) for item in batch)
+    if isinstance(batch, Mapping):
+        return {key: move_batch(item, device, dtype) for key, item in batch.items()}
     raise TypeError(f"unsupported batch element of type {type(batch).__name__}")
+
+
+def slice_batch(batch: Batch, start: int, stop: int) -> Batch:
+    """Samples ``start:stop`` of a tuple or mapping of tensors."""
+    if isinstance(batch, Mapping):
+        return {key: t[start:stop] for key, t in batch.items()}
+    return tuple(t[start:stop] for t in batch)
 
 
 @dataclass(frozen=True)
@@ -66,7 +85,7 @@ class Batches:
     sampler and ``collate_fn``) or :func:`no_data` (analytic objectives).
     """
 
-    source: Any  # tuple of tensors, a Dataset, a LoaderSource, or None
+    source: Any  # tuple or mapping of tensors, a Dataset, a LoaderSource, or None
     batch_size: int
     num_samples: int
     description: str
@@ -117,8 +136,8 @@ class Batches:
             return Batches(source, self.batch_size, stop - start, description, sizes=sizes)
         start = first_batch * self.batch_size
         stop = min(stop_batch * self.batch_size, self.num_samples)
-        if isinstance(self.source, tuple):
-            source = tuple(t[start:stop] for t in self.source)
+        if isinstance(self.source, (tuple, Mapping)):
+            source = slice_batch(self.source, start, stop)
         else:
             source = torch.utils.data.Subset(self.source, range(start, stop))
         description = f"{self.description} [samples {start}..{stop - 1}]"
@@ -162,8 +181,8 @@ class Batches:
         for index in indices:
             start = index * self.batch_size
             stop = min(start + self.batch_size, self.num_samples)
-            if isinstance(self.source, tuple):
-                batch: Batch = tuple(t[start:stop] for t in self.source)
+            if isinstance(self.source, (tuple, Mapping)):
+                batch: Batch = slice_batch(self.source, start, stop)
             else:
                 batch = _read_items(self.source, start, stop, self.description)
             yield index, batch, (stop - start) / self.num_samples
@@ -236,15 +255,20 @@ class LoaderSource:
 
 
 def _as_batch(collated: Any) -> Batch:
-    """A collated batch as a tuple of tensors: ``[x, y]`` lists become tuples and a mapping with
-    keys ``x`` and ``y`` becomes ``(x, y)``."""
+    """A collated batch as a tuple of tensors or a mapping of named tensors: ``[x, y]`` lists
+    become tuples, a mapping with keys ``x`` and ``y`` becomes ``(x, y)``, and another mapping
+    of tensors (``input_ids``, ``attention_mask``, ``labels``, …) is kept as named inputs."""
     if isinstance(collated, Mapping):
-        if "x" not in collated or "y" not in collated:
+        if "x" in collated and "y" in collated:
+            collated = (collated["x"], collated["y"])
+        elif collated and all(isinstance(t, torch.Tensor) for t in collated.values()):
+            return dict(collated)
+        else:
             raise InputError(
-                f"a collated batch is a mapping with keys {sorted(collated)}; expected 'x' and 'y'",
-                hint="return (x, y) from collate_fn, or a mapping with keys x and y",
+                f"a collated batch is a mapping with keys {sorted(collated)}, not all of them "
+                "tensors; expected 'x' and 'y', or named model inputs such as 'input_ids'",
+                hint="return (x, y) or a mapping of tensors from collate_fn",
             )
-        collated = (collated["x"], collated["y"])
     if isinstance(collated, torch.Tensor):
         collated = (collated,)
     if not isinstance(collated, (tuple, list)) or not all(
@@ -277,14 +301,17 @@ def _read_items(dataset: Any, start: int, stop: int, description: str) -> Batch:
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         raise InputError(
             f"data {description}: items {start}..{stop - 1} cannot be stacked into a batch ({exc})",
-            hint="items must be tensors, (x, y) pairs or mappings with keys x and y",
+            hint="items must be tensors, (x, y) pairs, or mappings with keys x and y or "
+            "named model inputs (input_ids, ...)",
         ) from None
 
 
 def _collate(items: Sequence[Any]) -> Batch:
     first = items[0]
     if isinstance(first, Mapping):
-        return (_stack([item["x"] for item in items]), _stack([item["y"] for item in items]))
+        if "x" in first and "y" in first:
+            return (_stack([item["x"] for item in items]), _stack([item["y"] for item in items]))
+        return {key: _stack([item[key] for item in items]) for key in first}
     if isinstance(first, (tuple, list)):
         return tuple(_stack([item[k] for item in items]) for k in range(len(first)))
     return (_stack(list(items)),)
@@ -297,13 +324,17 @@ def _stack(values: list[Any]) -> torch.Tensor:
 
 
 def tensor_batches(
-    tensors: Sequence[torch.Tensor], batch_size: int, max_samples: int | None, description: str
+    tensors: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
+    batch_size: int,
+    max_samples: int | None,
+    description: str,
 ) -> Batches:
-    """Batches over in-memory tensors sharing their first dimension (e.g. ``(x, y)``)."""
-    tensors = tuple(tensors)
-    total = int(tensors[0].shape[0])
+    """Batches over in-memory tensors sharing their first dimension: ``(x, y)``, or a mapping
+    of named inputs (``{"input_ids": ..., "labels": ...}``)."""
+    source = dict(tensors) if isinstance(tensors, Mapping) else tuple(tensors)
+    total = batch_size_of(source)
     n = total if max_samples is None else min(total, max_samples)
-    return Batches(tuple(t[:n] for t in tensors), batch_size, n, description)
+    return Batches(slice_batch(source, 0, n), batch_size, n, description)
 
 
 def dataset_batches(

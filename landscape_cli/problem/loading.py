@@ -38,7 +38,7 @@ from .data import (
     nonfinite_samples,
     tensor_batches,
 )
-from .data_files import read_h5, read_npz
+from .data_files import TOKEN_KEY, data_keys, read_h5, read_npz
 from .distributed import launched_by_torchrun
 from .losses import LossFn, load_loss
 from .modes import mode_note
@@ -345,27 +345,53 @@ def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module
     return model
 
 
+def _as_tensor(value: Any, name: str, where: str) -> torch.Tensor:
+    check_plain_tensors({name: value}, where)
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{where}: '{name}' is not an array ({exc})") from None
+    if tensor.ndim == 0:
+        raise InputError(f"{where}: '{name}' is a scalar; expected a batch dimension")
+    return tensor
+
+
+def _as_named(obj: Mapping[str, Any], where: str) -> dict[str, torch.Tensor]:
+    """The named model inputs of a data file or callable (``input_ids`` and what goes with it),
+    sharing their first dimension, the samples; integer tensors keep their dtype."""
+    tensors = {str(k): _as_tensor(v, str(k), where) for k, v in obj.items()}
+    count = int(tensors[TOKEN_KEY].shape[0])
+    for name, tensor in tensors.items():
+        if int(tensor.shape[0]) != count:
+            raise InputError(
+                f"{where}: {TOKEN_KEY} has {count} samples but {name} has {tensor.shape[0]}"
+            )
+    if count == 0:
+        raise InputError(f"{where}: holds no samples")
+    return tensors
+
+
+def _as_samples(obj: Any, where: str) -> tuple[torch.Tensor, ...] | dict[str, torch.Tensor]:
+    """``(x, y)`` from a pair or a mapping with keys ``x`` and ``y``, or the named inputs of a
+    mapping holding ``input_ids`` without ``x`` and ``y``."""
+    if isinstance(obj, Mapping) and data_keys(list(map(str, obj))) not in (None, ["x", "y"]):
+        return _as_named(obj, where)
+    return _as_xy(obj, where)
+
+
 def _as_xy(obj: Any, where: str) -> tuple[torch.Tensor, ...]:
     if isinstance(obj, Mapping):
         missing = [k for k in ("x", "y") if k not in obj]
         if missing:
             raise InputError(
                 f"{where}: missing key(s) {', '.join(missing)}; found {', '.join(map(str, obj)) or 'none'}",
-                hint="store the inputs as 'x' and the targets as 'y'",
+                hint="store the inputs as 'x' and the targets as 'y', or token ids as "
+                "'input_ids' (with 'attention_mask', 'labels', ...)",
             )
         obj = (obj["x"], obj["y"])
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise InputError(f"{where}: expected {{'x': ..., 'y': ...}} or a pair (x, y)")
-    tensors = []
-    for name, value in zip(("x", "y"), obj, strict=True):
-        check_plain_tensors({name: value}, where)
-        try:
-            tensor = torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise InputError(f"{where}: '{name}' is not an array ({exc})") from None
-        if tensor.ndim == 0:
-            raise InputError(f"{where}: '{name}' is a scalar; expected a batch dimension")
-        tensors.append(tensor)
+    tensors = [_as_tensor(value, name, where) for name, value in zip(("x", "y"), obj, strict=True)]
     if tensors[0].shape[0] != tensors[1].shape[0]:
         raise InputError(
             f"{where}: x has {tensors[0].shape[0]} samples but y has {tensors[1].shape[0]}"
@@ -377,12 +403,19 @@ def _as_xy(obj: Any, where: str) -> tuple[torch.Tensor, ...]:
 
 def _finite_inputs(batches: Batches, where: str) -> Batches:
     """Raise :class:`NumericalError` naming the first sample (and its batch) whose floating-point
-    inputs ``x`` hold NaN or Inf, among the samples the run uses."""
-    bad = nonfinite_samples(batches.source[0])
+    inputs (``x``, or the named inputs but ``labels``) hold NaN or Inf, among the samples the
+    run uses."""
+    source = batches.source
+    if isinstance(source, Mapping):
+        inputs: Any = {k: v for k, v in source.items() if k != "labels"}
+        name = "the named inputs hold"
+    else:
+        inputs, name = source[0], "'x' holds"
+    bad = nonfinite_samples(inputs)
     if bad is not None and bool(bad.any()):
         first = int(bad.nonzero()[0, 0])
         raise NumericalError(
-            f"{where}: 'x' holds NaN or Inf values ({int(bad.sum())} sample(s); the first is "
+            f"{where}: {name} NaN or Inf values ({int(bad.sum())} sample(s); the first is "
             f"sample {first}, in batch {first // batches.batch_size} of {len(batches)})",
             hint="clean the data or select other samples with `max_samples`",
         )
@@ -397,6 +430,12 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
     ``package.module:callable`` returning a Dataset (read in index order), a DataLoader (its own
     batches, sampler order and ``collate_fn``; ``batch_size`` is the loader's) or ``(x, y)``, or
     ``sample:NAME`` for bundled data; ``None`` means no data (analytic objective).
+
+    In place of ``x`` and ``y``, a file, a callable's mapping or a Dataset's items may hold the
+    named inputs of a sequence model: ``input_ids`` and optionally ``attention_mask``,
+    ``token_type_ids``, ``labels`` (every array of the file, sharing the first dimension). Batches
+    are then mappings; the built-in losses call the model with the inputs its ``forward`` names
+    (:meth:`~landscape_cli.problem.losses.SplitLoss.outputs`); integer tensors keep their dtype.
     """
     if spec is None:
         return no_data()
@@ -428,19 +467,19 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise InputError(f"{where}: cannot be read as a tensor file ({first})") from None
         return _finite_inputs(
-            tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+            tensor_batches(_as_samples(obj, where), batch_size, max_samples, spec), where
         )
     if suffix == ".npz":
         _check_file(path, "data")
         obj = read_npz(path, max_samples, where)
         return _finite_inputs(
-            tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+            tensor_batches(_as_samples(obj, where), batch_size, max_samples, spec), where
         )
     if suffix in (".h5", ".hdf5"):
         _check_file(path, "data")
         obj = read_h5(path, max_samples, where)
         return _finite_inputs(
-            tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+            tensor_batches(_as_samples(obj, where), batch_size, max_samples, spec), where
         )
     if ":" in spec:
         factory = import_object(spec, "data")
@@ -454,7 +493,7 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
             return loader_batches(obj, max_samples, spec)
         if isinstance(obj, (tuple, list, Mapping)):
             return _finite_inputs(
-                tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
+                tensor_batches(_as_samples(obj, where), batch_size, max_samples, spec), where
             )
         if hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
             if len(obj) == 0:
@@ -513,9 +552,11 @@ def build_objective(
 
     The returned objective carries the checkpoint's provenance in ``objective.checkpoint``.
     """
+    from .huggingface import check_directory, load_huggingface
     from .objective import Objective
 
-    if config.model is None:
+    huggingface = config.checkpoint is not None and check_directory(config.checkpoint, config.model)
+    if config.model is None and not huggingface:
         raise InputError(
             "no model given: a checkpoint holds weights, not the architecture",
             hint="pass `model=package.module:callable`, or set model.spec in a config file",
@@ -530,16 +571,23 @@ def build_objective(
             ) from None
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     notes: dict[str, str] = {}  # what loading did to the model or checkpoint, by topic
-    model = build_model(config.model, config.model_kwargs)
+    default_loss = "cross_entropy"
     checkpoint = None
-    if config.checkpoint is not None:
-        checkpoint = load_checkpoint(config.checkpoint, trust=config.trust_checkpoint)
-        apply_state_dict(model, checkpoint.state_dict, f"checkpoint {config.checkpoint}")
+    if huggingface:  # its config.json names the architecture and implies the loss
+        loaded = load_huggingface(config.checkpoint, dtype=dtype, trust=config.trust_checkpoint)
+        model, checkpoint, notes = loaded.model, loaded.checkpoint, dict(loaded.notes)
+        default_loss = loaded.default_loss or default_loss
     else:
+        model = build_model(config.model, config.model_kwargs)
+        if config.checkpoint is not None:
+            checkpoint = load_checkpoint(config.checkpoint, trust=config.trust_checkpoint)
+            apply_state_dict(model, checkpoint.state_dict, f"checkpoint {config.checkpoint}")
+    if checkpoint is None or huggingface:
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise NumericalError(f"model '{config.model}': tensor '{name}' is not finite")
-    loss_fn = load_loss(config.loss)
+                source = config.checkpoint if huggingface else f"model '{config.model}'"
+                raise NumericalError(f"{source}: tensor '{name}' is not finite")
+    loss_fn = load_loss(config.loss or default_loss)
     batches = load_data(config.data, config.batch_size, config.max_samples)
     if determinism_check:
         from .determinism import check_data_order
@@ -581,7 +629,8 @@ def make_objective(
     """The objective of ``model`` on in-memory data, in one call (the notebook route; the CLI
     builds its objective from files with :func:`build_objective`).
 
-    ``data`` is a pair ``(x, y)`` of tensors (or arrays), a map-style ``Dataset`` (read in index
+    ``data`` is a pair ``(x, y)`` of tensors (or arrays), a mapping of named inputs (``input_ids``,
+    ``attention_mask``, ``labels``, …; see :func:`load_data`), a map-style ``Dataset`` (read in index
     order, in batches of ``batch_size``), a ``DataLoader`` (its own batches), or ``None`` for an
     analytic loss ``fn(model, None)``. ``loss`` is a built-in name (``cross_entropy``, ``mse``,
     ``bce_with_logits``, ``nll``: these also give the GGN and the empirical Fisher) or a callable
@@ -604,7 +653,7 @@ def make_objective(
     elif isinstance(data, torch.utils.data.DataLoader):
         batches = loader_batches(data, max_samples, "a DataLoader")
     elif isinstance(data, (tuple, list, Mapping)):
-        batches = tensor_batches(_as_xy(data, "data"), batch_size, max_samples, "tensors (x, y)")
+        batches = tensor_batches(_as_samples(data, "data"), batch_size, max_samples, "tensors")
     elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
         batches = dataset_batches(data, batch_size, max_samples, "a Dataset")
     else:

@@ -34,6 +34,7 @@ exceed the memory budget (half of the available device memory by default).
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
@@ -42,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..errors import InputError, NumericalError, is_out_of_memory
 from .data import Batch, Batches, move_batch, nonfinite_samples
@@ -95,6 +97,68 @@ class _SavedBytes:
 
     def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+
+
+#: how autograd says that an operation has no derivative of the order asked for
+_NO_DERIVATIVE = re.compile(r"derivative for '?([^'\s]+?)'? is not implemented")
+_ONCE_DIFFERENTIABLE = "marked with @once_differentiable"
+
+
+def _is_once_differentiable(backward: Any) -> bool:
+    """Whether a custom ``autograd.Function``'s ``backward`` is wrapped by
+    :func:`torch.autograd.function.once_differentiable` (its wrapper lives in that module)."""
+    if getattr(backward, "__wrapped__", None) is None:
+        return False
+    code = getattr(backward, "__code__", None)
+    return code is not None and code.co_filename == torch.autograd.function.__file__
+
+
+def once_differentiable_functions(root: torch.Tensor) -> list[str]:
+    """The class names of the custom ``autograd.Function`` nodes marked ``@once_differentiable``
+    in the autograd graph of ``root`` (a walk over its nodes, each visited once)."""
+    names: list[str] = []
+    seen: set[int] = set()
+    stack = [root.grad_fn] if root.grad_fn is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        cls = getattr(node, "_forward_cls", None)
+        if cls is not None and _is_once_differentiable(cls.backward) and cls.__name__ not in names:
+            names.append(cls.__name__)
+        stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
+    return names
+
+
+def not_twice_differentiable(
+    exc: BaseException, once_differentiable: list[str] | tuple[str, ...] = ()
+) -> InputError | None:
+    """The :class:`InputError` for autograd's refusal to differentiate an operation a second
+    time (a Hessian-vector product differentiates the gradient, so every operation of the
+    forward pass needs a differentiable backward), naming the operation; ``None`` for any other
+    error. ``once_differentiable`` names the custom Functions of the model marked so
+    (:func:`once_differentiable_functions`), whose error does not name them."""
+    if not isinstance(exc, (RuntimeError, NotImplementedError)):
+        return None
+    text = str(exc)
+    match = _NO_DERIVATIVE.search(text)
+    if match is not None:
+        operation = f"autograd has no derivative for {match.group(1)}"
+    elif _ONCE_DIFFERENTIABLE in text:
+        named = ", ".join(once_differentiable) or "a custom autograd.Function"
+        operation = (
+            f"autograd has no second derivative of {named}, whose backward is marked "
+            "@once_differentiable"
+        )
+    else:
+        return None
+    return InputError(
+        f"curvature products differentiate the model's backward pass, and {operation}",
+        hint="compute it with torch operations autograd can differentiate twice; a custom "
+        "autograd.Function needs a backward written with torch operations, not marked "
+        "@once_differentiable; or use `curvature=ef`, which needs first derivatives only",
+    )
 
 
 class Objective:
@@ -211,6 +275,8 @@ class Objective:
             int(memory_budget) if memory_budget is not None else available_memory(self.device) // 2
         )
         self.graph_bytes = 0
+        #: the custom autograd Functions of the forward pass marked @once_differentiable
+        self._once_differentiable: list[str] = []
         self.loss_value, self.gradient, self.hvp_mode = self._initial_pass(hvp_mode, progress)
         self.grad_norm = float(torch.linalg.vector_norm(self.gradient))
 
@@ -268,17 +334,26 @@ class Objective:
     def _evaluation_context(self, index: int) -> Iterator[None]:
         """Module mode set for the call and restored after it (the user's module keeps its own
         flags); in train mode, a random state derived from ``(seed, batch index)`` so Dropout
-        draws the same masks for a batch in every evaluation (and HVPs are of one function)."""
+        draws the same masks for a batch in every evaluation (and HVPs are of one function).
+
+        Every forward pass runs here, and ``scaled_dot_product_attention`` in it is computed by
+        its math backend (softmax and matrix products, differentiable to any order): the fused
+        CPU and flash kernels have no double backward, so a Hessian-vector product through them
+        fails. Entering the context costs about 16 µs (torch 2.13, 2-core CPU), within the
+        run-to-run noise of a streaming HVP on the bundled MLP, CNN and transformer, so it is
+        entered for every model rather than only for those that call the fused kernel.
+        """
         flags = [(module, module.training) for module in self._module.modules()]
         self._module.train(self.mode == "train")
         try:
             if self.mode == "train":
                 devices = [self.device] if self.device.type == "cuda" else []
-                with torch.random.fork_rng(devices=devices):
+                with torch.random.fork_rng(devices=devices), sdpa_kernel(SDPBackend.MATH):
                     torch.manual_seed(derive_seed(self.seed, f"batch/{index}"))
                     yield
             else:
-                yield
+                with sdpa_kernel(SDPBackend.MATH):
+                    yield
         finally:
             for module, training in flags:
                 module.training = training
@@ -376,6 +451,12 @@ class Objective:
             shapes = ""
             if isinstance(batch, tuple):
                 shapes = " (batch shapes " + ", ".join(str(tuple(t.shape)) for t in batch) + ")"
+            elif isinstance(batch, Mapping):
+                shapes = (
+                    " (batch shapes "
+                    + ", ".join(f"{k} {tuple(t.shape)}" for k, t in batch.items())
+                    + ")"
+                )
             where = (
                 "" if self.batches.source is None else f" at batch {index} of {len(self.batches)}"
             )
@@ -410,6 +491,8 @@ class Objective:
                 with counter.hooks() if want_graph else nullcontext():
                     loss = self._checked_call(leaves, batch, index)
                     self._check_finite_loss(loss, index, batch)
+                    if done == 1:
+                        self._once_differentiable = once_differentiable_functions(loss)
                     grads = torch.autograd.grad(
                         loss * weight, leaves, create_graph=want_graph, allow_unused=True
                     )
@@ -542,19 +625,43 @@ class Objective:
         """Hessian-vector product ``H v`` of the mean loss (``v`` flat, length ``n``)."""
         return self.hvp_block(v.reshape(-1, 1)).reshape(-1)
 
+    @contextlib.contextmanager
+    def second_order(self) -> Iterator[None]:
+        """Context of a computation that differentiates the model's backward pass (an HVP, a
+        GGN product): autograd's refusal to do so for an operation becomes one
+        :class:`InputError` naming it (:func:`not_twice_differentiable`). A custom Function
+        marked ``@once_differentiable`` is refused before anything runs: autograd raises for it
+        only when the second backward reaches its error node, and prunes that node whenever its
+        backward's inputs do not lead back to the parameters, so the products would silently
+        lack its second derivative."""
+        if self._once_differentiable:
+            error = not_twice_differentiable(
+                RuntimeError(_ONCE_DIFFERENTIABLE), self._once_differentiable
+            )
+            assert error is not None
+            raise error
+        try:
+            yield
+        except (RuntimeError, NotImplementedError) as exc:
+            error = not_twice_differentiable(exc, self._once_differentiable)
+            if error is None:
+                raise
+            raise error from None
+
     def hvp_block(self, vectors: torch.Tensor) -> torch.Tensor:
         """``H V`` for a block ``V`` of shape ``(n, k)``: k HVPs sharing each batch's graph."""
         vectors = vectors.to(device=self.device, dtype=self.dtype)
         columns = [self.unflatten(vectors[:, j].contiguous()) for j in range(vectors.shape[1])]
         failure = Failure()
-        if self._graph_grads is not None:
-            assert self._graph_leaves is not None
-            results = self._backward_columns(
-                self._graph_grads, self._graph_leaves, columns, keep_graph=True
-            )
-        else:
-            results, failure = self._streaming(columns)
-        out = self.reduce_sum(torch.stack(results, dim=1), failure)
+        with self.second_order():
+            if self._graph_grads is not None:
+                assert self._graph_leaves is not None
+                results = self._backward_columns(
+                    self._graph_grads, self._graph_leaves, columns, keep_graph=True
+                )
+            else:
+                results, failure = self._streaming(columns)
+            out = self.reduce_sum(torch.stack(results, dim=1), failure)
         if not bool(torch.isfinite(out).all()):
             raise NumericalError(
                 "a Hessian-vector product is not finite",

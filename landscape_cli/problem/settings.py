@@ -20,8 +20,8 @@ class ProblemSettings:
     checkpoint: str | None = option(
         None,
         "Checkpoint (.pt/.pth/.bin state_dict or training checkpoint, .safetensors, TorchScript "
-        "with --trust-checkpoint) or sample:NAME; none: the bundled sample, or the model as its "
-        "factory builds it.",
+        "with --trust-checkpoint, a Hugging Face model directory) or sample:NAME; none: the "
+        "bundled sample, or the model as its factory builds it.",
         flag=False,
     )
     model: str | None = option(
@@ -33,13 +33,15 @@ class ProblemSettings:
     )
     data: str | None = option(
         None,
-        "Data: .pt/.npz/.h5 file with x and y, package.module:callable, or sample:NAME; none: "
-        "an analytic loss fn(model, None).",
+        "Data: .pt/.npz/.h5 file with x and y (or input_ids, attention_mask, labels), "
+        "package.module:callable, or sample:NAME; none: an analytic loss fn(model, None).",
     )
-    loss: str = option(
-        "cross_entropy",
-        "cross_entropy, mse, bce_with_logits, nll, or package.module:callable(model, batch) "
-        "returning the batch-mean loss.",
+    loss: str | None = option(
+        None,
+        "cross_entropy, mse, bce_with_logits, nll, lm (next-token), sequence_classification, "
+        "or package.module:callable(model, batch) returning the batch-mean loss.",
+        default_text="cross_entropy; for a Hugging Face model, lm or sequence_classification "
+        "by its architecture",
     )
     batch_size: int = option(256, "Samples per forward pass.", minimum=1)
     max_samples: int | None = option(
