@@ -65,7 +65,9 @@ def analyze_spectrum(
     ``settings.params`` when given (:mod:`landscape_cli.operators.blocks`).
 
     * Extremes: one Lanczos run with full reorthogonalisation, stopped when the wanted Ritz values'
-      residuals fall below ``settings.tol`` relative to the spectral-norm estimate.
+      residuals fall below ``settings.tol`` relative to the spectral-norm estimate. With
+      ``settings.lambda_max`` only the top one is wanted, and neither trace nor density is
+      estimated (:meth:`SpectrumSettings.resolved`).
     * Trace: Hutch++ (Meyer et al. 2021) or Hutchinson (1989), ``settings.trace_matvecs`` HVPs,
       by default on the remainder after deflating the extremes' Lanczos basis ``Q_m``, whose
       part ``tr(T_m) = Σ alpha_i`` is known for free (:func:`~landscape_cli.estimators.trace.deflated_trace`);
@@ -84,11 +86,12 @@ def analyze_spectrum(
     * Determinism check (``settings.determinism_check``): 1 loss evaluation and 2 products
       first (:mod:`landscape_cli.problem.determinism`), counted in ``hvp_count``.
     """
-    settings = settings or SpectrumSettings()
+    settings = (settings or SpectrumSettings()).resolved()
     start = time.perf_counter()
     H = analysis_operator(objective, settings.curvature, settings.params)
     full_hessian = settings.curvature == "hessian" and not settings.params
     notes: dict[str, str] = {}
+    unrequested = "--lambda-max" if settings.lambda_max else ""  # why a quantity is missing
     warnings: list[str] = []
     n = H.shape[0]
     top_k = min(settings.top_k, n)
@@ -156,7 +159,7 @@ def analyze_spectrum(
                 )
             del basis
         else:
-            notes["trace"] = "not requested (--no-trace)"
+            notes["trace"] = f"not requested ({unrequested or '--no-trace'})"
         slq = density = None
         if settings.density:
             # The extremes' run started from an isotropic (Gaussian) vector: its quadrature is
@@ -171,10 +174,10 @@ def analyze_spectrum(
             )
             density = slq.density(sigma=settings.sigma, grid=settings.grid)
         else:
-            notes["density"] = "not requested (--no-density)"
+            notes["density"] = f"not requested ({unrequested or '--no-density'})"
         exact = exact_spectrum(H, progress=stage(progress, "exact")) if settings.exact else None
     if bottom_k == 0:
-        notes["lambda_min"] = "not requested (--bottom-k 0)"
+        notes["lambda_min"] = f"not requested ({unrequested or '--bottom-k 0'})"
     per_layer = None
     extra_hvps = 0
     if settings.per_layer:
