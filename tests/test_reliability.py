@@ -174,7 +174,7 @@ def loss_exhausts_allocator_later(model, batch):
 )
 def test_host_out_of_memory_in_a_real_process_is_exit_3_with_advice(tmp_path, spec):
     (tmp_path / "exhausting.py").write_text(EXHAUSTING)
-    proc = _landscape("spectrum", *spec, "--hvp-mode", "streaming", *FAST, cwd=tmp_path)
+    proc = _landscape("spectrum", *spec, "--hvp-mode", "streaming", "-q", *FAST, cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines == [
@@ -204,7 +204,7 @@ def test_real_sigint_exits_130_and_leaves_no_report(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "landscape_cli", "spectrum", "--loss", "slowloss.py:loss",
          "--hvp-mode", "streaming", "--batch-size", "64", "--max-iter", "200", "--tol", "1e-12",
-         "--trace-matvecs", "400", "--out", "r.h5"],
+         "--trace-matvecs", "400", "--out", "r.h5", "--quiet"],
         cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -24,7 +24,7 @@ from ..hdf5 import optional_group, read_arrays, read_attrs, set_attrs, write_dat
 from ..operators.curvature import CURVATURE_NAMES, analysis_operator
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
-from ..progress import StageProgress, stage
+from ..progress import PlanCallback, StageProgress, stage
 from .curvature_trace import curvature_trace, planned_exact_trace
 from .estimator_groups import (
     density_from_hdf5,
@@ -44,6 +44,7 @@ from .per_layer import (
     per_layer_spectrum,
     per_layer_to_hdf5,
 )
+from .planning import ProductPlan
 from .run_info import RunInfo, json_number, json_numbers, notes_from_hdf5, notes_to_hdf5
 from .settings import ClassifySettings, SpectrumSettings
 from .spread import SpreadResult, analyze_spread
@@ -57,6 +58,7 @@ def analyze_spectrum(
     seed: int = 0,
     lr: float | None = None,
     progress: StageProgress | None = None,
+    plan: PlanCallback | None = None,
 ) -> SpectrumResult:
     """Top-k and bottom-k eigenvalues, trace and spectral density of the curvature at ``w``.
 
@@ -85,6 +87,10 @@ def analyze_spectrum(
       (:mod:`landscape_cli.analyses.spread`), with warnings when the sample is too small.
     * Determinism check (``settings.determinism_check``): 1 loss evaluation and 2 products
       first (:mod:`landscape_cli.problem.determinism`), counted in ``hvp_count``.
+
+    ``plan`` is called once, after the first timed products and before the Lanczos run's, with
+    the products planned on the operator and the measured time per product
+    (:mod:`landscape_cli.analyses.planning`); ``progress`` also gets the stage ``"hvps"``.
     """
     settings = (settings or SpectrumSettings()).resolved()
     start = time.perf_counter()
@@ -114,14 +120,22 @@ def analyze_spectrum(
             f"`max_iter={settings.max_iter}`{size}",
             hint=f"raise `max_iter` to at least {min(top_k + bottom_k, n)}",
         )
+    products = ProductPlan(objective, H, 0, upper_bound=True, progress=progress, plan=plan)
+    progress = products.progress  # every stage also reports the products spent of those planned
     determinism_matvecs = None
     if settings.determinism_check:
         from ..problem.determinism import check_determinism
 
+        products.start()
         determinism_matvecs = check_determinism(objective, H, seed=derive_seed(seed, "determinism"))
+        products.lap()
     # the exact trace first: the Lanczos run keeps its basis only for a stochastic estimate, and
     # --trace-method per-sample fails before the Lanczos HVPs when it does not apply
     planned = planned_exact_trace(objective, settings) if settings.trace else (None, None)
+    later = _products_after_extremes(settings, n, exact_trace=planned[0] is not None)
+    products.revise(H.matvecs + min(settings.max_iter, n) + later, upper_bound=True)
+    products.start()
+    products.announce()
     with numerical_errors("the Lanczos iteration"):
         lz = lanczos(
             H,
@@ -135,6 +149,7 @@ def analyze_spectrum(
             progress=stage(progress, "lanczos"),
         )
         basis, lz = lz.basis, replace(lz, basis=None)  # the basis is not kept in the result
+        products.revise(H.matvecs + later, upper_bound=False)
         if not lz.converged:
             notes["lanczos"] = (
                 f"stopped after {len(lz.alphas)} iterations (--max-iter) before the residuals "
@@ -436,3 +451,11 @@ def _trace_dict(estimate: TraceEstimate) -> dict[str, Any]:
         "method": estimate.method,
         "matvecs": int(estimate.matvecs),
     }
+
+
+def _products_after_extremes(settings: SpectrumSettings, n: int, *, exact_trace: bool) -> int:
+    """The products the trace, the density and the exact spectrum spend on an ``n × n``
+    operator after the extremes' Lanczos run (the per-sample exact trace spends none)."""
+    trace = min(settings.trace_matvecs, n) if settings.trace and not exact_trace else 0
+    density = settings.slq_runs * min(settings.slq_steps, n) if settings.density else 0
+    return trace + density + (n if settings.exact else 0)
