@@ -257,6 +257,23 @@ def test_check_objective_computes_what_the_checks_need(mlp):
     assert payload["loss"] == objective.loss_value and payload["curvature"] == "hessian"
 
 
+def test_check_computes_the_metrics_it_gates_whatever_spectrum_lambda_max_says(mlp):
+    """spectrum.lambda_max in a config drops λ_min and the trace from `spectrum`; the gate's
+    metrics still get them."""
+    import dataclasses
+
+    from landscape_cli.analyses.check import check_objective
+
+    config, objective = mlp
+    config = dataclasses.replace(
+        config, spectrum=dataclasses.replace(config.spectrum, lambda_max=True).resolved()
+    )
+    checks = [parse_flag("lambda_min=1e9", "max"), parse_flag("trace=1e9", "max")]
+    result = check_objective(objective, config, checks, 0.0)
+    assert [o.value is not None for o in result.outcomes] == [True, True], result.to_dict()
+    assert result.passed
+
+
 def test_check_report_evaluates_the_stored_results_without_computing(mlp, tmp_path):
     import dataclasses
 

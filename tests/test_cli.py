@@ -244,7 +244,8 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_subprocess_from_another_directory_prints_json_only(tmp_path):
-    """The installed entry point works from any working directory; stdout is pure JSON."""
+    """The installed entry point works from any working directory; stdout is pure JSON, and
+    stderr (not a terminal: no progress bars) holds the plan line alone."""
     proc = subprocess.run(
         [sys.executable, "-m", "landscape_cli", "spectrum", "--json", *FAST],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
@@ -252,7 +253,37 @@ def test_subprocess_from_another_directory_prints_json_only(tmp_path):
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
     assert payload["num_parameters"] == 1476
-    assert proc.stderr == ""  # no progress bars when stderr is not a terminal
+    assert re.fullmatch(PLAN, proc.stderr.strip()), proc.stderr
+
+
+#: The plan line of `spectrum` on the bundled sample (cached: its graph fits any budget).
+PLAN = (
+    r"landscape: plan: 1,476 parameters · 512 samples · HVP cached \(graph [\d.]+ [kMG]?B, budget "
+    r"[\d.]+ [kMG]B\) · ≤ (?P<hvps>[\d,]+) HVPs × [\d.e+-]+ m?s ≈ ≤ [\d.e+-]+ (ms|s|min)"
+)
+
+
+def test_plan_line_goes_to_stderr_before_the_products_with_counts_and_mode():
+    result = invoke("spectrum", "--json", *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert "plan" not in result.stdout and json.loads(result.stdout)["command"] == "spectrum"
+    plans = [line for line in result.stderr.splitlines() if line.startswith("landscape: plan:")]
+    assert len(plans) == 1 and (match := re.fullmatch(PLAN, plans[0])), result.stderr
+    # determinism check (2) + Lanczos at most --max-iter (200) + trace (30) + density (2 x 20)
+    assert match["hvps"] == "272"
+
+
+def test_plan_line_of_lambda_max_counts_the_lanczos_run_alone():
+    result = invoke("spectrum", "--lambda-max", "--max-iter", "50")
+    assert result.exit_code == 0, result.stderr
+    assert re.fullmatch(PLAN, result.stderr.strip())["hvps"] == "52", result.stderr
+    assert "plan" not in result.stdout
+
+
+def test_quiet_prints_no_plan_line():
+    result = invoke("spectrum", "--lambda-max", "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
 
 
 def test_same_command_twice_gives_identical_json():

@@ -6,6 +6,7 @@ the Hessian's scale is ample and would still catch any weighting error (which is
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -145,28 +146,48 @@ def test_user_model_mode_flags_are_restored():
     assert not any(m.training for m in model.modules())
 
 
-def test_auto_mode_falls_back_to_streaming_when_graph_exceeds_budget():
+def test_auto_mode_streams_when_the_measured_graph_exceeds_the_budget():
+    """The cached graph of 10 batches does not fit half its own measured size: auto counts the
+    bytes autograd saves, stops caching once they pass the budget, extrapolates the graph's
+    size from the batches counted, and its streaming products equal the cached ones to rounding."""
     model, x, y = make_problem()
     H, _ = exact_hessian(model, cross_entropy, x, y)
-    small = Objective(
-        model,
-        cross_entropy,
-        tensor_batches((x, y), 10, None, "t"),
-        dtype=torch.float64,
-        memory_budget=1,
-    )
-    big = Objective(
-        model,
-        cross_entropy,
-        tensor_batches((x, y), 10, None, "t"),
-        dtype=torch.float64,
-        memory_budget=1 << 30,
-    )
-    assert small.hvp_mode == "streaming" and big.hvp_mode == "cached"
-    assert big.graph_bytes > 0
+
+    def objective(**kwargs) -> Objective:
+        batches = tensor_batches((x, y), 10, None, "t")
+        return Objective(model, cross_entropy, batches, dtype=torch.float64, **kwargs)
+
+    cached = objective(hvp_mode="cached", memory_budget=1)  # cached as asked, whatever the budget
+    assert cached.hvp_mode == "cached" and cached.graph_bytes > 0
+    assert cached.graph_estimate == cached.graph_bytes
+    fits = objective(memory_budget=cached.graph_bytes)
+    assert fits.hvp_mode == "cached" and fits.graph_bytes == cached.graph_bytes
+    small = objective(memory_budget=cached.graph_bytes // 2)
+    assert small.hvp_mode == "streaming" and small.graph_bytes == 0
+    # batches of equal size save equal bytes: the extrapolation is the measured size
+    assert small.graph_estimate == cached.graph_bytes
+    assert objective(hvp_mode="streaming").graph_estimate is None  # nothing counted
     v = torch.randn(small.num_parameters, dtype=torch.float64)
+    assert torch.allclose(small.hvp(v), cached.hvp(v), rtol=1e-12, atol=1e-14)
     assert torch.allclose(small.hvp(v), H @ v, atol=1e-12)
-    assert abs(small.loss_value - big.loss_value) < 1e-14
+    assert abs(small.loss_value - cached.loss_value) < 1e-14
+    assert torch.equal(small.gradient, cached.gradient)
+
+
+def test_the_cli_reports_streaming_when_the_graph_exceeds_the_memory_budget(monkeypatch):
+    """With half the available memory below the bundled sample's graph (874 kB in float32, 2
+    batches), auto streams, the plan line says why, and the JSON names the mode."""
+    import json
+
+    from landscape_cli.problem import objective as objective_module
+
+    monkeypatch.setattr(objective_module, "available_memory", lambda device: 2 * 300_000)
+    result = runner.invoke(app, ["spectrum", "--lambda-max", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["hvp_mode"] == "streaming"
+    assert re.search(
+        r"· HVP streaming \(graph ≈ [\d.]+ kB over the 293 kB budget\) ·", result.stderr
+    )
 
 
 def test_loss_at_perturbed_point_matches_direct_evaluation():

@@ -72,6 +72,9 @@ def test_progress_on_a_terminal_stderr_only():
     assert proc.returncode == 0
     json.loads(stdout)
     assert b"Lanczos" in drawn or b"trace" in drawn  # a progress bar label was drawn on stderr
+    # the bar of all the planned products, with its time remaining, drawn from the first
+    # Lanczos step to the end of the run, and the plan line above the bars
+    assert b"HVPs planned" in drawn and b"landscape: plan: 1,476 parameters" in drawn
 
 
 def _envelope_keys():

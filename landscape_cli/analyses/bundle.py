@@ -53,7 +53,10 @@ def _analyze_all(
     # classify its extremes and escape direction and sharpness its λ_max; the spectrum's SLQ
     # nodes and stability report serve classify too
     settings = dataclasses.replace(
-        config.spectrum, save_eigenvectors=True, bottom_k=max(config.spectrum.bottom_k, 1)
+        config.spectrum,
+        save_eigenvectors=True,
+        bottom_k=max(config.spectrum.bottom_k, 1),
+        lambda_max=False,  # classify needs λ_min and its vector
     )
     spectrum = analyze_spectrum(
         objective, settings, seed=config.seed, lr=config.lr, progress=progress

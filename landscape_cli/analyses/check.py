@@ -504,9 +504,11 @@ def _needed_results(
             "the classification (negative_fraction, classification)"
         )
     if names & curvature:
-        # one Lanczos run (with its Ritz vectors) serves spectrum's and classify's metrics
+        # one Lanczos run (with its Ritz vectors) serves spectrum's and classify's metrics; the
+        # metrics, not spectrum.lambda_max, say what it computes
         settings = dataclasses.replace(
             config.spectrum,
+            lambda_max=False,
             top_k=1,
             bottom_k=max(config.spectrum.bottom_k, 1),
             trace="trace" in names,

@@ -10,8 +10,8 @@ without loading it; each analysis module re-exports its own class
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import InputError
@@ -24,7 +24,16 @@ class SpectrumSettings:
     """Options of ``landscape spectrum``: extremes, trace and density of the curvature."""
 
     top_k: int = option(5, "Largest eigenvalues to report.", minimum=1)
-    bottom_k: int = option(1, "Smallest eigenvalues to report (λ_min is the first).", minimum=0)
+    bottom_k: int = option(
+        1,
+        "Smallest eigenvalues to report (λ_min is the first); 0: Lanczos waits for the top alone.",
+        minimum=0,
+    )
+    lambda_max: bool = option(
+        False,
+        "λ_max alone: Lanczos stops when the top Ritz value meets tol; sets top_k=1, "
+        "bottom_k=0, no trace, no density.",
+    )
     tol: float = option(
         1e-4,
         "Relative error target of the reported eigenvalues: Lanczos stops when their residuals "
@@ -94,6 +103,30 @@ class SpectrumSettings:
         commands=("spectrum", "check", "track"),
     )
 
+    def resolved(self, given: Collection[str] | None = None) -> SpectrumSettings:
+        """These settings with what ``lambda_max`` implies (:data:`LAMBDA_MAX_ONLY`) applied.
+
+        A λ_max-only run is one Lanczos run stopped when the top Ritz value alone meets ``tol``:
+        the bottom of a network Hessian's spectrum is a dense bulk near zero whose extreme Ritz
+        value converges several times more slowly than an isolated top eigenvalue, and the trace
+        and density cost far more products than λ_max. An option named in ``given`` (the keys
+        the user set; by default those away from their default) that asks for more is an
+        :class:`InputError`, not silently overridden. Idempotent.
+        """
+        if not self.lambda_max:
+            return self
+        if given is None:
+            defaults = SpectrumSettings()
+            given = [key for key in LAMBDA_MAX_ONLY if getattr(self, key) != getattr(defaults, key)]
+        for key, value in LAMBDA_MAX_ONLY.items():
+            if key in given and getattr(self, key) != value:
+                raise InputError(
+                    "`lambda_max` computes λ_max alone, without further eigenvalues, trace or "
+                    f"density, which `{key}={getattr(self, key)}` contradicts",
+                    hint=f"drop `{key}` for λ_max alone, or `lambda_max` for the full analysis",
+                )
+        return replace(self, **LAMBDA_MAX_ONLY)
+
     def require_full_hessian(self, what: str) -> None:
         """An :class:`InputError` when these settings select a curvature other than the Hessian
         or a parameter block, for ``what``, an analysis defined on the full Hessian only."""
@@ -107,6 +140,10 @@ class SpectrumSettings:
                 f"{what} is defined on the full Hessian only, but {chosen} is set",
                 hint="use `landscape spectrum` for other curvatures and parameter blocks",
             )
+
+
+#: What ``SpectrumSettings(lambda_max=True)`` sets: the largest eigenvalue and nothing else.
+LAMBDA_MAX_ONLY: Mapping[str, Any] = {"top_k": 1, "bottom_k": 0, "trace": False, "density": False}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from ..hdf5 import optional_group, read_arrays, read_attrs, set_attrs, write_dat
 from ..operators.curvature import CURVATURE_NAMES, analysis_operator
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
-from ..progress import StageProgress, stage
+from ..progress import PlanCallback, StageProgress, stage
 from .curvature_trace import curvature_trace, planned_exact_trace
 from .estimator_groups import (
     density_from_hdf5,
@@ -44,6 +44,7 @@ from .per_layer import (
     per_layer_spectrum,
     per_layer_to_hdf5,
 )
+from .planning import ProductPlan
 from .run_info import (
     RunInfo,
     json_number,
@@ -64,6 +65,7 @@ def analyze_spectrum(
     seed: int = 0,
     lr: float | None = None,
     progress: StageProgress | None = None,
+    plan: PlanCallback | None = None,
 ) -> SpectrumResult:
     """Top-k and bottom-k eigenvalues, trace and spectral density of the curvature at ``w``.
 
@@ -72,7 +74,9 @@ def analyze_spectrum(
     ``settings.params`` when given (:mod:`landscape_cli.operators.blocks`).
 
     * Extremes: one Lanczos run with full reorthogonalisation, stopped when the wanted Ritz values'
-      residuals fall below ``settings.tol`` relative to the spectral-norm estimate.
+      residuals fall below ``settings.tol`` relative to the spectral-norm estimate. With
+      ``settings.lambda_max`` only the top one is wanted, and neither trace nor density is
+      estimated (:meth:`SpectrumSettings.resolved`).
     * Trace: Hutch++ (Meyer et al. 2021) or Hutchinson (1989), ``settings.trace_matvecs`` HVPs,
       by default on the remainder after deflating the extremes' Lanczos basis ``Q_m``, whose
       part ``tr(T_m) = Σ alpha_i`` is known for free (:func:`~landscape_cli.estimators.trace.deflated_trace`);
@@ -90,12 +94,17 @@ def analyze_spectrum(
       (:mod:`landscape_cli.analyses.spread`), with warnings when the sample is too small.
     * Determinism check (``settings.determinism_check``): 1 loss evaluation and 2 products
       first (:mod:`landscape_cli.problem.determinism`), counted in ``hvp_count``.
+
+    ``plan`` is called once, after the first timed products and before the Lanczos run's, with
+    the products planned on the operator and the measured time per product
+    (:mod:`landscape_cli.analyses.planning`); ``progress`` also gets the stage ``"hvps"``.
     """
-    settings = settings or SpectrumSettings()
+    settings = (settings or SpectrumSettings()).resolved()
     start = time.perf_counter()
     H = analysis_operator(objective, settings.curvature, settings.params)
     full_hessian = settings.curvature == "hessian" and not settings.params
     notes: dict[str, str] = {}
+    unrequested = "--lambda-max" if settings.lambda_max else ""  # why a quantity is missing
     warnings: list[str] = []
     n = H.shape[0]
     top_k = min(settings.top_k, n)
@@ -118,14 +127,22 @@ def analyze_spectrum(
             f"`max_iter={settings.max_iter}`{size}",
             hint=f"raise `max_iter` to at least {min(top_k + bottom_k, n)}",
         )
+    products = ProductPlan(objective, H, 0, upper_bound=True, progress=progress, plan=plan)
+    progress = products.progress  # every stage also reports the products spent of those planned
     determinism_matvecs = None
     if settings.determinism_check:
         from ..problem.determinism import check_determinism
 
+        products.start()
         determinism_matvecs = check_determinism(objective, H, seed=derive_seed(seed, "determinism"))
+        products.lap()
     # the exact trace first: the Lanczos run keeps its basis only for a stochastic estimate, and
     # --trace-method per-sample fails before the Lanczos HVPs when it does not apply
     planned = planned_exact_trace(objective, settings) if settings.trace else (None, None)
+    later = _products_after_extremes(settings, n, exact_trace=planned[0] is not None)
+    products.revise(H.matvecs + min(settings.max_iter, n) + later, upper_bound=True)
+    products.start()
+    products.announce()
     with numerical_errors("the Lanczos iteration"):
         lz = lanczos(
             H,
@@ -139,6 +156,7 @@ def analyze_spectrum(
             progress=stage(progress, "lanczos"),
         )
         basis, lz = lz.basis, replace(lz, basis=None)  # the basis is not kept in the result
+        products.revise(H.matvecs + later, upper_bound=False)
         if not lz.converged:
             notes["lanczos"] = (
                 f"stopped after {len(lz.alphas)} iterations (--max-iter) before the residuals "
@@ -163,7 +181,7 @@ def analyze_spectrum(
                 )
             del basis
         else:
-            notes["trace"] = "not requested (--no-trace)"
+            notes["trace"] = f"not requested ({unrequested or '--no-trace'})"
         slq = density = None
         if settings.density:
             # The extremes' run started from an isotropic (Gaussian) vector: its quadrature is
@@ -178,10 +196,10 @@ def analyze_spectrum(
             )
             density = slq.density(sigma=settings.sigma, grid=settings.grid)
         else:
-            notes["density"] = "not requested (--no-density)"
+            notes["density"] = f"not requested ({unrequested or '--no-density'})"
         exact = exact_spectrum(H, progress=stage(progress, "exact")) if settings.exact else None
     if bottom_k == 0:
-        notes["lambda_min"] = "not requested (--bottom-k 0)"
+        notes["lambda_min"] = f"not requested ({unrequested or '--bottom-k 0'})"
     per_layer = None
     extra_hvps = 0
     if settings.per_layer:
@@ -440,3 +458,11 @@ def _trace_dict(estimate: TraceEstimate) -> dict[str, Any]:
         "method": estimate.method,
         "matvecs": int(estimate.matvecs),
     }
+
+
+def _products_after_extremes(settings: SpectrumSettings, n: int, *, exact_trace: bool) -> int:
+    """The products the trace, the density and the exact spectrum spend on an ``n × n``
+    operator after the extremes' Lanczos run (the per-sample exact trace spends none)."""
+    trace = min(settings.trace_matvecs, n) if settings.trace and not exact_trace else 0
+    density = settings.slq_runs * min(settings.slq_steps, n) if settings.density else 0
+    return trace + density + (n if settings.exact else 0)

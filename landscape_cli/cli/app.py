@@ -143,7 +143,7 @@ def spectrum(run: RunArgs, out: OutOpt = None) -> None:
         from ..analyses.spectrum import analyze_spectrum
 
         return analyze_spectrum(
-            objective, cfg.spectrum, seed=cfg.seed, lr=cfg.lr, progress=progress
+            objective, cfg.spectrum, seed=cfg.seed, lr=cfg.lr, progress=progress, plan=progress.plan
         )
 
     run_analysis(run, flags, analyze, "print_spectrum", out=out, section="spectrum")

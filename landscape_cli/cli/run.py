@@ -109,25 +109,52 @@ def _out_of_memory_line(exc: BaseException) -> str:
 _results_streams: list[Any] = []
 
 
+class Reporting:
+    """What the library reports while it runs: ``reporting(stage, done, total)`` updates the
+    progress bars, ``reporting.plan(plan)`` prints the plan line on stderr (not when quiet, and
+    only on the primary process)."""
+
+    def __init__(self, update: Callable[[str, int, int], None], quiet: bool) -> None:
+        self._update = update
+        self._quiet = quiet
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self._update(stage, done, total)
+
+    def plan(self, plan: Any) -> None:
+        if self._quiet or not is_primary():
+            return
+        from ..render.terminal import plan_line
+
+        typer.echo(plan_line(plan), err=True)
+
+
 @contextlib.contextmanager
-def analysis_phase(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """The analysis phase: a ``progress(stage, done, total)`` callback drawing rich bars on stderr
-    (off when quiet or when stderr is not a terminal), with whatever user code prints (a model
-    factory, a loss, a TorchScript archive) diverted from stdout to stderr."""
+def analysis_phase(quiet: bool) -> Iterator[Reporting]:
+    """The analysis phase: a :class:`Reporting` drawing rich bars on stderr (off when quiet or
+    when stderr is not a terminal) and printing an analysis's plan, with whatever user code
+    prints (a model factory, a loss, a TorchScript archive) diverted from stdout to stderr."""
     from ..streams import stdout_to_stderr
 
     with stdout_to_stderr() as results:
         _results_streams.append(results)
         try:
             with _progress_bars(quiet) as update:
-                yield update
+                yield Reporting(update, quiet)
         finally:
             _results_streams.pop()
 
 
 @contextlib.contextmanager
 def _progress_bars(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = _stderr_console()
     disabled = quiet or not console.is_terminal or not is_primary()
@@ -148,12 +175,14 @@ def _progress_bars(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
         "ntk-trace": "NTK trace",
         "per_layer": "per-layer blocks",
         "spread": "data subsets",
+        "hvps": "HVPs planned",
     }
     with Progress(
         TextColumn("{task.description:<20}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),  # of the planned HVPs on the "hvps" bar
         console=console,
         transient=True,
         disable=disabled,

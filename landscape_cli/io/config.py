@@ -197,6 +197,11 @@ def resolve_config(
         name: SETTINGS_CLASSES[name](**{k: values[f"{name}.{k}"] for k in options})
         for name, options in SECTIONS.items()
     }
+    for name, settings in sections.items():
+        resolved = getattr(settings, "resolved", None)  # options implying others (lambda_max)
+        if resolved is not None:
+            given = {k for k in SECTIONS[name] if sources[f"{name}.{k}"] != "default"}
+            sections[name] = resolved(given)
     return RunConfig(
         **common,
         **sections,

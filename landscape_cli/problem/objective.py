@@ -277,6 +277,10 @@ class Objective:
         self.graph_bytes = 0
         #: the custom autograd Functions of the forward pass marked @once_differentiable
         self._once_differentiable: list[str] = []
+        #: bytes of the cached gradient graph as counted (cached), or extrapolated from the
+        #: batches counted before it exceeded the budget (auto fell back to streaming); None
+        #: when streaming was asked for
+        self.graph_estimate: int | None = None
         self.loss_value, self.gradient, self.hvp_mode = self._initial_pass(hvp_mode, progress)
         self.grad_norm = float(torch.linalg.vector_norm(self.gradient))
 
@@ -509,6 +513,9 @@ class Objective:
                         want_graph = (
                             False  # fall back to streaming: keep the values, drop the graph
                         )
+                        # batches are alike in size (the last may be smaller): the graph grows
+                        # about linearly in them
+                        self.graph_estimate = counter.total * total // done
                         plain_grads = [g.detach() for g in graph_grads]
                         graph_grads = None
                         device_batches = []
@@ -518,6 +525,7 @@ class Objective:
                     progress(done, total)
         self.graph_bytes = counter.total if graph_grads is not None else 0
         if graph_grads is not None:
+            self.graph_estimate = counter.total
             self._graph_leaves = leaves
             self._graph_grads = graph_grads
             self._device_batches = device_batches

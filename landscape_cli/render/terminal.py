@@ -454,3 +454,39 @@ def print_jacobian(result: Any, console: Console | None = None) -> None:
     )
     for key, note in result.notes.items():
         console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
+
+
+def plan_line(plan: Any) -> str:
+    """One line for stderr: what the analysis is about to spend, and how long it should take.
+
+    ``landscape: plan: 1,476 parameters · 512 samples · HVP cached (graph 2.1 MB, budget
+    7.6 GB) · ≤ 203 HVPs × 1.2 ms ≈ ≤ 0.24 s``
+    """
+    if plan.hvp_mode == "cached":
+        memory = f"graph {_bytes(plan.graph_bytes)}, budget {_bytes(plan.memory_budget)}"
+    elif plan.graph_bytes is not None:
+        memory = f"graph ≈ {_bytes(plan.graph_bytes)} over the {_bytes(plan.memory_budget)} budget"
+    else:
+        memory = "as asked"
+    at_most = "≤ " if plan.upper_bound else ""
+    return (
+        f"landscape: plan: {plan.parameters:,} parameters · {plan.samples:,} samples · "
+        f"HVP {plan.hvp_mode} ({memory}) · {at_most}{plan.hvps:,} HVPs × "
+        f"{_duration(plan.seconds_per_hvp)} ≈ {at_most}{_duration(plan.seconds)}"
+    )
+
+
+def _bytes(count: int) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count} B"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
