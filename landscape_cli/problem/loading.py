@@ -6,15 +6,15 @@ with a one-line message naming the culprit, or :class:`~landscape_cli.errors.Num
 unless the caller passes ``trust=True`` (the CLI's ``--trust-checkpoint``): a full pickle and a
 TorchScript archive can run arbitrary code, so TorchScript is refused without it.
 
-Kept as one module: checkpoint formats, model factories, data and the loss meet here, each
-checked against the others (keys against the model, data against its inputs) before the
-objective is built; the file-format readers of data live in :mod:`.data_files`.
+Kept as one module: checkpoint formats, data and the loss meet here, each checked against the
+others (keys against the model, data against its inputs) before the objective is built; the
+file-format readers of data live in :mod:`.data_files`, and where the model comes from (a
+factory, timm, a LightningModule, the archive itself) in :mod:`.model_sources`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import pickle
 import warnings
@@ -42,10 +42,10 @@ from .data_files import read_h5, read_npz
 from .distributed import launched_by_torchrun
 from .losses import LossFn, load_loss
 from .settings import ProblemSettings
+from .user_code import import_object
 
 if TYPE_CHECKING:
     from .objective import Objective
-from .user_code import import_object
 
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
 STRIPPABLE_PREFIXES = ("module.", "model.", "_orig_mod.")
@@ -320,30 +320,6 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where:
     model.load_state_dict(dict(state), strict=True)
 
 
-def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """Call the model factory named by ``spec`` with ``kwargs``; it must return an ``nn.Module``."""
-    factory = import_object(spec, "model")
-    if not callable(factory):
-        raise InputError(f"model '{spec}': is not callable")
-    try:
-        inspect.signature(factory).bind(**dict(kwargs or {}))
-    except TypeError as exc:
-        raise InputError(
-            f"model '{spec}': bad keyword arguments: {exc}", hint="check model.kwargs"
-        ) from None
-    except ValueError:  # no signature available (some builtins): let the call decide
-        pass
-    try:
-        model = factory(**dict(kwargs or {}))
-    except Exception as exc:
-        if is_out_of_memory(exc):
-            raise
-        raise InputError(f"model '{spec}': the factory raised {exc!r}") from None
-    if not isinstance(model, nn.Module):
-        raise InputError(f"model '{spec}': returned {type(model).__name__}, expected an nn.Module")
-    return model
-
-
 def _as_xy(obj: Any, where: str) -> tuple[torch.Tensor, ...]:
     if isinstance(obj, Mapping):
         missing = [k for k in ("x", "y") if k not in obj]
@@ -512,13 +488,9 @@ def build_objective(
 
     The returned objective carries the checkpoint's provenance in ``objective.checkpoint``.
     """
+    from .model_sources import load_model
     from .objective import Objective
 
-    if config.model is None:
-        raise InputError(
-            "no model given: a checkpoint holds weights, not the architecture",
-            hint="pass `model=package.module:callable`, or set model.spec in a config file",
-        )
     device = resolve_device(config.device)
     if config.threads is not None:
         try:
@@ -529,15 +501,7 @@ def build_objective(
             ) from None
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     notes: dict[str, str] = {}  # what loading did to the model or checkpoint, by topic
-    model = build_model(config.model, config.model_kwargs)
-    checkpoint = None
-    if config.checkpoint is not None:
-        checkpoint = load_checkpoint(config.checkpoint, trust=config.trust_checkpoint)
-        apply_state_dict(model, checkpoint.state_dict, f"checkpoint {config.checkpoint}")
-    else:
-        for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise NumericalError(f"model '{config.model}': tensor '{name}' is not finite")
+    model, checkpoint = load_model(config, notes)
     loss_fn = load_loss(config.loss)
     batches = load_data(config.data, config.batch_size, config.max_samples)
     if determinism_check:

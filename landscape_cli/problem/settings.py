@@ -26,10 +26,18 @@ class ProblemSettings:
     )
     model: str | None = option(
         None,
-        "Model factory: package.module:callable or path/file.py:callable returning an nn.Module.",
+        "Model factory: package.module:callable or path/file.py:callable returning an nn.Module, "
+        "or timm:NAME.",
     )
     model_kwargs: Mapping[str, Any] | None = option(
         {}, "Keyword arguments of the model factory (model.kwargs in a config).", flag=False
+    )
+    model_args: tuple[str, ...] = option(
+        (),
+        "KEY=VALUE keyword argument of the model factory, the value read as YAML (10, true, "
+        "[64, 64]); repeatable; over model.kwargs.",
+        flag="--model-arg",
+        default_text="none",
     )
     data: str | None = option(
         None,
