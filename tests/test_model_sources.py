@@ -1,18 +1,22 @@
-"""Where the model comes from: factory arguments from the command line
-(``--model-arg``), timm and torchvision by name."""
+"""Where the model comes from: a Lightning checkpoint with the bare network or its
+LightningModule, factory arguments from the command line, timm and torchvision by name."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from typer.testing import CliRunner
 
 from landscape_cli.cli import app
+from landscape_cli.errors import InputError
 from landscape_cli.io.config import resolve_run_config
+from landscape_cli.problem.loading import apply_state_dict, build_objective
 
 runner = CliRunner()
 MLP = "landscape_cli.sample_models.mlp:build"
@@ -141,3 +145,133 @@ def test_a_vision_model_by_name_takes_model_args(tmp_path, package, model):
     payload = json.loads(result.stdout)
     assert payload["num_parameters"] == 11_181_642  # resnet18 with a 10-class head
     assert payload["lambda_max"] is not None
+
+
+# ---------------------------------------------------------------- key prefixes
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+
+
+def tiny_data(path: Path, n: int = 12) -> Path:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 4, generator=generator)
+    y = torch.randint(0, 3, (n,), generator=generator)
+    torch.save({"x": x, "y": y}, path)
+    return path
+
+
+def objective_of(**config):
+    return build_objective(resolve_run_config({"dtype": "float64", **config}))
+
+
+def test_a_single_attribute_prefix_is_stripped_and_noted():
+    net = tiny_net()
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    target = tiny_net()
+    assert apply_state_dict(target, state, "checkpoint c.pt") == "net."
+
+
+def test_keys_left_beside_the_stripped_prefix_are_unexpected():
+    net = tiny_net()
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state["criterion.weight"] = torch.ones(3)
+    with pytest.raises(InputError, match=r"unexpected keys 'criterion.weight'") as caught:
+        apply_state_dict(tiny_net(), state, "checkpoint c.pt")
+    assert "missing" not in str(caught.value)
+
+
+def test_two_prefixes_that_both_fit_are_ambiguous():
+    net = tiny_net()
+    state = {f"{p}.{k}": v for p in ("net", "ema") for k, v in net.state_dict().items()}
+    with pytest.raises(InputError, match=r"'ema\.', 'net\.'.*ambiguous"):
+        apply_state_dict(tiny_net(), state, "checkpoint c.pt")
+
+
+def test_a_prefix_under_which_some_model_keys_are_missing_is_not_stripped():
+    net = tiny_net()
+    state = {f"net.{k}": v for k, v in net.state_dict().items() if k != "2.bias"}
+    state["other"] = torch.zeros(1)
+    with pytest.raises(InputError, match=r"missing keys '0.weight'"):
+        apply_state_dict(tiny_net(), state, "checkpoint c.pt")
+
+
+# ---------------------------------------------------------------- Lightning checkpoints
+@pytest.fixture(scope="module")
+def lightning_run(tmp_path_factory):
+    """A real LightningModule (``self.net = ...``, ``save_hyperparameters()``) fit for one
+    epoch on 16 samples by a real Trainer; its checkpoint, data file and module."""
+    reason = importable("lightning")
+    if reason is not None:
+        pytest.skip(reason)
+    import lightning
+    from lightning_net import LitNet
+    from torch.utils.data import DataLoader, TensorDataset
+
+    root = tmp_path_factory.mktemp("lightning")
+    data = tiny_data(root / "d.pt", n=16)
+    batch = torch.load(data, weights_only=True)
+    torch.manual_seed(0)
+    trainer = lightning.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=True,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(LitNet(hidden=5), DataLoader(TensorDataset(batch["x"], batch["y"]), 8))
+    (checkpoint,) = (root / "checkpoints").glob("*.ckpt")  # what ModelCheckpoint wrote
+    return checkpoint, data
+
+
+def test_lightning_checkpoint_fits_the_bare_network_by_stripping_its_attribute(lightning_run):
+    checkpoint, data = lightning_run
+    bare = [*("inspect", str(checkpoint), "--model", "lightning_net:network", "--data", str(data))]
+    result = runner.invoke(app, [*bare, "--model-arg", "hidden=5", "--json"])
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["checkpoint_prefix"] == "net."
+    assert payload["checkpoint_format"] == "nested:state_dict"
+    assert payload["notes"]["checkpoint_keys"] == (
+        "stripped the prefix 'net.' from every key to fit the model"
+    )
+    screen = runner.invoke(app, [*bare, "--model-arg", "hidden=5"], terminal_width=200)
+    assert screen.exit_code == 0, screen.stderr
+    assert "prefix 'net.' stripped from its keys" in screen.stdout
+    assert "stripped the prefix 'net.'" in screen.stdout
+
+
+def test_lightning_module_class_is_built_with_the_checkpoints_hyper_parameters(lightning_run):
+    checkpoint, data = lightning_run
+    objective = objective_of(
+        checkpoint=str(checkpoint), model="lightning_net:LitNet", data=str(data)
+    )
+    assert objective.parameter_names[0] == "net.0.weight"
+    assert objective.num_parameters == 4 * 5 + 5 + 5 * 3 + 3  # hidden=5 from the checkpoint
+    assert objective.notes["model_kwargs"] == (
+        "built LitNet with the checkpoint's hyper_parameters (hidden=5, lr=0.1)"
+    )
+    assert objective.checkpoint.key_prefix == ""
+
+
+def test_given_model_kwargs_win_over_the_lightning_hyper_parameters(lightning_run):
+    checkpoint, data = lightning_run
+    result = runner.invoke(
+        app,
+        [
+            "inspect",
+            str(checkpoint),
+            "--model",
+            "lightning_net:LitNet",
+            "--data",
+            str(data),
+            "--model-arg",
+            "hidden=6",
+        ],
+    )
+    line = one_line_error(result)
+    assert "shape mismatch" in line and "'net.0.weight'" in line

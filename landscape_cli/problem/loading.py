@@ -61,6 +61,8 @@ class Checkpoint:
     format: str  # "state_dict", "nested:<key>", "safetensors", "torchscript"
     sha256: str
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. optimizer state, epoch
+    #: the prefix stripped from every key to fit the model (``"net."``), "" when none was
+    key_prefix: str = ""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -202,8 +204,8 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
     Accepts a plain ``state_dict``, a nested training checkpoint (weights under ``state_dict``,
     ``model_state_dict``, ``model``, …; the other entries are kept in :attr:`Checkpoint.extra`),
     a ``.safetensors`` file, or a TorchScript archive (its ``state_dict``; only with ``trust``,
-    since loading one runs the code it holds). Prefixes such as
-    ``module.`` (DDP) and ``model.`` (Lightning) are stripped when matching a model, see
+    since loading one runs the code it holds). Prefixes such as ``module.`` (DDP), ``model.`` or
+    ``net.`` (a LightningModule's attribute) are stripped when matching a model, see
     :func:`apply_state_dict`.
     """
     path = Path(path)
@@ -244,23 +246,54 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
     return Checkpoint(str(path), state, fmt, sha, extra)
 
 
+def _attribute_prefix(state: Mapping[str, Any], expected: set[str], where: str) -> str | None:
+    """The one first key component ``X.`` under which every key of the model is found (a
+    LightningModule's ``self.net = ...`` saves ``net.0.weight``), or ``None``."""
+    candidates = sorted({key.split(".", 1)[0] + "." for key in state if "." in key})
+    fitting = []
+    for prefix in candidates:
+        inner = {key[len(prefix) :] for key in state if key.startswith(prefix)}
+        if expected <= inner and not inner & {k for k in state if not k.startswith(prefix)}:
+            fitting.append(prefix)
+    if len(fitting) > 1:
+        raise InputError(
+            f"{where}: every key of the model is found under each of the prefixes "
+            f"{_names(fitting)}, so which network to load is ambiguous",
+            hint="save the state_dict of the one network to analyse",
+        )
+    return fitting[0] if fitting else None
+
+
 def _strip_to_match(
-    state: Mapping[str, torch.Tensor], expected: set[str]
-) -> dict[str, torch.Tensor]:
-    """Strip wrapper prefixes (``module.``, ``model.``, ``_orig_mod.``) while that improves the match."""
+    state: Mapping[str, torch.Tensor], expected: set[str], where: str
+) -> tuple[dict[str, torch.Tensor], str]:
+    """``state`` with the prefixes stripped that make it fit the model's keys ``expected``, and
+    those prefixes.
+
+    Wrapper prefixes (``module.``, ``model.``, ``_orig_mod.``) are stripped while every key
+    carries one and stripping improves the match. Then, when the checkpoint holds more keys than
+    the model, a single first component ``X.`` is stripped if every key of the model is found
+    among the keys starting with it; keys without it are kept, and so are unexpected (strict).
+    """
     current = dict(state)
+    stripped = ""
     while True:
         overlap = len(expected & set(current))
         if overlap == len(current):
-            return current
+            return current, stripped
         for prefix in STRIPPABLE_PREFIXES:
             if current and all(k.startswith(prefix) for k in current):
-                stripped = {k[len(prefix) :]: v for k, v in current.items()}
-                if len(expected & set(stripped)) > overlap:
-                    current = stripped
+                candidate = {k[len(prefix) :]: v for k, v in current.items()}
+                if len(expected & set(candidate)) > overlap:
+                    current, stripped = candidate, stripped + prefix
                     break
         else:
-            return current
+            prefix = _attribute_prefix(current, expected, where)
+            if prefix is None:
+                return current, stripped
+            return {
+                (k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in current.items()
+            }, stripped + prefix
 
 
 def _names(keys: list[str], limit: int = 5) -> str:
@@ -268,13 +301,14 @@ def _names(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    """Load ``state`` into ``model`` strictly, naming missing/unexpected keys and shape mismatches.
+def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> str:
+    """Load ``state`` into ``model`` strictly, naming missing/unexpected keys and shape mismatches;
+    return the prefix stripped from the keys to fit (``"net."``; ``""`` when none was).
 
     Raises :class:`NumericalError` when a floating-point tensor holds NaN or Inf (named).
     """
     expected = model.state_dict()
-    state = _strip_to_match(state, set(expected))
+    state, stripped = _strip_to_match(state, set(expected), where)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -318,6 +352,7 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where:
                 hint="the checkpoint was saved after training diverged; use an earlier one",
             )
     model.load_state_dict(dict(state), strict=True)
+    return stripped
 
 
 def _as_xy(obj: Any, where: str) -> tuple[torch.Tensor, ...]:

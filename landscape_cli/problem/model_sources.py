@@ -1,6 +1,7 @@
 """Where the model comes from: a factory named by ``model`` (``package.module:callable``,
-``path/file.py:callable``, ``timm:NAME``) called with its keyword arguments (``model_kwargs``
-with ``model_args`` over them).
+``path/file.py:callable``, ``timm:NAME``, a LightningModule class) called with its keyword
+arguments (``model_kwargs`` with ``model_args`` over them; for a LightningModule, by default the
+checkpoint's ``hyper_parameters``).
 
 :func:`load_model` returns the model with the checkpoint's weights in it and records what it did
 in ``notes`` (topic → sentence), which every result reports.
@@ -8,6 +9,7 @@ in ``notes`` (topic → sentence), which every result reports.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, NumericalError, is_out_of_memory
+from ..options import shown
 from ..safe_yaml import load_yaml
 from .loading import Checkpoint, apply_state_dict, load_checkpoint
 from .settings import ProblemSettings
@@ -53,7 +56,8 @@ def load_model(
 ) -> tuple[nn.Module, Checkpoint | None]:
     """The model ``config`` names, with its checkpoint's weights loaded, and the checkpoint.
 
-    Adds to ``notes`` what was done to the model or its checkpoint, by topic.
+    Adds to ``notes`` what was done: a key prefix stripped (``checkpoint_keys``), keyword
+    arguments taken from a Lightning checkpoint (``model_kwargs``).
     """
     if config.model is None:
         raise InputError(
@@ -65,9 +69,17 @@ def load_model(
     if config.checkpoint is not None:
         checkpoint = load_checkpoint(config.checkpoint, trust=config.trust_checkpoint)
     refuse_downloads(config.model, kwargs)  # before anything is imported
-    model = call_factory(config.model, resolve_factory(config.model), kwargs)
+    factory = resolve_factory(config.model)
+    if not kwargs and checkpoint is not None and _is_lightning_module(factory):
+        kwargs = _lightning_kwargs(factory, checkpoint, notes)
+    model = call_factory(config.model, factory, kwargs)
     if checkpoint is not None:
-        apply_state_dict(model, checkpoint.state_dict, f"checkpoint {config.checkpoint}")
+        prefix = apply_state_dict(model, checkpoint.state_dict, f"checkpoint {config.checkpoint}")
+        if prefix:
+            notes["checkpoint_keys"] = (
+                f"stripped the prefix '{prefix}' from every key to fit the model"
+            )
+            checkpoint = dataclasses.replace(checkpoint, key_prefix=prefix)
     else:
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
@@ -159,3 +171,36 @@ def call_factory(spec: str, factory: Callable[..., Any], kwargs: Mapping[str, An
     if not isinstance(model, nn.Module):
         raise InputError(f"model '{spec}': returned {type(model).__name__}, expected an nn.Module")
     return model
+
+
+def _is_lightning_module(factory: Any) -> bool:
+    """Whether ``factory`` is a LightningModule class (found by name, so that lightning is not
+    imported for other models)."""
+    if not isinstance(factory, type):
+        return False
+    return any(
+        base.__name__ == "LightningModule"
+        and base.__module__.split(".")[0] in ("lightning", "pytorch_lightning")
+        for base in factory.__mro__
+    )
+
+
+def _lightning_kwargs(
+    factory: type, checkpoint: Checkpoint, notes: dict[str, str]
+) -> dict[str, Any]:
+    """The keyword arguments of a LightningModule class: the checkpoint's ``hyper_parameters``
+    (what ``save_hyperparameters()`` stored), those the constructor takes."""
+    hyper = checkpoint.extra.get("hyper_parameters")
+    if not isinstance(hyper, Mapping) or not hyper:
+        return {}
+    parameters = inspect.signature(factory).parameters.values()
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    names = {p.name for p in parameters}
+    kwargs = {str(k): v for k, v in hyper.items() if takes_any or str(k) in names}
+    if kwargs:
+        listed = ", ".join(f"{k}={shown(v)}" for k, v in list(kwargs.items())[:6])
+        more = f" and {len(kwargs) - 6} more" if len(kwargs) > 6 else ""
+        notes["model_kwargs"] = (
+            f"built {factory.__name__} with the checkpoint's hyper_parameters ({listed}{more})"
+        )
+    return kwargs

@@ -19,15 +19,15 @@ class ProblemSettings:
 
     checkpoint: str | None = option(
         None,
-        "Checkpoint (.pt/.pth/.bin state_dict or training checkpoint, .safetensors, TorchScript "
-        "with --trust-checkpoint) or sample:NAME; none: the bundled sample, or the model as its "
-        "factory builds it.",
+        "Checkpoint (.pt/.pth/.bin/.ckpt state_dict or training checkpoint, .safetensors, "
+        "TorchScript with --trust-checkpoint) or sample:NAME; none: the bundled sample, or the "
+        "model as its factory builds it.",
         flag=False,
     )
     model: str | None = option(
         None,
-        "Model factory: package.module:callable or path/file.py:callable returning an nn.Module, "
-        "or timm:NAME.",
+        "Model factory: package.module:callable or path/file.py:callable returning an nn.Module "
+        "(or a LightningModule class), or timm:NAME.",
     )
     model_kwargs: Mapping[str, Any] | None = option(
         {}, "Keyword arguments of the model factory (model.kwargs in a config).", flag=False
