@@ -1,5 +1,6 @@
 """Where the model comes from: a Lightning checkpoint with the bare network or its
-LightningModule, factory arguments from the command line, timm and torchvision by name."""
+LightningModule, factory arguments from the command line, timm and torchvision by name, and
+half-precision weights."""
 
 from __future__ import annotations
 
@@ -275,3 +276,23 @@ def test_given_model_kwargs_win_over_the_lightning_hyper_parameters(lightning_ru
     )
     line = one_line_error(result)
     assert "shape mismatch" in line and "'net.0.weight'" in line
+
+
+# ---------------------------------------------------------------- half-precision weights
+@pytest.mark.parametrize(("stored", "analysed"), [("bfloat16", "float32"), ("float16", "float64")])
+def test_half_precision_weights_are_analysed_in_the_requested_dtype(tmp_path, stored, analysed):
+    from landscape_cli.sample_models import mlp
+
+    torch.manual_seed(0)
+    state = {k: v.to(getattr(torch, stored)) for k, v in mlp.build().state_dict().items()}
+    torch.save(state, tmp_path / "half.pt")
+    objective = build_objective(
+        resolve_run_config(
+            {"checkpoint": str(tmp_path / "half.pt"), "model": MLP, "data": "sample:blobs"}
+            | {"dtype": analysed}
+        )
+    )
+    assert objective.notes["weights_dtype"] == f"weights stored in {stored}, analysed in {analysed}"
+    assert objective.flat_parameters().dtype == getattr(torch, analysed)
+    expected = torch.cat([v.to(getattr(torch, analysed)).reshape(-1) for v in state.values()])
+    assert torch.equal(objective.flat_parameters(), expected)

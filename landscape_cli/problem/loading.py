@@ -305,7 +305,9 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where:
     """Load ``state`` into ``model`` strictly, naming missing/unexpected keys and shape mismatches;
     return the prefix stripped from the keys to fit (``"net."``; ``""`` when none was).
 
-    Raises :class:`NumericalError` when a floating-point tensor holds NaN or Inf (named).
+    Floating-point weights of any precision (``bfloat16``, ``float16``) load into the model's
+    own dtype. Raises :class:`NumericalError` when a floating-point tensor holds NaN or Inf
+    (named).
     """
     expected = model.state_dict()
     state, stripped = _strip_to_match(state, set(expected), where)

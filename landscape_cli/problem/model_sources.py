@@ -32,6 +32,7 @@ TIMM_PREFIX = "timm:"
 VISION_PACKAGES = ("torchvision", "timm")
 #: Keyword arguments with which those factories download weights (``None``/``False``: they don't).
 DOWNLOADING_KWARGS = ("pretrained", "weights", "weights_backbone")
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 _KEY = re.compile(r"[A-Za-z_]\w*")
 
 
@@ -57,7 +58,8 @@ def load_model(
     """The model ``config`` names, with its checkpoint's weights loaded, and the checkpoint.
 
     Adds to ``notes`` what was done: a key prefix stripped (``checkpoint_keys``), keyword
-    arguments taken from a Lightning checkpoint (``model_kwargs``).
+    arguments taken from a Lightning checkpoint (``model_kwargs``), low-precision weights
+    analysed in ``config.dtype`` (``weights_dtype``).
     """
     if config.model is None:
         raise InputError(
@@ -84,7 +86,18 @@ def load_model(
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise NumericalError(f"model '{config.model}': tensor '{name}' is not finite")
+    stored = checkpoint.state_dict.values() if checkpoint is not None else ()
+    _note_low_precision([*stored, *model.parameters()], config.dtype, notes)
     return model, checkpoint
+
+
+def _note_low_precision(tensors: Any, dtype: str, notes: dict[str, str]) -> None:
+    """Note half-precision weights (``bfloat16``, ``float16``) that are analysed in ``dtype``."""
+    stored = sorted(
+        {str(t.dtype).replace("torch.", "") for t in tensors if t.dtype in LOW_PRECISION}
+    )
+    if stored:
+        notes["weights_dtype"] = f"weights stored in {' and '.join(stored)}, analysed in {dtype}"
 
 
 # ---------------------------------------------------------------- factories
