@@ -1,6 +1,6 @@
-"""Where the model comes from: a Lightning checkpoint with the bare network or its
-LightningModule, factory arguments from the command line, timm and torchvision by name, and
-half-precision weights."""
+"""Where the model comes from: an archive that is its own model (TorchScript, torch.export), a
+Lightning checkpoint with the bare network or its LightningModule, factory arguments from the
+command line, timm and torchvision by name, and half-precision weights."""
 
 from __future__ import annotations
 
@@ -296,3 +296,177 @@ def test_half_precision_weights_are_analysed_in_the_requested_dtype(tmp_path, st
     assert objective.flat_parameters().dtype == getattr(torch, analysed)
     expected = torch.cat([v.to(getattr(torch, analysed)).reshape(-1) for v in state.values()])
     assert torch.equal(objective.flat_parameters(), expected)
+
+
+# ---------------------------------------------------------------- TorchScript as the model
+def dense_hessian(model: nn.Module, data: Path) -> torch.Tensor:
+    """The Hessian of the mean cross-entropy of ``model`` on ``data`` in float64, formed densely
+    with torch.func.hessian."""
+    batch = torch.load(data, weights_only=True)
+    x, y = batch["x"].double(), batch["y"]
+    model = model.double()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(w: torch.Tensor) -> torch.Tensor:
+        pieces = torch.split(w, [s.numel() for s in shapes])
+        params = {n: p.reshape(s) for n, p, s in zip(names, pieces, shapes, strict=True)}
+        out = torch.func.functional_call(model, params, (x,))
+        return nn.functional.cross_entropy(out, y)
+
+    with warnings.catch_warnings():  # torch.func scripts a helper, and torch.jit is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.func.hessian(loss)(flat)
+
+
+def assert_hvps_match(objective, hessian: torch.Tensor) -> None:
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(2):
+        v = torch.randn(hessian.shape[0], generator=generator, dtype=torch.float64)
+        assert torch.allclose(objective.hvp(v), hessian @ v, atol=1e-10, rtol=1e-8)
+
+
+def trusted_inspect_error(archive: Path, data: Path, *more: str) -> str:
+    """The one error line of ``landscape inspect ARCHIVE --data DATA --trust-checkpoint ...``."""
+    command = ["inspect", str(archive), "--data", str(data), "--trust-checkpoint", *more]
+    return one_line_error(runner.invoke(app, command))
+
+
+def save_scripted(model: nn.Module, path: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in 2.13
+        torch.jit.save(torch.jit.script(model), str(path))
+    return path
+
+
+def test_torchscript_archive_is_the_model_and_its_hvps_match_the_dense_hessian(tmp_path):
+    net = tiny_net()
+    archive = save_scripted(net, tmp_path / "model.ts.pt")
+    data = tiny_data(tmp_path / "d.pt")
+    objective = objective_of(checkpoint=str(archive), data=str(data), trust_checkpoint=True)
+    assert objective.num_parameters == sum(p.numel() for p in net.parameters())
+    assert objective.checkpoint.format == "torchscript"
+    assert "TorchScript module stored in the archive" in objective.notes["model"]
+    assert_hvps_match(objective, dense_hessian(net, data))
+
+
+def test_torchscript_archive_as_the_model_runs_spectrum_from_the_command_line(tmp_path):
+    archive = save_scripted(tiny_net(), tmp_path / "model.ts.pt")
+    data = tiny_data(tmp_path / "d.pt")
+    result = runner.invoke(
+        app,
+        [
+            "spectrum",
+            str(archive),
+            "--data",
+            str(data),
+            "--trust-checkpoint",
+            "--top-k",
+            "1",
+            "--no-trace",
+            "--no-density",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["num_parameters"] == 43 and payload["lambda_max"] > 0
+    assert "TorchScript" in payload["notes"]["model"]
+
+
+def test_torchscript_archive_with_a_model_loads_its_weights_into_the_factory(tmp_path):
+    torch.manual_seed(3)
+    from landscape_cli.sample_models import mlp
+
+    archive = save_scripted(mlp.build(), tmp_path / "model.ts.pt")
+    objective = objective_of(
+        checkpoint=str(archive), model=MLP, data="sample:blobs", trust_checkpoint=True
+    )
+    assert "model" not in objective.notes
+    assert objective.checkpoint.format == "torchscript"
+
+
+def test_model_args_are_refused_when_the_archive_is_the_model(tmp_path):
+    archive = save_scripted(tiny_net(), tmp_path / "model.ts.pt")
+    data = tiny_data(tmp_path / "d.pt")
+    line = trusted_inspect_error(archive, data, "--model-arg", "hidden=3")
+    assert "the archive is the model" in line and "'hidden'" in line
+
+
+# ---------------------------------------------------------------- torch.export programs
+def save_exported(model: nn.Module, path: Path, batch: int = 4, dynamic: bool = True) -> Path:
+    from torch.export import Dim
+
+    example = (torch.randn(batch, 4),)
+    shapes = {"dynamic_shapes": ({0: Dim("batch")},)} if dynamic else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(model, example, **shapes), str(path))
+    return path
+
+
+def test_exported_program_is_the_model_and_its_hvps_match_the_dense_hessian(tmp_path):
+    net = tiny_net()
+    archive = save_exported(net, tmp_path / "model.pt2")
+    data = tiny_data(tmp_path / "d.pt")
+    objective = objective_of(
+        checkpoint=str(archive), data=str(data), trust_checkpoint=True, batch_size=5
+    )
+    assert objective.checkpoint.format == "torch.export"
+    assert "torch.export program" in objective.notes["model"]
+    assert "`mode` does not change it" in objective.notes["model"]
+    assert_hvps_match(objective, dense_hessian(net, data))
+
+
+@pytest.mark.parametrize(
+    ("save", "kind"),
+    [("save_scripted", "TorchScript archive"), ("save_exported", "torch.export program")],
+)
+def test_an_archive_that_would_be_the_model_is_refused_without_trust(tmp_path, save, kind):
+    archive = globals()[save](tiny_net(), tmp_path / "model.bin")
+    data = tiny_data(tmp_path / "d.pt")
+    line = one_line_error(runner.invoke(app, ["inspect", str(archive), "--data", str(data)]))
+    assert kind in line and "--trust-checkpoint" in line
+
+
+def test_exported_program_without_second_derivatives_is_one_input_error(tmp_path):
+    class Normed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear, self.norm = nn.Linear(4, 3), nn.BatchNorm1d(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.linear(x))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(Normed().train(), (torch.randn(4, 4),))
+        torch.export.save(program.run_decompositions(), str(tmp_path / "model.pt2"))
+    data = tiny_data(tmp_path / "d.pt")
+    line = trusted_inspect_error(tmp_path / "model.pt2", data)
+    assert "second derivatives" in line and "exported graph" in line
+    assert "run_decompositions()" in line
+
+
+def test_exported_program_with_a_fixed_batch_size_names_the_shape_guard(tmp_path):
+    archive = save_exported(tiny_net(), tmp_path / "model.pt2", batch=4, dynamic=False)
+    data = tiny_data(tmp_path / "d.pt", n=6)
+    line = trusted_inspect_error(archive, data, "--batch-size", "4")
+    assert "does not take these inputs" in line and "dynamic_shapes" in line
+
+
+def test_exported_program_with_a_model_loads_its_weights_into_the_factory(tmp_path):
+    net = tiny_net()
+    archive = save_exported(net, tmp_path / "model.pt2")
+    factory = tmp_path / "nets.py"
+    factory.write_text(
+        "from torch import nn\n\n\ndef build():\n"
+        "    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))\n"
+    )
+    data = tiny_data(tmp_path / "d.pt")
+    objective = objective_of(
+        checkpoint=str(archive), model=f"{factory}:build", data=str(data), trust_checkpoint=True
+    )
+    assert objective.checkpoint.format == "torch.export"
+    assert torch.equal(objective.model[0].weight, net[0].weight)

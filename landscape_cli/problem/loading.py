@@ -3,8 +3,9 @@
 Every failure a user can cause raises :class:`~landscape_cli.errors.InputError` (exit code 2)
 with a one-line message naming the culprit, or :class:`~landscape_cli.errors.NumericalError`
 (exit code 3) for non-finite weights. Checkpoints are loaded with ``torch.load(weights_only=True)``
-unless the caller passes ``trust=True`` (the CLI's ``--trust-checkpoint``): a full pickle and a
-TorchScript archive can run arbitrary code, so TorchScript is refused without it.
+unless the caller passes ``trust=True`` (the CLI's ``--trust-checkpoint``): a full pickle, a
+TorchScript archive and a ``torch.export`` program can run arbitrary code, so the archives are
+refused without it.
 
 Kept as one module: checkpoint formats, data and the loss meet here, each checked against the
 others (keys against the model, data against its inputs) before the objective is built; the
@@ -58,7 +59,7 @@ class Checkpoint:
 
     path: str
     state_dict: dict[str, torch.Tensor]
-    format: str  # "state_dict", "nested:<key>", "safetensors", "torchscript"
+    format: str  # "state_dict", "nested:<key>", "safetensors", "torchscript", "torch.export"
     sha256: str
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. optimizer state, epoch
     #: the prefix stripped from every key to fit the model (``"net."``), "" when none was
@@ -74,7 +75,7 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _check_file(path: Path, what: str) -> None:
+def check_file(path: Path, what: str) -> None:
     if not path.exists():
         raise InputError(f"{what} {path}: file not found", hint="check the path")
     if path.is_dir():
@@ -110,20 +111,70 @@ def check_plain_tensors(tensors: Mapping[str, Any], where: str) -> None:
         )
 
 
-def _is_torchscript(path: Path) -> bool:
-    """Whether ``path`` is a TorchScript archive: a zip holding ``constants.pkl`` (the test
-    ``torch.load`` applies) or serialised ``code/``, at any depth."""
+def _zip_names(path: Path) -> list[str]:
+    """The member names of a zip archive; none for any other file."""
     if not zipfile.is_zipfile(path):
-        return False
+        return []
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            return archive.namelist()
     except (zipfile.BadZipFile, OSError):
-        return False
+        return []
+
+
+def is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip holding ``constants.pkl`` (the test
+    ``torch.load`` applies) or serialised ``code/``, at any depth."""
     return any(
         name.rsplit("/", 1)[-1] == "constants.pkl" or name.startswith("code/") or "/code/" in name
-        for name in names
+        for name in _zip_names(path)
     )
+
+
+def is_exported_program(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.export.save`` archive (``.pt2``): a zip holding an
+    ``archive_format`` record and the serialised program under ``models/``."""
+    names = _zip_names(path)
+    leaves = {name.rsplit("/", 1)[-1] for name in names}
+    return "archive_format" in leaves and any("models/" in name for name in names)
+
+
+def load_torchscript(path: str | Path, *, trust: bool = False) -> torch.jit.ScriptModule:
+    """The module of a TorchScript archive; loading one runs the code it holds, so it is refused
+    unless ``trust`` (what it prints goes to stderr)."""
+    where = f"checkpoint {path}"
+    if not trust:
+        raise InputError(
+            f"{where}: is a TorchScript archive, and loading one runs code stored in the file "
+            "(which can write files)",
+            hint="pass `trust_checkpoint=True` if you trust its source, or re-save the weights "
+            "with torch.save(model.state_dict(), path)",
+        )
+    try:
+        with warnings.catch_warnings(), stdout_to_stderr():  # its print() is not our output
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates it
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise InputError(f"{where}: TorchScript archive cannot be loaded ({exc})") from None
+
+
+def load_exported_program(path: str | Path, *, trust: bool = False) -> Any:
+    """The :class:`torch.export.ExportedProgram` of a ``.pt2`` archive; refused unless ``trust``,
+    since deserialising a program can run code the file names."""
+    where = f"checkpoint {path}"
+    if not trust:
+        raise InputError(
+            f"{where}: is a torch.export program, and loading one can run code the file names",
+            hint="pass `trust_checkpoint=True` if you trust its source, or re-save the weights "
+            "with torch.save(model.state_dict(), path)",
+        )
+    try:
+        with warnings.catch_warnings(), stdout_to_stderr():
+            warnings.simplefilter("ignore", FutureWarning)  # pytree deprecations inside torch
+            return torch.export.load(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{where}: torch.export program cannot be loaded ({first})") from None
 
 
 def _torch_load(path: Path, trust: bool) -> Any:
@@ -203,14 +254,14 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
 
     Accepts a plain ``state_dict``, a nested training checkpoint (weights under ``state_dict``,
     ``model_state_dict``, ``model``, …; the other entries are kept in :attr:`Checkpoint.extra`),
-    a ``.safetensors`` file, or a TorchScript archive (its ``state_dict``; only with ``trust``,
-    since loading one runs the code it holds). Prefixes such as ``module.`` (DDP), ``model.`` or
-    ``net.`` (a LightningModule's attribute) are stripped when matching a model, see
-    :func:`apply_state_dict`.
+    a ``.safetensors`` file, a TorchScript archive or a ``torch.export`` program (``.pt2``; their
+    ``state_dict``, only with ``trust``, since loading one runs code from the file). Prefixes
+    such as ``module.`` (DDP), ``model.`` or ``net.`` (a LightningModule's attribute) are
+    stripped when matching a model, see :func:`apply_state_dict`.
     """
     path = Path(path)
     where = f"checkpoint {path}"
-    _check_file(path, "checkpoint")
+    check_file(path, "checkpoint")
     sha = file_sha256(path)
     if path.suffix == ".safetensors":
         try:
@@ -225,21 +276,12 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
             raise InputError(f"{where}: not a valid safetensors file ({exc})") from None
         check_plain_tensors(tensors, where)
         return Checkpoint(str(path), dict(tensors), "safetensors", sha)
-    if _is_torchscript(path):
-        if not trust:
-            raise InputError(
-                f"{where}: is a TorchScript archive, and loading one runs code stored in the file "
-                "(which can write files)",
-                hint="pass `trust_checkpoint=True` if you trust its source, or re-save the weights "
-                "with torch.save(model.state_dict(), path)",
-            )
-        try:
-            with warnings.catch_warnings(), stdout_to_stderr():  # its print() is not our output
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates it
-                scripted = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise InputError(f"{where}: TorchScript archive cannot be loaded ({exc})") from None
+    if is_torchscript(path):
+        scripted = load_torchscript(path, trust=trust)
         return Checkpoint(str(path), dict(scripted.state_dict()), "torchscript", sha)
+    if is_exported_program(path):
+        module = load_exported_program(path, trust=trust).module()
+        return Checkpoint(str(path), dict(module.state_dict()), "torch.export", sha)
     obj = _torch_load(path, trust)
     state, fmt, extra = _unnest(obj, where)
     check_plain_tensors(state, where)
@@ -425,7 +467,7 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
     suffix = path.suffix.lower()
     where = f"data {spec}"
     if suffix in (".pt", ".pth"):
-        _check_file(path, "data")
+        check_file(path, "data")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -443,13 +485,13 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
             tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
         )
     if suffix == ".npz":
-        _check_file(path, "data")
+        check_file(path, "data")
         obj = read_npz(path, max_samples, where)
         return _finite_inputs(
             tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where
         )
     if suffix in (".h5", ".hdf5"):
-        _check_file(path, "data")
+        check_file(path, "data")
         obj = read_h5(path, max_samples, where)
         return _finite_inputs(
             tensor_batches(_as_xy(obj, where), batch_size, max_samples, spec), where

@@ -1,10 +1,18 @@
 """Where the model comes from: a factory named by ``model`` (``package.module:callable``,
 ``path/file.py:callable``, ``timm:NAME``, a LightningModule class) called with its keyword
-arguments (``model_kwargs`` with ``model_args`` over them; for a LightningModule, by default the
-checkpoint's ``hyper_parameters``).
+arguments, or, with no ``model``, the checkpoint itself when it holds code (a TorchScript
+archive or a ``torch.export`` program; only with ``trust_checkpoint``).
 
 :func:`load_model` returns the model with the checkpoint's weights in it and records what it did
 in ``notes`` (topic → sentence), which every result reports.
+
+Hessian-vector products need a second derivative through the model. A TorchScript module
+supports it, but :func:`torch.func.functional_call` refuses a scripted module at the top, and
+forward hooks cannot be added to one: :class:`ScriptedModel` holds it as a submodule, under which
+``functional_call`` swaps its tensors like any other. An exported program's module refuses
+``train()``/``eval()`` (its mode was fixed when it was exported) and its shape guards raise
+``AssertionError``; :func:`exported_module` lifts both, and a double backward through its own
+example inputs checks that the graph supports second derivatives before any data is read.
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ import functools
 import importlib
 import inspect
 import re
+import types
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +33,17 @@ from torch import nn
 from ..errors import InputError, NumericalError, is_out_of_memory
 from ..options import shown
 from ..safe_yaml import load_yaml
-from .loading import Checkpoint, apply_state_dict, load_checkpoint
+from .loading import (
+    Checkpoint,
+    apply_state_dict,
+    check_file,
+    file_sha256,
+    is_exported_program,
+    is_torchscript,
+    load_checkpoint,
+    load_exported_program,
+    load_torchscript,
+)
 from .settings import ProblemSettings
 from .user_code import import_object
 
@@ -34,6 +54,19 @@ VISION_PACKAGES = ("torchvision", "timm")
 DOWNLOADING_KWARGS = ("pretrained", "weights", "weights_backbone")
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 _KEY = re.compile(r"[A-Za-z_]\w*")
+
+
+class ScriptedModel(nn.Module):
+    """A TorchScript module as an ordinary one: ``scripted`` holds it, so that
+    :func:`torch.func.functional_call` (which refuses a scripted module at the top) swaps its
+    parameters, and forward hooks can be added to the holder."""
+
+    def __init__(self, scripted: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.scripted = scripted
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.scripted(*args, **kwargs)
 
 
 def model_kwargs(config: ProblemSettings) -> dict[str, Any]:
@@ -57,24 +90,32 @@ def load_model(
 ) -> tuple[nn.Module, Checkpoint | None]:
     """The model ``config`` names, with its checkpoint's weights loaded, and the checkpoint.
 
-    Adds to ``notes`` what was done: a key prefix stripped (``checkpoint_keys``), keyword
-    arguments taken from a Lightning checkpoint (``model_kwargs``), low-precision weights
-    analysed in ``config.dtype`` (``weights_dtype``).
+    Adds to ``notes`` what was done: a key prefix stripped (``checkpoint_keys``), the model
+    taken from the archive (``model``), keyword arguments taken from a Lightning checkpoint
+    (``model_kwargs``), low-precision weights analysed in ``config.dtype`` (``weights_dtype``).
     """
-    if config.model is None:
-        raise InputError(
-            "no model given: a checkpoint holds weights, not the architecture",
-            hint="pass `model=package.module:callable`, or set model.spec in a config file",
-        )
     kwargs = model_kwargs(config)
+    if config.model is None:
+        model, checkpoint = _archive_model(config, kwargs, notes)
+    else:
+        model, checkpoint = _factory_model(config, config.model, kwargs, notes)
+    stored = checkpoint.state_dict.values() if checkpoint is not None else ()
+    _note_low_precision([*stored, *model.parameters()], config.dtype, notes)
+    return model, checkpoint
+
+
+def _factory_model(
+    config: ProblemSettings, spec: str, kwargs: dict[str, Any], notes: dict[str, str]
+) -> tuple[nn.Module, Checkpoint | None]:
+    """The model the factory ``spec`` builds, with the checkpoint's weights loaded into it."""
     checkpoint = None
     if config.checkpoint is not None:
         checkpoint = load_checkpoint(config.checkpoint, trust=config.trust_checkpoint)
-    refuse_downloads(config.model, kwargs)  # before anything is imported
-    factory = resolve_factory(config.model)
+    refuse_downloads(spec, kwargs)  # before anything is imported
+    factory = resolve_factory(spec)
     if not kwargs and checkpoint is not None and _is_lightning_module(factory):
         kwargs = _lightning_kwargs(factory, checkpoint, notes)
-    model = call_factory(config.model, factory, kwargs)
+    model = call_factory(spec, factory, kwargs)
     if checkpoint is not None:
         prefix = apply_state_dict(model, checkpoint.state_dict, f"checkpoint {config.checkpoint}")
         if prefix:
@@ -85,9 +126,7 @@ def load_model(
     else:
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise NumericalError(f"model '{config.model}': tensor '{name}' is not finite")
-    stored = checkpoint.state_dict.values() if checkpoint is not None else ()
-    _note_low_precision([*stored, *model.parameters()], config.dtype, notes)
+                raise NumericalError(f"model '{spec}': tensor '{name}' is not finite")
     return model, checkpoint
 
 
@@ -217,3 +256,126 @@ def _lightning_kwargs(
             f"built {factory.__name__} with the checkpoint's hyper_parameters ({listed}{more})"
         )
     return kwargs
+
+
+# ---------------------------------------------------------------- archives as the model
+def _archive_model(
+    config: ProblemSettings, kwargs: Mapping[str, Any], notes: dict[str, str]
+) -> tuple[nn.Module, Checkpoint]:
+    """The module a TorchScript or ``torch.export`` archive holds (no ``model`` given)."""
+    no_model = InputError(
+        "no model given: a checkpoint holds weights, not the architecture",
+        hint="pass `model=package.module:callable` or set model.spec in a config file; a "
+        "TorchScript or torch.export archive is its own model with `trust_checkpoint=True`",
+    )
+    if config.checkpoint is None or config.checkpoint.startswith("sample:"):
+        raise no_model
+    path = Path(config.checkpoint)
+    check_file(path, "checkpoint")
+    scripted = is_torchscript(path)
+    if not scripted and not is_exported_program(path):
+        raise no_model
+    where = f"checkpoint {path}"
+    if kwargs:
+        raise InputError(
+            f"{where}: the archive is the model, so the model keyword arguments "
+            f"{', '.join(map(repr, kwargs))} have nothing to go to",
+            hint="drop `model_args` and model.kwargs, or pass `model` to build the model",
+        )
+    sha = file_sha256(path)
+    if scripted:
+        model: nn.Module = ScriptedModel(load_torchscript(path, trust=config.trust_checkpoint))
+        fmt = "torchscript"
+        notes["model"] = (
+            "the TorchScript module stored in the archive (its parameters are named scripted.*)"
+        )
+    else:
+        program = load_exported_program(path, trust=config.trust_checkpoint)
+        model = exported_module(program, where)
+        fmt = "torch.export"
+        notes["model"] = (
+            "the torch.export program stored in the archive; its train/eval behaviour was "
+            "fixed when it was exported (`mode` does not change it)"
+        )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise InputError(
+            f"{where}: the archive's module has no trainable parameters (a frozen module holds "
+            "its weights as constants)",
+            hint="save it without torch.jit.freeze, or pass `model` and load the weights into it",
+        )
+    checkpoint = Checkpoint(str(path), dict(model.state_dict()), fmt, sha)
+    return model, checkpoint
+
+
+def _guarded_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """An exported module's forward, with its shape guards' ``AssertionError`` as an
+    :class:`InputError`."""
+    try:
+        return type(self).forward(self, *args, **kwargs)
+    except AssertionError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "a shape guard failed"
+        raise InputError(
+            f"the exported program does not take these inputs ({first})",
+            hint="export it with a dynamic batch dimension (dynamic_shapes), or choose "
+            "`batch_size` and `max_samples` so that every batch has the exported size",
+        ) from None
+
+
+def exported_module(program: Any, where: str) -> nn.Module:
+    """The ``nn.Module`` of an exported program, usable by the objective: ``train()``/``eval()``
+    only set flags (the graph's mode was fixed at export), a failed shape guard is an
+    :class:`InputError`, and second derivatives are checked to go through the graph."""
+    module = program.module()
+    for name in ("train", "eval"):  # instance overrides that raise NotImplementedError
+        module.__dict__.pop(name, None)
+    module.forward = types.MethodType(_guarded_forward, module)
+    check_second_order(module, program.example_inputs, where)
+    return module
+
+
+def check_second_order(module: nn.Module, example: Any, where: str) -> None:
+    """Differentiate twice through ``module`` at its ``example`` inputs (``(args, kwargs)``),
+    restoring any buffer the forward updates; an :class:`InputError` when autograd cannot."""
+    if not example:
+        return
+    args, kwargs = example
+    inputs = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if torch.is_tensor(t)]
+    if any(t.device.type != "cpu" for t in inputs):
+        return  # exported on another device: the first batch will tell
+    params = [p for p in module.parameters() if p.requires_grad]
+    buffers = {name: b.detach().clone() for name, b in module.named_buffers()}
+    try:
+        out = module(*args, **kwargs)
+        leaves = [
+            t
+            for t in torch.utils._pytree.tree_leaves(out)
+            if torch.is_tensor(t) and t.is_floating_point() and t.requires_grad
+        ]
+        if not leaves or not params:
+            return
+        value = sum(t.square().sum() for t in leaves)
+        grads = torch.autograd.grad(value, params, create_graph=True, allow_unused=True)
+        used = [(g, p) for g, p in zip(grads, params, strict=True) if g is not None]
+        if used and any(g.requires_grad for g, _ in used):
+            torch.autograd.grad(
+                sum(g.sum() for g, _ in used if g.requires_grad),
+                [p for _, p in used],
+                allow_unused=True,
+            )
+    except InputError:
+        raise
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
+        raise InputError(
+            f"{where}: second derivatives, which Hessian-vector products need, do not go "
+            f"through the exported graph ({first})",
+            hint="export the model in eval mode without run_decompositions(), or save "
+            "torch.save(model.state_dict(), path) and pass `model`",
+        ) from None
+    finally:
+        with torch.no_grad():
+            for name, b in module.named_buffers():
+                if name in buffers:
+                    b.copy_(buffers[name])
