@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -146,6 +147,26 @@ def test_a_vision_model_by_name_takes_model_args(tmp_path, package, model):
     payload = json.loads(result.stdout)
     assert payload["num_parameters"] == 11_181_642  # resnet18 with a 10-class head
     assert payload["lambda_max"] is not None
+
+
+def test_timm_names_are_built_without_pretrained_weights(monkeypatch):
+    import types
+
+    from landscape_cli.problem.model_sources import build_model
+
+    calls = []
+
+    def create_model(name, **kwargs):
+        calls.append((name, kwargs))
+        return nn.Linear(8, 4)
+
+    monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=create_model))
+    build_model("timm:tiny_net", {"num_classes": 4})
+    build_model("timm:tiny_net", {"pretrained": False})
+    assert calls == [
+        ("tiny_net", {"pretrained": False, "num_classes": 4}),
+        ("tiny_net", {"pretrained": False}),
+    ]
 
 
 # ---------------------------------------------------------------- key prefixes

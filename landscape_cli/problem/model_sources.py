@@ -18,7 +18,6 @@ example inputs checks that the graph supports second derivatives before any data
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 import inspect
 import re
@@ -148,7 +147,11 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
         if not name:
             raise InputError(f"model '{spec}': name a timm model, e.g. timm:resnet18")
         timm = _import_vision_package("timm", spec)
-        return functools.partial(timm.create_model, name, pretrained=False)
+
+        def create_model(**kwargs: Any) -> Any:  # pretrained=False unless given (and false)
+            return timm.create_model(name, **{"pretrained": False, **kwargs})
+
+        return create_model
     top = spec.partition(":")[0].split(".")[0]
     if top in VISION_PACKAGES:
         _import_vision_package(top, spec)
