@@ -396,6 +396,19 @@ def test_torchscript_archive_as_the_model_runs_spectrum_from_the_command_line(tm
     assert "TorchScript" in payload["notes"]["model"]
 
 
+def test_a_scripted_convolutional_network_computes_blocks_of_products_in_a_loop(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+    archive = save_scripted(net, tmp_path / "conv.ts.pt")
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 1, 6, generator=generator), torch.randint(0, 3, (6,), generator=generator)
+    torch.save({"x": x, "y": y}, tmp_path / "d.pt")
+    objective = objective_of(
+        checkpoint=str(archive), data=str(tmp_path / "d.pt"), trust_checkpoint=True
+    )
+    assert objective.hvp_block_mode == "loop"  # as for the eager network (BENCHMARKS.md)
+
+
 def test_torchscript_archive_with_a_model_loads_its_weights_into_the_factory(tmp_path):
     torch.manual_seed(3)
     from landscape_cli.sample_models import mlp
