@@ -504,3 +504,24 @@ def test_exported_program_with_a_model_loads_its_weights_into_the_factory(tmp_pa
     )
     assert objective.checkpoint.format == "torch.export"
     assert torch.equal(objective.model[0].weight, net[0].weight)
+
+
+def test_track_follows_a_series_of_archives_that_are_their_own_models(tmp_path):
+    data = tiny_data(tmp_path / "d.pt")
+    paths = [str(save_exported(tiny_net(), tmp_path / f"step{k}.pt2")) for k in (1, 2)]
+    result = runner.invoke(
+        app,
+        ["track", *paths, "--data", str(data), "--trust-checkpoint", "--no-trace", "--json"],
+    )
+    assert result.exit_code == 0, result.stderr
+    points = json.loads(result.stdout)["points"]
+    assert len(points) == 2 and points[0]["lambda_max"] == pytest.approx(points[1]["lambda_max"])
+
+
+def test_track_of_weights_without_a_model_is_the_usual_error(tmp_path):
+    torch.save(tiny_net().state_dict(), tmp_path / "step1.pt")
+    data = tiny_data(tmp_path / "d.pt")
+    line = one_line_error(
+        runner.invoke(app, ["track", str(tmp_path / "step1.pt"), "--data", str(data)])
+    )
+    assert "no model given" in line
