@@ -93,6 +93,16 @@ def test_a_model_arg_with_invalid_yaml_is_one_line():
     assert "--model-arg hidden=[1," in line and "invalid YAML" in line
 
 
+def test_a_long_model_arg_is_shown_cut_in_its_error():
+    line = one_line_error(
+        runner.invoke(
+            app,
+            ["inspect", "--model", MLP, "--data", "sample:blobs", "--model-arg", "a=" + "[" * 5000],
+        )
+    )
+    assert "--model-arg a=[[[" in line and "...:" in line and len(line) < 300
+
+
 def test_a_model_arg_without_a_value_is_one_line():
     line = one_line_error(
         runner.invoke(

@@ -75,12 +75,13 @@ def model_kwargs(config: ProblemSettings) -> dict[str, Any]:
     for item in config.model_args:
         key, sep, text = item.partition("=")
         key = key.strip()
+        where = f"`model_args={item if len(item) <= 60 else item[:57] + '...'}`"
         if not sep or not _KEY.fullmatch(key):
             raise InputError(
-                f"`model_args={item}`: expected KEY=VALUE with KEY a Python identifier",
+                f"{where}: expected KEY=VALUE with KEY a Python identifier",
                 hint="e.g. `model_args=num_classes=10`",
             )
-        kwargs[key] = load_yaml(text, f"`model_args={item}`") if text.strip() else None
+        kwargs[key] = load_yaml(text, where) if text.strip() else None
     return kwargs
 
 
