@@ -431,6 +431,25 @@ def test_torchscript_archive_with_a_model_loads_its_weights_into_the_factory(tmp
     assert objective.checkpoint.format == "torchscript"
 
 
+def test_another_archive_loads_into_a_scripted_model_by_its_own_names(tmp_path):
+    from landscape_cli.analyses.directions import other_parameters
+    from landscape_cli.problem.loading import load_checkpoint
+
+    data = tiny_data(tmp_path / "d.pt")
+    objective = objective_of(
+        checkpoint=str(save_scripted(tiny_net(), tmp_path / "a.ts.pt")),
+        data=str(data),
+        trust_checkpoint=True,
+    )
+    torch.manual_seed(7)
+    other = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    state = load_checkpoint(save_scripted(other, tmp_path / "b.ts.pt"), trust=True).state_dict
+    flat, _ = other_parameters(objective, state, "checkpoint b.ts.pt")
+    expected = torch.cat([p.detach().double().reshape(-1) for p in other.parameters()])
+    assert torch.equal(flat, expected)
+    assert objective.parameter_names[0] == "scripted.0.weight"
+
+
 def test_model_args_are_refused_when_the_archive_is_the_model(tmp_path):
     archive = save_scripted(tiny_net(), tmp_path / "model.ts.pt")
     data = tiny_data(tmp_path / "d.pt")

@@ -58,7 +58,8 @@ _KEY = re.compile(r"[A-Za-z_]\w*")
 class ScriptedModel(nn.Module):
     """A TorchScript module as an ordinary one: ``scripted`` holds it, so that
     :func:`torch.func.functional_call` (which refuses a scripted module at the top) swaps its
-    parameters, and forward hooks can be added to the holder."""
+    parameters, and forward hooks can be added to the holder. Its ``state_dict`` is the scripted
+    module's (no ``scripted.`` prefix), so another archive's weights load into it as they are."""
 
     def __init__(self, scripted: torch.jit.ScriptModule) -> None:
         super().__init__()
@@ -66,6 +67,12 @@ class ScriptedModel(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.scripted(*args, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self.scripted.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        return self.scripted.load_state_dict(state_dict, *args, **kwargs)
 
 
 def model_kwargs(config: ProblemSettings) -> dict[str, Any]:
