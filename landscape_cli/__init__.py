@@ -31,7 +31,7 @@ _EXPORTS = {
     "make_objective": "problem.loading",
     "build_objective": "problem.loading",
     "load_checkpoint": "problem.loading",
-    "build_model": "problem.loading",
+    "build_model": "problem.model_sources",
     "load_data": "problem.loading",
     "load_loss": "problem.losses",
     "SplitLoss": "problem.losses",

@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from landscape_cli import sample_models
 from landscape_cli.cli import app
 from landscape_cli.errors import InputError, NumericalError
-from landscape_cli.problem.loading import apply_state_dict, build_model, load_checkpoint, load_data
+from landscape_cli.problem.loading import apply_state_dict, load_checkpoint, load_data
 from landscape_cli.problem.losses import load_loss
+from landscape_cli.problem.model_sources import build_model
 
 
 def mlp() -> nn.Module:

@@ -250,6 +250,7 @@ def _closed_early(args: list[str], cwd: Path, read: int) -> tuple[int, str, byte
 def test_track_jsonl_into_a_closed_pipe_stops_quietly_with_exit_141(tmp_path):
     code, stderr, taken = _closed_early(
         ["track", str(CHECKPOINTS / "mlp.pt"), str(CHECKPOINTS / "mlp_training.pt"),
+         "--model", "landscape_cli.sample_models.mlp:build", "--data", "sample:blobs",
          "--no-trace", "--jsonl"],
         tmp_path, read=1,
     )  # fmt: skip

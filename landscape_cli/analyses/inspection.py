@@ -20,6 +20,8 @@ class InspectionResult:
     data: dict[str, Any]
     checkpoint_format: str | None
     graph_megabytes: float
+    #: the prefix stripped from every checkpoint key to fit the model (``"net."``), or None
+    checkpoint_prefix: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = self.info.to_dict()
@@ -28,6 +30,7 @@ class InspectionResult:
                 "parameters": self.parameters,
                 "data": self.data,
                 "checkpoint_format": self.checkpoint_format,
+                "checkpoint_prefix": self.checkpoint_prefix,
                 "graph_megabytes": self.graph_megabytes,
             }
         )
@@ -86,4 +89,5 @@ def inspect_objective(
         data=data,
         checkpoint_format=None if checkpoint is None else checkpoint.format,
         graph_megabytes=round(objective.graph_bytes / 2**20, 3),
+        checkpoint_prefix=getattr(checkpoint, "key_prefix", "") or None,
     )

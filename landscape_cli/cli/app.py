@@ -376,7 +376,7 @@ def track(
         check_out(out)
         paths = expand_checkpoints([p for p in [first, *(more or [])] if p], from_dir)
         with analysis_phase(run.quiet or jsonl) as progress:
-            cfg = config_without_checkpoint(flags, run.config)
+            cfg = config_without_checkpoint(flags, run.config, paths[0] if paths else None)
             result = analyze_track(
                 paths,
                 cfg,

@@ -173,11 +173,13 @@ def analysis_command(
             return inspect.Parameter(name, keyword, default=default, annotation=annotation)
 
         checkpoint = Annotated[str | None, typer.Argument(help=checkpoint_help, show_default=False)]
+        # --config right after what it usually names: the model (and its arguments), data, loss
+        head = 1 + next((i for i, g in enumerate(early) if g.key == "loss"), 2)
         parameters = [
             param("checkpoint", checkpoint),
-            *(param(g.parameter, typer_annotation(g.spec), _default(g.spec)) for g in early[:3]),
+            *(param(g.parameter, typer_annotation(g.spec), _default(g.spec)) for g in early[:head]),
             param("config", ConfigOpt),
-            *(param(g.parameter, typer_annotation(g.spec), _default(g.spec)) for g in early[3:]),
+            *(param(g.parameter, typer_annotation(g.spec), _default(g.spec)) for g in early[head:]),
             *own,
             *(param(g.parameter, typer_annotation(g.spec), _default(g.spec)) for g in late),
             param("json_output", JsonOpt, False),

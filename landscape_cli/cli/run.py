@@ -305,10 +305,18 @@ def run_analysis(
             getattr(terminal, printer)(result)
 
 
-def config_without_checkpoint(flags: dict[str, Any], config_file: str | None) -> Any:
-    """The run config without a checkpoint (track sets one per file)."""
+def config_without_checkpoint(
+    flags: dict[str, Any], config_file: str | None, first: str | None = None
+) -> Any:
+    """The run config of a series of checkpoints starting with ``first``, without a checkpoint
+    (track sets one per file): resolved as for ``first`` alone, so that a checkpoint without a
+    model is the usual error rather than the bundled sample's model, and an archive that holds
+    its model is its own model."""
+    import dataclasses
+
     from ..io.config import resolve_run_config
 
-    config = resolve_run_config({**flags, "checkpoint": None}, config_file)
+    config = resolve_run_config({**flags, "checkpoint": first}, config_file)
+    config = dataclasses.replace(config, checkpoint=None)
     join_process_group(config)
     return config

@@ -3,18 +3,19 @@
 Every failure a user can cause raises :class:`~landscape_cli.errors.InputError` (exit code 2)
 with a one-line message naming the culprit, or :class:`~landscape_cli.errors.NumericalError`
 (exit code 3) for non-finite weights. Checkpoints are loaded with ``torch.load(weights_only=True)``
-unless the caller passes ``trust=True`` (the CLI's ``--trust-checkpoint``): a full pickle and a
-TorchScript archive can run arbitrary code, so TorchScript is refused without it.
+unless the caller passes ``trust=True`` (the CLI's ``--trust-checkpoint``): a full pickle, a
+TorchScript archive and a ``torch.export`` program can run arbitrary code, so the archives are
+refused without it.
 
-Kept as one module: checkpoint formats, model factories, data and the loss meet here, each
-checked against the others (keys against the model, data against its inputs) before the
-objective is built; the file-format readers of data live in :mod:`.data_files`.
+Kept as one module: checkpoint formats, data and the loss meet here, each checked against the
+others (keys against the model, data against its inputs) before the objective is built; the
+file-format readers of data live in :mod:`.data_files`, and where the model comes from (a
+factory, timm, a LightningModule, the archive itself) in :mod:`.model_sources`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import pickle
 import warnings
@@ -43,10 +44,10 @@ from .distributed import launched_by_torchrun
 from .losses import LossFn, load_loss
 from .modes import mode_note
 from .settings import ProblemSettings
+from .user_code import import_object
 
 if TYPE_CHECKING:
     from .objective import Objective
-from .user_code import import_object
 
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
 STRIPPABLE_PREFIXES = ("module.", "model.", "_orig_mod.")
@@ -59,9 +60,11 @@ class Checkpoint:
 
     path: str
     state_dict: dict[str, torch.Tensor]
-    format: str  # "state_dict", "nested:<key>", "safetensors", "torchscript"
+    format: str  # "state_dict", "nested:<key>", "safetensors", "torchscript", "torch.export"
     sha256: str
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. optimizer state, epoch
+    #: the prefix stripped from every key to fit the model (``"net."``), "" when none was
+    key_prefix: str = ""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -73,7 +76,7 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _check_file(path: Path, what: str) -> None:
+def check_file(path: Path, what: str) -> None:
     if not path.exists():
         raise InputError(f"{what} {path}: file not found", hint="check the path")
     if path.is_dir():
@@ -109,20 +112,70 @@ def check_plain_tensors(tensors: Mapping[str, Any], where: str) -> None:
         )
 
 
-def _is_torchscript(path: Path) -> bool:
-    """Whether ``path`` is a TorchScript archive: a zip holding ``constants.pkl`` (the test
-    ``torch.load`` applies) or serialised ``code/``, at any depth."""
+def _zip_names(path: Path) -> list[str]:
+    """The member names of a zip archive; none for any other file."""
     if not zipfile.is_zipfile(path):
-        return False
+        return []
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            return archive.namelist()
     except (zipfile.BadZipFile, OSError):
-        return False
+        return []
+
+
+def is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip holding ``constants.pkl`` (the test
+    ``torch.load`` applies) or serialised ``code/``, at any depth."""
     return any(
         name.rsplit("/", 1)[-1] == "constants.pkl" or name.startswith("code/") or "/code/" in name
-        for name in names
+        for name in _zip_names(path)
     )
+
+
+def is_exported_program(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.export.save`` archive (``.pt2``): a zip holding an
+    ``archive_format`` record and the serialised program under ``models/``."""
+    names = _zip_names(path)
+    leaves = {name.rsplit("/", 1)[-1] for name in names}
+    return "archive_format" in leaves and any("models/" in name for name in names)
+
+
+def load_torchscript(path: str | Path, *, trust: bool = False) -> torch.jit.ScriptModule:
+    """The module of a TorchScript archive; loading one runs the code it holds, so it is refused
+    unless ``trust`` (what it prints goes to stderr)."""
+    where = f"checkpoint {path}"
+    if not trust:
+        raise InputError(
+            f"{where}: is a TorchScript archive, and loading one runs code stored in the file "
+            "(which can write files)",
+            hint="pass `trust_checkpoint=True` if you trust its source, or re-save the weights "
+            "with torch.save(model.state_dict(), path)",
+        )
+    try:
+        with warnings.catch_warnings(), stdout_to_stderr():  # its print() is not our output
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates it
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise InputError(f"{where}: TorchScript archive cannot be loaded ({exc})") from None
+
+
+def load_exported_program(path: str | Path, *, trust: bool = False) -> Any:
+    """The :class:`torch.export.ExportedProgram` of a ``.pt2`` archive; refused unless ``trust``,
+    since deserialising a program can run code the file names."""
+    where = f"checkpoint {path}"
+    if not trust:
+        raise InputError(
+            f"{where}: is a torch.export program, and loading one can run code the file names",
+            hint="pass `trust_checkpoint=True` if you trust its source, or re-save the weights "
+            "with torch.save(model.state_dict(), path)",
+        )
+    try:
+        with warnings.catch_warnings(), stdout_to_stderr():
+            warnings.simplefilter("ignore", FutureWarning)  # pytree deprecations inside torch
+            return torch.export.load(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{where}: torch.export program cannot be loaded ({first})") from None
 
 
 def _torch_load(path: Path, trust: bool) -> Any:
@@ -202,14 +255,14 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
 
     Accepts a plain ``state_dict``, a nested training checkpoint (weights under ``state_dict``,
     ``model_state_dict``, ``model``, …; the other entries are kept in :attr:`Checkpoint.extra`),
-    a ``.safetensors`` file, or a TorchScript archive (its ``state_dict``; only with ``trust``,
-    since loading one runs the code it holds). Prefixes such as
-    ``module.`` (DDP) and ``model.`` (Lightning) are stripped when matching a model, see
-    :func:`apply_state_dict`.
+    a ``.safetensors`` file, a TorchScript archive or a ``torch.export`` program (``.pt2``; their
+    ``state_dict``, only with ``trust``, since loading one runs code from the file). Prefixes
+    such as ``module.`` (DDP), ``model.`` or ``net.`` (a LightningModule's attribute) are
+    stripped when matching a model, see :func:`apply_state_dict`.
     """
     path = Path(path)
     where = f"checkpoint {path}"
-    _check_file(path, "checkpoint")
+    check_file(path, "checkpoint")
     sha = file_sha256(path)
     if path.suffix == ".safetensors":
         try:
@@ -224,44 +277,66 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> Checkpoint:
             raise InputError(f"{where}: not a valid safetensors file ({exc})") from None
         check_plain_tensors(tensors, where)
         return Checkpoint(str(path), dict(tensors), "safetensors", sha)
-    if _is_torchscript(path):
-        if not trust:
-            raise InputError(
-                f"{where}: is a TorchScript archive, and loading one runs code stored in the file "
-                "(which can write files)",
-                hint="pass `trust_checkpoint=True` if you trust its source, or re-save the weights "
-                "with torch.save(model.state_dict(), path)",
-            )
-        try:
-            with warnings.catch_warnings(), stdout_to_stderr():  # its print() is not our output
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates it
-                scripted = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise InputError(f"{where}: TorchScript archive cannot be loaded ({exc})") from None
+    if is_torchscript(path):
+        scripted = load_torchscript(path, trust=trust)
         return Checkpoint(str(path), dict(scripted.state_dict()), "torchscript", sha)
+    if is_exported_program(path):
+        module = load_exported_program(path, trust=trust).module()
+        return Checkpoint(str(path), dict(module.state_dict()), "torch.export", sha)
     obj = _torch_load(path, trust)
     state, fmt, extra = _unnest(obj, where)
     check_plain_tensors(state, where)
     return Checkpoint(str(path), state, fmt, sha, extra)
 
 
+def _attribute_prefix(state: Mapping[str, Any], expected: set[str], where: str) -> str | None:
+    """The one first key component ``X.`` under which every key of the model is found (a
+    LightningModule's ``self.net = ...`` saves ``net.0.weight``), or ``None``."""
+    candidates = sorted({key.split(".", 1)[0] + "." for key in state if "." in key})
+    fitting = []
+    for prefix in candidates:
+        inner = {key[len(prefix) :] for key in state if key.startswith(prefix)}
+        if expected <= inner and not inner & {k for k in state if not k.startswith(prefix)}:
+            fitting.append(prefix)
+    if len(fitting) > 1:
+        raise InputError(
+            f"{where}: every key of the model is found under each of the prefixes "
+            f"{_names(fitting)}, so which network to load is ambiguous",
+            hint="save the state_dict of the one network to analyse",
+        )
+    return fitting[0] if fitting else None
+
+
 def _strip_to_match(
-    state: Mapping[str, torch.Tensor], expected: set[str]
-) -> dict[str, torch.Tensor]:
-    """Strip wrapper prefixes (``module.``, ``model.``, ``_orig_mod.``) while that improves the match."""
+    state: Mapping[str, torch.Tensor], expected: set[str], where: str
+) -> tuple[dict[str, torch.Tensor], str]:
+    """``state`` with the prefixes stripped that make it fit the model's keys ``expected``, and
+    those prefixes.
+
+    Wrapper prefixes (``module.``, ``model.``, ``_orig_mod.``) are stripped while every key
+    carries one and stripping improves the match. Then, when the checkpoint holds more keys than
+    the model, a single first component ``X.`` is stripped if every key of the model is found
+    among the keys starting with it; keys without it are kept, and so are unexpected (strict).
+    """
     current = dict(state)
+    stripped = ""
     while True:
         overlap = len(expected & set(current))
         if overlap == len(current):
-            return current
+            return current, stripped
         for prefix in STRIPPABLE_PREFIXES:
             if current and all(k.startswith(prefix) for k in current):
-                stripped = {k[len(prefix) :]: v for k, v in current.items()}
-                if len(expected & set(stripped)) > overlap:
-                    current = stripped
+                candidate = {k[len(prefix) :]: v for k, v in current.items()}
+                if len(expected & set(candidate)) > overlap:
+                    current, stripped = candidate, stripped + prefix
                     break
         else:
-            return current
+            prefix = _attribute_prefix(current, expected, where)
+            if prefix is None:
+                return current, stripped
+            return {
+                (k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in current.items()
+            }, stripped + prefix
 
 
 def _names(keys: list[str], limit: int = 5) -> str:
@@ -269,13 +344,16 @@ def _names(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    """Load ``state`` into ``model`` strictly, naming missing/unexpected keys and shape mismatches.
+def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> str:
+    """Load ``state`` into ``model`` strictly, naming missing/unexpected keys and shape mismatches;
+    return the prefix stripped from the keys to fit (``"net."``; ``""`` when none was).
 
-    Raises :class:`NumericalError` when a floating-point tensor holds NaN or Inf (named).
+    Floating-point weights of any precision (``bfloat16``, ``float16``) load into the model's
+    own dtype. Raises :class:`NumericalError` when a floating-point tensor holds NaN or Inf
+    (named).
     """
     expected = model.state_dict()
-    state = _strip_to_match(state, set(expected))
+    state, stripped = _strip_to_match(state, set(expected), where)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -319,30 +397,7 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where:
                 hint="the checkpoint was saved after training diverged; use an earlier one",
             )
     model.load_state_dict(dict(state), strict=True)
-
-
-def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """Call the model factory named by ``spec`` with ``kwargs``; it must return an ``nn.Module``."""
-    factory = import_object(spec, "model")
-    if not callable(factory):
-        raise InputError(f"model '{spec}': is not callable")
-    try:
-        inspect.signature(factory).bind(**dict(kwargs or {}))
-    except TypeError as exc:
-        raise InputError(
-            f"model '{spec}': bad keyword arguments: {exc}", hint="check model.kwargs"
-        ) from None
-    except ValueError:  # no signature available (some builtins): let the call decide
-        pass
-    try:
-        model = factory(**dict(kwargs or {}))
-    except Exception as exc:
-        if is_out_of_memory(exc):
-            raise
-        raise InputError(f"model '{spec}': the factory raised {exc!r}") from None
-    if not isinstance(model, nn.Module):
-        raise InputError(f"model '{spec}': returned {type(model).__name__}, expected an nn.Module")
-    return model
+    return stripped
 
 
 def _as_tensor(value: Any, name: str, where: str) -> torch.Tensor:
@@ -452,7 +507,7 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
     suffix = path.suffix.lower()
     where = f"data {spec}"
     if suffix in (".pt", ".pth"):
-        _check_file(path, "data")
+        check_file(path, "data")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -470,13 +525,13 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
             tensor_batches(_as_samples(obj, where), batch_size, max_samples, spec), where
         )
     if suffix == ".npz":
-        _check_file(path, "data")
+        check_file(path, "data")
         obj = read_npz(path, max_samples, where)
         return _finite_inputs(
             tensor_batches(_as_samples(obj, where), batch_size, max_samples, spec), where
         )
     if suffix in (".h5", ".hdf5"):
-        _check_file(path, "data")
+        check_file(path, "data")
         obj = read_h5(path, max_samples, where)
         return _finite_inputs(
             tensor_batches(_as_samples(obj, where), batch_size, max_samples, spec), where
@@ -553,14 +608,10 @@ def build_objective(
     The returned objective carries the checkpoint's provenance in ``objective.checkpoint``.
     """
     from .huggingface import check_directory, load_huggingface
+    from .model_sources import load_model
     from .objective import Objective
 
     huggingface = config.checkpoint is not None and check_directory(config.checkpoint, config.model)
-    if config.model is None and not huggingface:
-        raise InputError(
-            "no model given: a checkpoint holds weights, not the architecture",
-            hint="pass `model=package.module:callable`, or set model.spec in a config file",
-        )
     device = resolve_device(config.device)
     if config.threads is not None:
         try:
@@ -572,21 +623,15 @@ def build_objective(
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     notes: dict[str, str] = {}  # what loading did to the model or checkpoint, by topic
     default_loss = "cross_entropy"
-    checkpoint = None
     if huggingface:  # its config.json names the architecture and implies the loss
         loaded = load_huggingface(config.checkpoint, dtype=dtype, trust=config.trust_checkpoint)
         model, checkpoint, notes = loaded.model, loaded.checkpoint, dict(loaded.notes)
         default_loss = loaded.default_loss or default_loss
-    else:
-        model = build_model(config.model, config.model_kwargs)
-        if config.checkpoint is not None:
-            checkpoint = load_checkpoint(config.checkpoint, trust=config.trust_checkpoint)
-            apply_state_dict(model, checkpoint.state_dict, f"checkpoint {config.checkpoint}")
-    if checkpoint is None or huggingface:
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                source = config.checkpoint if huggingface else f"model '{config.model}'"
-                raise NumericalError(f"{source}: tensor '{name}' is not finite")
+                raise NumericalError(f"{config.checkpoint}: tensor '{name}' is not finite")
+    else:
+        model, checkpoint = load_model(config, notes)
     loss_fn = load_loss(config.loss or default_loss)
     batches = load_data(config.data, config.batch_size, config.max_samples)
     if determinism_check:

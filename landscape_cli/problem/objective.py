@@ -233,7 +233,12 @@ class Objective:
         if hvp_block not in ("auto", "batched", "loop"):
             raise ValueError(f"hvp_block must be auto, batched or loop, got {hvp_block!r}")
         if hvp_block == "auto":
-            convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+            convolutional = any(
+                isinstance(m, nn.modules.conv._ConvNd)
+                # a scripted module keeps the name of its class
+                or getattr(m, "original_name", "") in ("Conv1d", "Conv2d", "Conv3d")
+                for m in model.modules()
+            )
             hvp_block = "loop" if convolutional else "batched"
         self.hvp_block_mode = hvp_block
         self.device = torch.device(device)

@@ -19,17 +19,27 @@ class ProblemSettings:
 
     checkpoint: str | None = option(
         None,
-        "Checkpoint (.pt/.pth/.bin state_dict or training checkpoint, .safetensors, TorchScript "
-        "with --trust-checkpoint, a Hugging Face model directory) or sample:NAME; none: the "
+        "Checkpoint (.pt/.pth/.bin/.ckpt state_dict or training checkpoint, .safetensors, "
+        "TorchScript or torch.export .pt2 with --trust-checkpoint, a Hugging Face model "
+        "directory) or sample:NAME; none: the "
         "bundled sample, or the model as its factory builds it.",
         flag=False,
     )
     model: str | None = option(
         None,
-        "Model factory: package.module:callable or path/file.py:callable returning an nn.Module.",
+        "Model factory: package.module:callable or path/file.py:callable returning an nn.Module "
+        "(or a LightningModule class), or timm:NAME; none with a TorchScript or torch.export "
+        "archive: the archive's own module.",
     )
     model_kwargs: Mapping[str, Any] | None = option(
         {}, "Keyword arguments of the model factory (model.kwargs in a config).", flag=False
+    )
+    model_args: tuple[str, ...] = option(
+        (),
+        "KEY=VALUE keyword argument of the model factory, the value read as YAML (10, true, "
+        "[64, 64]); repeatable; over model.kwargs.",
+        flag="--model-arg",
+        default_text="none",
     )
     data: str | None = option(
         None,
@@ -86,7 +96,7 @@ class ProblemSettings:
     )
     trust_checkpoint: bool = option(
         False,
-        "Allow full pickles (torch.load weights_only=False) and TorchScript archives; both can "
-        "run code from the file.",
+        "Allow full pickles (torch.load weights_only=False), TorchScript archives and "
+        "torch.export programs; all can run code from the file.",
         flag="--trust-checkpoint",
     )

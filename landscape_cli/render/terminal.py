@@ -216,7 +216,11 @@ def print_inspection(result: Any, console: Console | None = None) -> None:
             extra = f", {d['distinct_values']} distinct values" if "distinct_values" in d else ""
             console.print(f"  {key}: {escape(d['dtype'])} {tuple(d['shape'])}{extra}")
     if result.checkpoint_format:
-        console.print(f"checkpoint format: {escape(result.checkpoint_format)}")
+        stripped = getattr(result, "checkpoint_prefix", None)
+        console.print(
+            f"checkpoint format: {escape(result.checkpoint_format)}"
+            + (f" · prefix '{escape(stripped)}' stripped from its keys" if stripped else "")
+        )
     if result.info.hvp_mode == "cached":
         console.print(f"cached gradient graph: {result.graph_megabytes:.2f} MB")
     else:
