@@ -415,20 +415,25 @@ def test_a_folder_at_a_figure_or_page_name_is_refused_before_the_analysis(tmp_pa
     one_error_line(proc, 2, "R-density.png is a directory")
 
 
+#: The largest file a child of :func:`limit_file_size` may write: less than the report of
+#: ``previous`` and its HTML page, so that rewriting either fails.
+FILE_SIZE_LIMIT = 30_000
+
+
 def limit_file_size() -> None:
-    """In the child: files may not grow beyond 100 kB, as on a nearly full disk (EFBIG instead of
-    ENOSPC; SIGXFSZ ignored so that the write fails rather than the process)."""
+    """In the child: files may not grow beyond :data:`FILE_SIZE_LIMIT`, as on a nearly full disk
+    (EFBIG instead of ENOSPC; SIGXFSZ ignored so that the write fails rather than the process)."""
     import resource
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
 
 
 def test_a_full_disk_is_one_line_exit_74_and_keeps_the_old_report(previous, tmp_path):
     folder = tmp_path / "out"
     shutil.copytree(previous, folder)
     before = files(folder)
-    assert len(before["R.h5"]) > 100_000
+    assert len(before["R.h5"]) > FILE_SIZE_LIMIT and len(before["R.html"]) > FILE_SIZE_LIMIT
     proc = run_cli(
         "spectrum", "--out", "R.h5", "--seed", "1", *FAST, cwd=folder, preexec_fn=limit_file_size
     )
