@@ -447,7 +447,7 @@ def test_the_same_command_in_two_processes_prints_the_same_json(tmp_path, comman
 # ------------------------------------------------------------------ messages
 def _error_line(proc: subprocess.CompletedProcess, code: int = 2) -> str:
     assert proc.returncode == code, proc.stderr
-    lines = _without_plan(proc.stderr)  # an error found after the products follows the plan
+    lines = proc.stderr.strip().splitlines()  # bad input is refused before the plan line
     assert len(lines) == 1 and lines[0].startswith("landscape: error: "), proc.stderr
     return lines[0]
 

@@ -94,7 +94,7 @@ from .run_info import (
 )
 from .settings import ClassifySettings
 from .spectrum import SpectrumResult
-from .stability import NO_LEARNING_RATE, StabilityReport, stability_report
+from .stability import NO_LEARNING_RATE, StabilityReport, optimizer_state, stability_report
 
 LABELS = ("minimum", "saddle", "maximum", "degenerate", "not-critical")
 EXACT_FRACTION_MAX = 200  # parameters up to which the dense Hessian replaces Lanczos and SLQ
@@ -516,6 +516,7 @@ def classify_point(
             + (f" block {' '.join(spectrum.params)}" if spectrum.params else ""),
             hint="share a spectrum with `curvature=hessian` and no `params`",
         )
+    optimizer_state(objective, lr)  # a malformed state is refused before any product
     H = HessianOperator(objective)
     notes: dict[str, str] = {}
     n = objective.num_parameters

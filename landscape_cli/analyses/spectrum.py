@@ -55,7 +55,7 @@ from .run_info import (
 )
 from .settings import ClassifySettings, SpectrumSettings
 from .spread import SpreadResult, analyze_spread
-from .stability import NO_LEARNING_RATE, StabilityReport, stability_report
+from .stability import NO_LEARNING_RATE, StabilityReport, optimizer_state, stability_report
 
 
 def analyze_spectrum(
@@ -103,6 +103,8 @@ def analyze_spectrum(
     start = time.perf_counter()
     H = analysis_operator(objective, settings.curvature, settings.params)
     full_hessian = settings.curvature == "hessian" and not settings.params
+    if full_hessian:
+        optimizer_state(objective, lr)  # a malformed state is refused before any product
     notes: dict[str, str] = {}
     unrequested = "--lambda-max" if settings.lambda_max else ""  # why a quantity is missing
     warnings: list[str] = []

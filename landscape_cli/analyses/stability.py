@@ -299,6 +299,23 @@ def adam_preconditioner(objective: Objective, state: OptimizerState) -> torch.Te
     return correction1 * (torch.sqrt(v / correction2) + state.eps)
 
 
+def optimizer_state(objective: Objective, lr: float | None = None) -> OptimizerState | None:
+    """The optimizer state stored beside the weights of ``objective``'s checkpoint, parsed, with
+    ``lr`` (when given) replacing its learning rate, bad or not; ``None`` without one. Raises
+    :class:`InputError` for a malformed state: the analyses call it before their products, so
+    that a bad checkpoint costs no HVP."""
+    checkpoint = getattr(objective, "checkpoint", None)
+    raw = find_optimizer_state(checkpoint.extra) if checkpoint is not None else None
+    if raw is None:
+        return None
+    if lr is not None:
+        groups = raw.get("param_groups")
+        if isinstance(groups, (list, tuple)):
+            groups = [{**g, "lr": lr} if isinstance(g, Mapping) else g for g in groups]
+            raw = {**raw, "param_groups": groups}
+    return parse_optimizer_state(raw, f"checkpoint {checkpoint.path}")
+
+
 def stability_report(
     objective: Objective,
     lambda_max: float,
@@ -314,14 +331,7 @@ def stability_report(
     gives ``λ_max(P^{-1/2} H P^{-1/2})``.
     """
     checkpoint = getattr(objective, "checkpoint", None)
-    raw = find_optimizer_state(checkpoint.extra) if checkpoint is not None else None
-    where = f"checkpoint {checkpoint.path}" if checkpoint is not None else "checkpoint"
-    if raw is not None and lr is not None:  # the given rate replaces the stored one, bad or not
-        groups = raw.get("param_groups")
-        if isinstance(groups, (list, tuple)):
-            groups = [{**g, "lr": lr} if isinstance(g, Mapping) else g for g in groups]
-            raw = {**raw, "param_groups": groups}
-    state = parse_optimizer_state(raw, where) if raw is not None else None
+    state = optimizer_state(objective, lr)
     if lr is None and state is None:
         return None
     rate = float(lr) if lr is not None else state.lr  # type: ignore[union-attr]

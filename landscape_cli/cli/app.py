@@ -241,7 +241,7 @@ def report(
         target = Path(out)
         check_figure_targets(target.parent, target.stem, fmt, html=html, plots=plots)
         with analysis_phase(run.quiet) as progress:
-            cfg, objective = load(flags, run.config, progress)
+            cfg, objective = load(flags, run.config, progress, out)
             results = analyze_all(objective, cfg, surface=surface, progress=progress)
         if not is_primary():
             return

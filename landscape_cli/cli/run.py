@@ -259,11 +259,18 @@ def emit_json(payload: dict[str, Any]) -> None:
     stream.flush()
 
 
-def load(flags: dict[str, Any], config_file: str | None, progress: Callable[[str, int, int], None]):
-    """Resolve the configuration and build the objective (the shared start of every analysis)."""
+def load(
+    flags: dict[str, Any],
+    config_file: str | None,
+    progress: Callable[[str, int, int], None],
+    out: str | None = None,
+):
+    """Resolve the configuration and build the objective (the shared start of every analysis);
+    with ``out``, refuse a report of another checkpoint before any product is spent."""
     from functools import partial
 
     from ..io.config import resolve_run_config
+    from ..io.report_file import check_report_fits, objective_info
     from ..problem.loading import build_objective
 
     config = resolve_run_config(flags, config_file)
@@ -273,6 +280,8 @@ def load(flags: dict[str, Any], config_file: str | None, progress: Callable[[str
         progress=partial(progress, "load"),
         determinism_check=config.spectrum.determinism_check,
     )
+    if out is not None:
+        check_report_fits(out, objective_info(objective, config.seed))
     return config, objective
 
 
@@ -291,7 +300,7 @@ def run_analysis(
         if section is not None:
             check_out(out)
         with analysis_phase(run.quiet) as progress:
-            cfg, objective = load(flags, run.config, progress)
+            cfg, objective = load(flags, run.config, progress, out if section else None)
             result = analyze(objective, cfg, progress)
         if section is not None:
             write_out(out, section, result, cfg, objective)

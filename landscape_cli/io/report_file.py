@@ -173,13 +173,7 @@ def _root_attrs(
         if value is None:
             raise ValueError(f"objective_info needs {key!r} (no section carries it)")
         values[key] = value
-    for key in ("checkpoint_sha256", "num_parameters"):
-        old, new = existing.get(key), values[key]
-        if old not in (None, "") and new not in (None, "") and old != new:
-            raise InputError(
-                f"{path}: the report holds results for {key} = {old}, this run has {new}",
-                hint="write to another `out` file",
-            )
+    _refuse_another_checkpoint(path, existing, values)
     return {
         "schema": SCHEMA,
         "landscape_version": __version__,
@@ -193,6 +187,30 @@ def _root_attrs(
         "device": str(values["device"]),
         "dtype": str(values["dtype"]),
     }
+
+
+def _refuse_another_checkpoint(
+    path: Path, existing: Mapping[str, Any], values: Mapping[str, Any]
+) -> None:
+    """Raise :class:`InputError` when the report's checkpoint (hash, parameter count) is not the
+    run's: one report holds one checkpoint."""
+    for key in ("checkpoint_sha256", "num_parameters"):
+        old, new = existing.get(key), values.get(key)
+        if old not in (None, "") and new not in (None, "") and old != new:
+            raise InputError(
+                f"{path}: the report holds results for {key} = {old}, this run has {new}",
+                hint="write to another `out` file",
+            )
+
+
+def check_report_fits(path: str | os.PathLike[str], info: Mapping[str, Any]) -> None:
+    """Raise :class:`InputError` when the report at ``path`` (if any) holds results of another
+    checkpoint than ``info`` describes (:func:`objective_info`): checked before an analysis spends
+    its products, as :func:`write_report` checks again when it writes."""
+    path = Path(path)
+    existing = _existing_report_attrs(path)
+    if existing is not None:
+        _refuse_another_checkpoint(path, existing, info)
 
 
 def _existing_report_attrs(path: Path) -> dict[str, Any] | None:
