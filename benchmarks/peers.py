@@ -148,7 +148,8 @@ def load_workload(w: dict[str, Any], dtype: Any) -> tuple[Any, Any, Any]:
     """``(model, x, y)`` from the files the parent wrote (eval mode, ``dtype``)."""
     import torch
 
-    from landscape_cli.problem.loading import apply_state_dict, build_model, load_checkpoint
+    from landscape_cli.problem.loading import apply_state_dict, load_checkpoint
+    from landscape_cli.problem.model_sources import build_model
 
     model = build_model(w["model"], w.get("model_kwargs"))
     apply_state_dict(model, load_checkpoint(w["checkpoint"]).state_dict, w["checkpoint"])

@@ -150,7 +150,8 @@ def _pyhessian_inputs(w: dict[str, Any], device: str) -> tuple[Any, Any, Any]:
 
     data = torch.load(w["data"], weights_only=True)
     if w["kind"] == "image":
-        from landscape_cli.problem.loading import apply_state_dict, build_model, load_checkpoint
+        from landscape_cli.problem.loading import apply_state_dict, load_checkpoint
+        from landscape_cli.problem.model_sources import build_model
 
         model = build_model(w["model"])
         apply_state_dict(model, load_checkpoint(w["checkpoint"]).state_dict, w["checkpoint"])

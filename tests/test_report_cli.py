@@ -266,7 +266,9 @@ def _datasets(path):
 
 
 @pytest.mark.parametrize("save_eigenvectors", [False, True])
-def test_report_stores_each_vector_once_and_only_when_asked(tmp_path, save_eigenvectors):
+def test_report_stores_each_vector_once_and_only_when_asked(
+    tmp_path, monkeypatch, save_eigenvectors
+):
     import torch
 
     from landscape_cli.io.report_file import read_report
@@ -296,6 +298,19 @@ def test_report_stores_each_vector_once_and_only_when_asked(tmp_path, save_eigen
         vectors = read_report(path).spectrum.lanczos.top_vectors
         assert tuple(vectors.shape) == (n, 3)
         assert read_report(path, vectors=False).spectrum.lanczos.top_vectors is None
+        # plot draws without reading them
+        import landscape_cli.io.report_file
+
+        loaded = []
+
+        def recording(*args, **kwargs):
+            loaded.append(read_report(*args, **kwargs))
+            return loaded[-1]
+
+        monkeypatch.setattr(landscape_cli.io.report_file, "read_report", recording)
+        drawn = runner.invoke(app, ["plot", str(path), "--json"])
+        assert drawn.exit_code == 0, drawn.stderr
+        assert [r.spectrum.lanczos.top_vectors for r in loaded] == [None]
     else:  # no n-sized array at all: the report's size does not grow with the model
         assert big == {}
         assert size < 1_000_000
