@@ -802,6 +802,25 @@ def run_child(cmd: list[str], timeout: float) -> dict[str, Any]:
     }
 
 
+def child_result(run: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """The JSON object a child printed last (``run`` from :func:`run_child`), or why there is
+    none; ``ok`` is the exit status when the child does not say, and the child's wall time, peak
+    memory and the other processes' cores are added. A failure is logged."""
+    result: dict[str, Any]
+    try:
+        result = json.loads(run["stdout"].strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        tail = (run["stderr"].strip().splitlines() or ["no output"])[-1]
+        result = {"ok": False, "error": f"exit {run['returncode']}: {tail[:200]}"}
+    if run["timed_out"]:
+        result = {"ok": False, "error": f"timed out after {timeout:.0f} s"}
+    result.setdefault("ok", run["returncode"] == 0)
+    result.update(wall_s=run["wall_s"], peak_mb=run["peak_mb"], other=run["other"])
+    if not result["ok"]:
+        log(f"  failed: {result.get('error')}")
+    return result
+
+
 def whole_label(data: dict[str, Any]) -> str:
     """What a default ``landscape spectrum`` run did, read from its JSON (not hard-coded, so the
     label follows the defaults): Lanczos HVPs, trace method and HVPs, SLQ runs x steps."""
@@ -918,18 +937,7 @@ class Runner:
             [sys.executable, str(HERE / "peers.py"), "--worker", json.dumps(job)],
             timeout or self.args.timeout,
         )
-        result: dict[str, Any]
-        try:
-            result = json.loads(run["stdout"].strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError):
-            tail = (run["stderr"].strip().splitlines() or ["no output"])[-1]
-            result = {"ok": False, "error": f"exit {run['returncode']}: {tail[:200]}"}
-        if run["timed_out"]:
-            result = {"ok": False, "error": f"timed out after {timeout or self.args.timeout:.0f} s"}
-        result.update(wall_s=run["wall_s"], peak_mb=run["peak_mb"], other=run["other"])
-        if not result.get("ok"):
-            log(f"  failed: {result.get('error')}")
-        return result
+        return child_result(run, timeout or self.args.timeout)
 
 
 # ----------------------------------------------------------------------------------- formatting

@@ -256,24 +256,12 @@ class Runner:
         self.args = args
 
     def _run(self, cmd: list[str]) -> dict[str, Any]:
-        from peers import run_child
+        from peers import child_result, run_child
         from run import wait_for_idle
 
         if self.args.wait:
             wait_for_idle(self.args.max_wait)
-        run = run_child(cmd, self.args.timeout)
-        try:
-            result = json.loads(run["stdout"].strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError):
-            tail = (run["stderr"].strip().splitlines() or ["no output"])[-1]
-            result = {"ok": False, "error": f"exit {run['returncode']}: {tail[:200]}"}
-        if run["timed_out"]:
-            result = {"ok": False, "error": f"timed out after {self.args.timeout:.0f} s"}
-        result.setdefault("ok", run["returncode"] == 0)
-        result.update(wall_s=run["wall_s"], peak_mb=run["peak_mb"], other=run["other"])
-        if not result["ok"]:
-            log(f"  failed: {result.get('error')}")
-        return result
+        return child_result(run_child(cmd, self.args.timeout), self.args.timeout)
 
     def child(self, name: str, w: dict[str, Any], **extra: Any) -> dict[str, Any]:
         job = {

@@ -468,35 +468,14 @@ def test_a_nan_learning_rate_in_the_optimizer_state_is_named_with_its_checkpoint
     state = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9).state_dict()
     state["param_groups"][0]["lr"] = float("nan")
     torch.save({"model": model.state_dict(), "optimizer": state}, tmp_path / "nan-lr.pt")
-    line = _error_line(
-        _landscape(
-            "spectrum",
-            "nan-lr.pt",
-            "--model",
-            "landscape_cli.sample_models.mlp:build",
-            "--data",
-            "sample:blobs",
-            *FAST,
-            cwd=tmp_path,
-        )
-    )
+    spectrum = ["spectrum", "nan-lr.pt", "--model", "landscape_cli.sample_models.mlp:build"]
+    spectrum += ["--data", "sample:blobs", *FAST]
+    line = _error_line(_landscape(*spectrum, cwd=tmp_path))
     assert line.startswith("landscape: error: checkpoint nan-lr.pt: ")
     assert "'lr' is nan, not a finite number" in line
     assert "pass --lr" in line
     # the way out it names: the given rate replaces the stored one, the momentum is still read
-    proc = _landscape(
-        "spectrum",
-        "nan-lr.pt",
-        "--model",
-        "landscape_cli.sample_models.mlp:build",
-        "--data",
-        "sample:blobs",
-        "--lr",
-        "0.1",
-        "--json",
-        *FAST,
-        cwd=tmp_path,
-    )
+    proc = _landscape(*spectrum, "--lr", "0.1", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     stability = json.loads(proc.stdout)["stability"]
     assert (stability["lr"], stability["lr_source"], stability["momentum"]) == (0.1, "--lr", 0.9)
