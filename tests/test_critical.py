@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from landscape_cli.analyses.classify import ClassifySettings, classify_point, decide
+from landscape_cli.analyses.classify import ClassifySettings, _evidence, classify_point, decide
 from landscape_cli.cli import app
 from landscape_cli.estimators.cg import conjugate_gradient
 from landscape_cli.io.config import resolve_run_config
@@ -95,15 +95,35 @@ def test_saddle_escape_matches_quadratic_exactly():
     [
         (dict(grad_norm=0.0, weight_norm=0.0, lambda_max=0.0, lambda_min=0.0), "degenerate"),
         (dict(grad_norm=1.0, weight_norm=0.0, lambda_max=0.0, lambda_min=0.0), "not-critical"),
-        (dict(grad_norm=1e-9, weight_norm=10.0, lambda_max=10.0, lambda_min=-1e-3), "minimum"),
-        # λ_min below -neg_tol·κ but within its error bound: not counted as negative
+        # λ_min/λ_max = -1e-4: below neg_tol, but a resolved sign is a descent direction
+        (dict(grad_norm=1e-9, weight_norm=10.0, lambda_max=10.0, lambda_min=-1e-3), "saddle"),
+        (
+            dict(
+                grad_norm=1e-9, weight_norm=10.0, lambda_max=10.0, lambda_min=-1e-3, rounding=2e-3
+            ),
+            "minimum",
+        ),
+        # λ_min below -neg_tol·κ but within its error bound: not significant, yet a Ritz value
+        # is a Rayleigh quotient, so λ_min(H) <= -0.05 whatever its residual says: weak
         (
             dict(grad_norm=0.0, weight_norm=1.0, lambda_max=10.0, lambda_min=-0.05, error_min=0.1),
+            "saddle",
+        ),
+        (
+            dict(
+                grad_norm=0.0,
+                weight_norm=1.0,
+                lambda_max=10.0,
+                lambda_min=-0.05,
+                error_min=0.1,
+                rounding=0.06,
+            ),
             "minimum",
         ),
         (dict(grad_norm=0.0, weight_norm=1.0, lambda_max=10.0, lambda_min=-0.05), "saddle"),
         (dict(grad_norm=0.02, weight_norm=1.0, lambda_max=10.0, lambda_min=1.0), "not-critical"),
         (dict(grad_norm=0.0, weight_norm=1.0, lambda_max=-1e-6, lambda_min=-5.0), "maximum"),
+        (dict(grad_norm=0.0, weight_norm=1.0, lambda_max=1e-4, lambda_min=-5.0), "saddle"),
     ],
 )
 def test_decision_rule(numbers, label):
@@ -278,3 +298,25 @@ def test_the_stationarity_step_is_symmetric_in_the_sign_of_the_curvature(f, w0, 
     result = classify_point(_function_objective(f, w0), ClassifySettings(newton=False))
     assert result.classification == label
     assert result.decision.relative_step == pytest.approx(result.decision.relative_gradient)
+
+
+def test_weak_negative_curvature_is_a_saddle_whose_evidence_says_weak() -> None:
+    numbers = dict(grad_norm=1e-9, lambda_max=10.0, lambda_min=-1e-3)
+    d = decide(weight_norm=10.0, error_min=1e-4, rounding=1e-5, **numbers)
+    assert d.classification == "saddle"
+    assert d.negative_weak and not d.negative_significant and d.positive_significant
+    evidence = _evidence(numbers, d, 0.0, 1e-3)
+    assert evidence.startswith("saddle with weak negative curvature")
+    assert "λ_min/λ_max = -0.0001" in evidence
+
+
+def test_maximum_evidence_names_its_flat_directions() -> None:
+    numbers = dict(grad_norm=0.0, lambda_max=1e-9, lambda_min=-5.0)
+    d = decide(weight_norm=1.0, rounding=1e-8, **numbers)
+    assert d.classification == "maximum" and d.degenerate_directions
+    assert "flat directions" in _evidence(numbers, d, 0.0, 1e-3)
+    sharp = decide(weight_norm=1.0, rounding=1e-8, grad_norm=0.0, lambda_max=-1.0, lambda_min=-5.0)
+    assert not sharp.degenerate_directions
+    assert "all curvature negative" in _evidence(
+        dict(grad_norm=0.0, lambda_max=-1.0, lambda_min=-5.0), sharp, 0.0, 1e-3
+    )

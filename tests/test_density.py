@@ -214,10 +214,11 @@ def test_slq_moments_equal_probe_quadratic_forms() -> None:
 
 
 def test_slq_breakdown_pads_with_nan() -> None:
-    # Three distinct eigenvalues with multiplicity 100: every run breaks down after 3 steps with the
-    # exact eigenvalues as nodes; the weights are ||P_k z||^2 / n ~ 1/3 each (sd ~0.05 per run).
+    # Three distinct eigenvalues with multiplicity 100, as a diagonal matrix whose products are
+    # exact: every run breaks down after 3 steps (a residual below one unit of rounding) with the
+    # exact eigenvalues as nodes; the weights are ||P_k z||^2 / n = 1/3 each.
     lam = np.repeat([-2.0, 0.5, 7.0], 100)
-    A = planted(lam, seed=42)
+    A = torch.diag(torch.as_tensor(lam))
     res = slq_density(A, runs=4, steps=10, seed=0)
     assert res.nodes.shape == (4, 10) and res.matvecs == 12
     np.testing.assert_allclose(res.nodes[:, :3], np.tile([-2.0, 0.5, 7.0], (4, 1)), atol=1e-11)

@@ -28,7 +28,7 @@ from landscape_cli.problem.seeding import derive_seed
 
 #: The default run's budget on the bundled samples: about half PyHessian's ~300 HVPs for top-5 +
 #: 100-probe trace + 100-step density (sample:mlp spends 141, in float32 and float64).
-DEFAULT_BUDGET = 150
+DEFAULT_BUDGET = 170
 
 
 @pytest.fixture(scope="module")

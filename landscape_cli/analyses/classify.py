@@ -27,10 +27,17 @@ always has a bulk of near-zero eigenvalues:
    when a node lies beyond the extremes run's Ritz value by more than its error bound and a
    tenth of ``neg_tol·κ`` (an eigenvalue the extremes run had not found when its residual test
    stopped it, e.g. a small negative eigenvalue below a tight bulk near 0), that node is the
-   estimate, with error bound 0 as evidence of its sign.
+   estimate, with the rounding floor as its error bound.
+   Below significance, a sign is still *resolved* when the Ritz value is beyond the rounding floor
+   ``u`` of the run (:func:`~landscape_cli.estimators.lanczos.rounding_floor`): a Ritz value is a
+   Rayleigh quotient ``yᵀHy`` of a unit vector, so ``λ_min(H) ≤ θ_min + u`` and
+   ``λ_max(H) ≥ θ_max − u`` (Courant-Fischer) whatever its residual. Such curvature is *weak*.
 3. **Label.** Not stationary → ``not-critical``. ``κ ≤ zero_curvature`` → ``degenerate`` (the
-   Hessian is zero: higher-order terms decide, e.g. the monkey saddle). Both signs significant →
-   ``saddle``. Only positive → ``minimum``; only negative → ``maximum``; in both cases the
+   Hessian is zero: higher-order terms decide, e.g. the monkey saddle). Both signs significant, or
+   one significant and the other weak → ``saddle`` (a point with a resolved descent direction is
+   not a minimum however small it is; ``neg_tol`` says whether it is significant, and the evidence
+   says "weak negative curvature" with ``λ_min/λ_max``). Only positive → ``minimum``; only
+   negative → ``maximum``; in both cases the
    opposite extreme being indistinguishable from zero (``|λ| ≤ flat_tol·κ + e``, default
    ``flat_tol = 1e-6``) is reported as ``degenerate_directions``: flat directions where the
    second-order test is inconclusive, the normal state of a network. An ill-conditioned but
@@ -67,7 +74,7 @@ from ..errors import InputError, numerical_errors
 from ..estimators.cg import conjugate_gradient
 from ..estimators.density import SLQResult, slq_density
 from ..estimators.exact import dense_matrix
-from ..estimators.lanczos import LanczosResult, lanczos
+from ..estimators.lanczos import LanczosResult, lanczos, rounding_floor
 from ..hdf5 import (
     field_attrs,
     from_field_attrs,
@@ -114,6 +121,9 @@ class Decision:
     #: the step ‖g‖ / (|c| · max(‖w‖, 1)), |c| the gradient's curvature clamped to
     #: [neg_tol·κ, κ] (module docstring); the stationarity test. None when κ == 0
     relative_step: float | None = None
+    #: the sign of λ_min (λ_max) is resolved (beyond the rounding floor) but not significant
+    negative_weak: bool = False
+    positive_weak: bool = False
 
     def to_hdf5(self, group: h5py.Group) -> None:
         """The decision as attributes of the ``/classify`` group, under their JSON names."""
@@ -128,6 +138,8 @@ class Decision:
                 "negative_curvature": self.negative_significant,
                 "positive_curvature": self.positive_significant,
                 "degenerate_directions": self.degenerate_directions,
+                "weak_negative_curvature": self.negative_weak,
+                "weak_positive_curvature": self.positive_weak,
             },
         )
 
@@ -144,6 +156,8 @@ class Decision:
             degenerate_directions=a["degenerate_directions"],
             curvature_scale=a["curvature_scale"],
             relative_step=a.get("relative_step"),
+            negative_weak=a.get("weak_negative_curvature", False),
+            positive_weak=a.get("weak_positive_curvature", False),
         )
 
 
@@ -157,11 +171,13 @@ def decide(
     error_min: float = 0.0,
     gradient_curvature: float | None = None,
     settings: ClassifySettings | None = None,
+    rounding: float = 0.0,
 ) -> Decision:
     """Apply the second-order test with tolerances (module docstring) to the given numbers.
 
     ``gradient_curvature`` is ``gᵀHg/‖g‖²``; ``None`` takes it as ``κ`` (the step along the
-    stiffest direction, a weaker stationarity test).
+    stiffest direction, a weaker stationarity test). ``rounding`` is the rounding floor of the
+    extreme values (Rayleigh quotients): a sign beyond it is resolved.
     """
     s = settings or ClassifySettings()
     kappa = max(abs(lambda_max), abs(lambda_min))
@@ -179,9 +195,11 @@ def decide(
     stationary = step <= s.grad_tol
     negative = lambda_min < -(s.neg_tol * kappa + error_min)
     positive = lambda_max > s.neg_tol * kappa + error_max
+    negative_weak = not negative and lambda_min < -rounding
+    positive_weak = not positive and lambda_max > rounding
     if not stationary:
         label = "not-critical"
-    elif negative and positive:
+    elif (negative and (positive or positive_weak)) or (positive and negative_weak):
         label = "saddle"
     elif positive:
         label = "minimum"
@@ -189,10 +207,21 @@ def decide(
         label = "maximum"
     else:
         label = "degenerate"
-    flat = (positive and not negative and lambda_min <= s.flat_tol * kappa + error_min) or (
-        negative and not positive and lambda_max >= -(s.flat_tol * kappa + error_max)
+    flat = (label == "minimum" and lambda_min <= s.flat_tol * kappa + error_min) or (
+        label == "maximum" and lambda_max >= -(s.flat_tol * kappa + error_max)
     )
-    return Decision(label, stationary, relative, negative, positive, flat, kappa, step)
+    return Decision(
+        label,
+        stationary,
+        relative,
+        negative,
+        positive,
+        flat,
+        kappa,
+        step,
+        negative_weak=negative_weak,
+        positive_weak=positive_weak,
+    )
 
 
 @dataclass(frozen=True)
@@ -319,6 +348,8 @@ class ClassifyResult:
                 "negative_curvature": d.negative_significant,
                 "positive_curvature": d.positive_significant,
                 "degenerate_directions": d.degenerate_directions,
+                "weak_negative_curvature": d.negative_weak,
+                "weak_positive_curvature": d.positive_weak,
                 "lambda_max_error_bound": json_number(self.error_max),
                 "lambda_min_error_bound": json_number(self.error_min),
                 "newton": None if self.newton is None else self.newton.to_dict(),
@@ -451,7 +482,9 @@ def escape_probe(
     return EscapeProbe(eigenvalue, steps, plus, minus, model_plus, model_minus, best)
 
 
-def _evidence(result_numbers: dict[str, Any], d: Decision, zero_curvature: float) -> str:
+def _evidence(
+    result_numbers: dict[str, Any], d: Decision, zero_curvature: float, neg_tol: float
+) -> str:
     lmax, lmin, g = (
         result_numbers["lambda_max"],
         result_numbers["lambda_min"],
@@ -472,6 +505,18 @@ def _evidence(result_numbers: dict[str, Any], d: Decision, zero_curvature: float
     if d.classification == "saddle":
         frac = result_numbers.get("negative_fraction")
         morse = "" if frac is None else f", about {frac:.2%} of the spectrum negative"
+        if d.negative_weak:
+            return (
+                f"saddle with weak negative curvature: {grad}, λ_min = {lmin:.4g} < 0 < λ_max = "
+                f"{lmax:.4g} (λ_min/λ_max = {lmin / lmax:.2g}: resolved beyond rounding, below "
+                f"the significance threshold {neg_tol:g})"
+            )
+        if d.positive_weak:
+            return (
+                f"saddle with weak positive curvature: {grad}, λ_min = {lmin:.4g} < 0 < λ_max = "
+                f"{lmax:.4g} (λ_max/|λ_min| = {lmax / abs(lmin):.2g}: resolved beyond rounding, "
+                f"below the significance threshold {neg_tol:g})"
+            )
         return f"saddle: {grad}, λ_min = {lmin:.4g} < 0 < λ_max = {lmax:.4g}{morse}"
     if d.classification == "minimum":
         flat = (
@@ -483,7 +528,13 @@ def _evidence(result_numbers: dict[str, Any], d: Decision, zero_curvature: float
         approx = "approximate minimum" if result_numbers["grad_norm"] > 0 else "minimum"
         return f"{approx}: {grad}, λ_max = {lmax:.4g}{flat}"
     if d.classification == "maximum":
-        return f"maximum: {grad}, no significant positive curvature (λ_max = {lmax:.4g}), λ_min = {lmin:.4g}"
+        flat = (
+            f", with flat directions (λ_max = {lmax:.3g}, λ_max/|λ_min| = "
+            f"{abs(lmax) / d.curvature_scale:.2g}) where the second-order test is inconclusive"
+            if d.degenerate_directions
+            else f", all curvature negative (λ_max = {lmax:.4g})"
+        )
+        return f"maximum: {grad}, λ_min = {lmin:.4g}{flat}"
     return (
         f"degenerate: {grad}, but neither extreme eigenvalue is significant "
         f"(λ_max = {lmax:.3g}, λ_min = {lmin:.3g})"
@@ -530,7 +581,11 @@ def classify_point(
         H_dense = dense_matrix(H, progress=stage(progress, "exact"))
         eigenvalues, eigenvectors = torch.linalg.eigh((H_dense + H_dense.T) / 2)
         lambda_max, lambda_min = float(eigenvalues[-1]), float(eigenvalues[0])
-        err_max = err_min = 0.0
+        # the products' asymmetry is the measured part of their rounding (rounding_floor)
+        asymmetry = float(torch.linalg.matrix_norm(H_dense - H_dense.T, ord=2)) / 2
+        kappa = max(abs(lambda_max), abs(lambda_min))
+        rounding = rounding_floor(H_dense.dtype, kappa, asymmetry)
+        err_max = err_min = rounding
         bottom_vector = eigenvectors[:, 0].to(device=objective.device, dtype=objective.dtype)
     else:
         with numerical_errors("the Lanczos iteration"):
@@ -557,6 +612,7 @@ def classify_point(
         top, bottom = lz.top_index(), lz.bottom_index()
         lambda_max, lambda_min = float(lz.ritz_values[top]), float(lz.ritz_values[bottom])
         err_max, err_min = float(lz.error_bounds[top]), float(lz.error_bounds[bottom])
+        rounding = lz.rounding_floor
         bottom_vector = lz.bottom_vectors[:, 0]
     ritz_min = lambda_min  # the value bottom_vector belongs to
     if lz is not None and spectrum is not None and spectrum.slq is not None:
@@ -581,13 +637,13 @@ def classify_point(
                 f"run's λ_min {lambda_min:.6g} (±{err_min:.2g}): λ_min ≤ {low:.6g}; the extremes "
                 "run had not found that eigenvalue when its residual test stopped it"
             )
-            lambda_min, err_min = low, 0.0
+            lambda_min, err_min = low, rounding
         if high > lambda_max + err_max + margin:
             notes["lambda_max"] = (
                 f"the density's Lanczos runs found a Ritz value {high:.6g} above the extremes "
                 f"run's λ_max {lambda_max:.6g} (±{err_max:.2g}): λ_max ≥ {high:.6g}"
             )
-            lambda_max, err_max = high, 0.0
+            lambda_max, err_max = high, rounding
     weight_norm = float(torch.linalg.vector_norm(objective.flat_parameters()))
     gradient_curvature = None
     if objective.grad_norm > 0:
@@ -602,6 +658,7 @@ def classify_point(
         error_max=err_max,
         error_min=err_min,
         gradient_curvature=gradient_curvature,
+        rounding=rounding,
         settings=s,
     )
     threshold = s.neg_tol * decision.curvature_scale
@@ -663,7 +720,7 @@ def classify_point(
         negative_fraction=negative_fraction,
         newton=newton,
         escape=escape,
-        evidence=_evidence(numbers, decision, s.zero_curvature),
+        evidence=_evidence(numbers, decision, s.zero_curvature, s.neg_tol),
         settings=s,
         lanczos=lz,
         slq=slq,

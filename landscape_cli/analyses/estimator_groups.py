@@ -42,6 +42,10 @@ def lanczos_to_hdf5(
     ``vectors``: the runs other sections share or make for their own use keep ``T_m`` alone, so
     a report holds each ``n``-sized array once."""
     arrays = {name: getattr(lz, name) for name in LANCZOS_ARRAYS}
+    arrays["resolved"] = np.asarray(lz.resolved, dtype=np.uint8)
+    arrays["block_starts"] = np.asarray(lz.block_starts, dtype=np.int64)
+    if lz.couplings is not None:
+        arrays["couplings"] = lz.couplings
     stored = vectors and lz.top_vectors is not None
     if stored:
         arrays["top_vectors"] = lz.top_vectors.detach().cpu().numpy()
@@ -54,6 +58,9 @@ def lanczos_to_hdf5(
             "converged": bool(lz.converged),
             "breakdown": bool(lz.breakdown),
             "start_vector_norm": lz.start_vector_norm,
+            "rounding_floor": lz.rounding_floor,
+            "asymmetry": lz.asymmetry,
+            "multiplicity_checked": bool(lz.multiplicity_checked),
             "ritz_vectors_stored": stored,
             "tol": tol,
         },
@@ -65,7 +72,14 @@ def lanczos_from_hdf5(group: h5py.Group, *, vectors: bool = False) -> LanczosRes
     vectors are read only with ``vectors`` (they are ``n × k``: plots and checks never need
     them)."""
     a = read_attrs(group)
-    arrays = read_arrays(group, dict.fromkeys(LANCZOS_ARRAYS, ("steps",)))
+    sizes: dict[str, int] = {}
+    arrays = read_arrays(group, dict.fromkeys(LANCZOS_ARRAYS, ("steps",)), sizes)
+    blocks = read_arrays(
+        group,
+        {"resolved": ("steps",), "block_starts": ("blocks",), "couplings": ("ends", "steps")},
+        sizes,
+        optional=("resolved", "block_starts", "couplings"),
+    )
     top_vectors = None
     if vectors and "top_vectors" in group:
         stored = read_arrays(group, {"top_vectors": ("n", "k")})["top_vectors"]
@@ -77,6 +91,12 @@ def lanczos_from_hdf5(group: h5py.Group, *, vectors: bool = False) -> LanczosRes
         matvecs=a["matvecs"],
         start_vector_norm=a["start_vector_norm"],
         top_vectors=top_vectors,
+        block_starts=tuple(int(b) for b in blocks.get("block_starts", (0,))),
+        couplings=blocks.get("couplings"),
+        rounding_floor=a.get("rounding_floor", 0.0),
+        asymmetry=a.get("asymmetry", 0.0),
+        multiplicity_checked=a.get("multiplicity_checked", False),
+        resolved=None if "resolved" not in blocks else blocks["resolved"].astype(bool),
     )
 
 

@@ -164,6 +164,20 @@ def analyze_spectrum(
                 f"stopped after {len(lz.alphas)} iterations (--max-iter) before the residuals "
                 f"reached tol={settings.tol:g}; see lanczos.*_residuals"
             )
+        elif (top_k >= 2 or bottom_k >= 2) and not lz.multiplicity_checked:
+            notes["lanczos"] = (
+                f"--max-iter {settings.max_iter} ended the restart that counts repeated "
+                "eigenvalues: λ_2 … may miss copies of a larger one (marked unresolved)"
+            )
+        unresolved = int((~lz.resolved[lz.top_indices(top_k)]).sum()) + int(
+            (~lz.resolved[lz.bottom_indices(bottom_k)]).sum()
+        )
+        if unresolved:
+            notes["error_bounds"] = (
+                f"{unresolved} eigenvalue(s) unresolved: each is within its bound of some "
+                "eigenvalue, not necessarily of its rank (a cluster or the bulk); a top value is "
+                "a lower bound and a bottom value an upper bound of the eigenvalue of its rank"
+            )
         trace_estimate = None
         exact_traces = None
         if settings.trace:
@@ -330,6 +344,8 @@ class SpectrumResult:
                     "bottom_error_bounds": json_numbers(lz.error_bounds[bottom_idx]),
                     "top_residuals": json_numbers(lz.ritz_residuals[top_idx]),
                     "bottom_residuals": json_numbers(lz.ritz_residuals[bottom_idx]),
+                    "top_resolved": [bool(x) for x in lz.resolved[top_idx]],
+                    "bottom_resolved": [bool(x) for x in lz.resolved[bottom_idx]],
                 },
                 "trace": None if self.trace_estimate is None else _trace_dict(self.trace_estimate),
                 "density": None

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -42,6 +43,11 @@ import torch
 from ..linear_operator import OperatorLike
 
 __all__ = ["LanczosProcess", "LanczosResult", "checked_product", "lanczos", "tridiagonal_eigh"]
+
+#: Offset of the seed of the restart vectors' generator from the start vector's seed
+#: (:func:`lanczos`, "Restarts"): a stream of its own (the CPU generator's Gaussian stream
+#: depends on the seed modulo 2^32), so a given ``start`` and its ``seed`` reproduce a run.
+RESTART_STREAM = 0x9E3779B9
 
 #: Default number of Lanczos steps taken before the stopping test is allowed to fire. Measured
 #: (see :func:`lanczos`, "Why ``min_iter``"): the smallest value at which the residual test made no
@@ -92,26 +98,77 @@ def tridiagonal_eigh(
     return theta, S
 
 
-def _error_bounds(theta: np.ndarray, residuals: np.ndarray) -> np.ndarray:
-    """Per-Ritz-value error estimates ``min(r, r^2 / gap)`` (Parlett's gap theorem / Kato-Temple).
+def _error_bounds(
+    theta: np.ndarray, residuals: np.ndarray, floor: float = 0.0, refine: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-Ritz-value error bounds, never below ``floor``, and where the gap is certified.
 
-    ``gap_i`` is, over the Ritz neighbours ``k = i-1, i+1`` of ``theta_i`` (ascending order), the
-    smallest ``|theta_i - theta_k| - r_k``: the distance to the nearest other Ritz value, reduced by
-    that neighbour's residual because the neighbour is only known to lie within ``r_k`` of an
-    eigenvalue. The quadratic bound ``r_i^2 / gap_i`` is used only when ``gap_i > r_i``; otherwise
-    (and when there is no neighbour at all) the always-valid residual bound ``r_i`` is used.
+    With ``r_i = residual_i + floor``: the residual bound is rigorous, some eigenvalue of ``A``
+    lies within ``r_i`` of ``theta_i`` (Parlett, *The Symmetric Eigenvalue Problem*,
+    Thm. 11.5.1). Ritz values whose intervals ``[theta_i - r_i, theta_i + r_i]`` overlap in a
+    chain form a *cluster*; for a cluster ``C`` of ``k`` values Kahan's theorem (Parlett,
+    Thm. 11.5.2) matches them with ``k`` eigenvalues within ``||R_C||_2 <= sqrt(sum_C r_i^2)``,
+    which is each member's bound (a repeated eigenvalue is ``k`` Ritz values, one per copy). An
+    isolated value (a cluster of one) gets the gap theorem's ``r_i^2 / gap_i`` (Parlett,
+    Thm. 11.7.1; Kato-Temple) when that is smaller, ``gap_i`` the distance to the nearest other
+    Ritz value less that value's ``r``: the gap is *certified* in the one sense the Ritz values
+    allow, the neighbouring intervals being disjoint from its own. A cluster is certified when
+    its hull widened by its bound is disjoint from the neighbouring intervals. Uncertified
+    values keep ``r_i`` (or the cluster bound). ``refine=False`` (a run that did not meet its
+    stopping test, whose Krylov space may not yet have seen an eigenvalue inside a gap) keeps
+    ``r_i`` for isolated values too. Returns the bounds and the certified mask.
     """
+    r = residuals + floor
     m = theta.shape[0]
-    gaps = np.full(m, np.inf)
-    if m > 1:
-        left = (theta[1:] - theta[:-1]) - residuals[:-1]  # gap of i = 1..m-1 to its left neighbour
-        right = (theta[1:] - theta[:-1]) - residuals[1:]  # gap of i = 0..m-2 to its right neighbour
-        gaps[1:] = np.minimum(gaps[1:], left)
-        gaps[:-1] = np.minimum(gaps[:-1], right)
-    bounds = residuals.copy()
-    quad = np.isfinite(gaps) & (gaps > residuals)
-    bounds[quad] = residuals[quad] ** 2 / gaps[quad]
-    return np.minimum(bounds, residuals)
+    bounds = r.copy()
+    certified = np.zeros(m, dtype=bool)
+    lo = 0
+    while lo < m:  # one cluster [lo, hi) per pass
+        hi = lo + 1
+        while hi < m and theta[hi] - theta[hi - 1] <= r[hi] + r[hi - 1]:
+            hi += 1
+        radius = float(np.sqrt(np.sum(r[lo:hi] ** 2)))
+        below = theta[lo - 1] + r[lo - 1] if lo > 0 else -np.inf
+        above = theta[hi] - r[hi] if hi < m else np.inf
+        if hi - lo == 1:
+            gap = min(theta[lo] - below, above - theta[lo])
+            if refine and gap > r[lo]:
+                bounds[lo] = min(r[lo], r[lo] ** 2 / gap)
+            certified[lo] = True  # the neighbouring intervals are disjoint from its own
+        else:
+            bounds[lo:hi] = np.maximum(r[lo:hi], radius)
+            certified[lo:hi] = theta[lo] - radius > below and theta[hi - 1] + radius < above
+        lo = hi
+    return np.maximum(bounds, floor), certified
+
+
+#: The rounding floor of a Lanczos run, in units of the analysis dtype's machine epsilon times
+#: the spectral-norm estimate ``max |theta|`` (:func:`rounding_floor`).
+ROUNDING_UNITS = 100.0
+
+#: How many times the measured asymmetry of the products (:attr:`LanczosResult.asymmetry`) the
+#: rounding floor is at least.
+ASYMMETRY_FACTOR = 10.0
+
+
+def rounding_floor(dtype: torch.dtype, scale: float, asymmetry: float) -> float:
+    """The smallest error a Ritz value computed in ``dtype`` can be claimed to have.
+
+    ``max(ROUNDING_UNITS * eps(dtype) * scale, ASYMMETRY_FACTOR * asymmetry)`` with
+    ``scale = max |theta|`` estimating ``||A||_2``. With full reorthogonalisation the computed
+    Ritz values are exact for ``A + E`` with ``||E|| = O(eps ||A||)`` plus the error of the
+    products themselves (Paige 1976; Parlett, ch. 13): measured on planted spectra up to
+    ``n = 2000`` (dense products), the Ritz values of converged eigenvalues differ from the exact
+    ones by at most 8 ``eps * scale``, hence the margin of ``ROUNDING_UNITS``. The products'
+    own error is observed through their asymmetry: in exact arithmetic
+    ``q_i^T (A q_j) = (A q_i)^T q_j``, so the coefficients that the reorthogonalisation removes
+    beyond the three-term recurrence are zero; what it removes is ``q_i^T e_j - q_j^T e_i`` for
+    the products' errors ``e`` (:attr:`LanczosResult.asymmetry` is the largest such norm over the
+    run). A product computed in lower precision than the dtype says (TF32 matrix products and
+    convolutions on a GPU, autocast) shows up there and widens the floor.
+    """
+    eps = float(torch.finfo(dtype).eps)
+    return max(ROUNDING_UNITS * eps * scale, ASYMMETRY_FACTOR * asymmetry)
 
 
 def _wanted_indices(m: int, top_k: int, bottom_k: int) -> np.ndarray:
@@ -149,6 +206,25 @@ class LanczosResult:
         basis: ``(n, m)`` the orthonormal Lanczos vectors ``Q_m`` (``Q_m^T A Q_m = T_m``), if
             ``return_basis=True``: e.g. to deflate a trace estimate
             (:func:`landscape_cli.estimators.trace.deflated_trace`).
+        block_starts: the step at which each Krylov block began: ``(0,)`` for one run; a restart
+            (:func:`lanczos`, "Restarts") begins a block from a random vector orthogonal to the
+            basis so far. ``alphas`` and ``betas`` run over all blocks; ``betas`` at a block's last
+            step is that block's final residual norm.
+        couplings: ``(blocks, m)``: row ``b`` holds ``q_e^T A q_j`` for the last vector ``q_e`` of
+            block ``b`` and every later basis vector ``q_j`` (zero elsewhere); with the blocks'
+            tridiagonals they make the projected matrix ``Q_m^T A Q_m``
+            (:meth:`projected_matrix`). ``None`` for one block.
+        rounding_floor: the smallest error the arithmetic allows a Ritz value
+            (:func:`rounding_floor`); every entry of ``error_bounds`` is at least this.
+        asymmetry: the largest norm over the run of the coefficients that are zero for an exactly
+            symmetric product (:func:`rounding_floor`): evidence of the products' rounding.
+        multiplicity_checked: a restart found no further eigenvalue among the wanted ones, so
+            repeated or clustered eigenvalues are counted (:func:`lanczos`, "Restarts").
+        resolved: ``(m,)`` per Ritz value: its bound is evidence for the eigenvalue of the same
+            rank (its interval is disjoint from its neighbours'; a restart, if any ran, moved it
+            by no more than its bound). An unresolved value is within its bound of *some*
+            eigenvalue; the ``i``-th largest Ritz value is a lower bound of the ``i``-th largest
+            eigenvalue whatever it says (:func:`lanczos`, "Error bounds").
     """
 
     alphas: np.ndarray
@@ -164,6 +240,16 @@ class LanczosResult:
     top_vectors: torch.Tensor | None = None
     bottom_vectors: torch.Tensor | None = None
     basis: torch.Tensor | None = None
+    block_starts: tuple[int, ...] = (0,)
+    couplings: np.ndarray | None = None
+    rounding_floor: float = 0.0
+    asymmetry: float = 0.0
+    multiplicity_checked: bool = False
+    resolved: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.resolved is None:
+            object.__setattr__(self, "resolved", np.ones(self.ritz_values.shape[0], dtype=bool))
 
     @property
     def steps(self) -> int:
@@ -184,13 +270,32 @@ class LanczosResult:
             raise ValueError(f"k must be >= 0, got {k}")
         return self.ritz_values[:k].copy()
 
-    def summary(self) -> dict[str, int | bool]:
-        """The run's size and outcome for JSON: iterations, matvecs, converged, breakdown."""
+    @property
+    def restarts(self) -> int:
+        """Number of restarts (blocks after the first)."""
+        return len(self.block_starts) - 1
+
+    def first_block(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(alphas, betas)`` of the first Krylov block: the run from the (isotropic) start
+        vector alone, which is a stochastic Lanczos quadrature node set."""
+        end = self.block_starts[1] if len(self.block_starts) > 1 else self.steps
+        return self.alphas[:end].copy(), self.betas[:end].copy()
+
+    def projected_matrix(self) -> np.ndarray:
+        """``Q_m^T A Q_m`` (float64, ``m x m``): the blocks' tridiagonals and their couplings."""
+        return projected_matrix(self.alphas, self.betas, self.block_starts, self.couplings)
+
+    def summary(self) -> dict[str, int | bool | float]:
+        """The run's size and outcome for JSON: iterations, matvecs, converged, breakdown,
+        restarts, whether multiplicities were checked, and the rounding floor."""
         return {
             "iterations": self.steps,
             "matvecs": int(self.matvecs),
             "converged": bool(self.converged),
             "breakdown": bool(self.breakdown),
+            "restarts": self.restarts,
+            "multiplicity_checked": bool(self.multiplicity_checked),
+            "rounding_floor": float(self.rounding_floor),
         }
 
     def top_indices(self, k: int) -> np.ndarray:
@@ -219,8 +324,67 @@ class LanczosResult:
         m = self.steps
         if not 1 <= j <= m:
             raise ValueError(f"j must be in [1, {m}] (the number of Lanczos steps), got {j}")
-        theta, _ = tridiagonal_eigh(self.alphas[:j], self.betas[: j - 1])
-        return theta
+        if len(self.block_starts) == 1:
+            theta, _ = tridiagonal_eigh(self.alphas[:j], self.betas[: j - 1])
+            return theta
+        return np.linalg.eigvalsh(self.projected_matrix()[:j, :j])
+
+
+def projected_matrix(
+    alphas: np.ndarray,
+    betas: np.ndarray,
+    block_starts: tuple[int, ...] | list[int] = (0,),
+    couplings: np.ndarray | None = None,
+) -> np.ndarray:
+    """The projected matrix ``Q_m^T A Q_m`` of a (restarted) Lanczos run: a tridiagonal
+    ``tridiag(betas, alphas, betas)`` per block, no coupling inside the basis between consecutive
+    blocks except through ``couplings`` (see :class:`LanczosResult`)."""
+    a = np.asarray(alphas, dtype=np.float64)
+    b = np.asarray(betas, dtype=np.float64)
+    m = a.shape[0]
+    M = np.diag(a)
+    starts = [*block_starts, m]
+    for lo, hi in itertools.pairwise(starts):
+        idx = np.arange(lo, hi - 1)
+        M[idx, idx + 1] = b[lo : hi - 1]
+        M[idx + 1, idx] = b[lo : hi - 1]
+    if couplings is not None:
+        for row, end in zip(couplings, starts[1:-1], strict=False):
+            e = end - 1
+            M[e, end:] = row[end:m]
+            M[end:, e] = row[end:m]
+    return M
+
+
+def _ritz(
+    alphas: np.ndarray,
+    betas: np.ndarray,
+    block_starts: list[int],
+    couplings: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ritz values (ascending), the eigenvectors ``S`` of the projected matrix and each Ritz
+    value's residual bound ``||A y - theta y||``.
+
+    For one block this is ``|beta_m s_{m,i}|`` (Parlett, Thm. 11.5.1). With restarts, the last
+    vector ``q_e`` of an earlier block ``b`` has ``A q_e = sum_i M_{ie} q_i + beta_e u^perp``,
+    where ``u`` is the unit vector the block would have continued with and ``u^perp`` its part
+    orthogonal to the whole basis, ``||u^perp||^2 = 1 - sum_j (M_{ej} / beta_e)^2`` over the later
+    vectors; the residual is bounded by the triangle inequality,
+    ``sum_b beta_{e_b} ||u_b^perp|| |s_{e_b,i}| + beta_m |s_{m,i}|``.
+    """
+    m = alphas.shape[0]
+    if len(block_starts) == 1:
+        theta, S = tridiagonal_eigh(alphas, betas[:-1])
+        return theta, S, np.abs(betas[-1] * S[-1, :])
+    theta, S = np.linalg.eigh(projected_matrix(alphas, betas, block_starts, couplings))
+    residuals = np.abs(betas[-1] * S[-1, :])
+    for row, end in zip(couplings, block_starts[1:], strict=False):
+        e = end - 1
+        beta = betas[e]
+        if beta > 0:
+            outside = math.sqrt(max(0.0, 1.0 - float(np.sum((row[end:m] / beta) ** 2))))
+            residuals = residuals + beta * outside * np.abs(S[e, :])
+    return theta, S, residuals
 
 
 def _as_operator_shape(A: OperatorLike) -> int:
@@ -319,18 +483,38 @@ def lanczos(
     3 / 1 at 5, 1 / 1 at 6 and 7, and none at 8 or 10. On the benchmark networks of BENCHMARKS.md
     the residual test fires after 12-13 steps, so ``min_iter`` does not set their cost.
 
-    **Breakdown.** If ``beta_m <= 10 * eps(dtype) * min(sqrt(n), 100) * ||T_m||`` (``||T_m||``
-    estimated by its largest Gershgorin row sum, which needs no eigen-decomposition) the Krylov space
-    is invariant under ``A`` to working precision and the Ritz values are exact eigenvalues; the run
-    stops with ``breakdown=True`` (a success, not an error). After an exact breakdown the computed
-    ``beta_m`` is rounding noise of size ``~ eps * sqrt(n) * ||A||`` for a dense product (measured:
-    up to 1.6 times that at ``n = 300``), hence the factor 10; the ``sqrt(n)`` growth is capped at
-    100 because the rounding of a Hessian-vector product does not grow with the parameter count
-    like a length-``n`` dot product, and an uncapped threshold would reach ``~4e-3 ||A||`` in float32
-    for ``n = 10^7`` -- the scale of a Hessian's bulk -- and stop a healthy run. (A missed
-    breakdown is benign: the normalised noise vector acts as a restart orthogonal to ``Q_m``.) The same holds after ``n`` steps, when the Krylov
-    space is the whole space. A zero operator breaks down at step 1 with all values 0. Single-vector
-    Lanczos sees one copy of a repeated eigenvalue: multiplicities are not resolved.
+    **Breakdown.** If ``beta_m <= eps(dtype) * ||T_m||`` (``||T_m||`` estimated by its largest
+    Gershgorin row sum, which needs no eigen-decomposition) the next vector would be rounding noise
+    alone: the Krylov space is invariant under ``A`` to working precision and its Ritz values are
+    eigenvalues; the block ends with ``breakdown=True`` (a success, not an error), as it does after
+    ``n`` steps, when the basis is the whole space. A zero operator breaks down at step 1. The test
+    is at one unit of rounding because continuing past a breakdown is harmless (the normalised
+    noise is a new direction orthogonal to the basis, and its coupling ``beta_m`` stays in the
+    projected matrix), while stopping early is not: a threshold of ``10 eps sqrt(n) ||A||`` ended
+    runs on a spectrum ``(1e4, 1e2, 1, bulk 1e-4..1e-2)`` in float32 after three steps, before the
+    eigenvalue 1 was seen.
+
+    **Restarts.** One Krylov space holds one copy of a repeated eigenvalue, and a tight cluster
+    looks like one eigenvalue, so ``lambda_2 .. lambda_k`` can be a later, smaller eigenvalue with
+    a tiny residual. When more than one value is wanted at an end (``top_k >= 2`` or
+    ``bottom_k >= 2``, with ``tol`` set), a converged (or broken-down) block is followed by a new
+    block from a Gaussian vector orthogonal to the basis so far (from its own generator, seed
+    ``seed + RESTART_STREAM``); the Ritz values are those of the whole projected matrix
+    ``Q^T A Q`` (:func:`projected_matrix`), so earlier blocks' values are kept and a second copy
+    of an eigenvalue appears as a second Ritz value. Blocks follow each other until one, after at
+    least ``min_iter`` steps and the stopping test, changes no wanted value by more than
+    ``tol * scale`` (``multiplicity_checked``); a block is also started whenever the basis holds
+    fewer Ritz values than are wanted. Each block costs at least ``min_iter`` products.
+
+    **Error bounds** (:attr:`LanczosResult.error_bounds`, :func:`_error_bounds`): the residual,
+    or ``r^2/gap`` where the neighbouring Ritz intervals are disjoint, never below the rounding
+    floor :func:`rounding_floor`. What they bound: some eigenvalue lies within the residual of
+    each Ritz value (rigorous, up to the floor). That it is the ``i``-th eigenvalue needs every
+    larger eigenvalue to have been seen; :attr:`LanczosResult.resolved` says where the run has
+    evidence of that: the value's interval is disjoint from its neighbours', and the last block
+    (when restarts ran) moved it by no more than its bound. The ``i``-th largest Ritz value never
+    exceeds the ``i``-th largest eigenvalue (Cauchy interlacing), so an unresolved top value is a
+    lower bound, an unresolved bottom value an upper bound.
     """
     n = _as_operator_shape(A)
     for name, value in (("max_iter", max_iter), ("min_iter", min_iter)):
@@ -355,28 +539,136 @@ def lanczos(
     if not A.dtype.is_floating_point:
         raise ValueError(f"the operator must have a floating-point dtype, got {A.dtype}")
     process = LanczosProcess(_start_vector(n, start, seed), A.dtype, A.device, max_iter)
-    met_tol = False
+    restarts = torch.Generator().manual_seed(int(seed) + RESTART_STREAM)
+    check_multiplicity = tol is not None and (top_k >= 2 or bottom_k >= 2)
+    confirming = False  # the current block only looks for eigenvalues the earlier ones missed
+    kept: int | None = None  # steps of the result a confirming block tests
+    kept_values = np.empty(0)
+    multiplicity_checked = False
     while not process.finished:
         step = process.steps + 1
         where = f"at Lanczos iteration {step} (matrix-vector product {step})"
         process.advance(checked_product(A, process.vector, where))
         if progress is not None:
             progress(process.steps, max_iter)
-        if process.finished:
-            break
-        # The stopping test needs the eigen-decomposition of T_m; it is skipped when it cannot
-        # fire (tol=None, before min_iter), which keeps fixed-length runs (SLQ) cheap.
+        if tol is None or process.steps >= max_iter:
+            continue  # a fixed-length run (SLQ) stops at max_iter or a breakdown
+        # The stopping tests need eigen-decompositions of the projected matrix; they are skipped
+        # before min_iter steps of the block, which keeps the steps cheap.
         m = process.steps
-        if tol is not None and m >= min_iter and m >= wanted_count:
-            if process.wanted_within(tol, top_k, bottom_k):
-                met_tol = True
+        block_steps = m - process.block_starts[-1]
+        if not process.breakdown:
+            if block_steps < min_iter:
+                continue
+            if confirming:
+                if not process.block_extremes_within(tol, top_k >= 2, bottom_k >= 2):
+                    continue
+            elif m < wanted_count or not process.wanted_within(tol, top_k, bottom_k):
+                continue
+        values = process.wanted_values(top_k, bottom_k)
+        if confirming:
+            if not _wanted_changed(kept_values, values, process, tol):
+                multiplicity_checked = True
                 break
-    result = process.result(
-        converged=met_tol, return_vectors=return_vectors, top_k=top_k, bottom_k=bottom_k
+            confirming = False  # it found an eigenvalue: converge the wanted values anew
+            if not process.breakdown:
+                continue
+        if m >= n:
+            multiplicity_checked = check_multiplicity  # the basis spans the whole space
+            kept = None
+            break
+        if m < wanted_count or check_multiplicity:
+            if check_multiplicity and m >= wanted_count:
+                confirming, kept, kept_values = True, m, values
+            process.restart(torch.randn(n, generator=restarts, dtype=torch.float64))
+            continue
+        break
+    upto = kept if confirming or multiplicity_checked else None
+    met_tol = (
+        tol is not None
+        and (upto or process.steps) >= wanted_count
+        and (
+            process.breakdown
+            or upto is not None  # the kept result passed the stopping test
+            or process.wanted_within(tol, top_k, bottom_k)
+        )
     )
+    result = process.result(
+        converged=met_tol,
+        return_vectors=return_vectors,
+        top_k=top_k,
+        bottom_k=bottom_k,
+        multiplicity_checked=multiplicity_checked,
+        upto=upto,
+    )
+    result = replace(result, matvecs=process.steps)
+    if check_multiplicity:
+        result = _mark_moved(result, process, top_k, bottom_k, confirmed=multiplicity_checked)
+    if tol is not None:
+        result = _anchor_to_extremes(result, top_k, bottom_k, tol)
     if return_basis:
-        result = replace(result, basis=process.basis().mT)
+        result = replace(result, basis=process.basis()[: result.steps].mT)
     return result
+
+
+def _anchor_to_extremes(
+    result: LanczosResult, top_k: int, bottom_k: int, tol: float
+) -> LanczosResult:
+    """``result`` with the bounds that interlacing gives from the extremes where they are within
+    the requested accuracy and tighter, or the value was unresolved.
+
+    The ``i``-th largest Ritz value satisfies ``theta_i <= lambda_i <= lambda_max <= theta_max +
+    b_max`` (Cauchy interlacing; ``b_max`` the bound of ``lambda_max``), so
+    ``|lambda_i - theta_i| <= max(theta_max + b_max - theta_i, floor)`` whatever its own residual
+    says: inside a tight cluster at the top this is the cluster's width. Symmetrically at the
+    bottom. Used where it is at most ``max(tol * scale, b_i)``: a wider one says nothing useful,
+    and the value keeps its residual bound and stays unresolved."""
+    theta, bounds, resolved = result.ritz_values, result.error_bounds.copy(), result.resolved.copy()
+    floor = result.rounding_floor
+    scale = float(max(abs(theta[0]), abs(theta[-1])))
+    top, bottom = result.top_index(), result.bottom_index()
+    ranks = [
+        (result.top_indices(top_k), theta[top] + bounds[top] - theta),
+        (result.bottom_indices(bottom_k), theta - (theta[bottom] - bounds[bottom])),
+    ]
+    for indices, anchored in ranks:
+        for i in indices:
+            width = max(float(anchored[i]), floor)
+            if width <= max(tol * scale, bounds[i]) and (width < bounds[i] or not resolved[i]):
+                bounds[i], resolved[i] = width, True
+    return replace(result, error_bounds=bounds, resolved=resolved)
+
+
+def _mark_moved(
+    result: LanczosResult, process: LanczosProcess, top_k: int, bottom_k: int, *, confirmed: bool
+) -> LanczosResult:
+    """``result`` with the wanted values marked unresolved that the confirming block, with all
+    the basis, moved by more than their bound; without a confirming block (``max_iter``) all
+    but the largest and the smallest value (:func:`lanczos`, "Restarts")."""
+    top, bottom = result.top_indices(top_k), result.bottom_indices(bottom_k)
+    wanted = np.concatenate([top, bottom])
+    resolved = result.resolved.copy()
+    if confirmed and process.steps > result.steps:
+        values = process.wanted_values(top_k, bottom_k)
+        moved = np.abs(values - result.ritz_values[wanted]) > result.error_bounds[wanted]
+    elif confirmed:  # the kept run spans the whole space
+        moved = np.zeros(wanted.shape, dtype=bool)
+    else:
+        moved = ~np.isin(wanted, [result.top_index(), result.bottom_index()])
+    resolved[wanted[moved]] = False
+    return replace(result, resolved=resolved)
+
+
+def _wanted_changed(
+    before: np.ndarray, values: np.ndarray, process: LanczosProcess, tol: float
+) -> bool:
+    """Whether a block changed the wanted Ritz values by more than ``tol`` times the spectral-norm
+    estimate (an eigenvalue the earlier blocks had not seen)."""
+    if before.shape != values.shape:
+        return True
+    theta, _, _ = process.ritz()
+    scale = float(max(abs(theta[0]), abs(theta[-1])))
+    return bool(np.any(np.abs(values - before) > tol * scale))
 
 
 def _start_vector(n: int, start: torch.Tensor | None, seed: int) -> torch.Tensor:
@@ -437,7 +729,7 @@ class LanczosProcess:
             )
         self._q: torch.Tensor | None = q / torch.linalg.vector_norm(q)
         eps = torch.finfo(dtype).eps
-        self._breakdown_factor = 10.0 * eps * min(math.sqrt(n), 100.0)  # see lanczos()
+        self._breakdown_factor = eps  # see lanczos(), "Breakdown"
         # Basis stored row-wise (Q[i] = q_{i+1}) so that writes and the block products are
         # contiguous; storage grows by doubling up to max_iter rows so a run that stops early
         # does not pay for more.
@@ -446,6 +738,10 @@ class LanczosProcess:
         self.alphas: list[float] = []
         self.betas: list[float] = []
         self.breakdown = False
+        self.block_starts = [0]
+        # one row per finished block b: q_e^T A q_j for its last vector q_e and each later q_j
+        self._coupling_rows: list[list[float]] = []
+        self.asymmetry = 0.0
 
     @property
     def steps(self) -> int:
@@ -468,6 +764,30 @@ class LanczosProcess:
         """``Q_m^T`` as an ``(m, n)`` view: the orthonormal Lanczos vectors as rows."""
         return self._Q[: self.steps]
 
+    def restart(self, start: torch.Tensor) -> None:
+        """Begin a new Krylov block from ``start`` made orthogonal to the basis (CGS2).
+
+        The block so far ends where it stands (converged or broken down); its pending vector is
+        not lost: the coupling of its last vector to every later one is recorded by
+        :meth:`advance`, so the projected matrix stays ``Q^T A Q`` exactly
+        (:func:`projected_matrix`)."""
+        m = self.steps
+        if m == 0 or m >= self.max_iter:
+            raise RuntimeError("a restart needs at least one step taken and room for another")
+        Q = self._Q[:m]
+        z = start.to(device=self.device, dtype=self.dtype)
+        for _ in range(2):
+            z = z - Q.mT @ (Q @ z)
+        norm = float(torch.linalg.vector_norm(z))
+        if not math.isfinite(norm) or norm <= 1e3 * torch.finfo(self.dtype).eps * float(
+            torch.linalg.vector_norm(start.to(torch.float64))
+        ):
+            raise RuntimeError("the restart vector lies in the Krylov space")
+        self._q = z / norm
+        self.breakdown = False
+        self.block_starts.append(m)
+        self._coupling_rows.append([])
+
     def advance(self, w: torch.Tensor) -> None:
         """Take one step with ``w = A @ vector``."""
         j = self.steps
@@ -487,7 +807,9 @@ class LanczosProcess:
         w = w - Qj.mT @ h
         h2 = Qj @ w
         w = w - Qj.mT @ h2
-        alpha = float(h[j] + h2[j])
+        coefficients = (h + h2).to(torch.float64).cpu().numpy()
+        alpha = float(coefficients[j])
+        self._record_couplings(coefficients, j)
         beta = float(torch.linalg.vector_norm(w))
         if not (math.isfinite(alpha) and math.isfinite(beta)):
             raise FloatingPointError(
@@ -508,12 +830,83 @@ class LanczosProcess:
             self.breakdown = True
         self._q = None if self.finished else w / beta
 
+    def _record_couplings(self, coefficients: np.ndarray, j: int) -> None:
+        """From the step-``j`` projection coefficients ``Q^T (A q_j)``: record the couplings to
+        the earlier blocks' last vectors, and the asymmetry (the coefficients that vanish for an
+        exactly symmetric product, :func:`rounding_floor`)."""
+        start = self.block_starts[-1]
+        ends = [b - 1 for b in self.block_starts[1:]]
+        for row, e in zip(self._coupling_rows, ends, strict=True):
+            row.append(float(coefficients[e]))
+        expected_zero = np.ones(j, dtype=bool)
+        expected_zero[ends] = False
+        skew = 0.0
+        if j - 1 >= start:
+            expected_zero[j - 1] = False
+            skew = (float(coefficients[j - 1]) - self.betas[j - 1]) ** 2
+        skew += float(np.sum(coefficients[:j][expected_zero] ** 2))
+        self.asymmetry = max(self.asymmetry, math.sqrt(skew))
+
+    def _couplings(self) -> np.ndarray | None:
+        if len(self.block_starts) == 1:
+            return None
+        m = self.steps
+        out = np.zeros((len(self._coupling_rows), m))
+        for b, row in enumerate(self._coupling_rows):
+            out[b, m - len(row) :] = row
+        return out
+
+    def _view(
+        self, upto: int | None
+    ) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray | None]:
+        """``(alphas, betas, block_starts, couplings)`` of the first ``upto`` steps (a block
+        boundary, or all steps with ``None``)."""
+        m = self.steps if upto is None else upto
+        starts = [b for b in self.block_starts if b < m]
+        couplings = self._couplings()
+        if couplings is not None:
+            couplings = couplings[: len(starts) - 1, :m] if len(starts) > 1 else None
+        return (
+            np.asarray(self.alphas[:m], dtype=np.float64),
+            np.asarray(self.betas[:m], dtype=np.float64),
+            starts,
+            couplings,
+        )
+
+    def ritz(self, upto: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ritz values (ascending), eigenvectors ``S`` of the projected matrix, residual bounds
+        (of the first ``upto`` steps, a block boundary; all by default)."""
+        return _ritz(*self._view(upto))
+
+    def block_extremes_within(self, tol: float, top: bool, bottom: bool) -> bool:
+        """Whether the current block's own largest (``top``) and smallest (``bottom``) Ritz
+        values have residuals within ``tol`` times the spectral-norm estimate: the block is a
+        Lanczos run on ``A`` with the earlier blocks projected out."""
+        lo = self.block_starts[-1]
+        _, S = tridiagonal_eigh(
+            np.asarray(self.alphas[lo:], dtype=np.float64),
+            np.asarray(self.betas[lo:-1], dtype=np.float64),
+        )
+        residuals = np.abs(self.betas[-1] * S[-1, :])
+        all_theta, _, _ = self.ritz()
+        scale = float(max(abs(all_theta[0]), abs(all_theta[-1])))
+        ok = True
+        if top:
+            ok &= bool(residuals[-1] <= tol * scale)
+        if bottom:
+            ok &= bool(residuals[0] <= tol * scale)
+        return ok
+
+    def wanted_values(self, top_k: int, bottom_k: int) -> np.ndarray:
+        """The ``top_k`` largest then the ``bottom_k`` smallest Ritz values (as many as exist)."""
+        theta, _, _ = self.ritz()
+        return np.concatenate([theta[::-1][:top_k], theta[:bottom_k]])
+
     def wanted_within(self, tol: float, top_k: int, bottom_k: int) -> bool:
         """The stopping test: every wanted extreme Ritz value's residual is within ``tol`` times
         the spectral-norm estimate ``max(|theta_1|, |theta_m|)`` (see :func:`lanczos`)."""
-        theta, S = tridiagonal_eigh(np.asarray(self.alphas), np.asarray(self.betas[:-1]))
+        theta, _, residuals = self.ritz()
         scale = float(max(abs(theta[0]), abs(theta[-1])))
-        residuals = np.abs(self.betas[-1] * S[-1, :])
         wanted = _wanted_indices(self.steps, top_k, bottom_k)
         return bool(np.all(residuals[wanted] <= tol * scale))
 
@@ -524,17 +917,22 @@ class LanczosProcess:
         return_vectors: bool = False,
         top_k: int = 1,
         bottom_k: int = 0,
+        multiplicity_checked: bool = False,
+        upto: int | None = None,
     ) -> LanczosResult:
-        """The :class:`LanczosResult` of the steps so far (``converged`` also when broken down)."""
-        m = self.steps
+        """The :class:`LanczosResult` of the steps so far, or of the first ``upto`` (a block
+        boundary); ``converged`` also when broken down."""
+        m = self.steps if upto is None else upto
         if m == 0:
             raise RuntimeError("no Lanczos step taken yet")
         dtype, device = self.dtype, self.device
-        alphas_np = np.asarray(self.alphas, dtype=np.float64)
-        betas_np = np.asarray(self.betas, dtype=np.float64)
-        theta, S = tridiagonal_eigh(alphas_np, betas_np[:-1])
-        residuals = np.abs(betas_np[-1] * S[-1, :])
-        bounds = _error_bounds(theta, residuals)
+        alphas_np, betas_np, starts, couplings = self._view(upto)
+        theta, S, residuals = _ritz(alphas_np, betas_np, starts, couplings)
+        scale = float(max(abs(theta[0]), abs(theta[-1])))
+        floor = rounding_floor(dtype, scale, self.asymmetry)
+        bounds, certified = _error_bounds(
+            theta, residuals, floor, refine=bool(converged or self.breakdown)
+        )
 
         top_vectors = None
         bottom_vectors = None
@@ -556,11 +954,17 @@ class LanczosProcess:
             ritz_values=theta,
             ritz_residuals=residuals,
             error_bounds=bounds,
-            first_components=S[0, :].copy(),
+            first_components=S[0, :].copy(),  # the quadrature weights of a single block
             converged=bool(converged or self.breakdown),
             breakdown=self.breakdown,
             matvecs=m,
             start_vector_norm=self.start_norm,
             top_vectors=top_vectors,
             bottom_vectors=bottom_vectors,
+            block_starts=tuple(starts),
+            couplings=couplings,
+            rounding_floor=floor,
+            asymmetry=self.asymmetry,
+            multiplicity_checked=multiplicity_checked,
+            resolved=certified,
         )

@@ -98,6 +98,13 @@ def sparkline(values: np.ndarray, width: int = 60) -> str:
     return "".join(SPARK[round(float(s) * (len(SPARK) - 1))] for s in scaled)
 
 
+def _bound(lz: Any, idx: int) -> str:
+    """A Ritz value's error bound; "unresolved" when it bounds the distance to *some* eigenvalue
+    but not to the one of that rank (:attr:`LanczosResult.resolved`)."""
+    bound = _fmt(lz.error_bounds[idx], 2)
+    return bound if lz.resolved[idx] else f"{bound} unresolved"
+
+
 def print_spectrum(result: Any, console: Console | None = None) -> None:
     """The spectrum result as a table: extremes with error bounds, trace, density summary."""
     console = console or _StdoutConsole()
@@ -110,10 +117,10 @@ def print_spectrum(result: Any, console: Console | None = None) -> None:
     table.add_column("± bound", justify="right")
     for i, idx in enumerate(lz.top_indices(result.top_k)):
         name = "λ_max" if i == 0 else f"λ_{i + 1}"
-        table.add_row(name, _fmt(lz.ritz_values[idx]), _fmt(lz.error_bounds[idx], 2))
+        table.add_row(name, _fmt(lz.ritz_values[idx]), _bound(lz, idx))
     for i, idx in enumerate(lz.bottom_indices(result.bottom_k)):
         name = "λ_min" if i == 0 else f"λ_min+{i}"
-        table.add_row(name, _fmt(lz.ritz_values[idx]), _fmt(lz.error_bounds[idx], 2))
+        table.add_row(name, _fmt(lz.ritz_values[idx]), _bound(lz, idx))
     if result.trace_estimate is not None:
         t = result.trace_estimate
         spread = "exact" if t.method.endswith("exact") else _fmt(t.stderr, 2) + " s.e."
@@ -132,9 +139,14 @@ def print_spectrum(result: Any, console: Console | None = None) -> None:
         console.print(f"  [cyan]{sparkline(d.values)}[/cyan]")
     _print_stability(console, result.stability)
     status = "converged" if lz.converged else "NOT converged (raise --max-iter)"
+    restarts = (
+        f" ({lz.restarts} restarts)"
+        if lz.restarts > 1
+        else (" (1 restart)" if lz.restarts == 1 else "")
+    )
     console.print(
-        f"Lanczos {status} after {len(lz.alphas)} iterations · {info.hvp_count:,} HVPs in "
-        f"{info.seconds:.2f} s · seed {info.seed}"
+        f"Lanczos {status} after {len(lz.alphas)} iterations{restarts} · {info.hvp_count:,} HVPs "
+        f"in {info.seconds:.2f} s · seed {info.seed}"
     )
     for key, note in result.notes.items():
         if key != "stability":
