@@ -109,7 +109,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import h5py
@@ -117,7 +117,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, NumericalError
-from ..estimators.lanczos import LanczosResult, lanczos
+from ..estimators.lanczos import LanczosResult, checked_product, lanczos
 from ..hdf5 import (
     NONE_DATASETS,
     optional_group,
@@ -344,7 +344,7 @@ def _model_subspace(
         T = np.diag(krylov.alphas) + np.diag(krylov.betas[: m - 1], 1)
         blocks.append(T + np.triu(T, 1).T)
     P = _orthonormal_complement(Q, top_vectors.to(dtype=tg.dtype, device=tg.device))
-    HP = op @ P if P.shape[1] > 0 else P
+    HP = checked_product(op, P, "on the top Ritz vector") if P.shape[1] > 0 else P
     basis = P if Q is None else torch.cat([Q, P], dim=1)
     B = np.zeros((basis.shape[1], basis.shape[1]))
     k = 0 if Q is None else Q.shape[1]
@@ -419,19 +419,20 @@ def _problem_sweep(
     label: str,
     counter: _Counter,
     tick: Callable[[], None],
-    subspace: _ModelSubspace | None = None,
+    model_starts: list[torch.Tensor] | None = None,
 ) -> tuple[list[float | None], list[float], list[str]]:
     """One-step and worst-case values of one problem at every ρ (``rhos`` ascending), and how
-    each worst case was found (:func:`_worst_case`)."""
+    each worst case was found (:func:`_worst_case`); ``model_starts[i]`` is the trust-region
+    start of ``rhos[i]``."""
     tg = t * problem.gradient
     tg_norm = float(torch.linalg.vector_norm(tg))
     one_step: list[float | None] = []
     worst: list[float] = []
     methods: list[str] = []
     previous: torch.Tensor | None = None
-    for rho in rhos:
+    for i, rho in enumerate(rhos):
         try:
-            starts = [] if subspace is None else [(subspace.maximiser(rho), "trust_region")]
+            starts = [] if model_starts is None else [(model_starts[i], "trust_region")]
             if tg_norm > 0:
                 z_sam = tg * (rho / tg_norm)
                 one_step.append(
@@ -558,7 +559,7 @@ class SharpnessResult:
     maximiser), ``ascent`` or ``zero`` (module docstring). ``average_samples[i]`` holds the
     antithetic pair means of radius ``rho[i]``, each one sample: ``average_case_stderr`` is their
     standard deviation over ``√samples``, with ``samples − 1`` degrees of freedom
-    (:attr:`average_case_dof`; :func:`average_case_interval` for a two-sided interval).
+    (:attr:`average_case_dof`; :meth:`average_case_halfwidth` for a two-sided interval).
     """
 
     info: RunInfo
@@ -747,10 +748,14 @@ def measure_sharpness(
         None if lambda_max is None else rho * tg_norm + 0.5 * rho**2 * max(lambda_max, 0.0)
         for rho in rhos
     ]
-    subspace = None
+    model_starts = None  # the maximisers, not the subspace's basis, are kept through the sweep
     if s.m is None and lz is not None and lz.top_vectors is not None:
         try:
             subspace = _model_subspace(op, tg, lz.top_vectors[:, :1], s)
+            model_starts = [subspace.maximiser(rho) for rho in rhos]
+            del subspace
+            if lz is not lanczos_result:  # its Ritz vector served the start only
+                lz = replace(lz, top_vectors=None)
         except FloatingPointError as exc:
             raise NumericalError(
                 f"the Lanczos iteration of the trust-region start produced non-finite numbers: "
@@ -786,7 +791,7 @@ def measure_sharpness(
         for index, problem, weight in problems:
             label = "full" if s.m is None else f"chunk {index}"
             one, worst, found = _problem_sweep(
-                objective, problem, t, rhos, s, seed, label, counter, tick, subspace
+                objective, problem, t, rhos, s, seed, label, counter, tick, model_starts
             )
             if s.m is None:
                 methods = found
