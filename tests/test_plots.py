@@ -40,7 +40,7 @@ def figures():
                 "average_case": [1e-6, 1e-4, 3e-5],
                 "second_order": [1e-4, 1.2e-2, 3e-3],
             },
-            stderr=[1e-7, 1e-5, 3e-6],
+            halfwidth=[1e-7, 1e-5, 3e-6],
         ),
         "curve1d": lambda: plots.plot_curve_1d(
             t, 0.5 * 3 * t**2 + 0.1 * t**3, model=1.5 * t**2, accuracy=1 - t**2 / 4

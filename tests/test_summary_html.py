@@ -211,7 +211,8 @@ def test_tables(full):
     sharp = [r for r in page.rows["sharpness"] if r[0] != "ρ"]
     assert [r[0] for r in sharp] == [f"{r:.6g}" for r in sh.rho]
     assert [r[1] for r in sharp] == [format_number(v) for v in sh.worst_case]
-    assert [r[3] for r in sharp] == [format_number(v) for v in sh.average_case]
+    assert [r[2] for r in sharp] == sh.worst_case_method
+    assert [r[4] for r in sharp] == [format_number(v) for v in sh.average_case]
     evidence = {r[0]: r[1] for r in page.rows["classify"]}
     assert evidence["negative fraction (SLQ)"] == format_number(c.negative_fraction)
     assert c.newton is not None

@@ -199,6 +199,7 @@ def _sharpness_section(sharpness: Any) -> str:
         zip(
             d["rho"],
             col("worst_case"),
+            col("worst_case_method"),
             col("one_step"),
             col("average_case"),
             col("average_case_stderr"),
@@ -211,8 +212,12 @@ def _sharpness_section(sharpness: Any) -> str:
     return (
         '<section id="sharpness"><h2>Sharpness</h2>'
         f'<p class="note">{escape(kind)}{m}; worst case is a {escape(d.get("worst_case_bound", "lower"))} '
-        f"bound; λ_max = {format_number(d.get('lambda_max'))}.</p>"
-        + _table(("ρ", "worst case", "one step", "average case", "± stderr", "second order"), rows)
+        f"bound; λ_max = {format_number(d.get('lambda_max'))}; the average case's standard error "
+        f"has {format_number(d.get('average_case_dof'))} degrees of freedom.</p>"
+        + _table(
+            ("ρ", "worst case", "found by", "one step", "average case", "± stderr", "second order"),
+            rows,
+        )
         + _notes(sharpness)
         + "</section>"
     )

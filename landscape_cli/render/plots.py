@@ -116,10 +116,12 @@ def plot_sharpness(
     rho: Sequence[float],
     curves: dict[str, Sequence[float | None]],
     *,
-    stderr: Sequence[float | None] | None = None,
+    halfwidth: Sequence[float | None] | None = None,
     adaptive: bool = False,
 ) -> Figure:
-    """Sharpness measures against ρ on log-log axes (``None`` entries are skipped)."""
+    """Sharpness measures against ρ on log-log axes (``None`` entries are skipped); the average
+    case with its interval ``± halfwidth`` as a band (the 95 % Student-t interval,
+    :meth:`~landscape_cli.analyses.sharpness.SharpnessResult.average_case_halfwidth`)."""
     kind = "adaptive (ASAM) " if adaptive else ""
     figure, ax = _axes(f"{kind}sharpness  L(w+ε) − L(w)", "radius ρ", "loss increase")
     rho = np.asarray(rho, float)
@@ -139,11 +141,16 @@ def plot_sharpness(
         (line,) = ax.loglog(
             rho[order][mask], y[mask], styles.get(name, "-"), ms=4, label=labels.get(name, name)
         )
-        if name == "average_case" and stderr is not None:
-            err = np.array([np.nan if v is None else v for v in stderr], float)[order][mask]
-            low = np.maximum(y[mask] - 2 * err, y[mask] * 1e-3)  # log axes: keep the band positive
+        if name == "average_case" and halfwidth is not None:
+            err = np.array([np.nan if v is None else v for v in halfwidth], float)[order][mask]
+            low = np.maximum(y[mask] - err, y[mask] * 1e-3)  # log axes: keep the band positive
             ax.fill_between(
-                rho[order][mask], low, y[mask] + 2 * err, alpha=0.2, color=line.get_color()
+                rho[order][mask],
+                low,
+                y[mask] + err,
+                alpha=0.2,
+                color=line.get_color(),
+                label="95 % interval (Student t)",
             )
     if not ax.lines:  # at a maximum every measure is <= 0: nothing to draw on log axes
         ax.text(0.5, 0.5, "no measure is positive: nothing to draw on log axes",
@@ -297,7 +304,7 @@ def _sharpness_figures(sharpness: Any, sigma: float | None) -> dict[str, Figure]
         "sharpness": plot_sharpness(
             sharpness.rho,
             {name: getattr(sharpness, name) for name in curves},
-            stderr=sharpness.average_case_stderr,
+            halfwidth=sharpness.average_case_halfwidth(0.95),
             adaptive=sharpness.adaptive,
         )
     }

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.table import Table
 
+from ..analyses.sharpness import student_t_quantile
 from ..errors import printable
 
 SPARK = " ▁▂▃▄▅▆▇█"
@@ -289,12 +290,14 @@ def print_sharpness(result: Any, console: Console | None = None) -> None:
     kind = "adaptive (ASAM) " if result.adaptive else ""
     table = Table(title=f"{kind}sharpness L(w+ε) − L(w)", title_justify="left")
     bound = "ρ‖Tg‖+½ρ²λ⁺(THT)" if result.adaptive else "ρ‖g‖+½ρ²λ⁺_max"
-    for name in ("ρ", "worst case (≥)", "one-step SAM", "average case", "± s.e.", bound):
+    columns = ("ρ", "worst case (≥)", "found by", "one-step SAM", "average case", "± s.e.")
+    for name in (*columns, bound):
         table.add_column(name, justify="right")
     for i, rho in enumerate(result.rho):
         table.add_row(
             _fmt(rho, 3),
             _fmt(result.worst_case[i], 4),
+            result.worst_case_method[i].replace("_", " "),
             _fmt(result.one_step[i], 4),
             _fmt(result.average_case[i], 4),
             _fmt(result.average_case_stderr[i], 2),
@@ -303,9 +306,13 @@ def print_sharpness(result: Any, console: Console | None = None) -> None:
     console.print(table)
     console.print(
         f"{'λ_max(T H T)' if result.adaptive else 'λ_max'} {_fmt(result.lambda_max)} · "
-        f"worst case is the best point found by projected "
-        f"ascent (a lower bound) · {result.info.hvp_count:,} HVPs, "
+        f"worst case is the best point found (a lower bound) · {result.info.hvp_count:,} HVPs, "
         f"{result.gradient_evaluations:,} gradients in {result.info.seconds:.2f} s · seed {result.info.seed}"
+    )
+    dof = result.average_case_dof
+    console.print(
+        f"average case over {dof + 1} antithetic pairs: s.e. with {dof} degrees of freedom, "
+        f"95 % interval ± {student_t_quantile(0.95, dof):.3g} s.e. (Student t)"
     )
     for key, note in result.notes.items():
         if key != "stability":
