@@ -30,6 +30,7 @@ from landscape_cli.estimators.exact import ExactSpectrum
 from landscape_cli.problem.data import tensor_batches
 from landscape_cli.problem.losses import SplitLoss
 from landscape_cli.problem.objective import Objective
+from landscape_cli.render.terminal import print_classification
 
 F64 = torch.float64
 
@@ -78,10 +79,15 @@ def test_negative_fraction_of_a_relu_network_with_a_null_space_matches_its_dense
     assert within_its_uncertainty(estimate, stderr, exact), (estimate, stderr, exact)
 
 
-def test_negative_fraction_stderr_is_in_the_json_and_the_report_file(tmp_path):
+def test_negative_fraction_stderr_is_in_the_json_the_report_file_and_the_terminal(tmp_path):
     import h5py
+    from rich.console import Console
 
     result = classified(0)
+    console = Console(record=True, width=200)
+    print_classification(result, console)
+    stderr = f"{result.negative_fraction_stderr:.2g}"
+    assert f"{result.negative_fraction:.3g} ± {stderr} s.e. (4 SLQ runs)" in console.export_text()
     payload = result.to_dict()
     assert payload["negative_fraction_stderr"] == pytest.approx(result.negative_fraction_stderr)
     assert payload["negative_fraction_runs"] == 4
