@@ -166,7 +166,8 @@ def test_classify_extremes_win_over_the_spectrum_s_in_the_metrics():
     )  # fmt: skip
     classify = SimpleNamespace(
         info=info, lambda_max=10.0, error_max=0.0, lambda_min=-3e-2, error_min=0.0,
-        negative_fraction=0.01, classification="saddle", stability=None, notes={},
+        negative_fraction=0.01, negative_fraction_stderr=None, classification="saddle",
+        stability=None, notes={},
     )  # fmt: skip
     metrics = metrics_from_results(spectrum=spectrum, classify=classify)
     assert metrics["lambda_min"][0] == -3e-2 and metrics["classification"][0] == "saddle"

@@ -215,6 +215,8 @@ def test_tables(full):
     assert [r[4] for r in sharp] == [format_number(v) for v in sh.average_case]
     evidence = {r[0]: r[1] for r in page.rows["classify"]}
     assert evidence["negative fraction (SLQ)"] == format_number(c.negative_fraction)
+    stderr = evidence["its standard error over the SLQ runs"]
+    assert stderr == format_number(c.negative_fraction_stderr)
     assert c.newton is not None
     assert evidence["Newton decrement δ² = gᵀH⁻¹g"] == format_number(c.newton.decrement_squared)
     # the density note names the shared extremes' run and each run's length

@@ -7,7 +7,7 @@ A check is ``metric <= limit`` (``max``), ``metric >= limit`` (``min``) or
 ``lambda_max``, ``lambda_min``      Lanczos extremes (uncertainty: their error bounds)
 ``trace``                           Hutch++ estimate (uncertainty: its standard error)
 ``loss``, ``grad_norm``             at the checkpoint
-``negative_fraction``               from ``classify``
+``negative_fraction``               ``classify``'s SLQ estimate (uncertainty: its standard error)
 ``classification``                  ``classify``'s label (``equals`` only)
 ``lr_times_lambda_max``             η·λ_max (η from the optimizer state or ``--lr``)
 ``preconditioned_sharpness_ratio``  Adam: λ_max(P⁻¹H) / (38/η)
@@ -393,7 +393,11 @@ def _classify_metrics(classify: Any, metrics: Metrics) -> None:
     # so lambda_min agrees with the classification it decided
     metrics["lambda_max"] = (classify.lambda_max, classify.error_max, None)
     metrics["lambda_min"] = (classify.lambda_min, classify.error_min, None)
-    metrics["negative_fraction"] = (classify.negative_fraction, None, None)
+    metrics["negative_fraction"] = (
+        classify.negative_fraction,
+        classify.negative_fraction_stderr,
+        None,
+    )
     metrics["classification"] = (classify.classification, None, None)
     _stability_metrics(metrics, classify.stability, classify.notes)
 

@@ -45,8 +45,11 @@ always has a bulk of near-zero eigenvalues:
 
 Evidence besides λ_max and λ_min:
 
-* **negative_fraction**: SLQ mass of the spectral density below ``−neg_tol·κ`` (an estimate of the
-  Morse index divided by ``n``; Ghorbani, Krishnan & Xiao 2019).
+* **negative_fraction**: the fraction of eigenvalues below ``−neg_tol·κ`` (the Morse index
+  divided by ``n``; Ghorbani, Krishnan & Xiao 2019), exact zeros not negative: the mean over SLQ
+  runs of each run's Gauss-Radau estimate with the null space at 0
+  (:func:`~landscape_cli.estimators.eigenvalue_count.fraction_below`), with the runs' standard
+  error; exact up to ``EXACT_FRACTION_MAX`` parameters.
 * **Newton decrement** ``δ² = gᵀ(H + μI)⁻¹g`` by conjugate gradient on HVPs, with the damping
   ``μ = max(0, −(λ_min − e_min))·(1 + 10⁻³) + neg_tol·κ`` that makes ``H + μI`` positive definite
   when ``H`` is indefinite or singular (Levenberg-Marquardt damping; Nocedal & Wright §4.3). The
@@ -73,6 +76,7 @@ import torch
 from ..errors import InputError, numerical_errors
 from ..estimators.cg import conjugate_gradient
 from ..estimators.density import SLQResult, slq_density
+from ..estimators.eigenvalue_count import fraction_below
 from ..estimators.exact import dense_matrix
 from ..estimators.lanczos import LanczosResult, lanczos, rounding_floor
 from ..hdf5 import (
@@ -326,6 +330,11 @@ class ClassifyResult:
     slq: SLQResult | None = None
     stability: StabilityReport | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    #: standard error of ``negative_fraction`` over the SLQ runs (0 when exact from the dense
+    #: Hessian; None with one run or no fraction)
+    negative_fraction_stderr: float | None = None
+    #: SLQ runs averaged for ``negative_fraction`` (None when exact or not computed)
+    negative_fraction_runs: int | None = None
 
     @property
     def classification(self) -> str:
@@ -340,6 +349,8 @@ class ClassifyResult:
                 "lambda_max": json_number(self.lambda_max),
                 "lambda_min": json_number(self.lambda_min),
                 "negative_fraction": json_number(self.negative_fraction),
+                "negative_fraction_stderr": json_number(self.negative_fraction_stderr),
+                "negative_fraction_runs": self.negative_fraction_runs,
                 "evidence": self.evidence,
                 "stationary": d.stationary,
                 "relative_gradient": json_number(d.relative_gradient),
@@ -380,6 +391,8 @@ class ClassifyResult:
                 "lambda_max_error_bound": self.error_max,
                 "lambda_min_error_bound": self.error_min,
                 "negative_fraction": self.negative_fraction,
+                "negative_fraction_stderr": self.negative_fraction_stderr,
+                "negative_fraction_runs": self.negative_fraction_runs,
             },
         )
         settings_to_hdf5(group, self.settings)
@@ -415,13 +428,9 @@ class ClassifyResult:
             slq=optional_group(group, "slq", slq_from_hdf5),
             stability=optional_group(group, "stability", StabilityReport.from_hdf5),
             notes=notes_from_hdf5(group),
+            negative_fraction_stderr=a.get("negative_fraction_stderr"),
+            negative_fraction_runs=a.get("negative_fraction_runs"),
         )
-
-
-def negative_mass(nodes: np.ndarray, weights: np.ndarray, threshold: float) -> float:
-    """SLQ estimate of the fraction of eigenvalues below ``-threshold`` (mean over probes)."""
-    mask = np.nan_to_num(nodes, nan=np.inf) < -threshold
-    return float(np.mean(np.sum(np.where(mask, weights, 0.0), axis=1)))
 
 
 def newton_decrement(
@@ -662,10 +671,17 @@ def classify_point(
         settings=s,
     )
     threshold = s.neg_tol * decision.curvature_scale
+    negative_fraction_stderr: float | None = None
+    negative_fraction_runs: int | None = None
     if lz is None:
         negative_fraction: float | None = float(np.mean(eigenvalues.numpy() < -threshold))
+        negative_fraction_stderr = 0.0
     elif slq is not None:
-        negative_fraction = negative_mass(slq.nodes, slq.weights, threshold)
+        counted = fraction_below(slq.nodes, slq.weights, threshold, complete=slq.complete_runs)
+        negative_fraction, negative_fraction_stderr = counted.estimate, counted.stderr
+        negative_fraction_runs = counted.runs
+        if counted.stderr is None:
+            notes["negative_fraction"] = "one SLQ run: no standard error"
     else:
         negative_fraction = None
         notes["negative_fraction"] = "not computed (slq_runs = 0)"
@@ -718,6 +734,8 @@ def classify_point(
         error_max=err_max,
         error_min=err_min,
         negative_fraction=negative_fraction,
+        negative_fraction_stderr=negative_fraction_stderr,
+        negative_fraction_runs=negative_fraction_runs,
         newton=newton,
         escape=escape,
         evidence=_evidence(numbers, decision, s.zero_curvature, s.neg_tol),

@@ -149,6 +149,15 @@ class SLQResult:
         """``(runs,)`` Lanczos steps (= nodes) of each run: the non-padded entries of its row."""
         return np.isfinite(np.asarray(self.nodes, dtype=np.float64)).sum(axis=1).astype(np.int64)
 
+    @property
+    def complete_runs(self) -> np.ndarray:
+        """``(runs,)`` whether each run's rule is exact: an own run shorter than the others broke
+        down, its probe's Krylov space being invariant (a shared run may be shorter because its
+        convergence test stopped it, so it is never marked)."""
+        complete = self.run_steps < self.nodes.shape[1]
+        complete[: self.shared_runs] = False
+        return complete
+
     def density(self, sigma: float | None = None, grid: np.ndarray | int = 1000) -> SpectralDensity:
         """Broadened density: ``sigma`` defaults to :func:`default_sigma`; ``grid`` is an array of
         increasing points or a number of points for :func:`default_grid`."""

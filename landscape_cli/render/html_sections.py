@@ -236,6 +236,7 @@ def _classify_section(classify: Any) -> str:
         ("λ_min", d["lambda_min"]),
         ("λ_min error bound", d["lambda_min_error_bound"]),
         ("negative fraction (SLQ)", d["negative_fraction"]),
+        ("its standard error over the SLQ runs", d.get("negative_fraction_stderr")),
         ("significant negative curvature", d["negative_curvature"]),
         ("significant positive curvature", d["positive_curvature"]),
         ("degenerate directions", d["degenerate_directions"]),

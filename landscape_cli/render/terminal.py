@@ -43,6 +43,20 @@ def _fmt(value: Any, digits: int = 6) -> str:
     return f"{value:.{digits}g}"
 
 
+def _negative_fraction_text(result: Any) -> str:
+    """``classify``'s negative fraction with its standard error and the runs it is over."""
+    value, stderr, runs = (
+        result.negative_fraction,
+        result.negative_fraction_stderr,
+        result.negative_fraction_runs,
+    )
+    if value is None or runs is None:
+        return _fmt(value, 3) + (" (exact)" if value is not None and stderr == 0 else "")
+    if stderr is None:
+        return f"{_fmt(value, 3)} (1 SLQ run: no s.e.)"
+    return f"{_fmt(value, 3)} ± {_fmt(stderr, 2)} s.e. ({runs} SLQ runs)"
+
+
 def _header(console: Console, info: Any) -> None:
     source = escape(info.checkpoint or "(model as constructed)")
     console.print(f"[bold]{info.command}[/bold]  {source}")
@@ -259,7 +273,7 @@ def print_classification(result: Any, console: Console | None = None) -> None:
     table.add_row("λ_min", f"{_fmt(result.lambda_min)} ± {_fmt(result.error_min, 2)}")
     table.add_row("‖g‖ / (κ·max(‖w‖,1))", _fmt(d.relative_gradient, 3))
     table.add_row("Cauchy step / max(‖w‖,1)", _fmt(d.relative_step, 3))
-    table.add_row("negative fraction", _fmt(result.negative_fraction, 3))
+    table.add_row("negative fraction", _negative_fraction_text(result))
     if result.newton is not None and result.newton.decrement_squared is not None:
         table.add_row("Newton decrement² gᵀ(H+μI)⁻¹g", _fmt(result.newton.decrement_squared, 4))
         table.add_row("Newton step length", _fmt(result.newton.step_norm, 4))
