@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     pyhessian = DensityPlan(False, 1, 100)
     library = DensityPlan(False, DEFAULT_RUNS, DEFAULT_STEPS)  # slq_density's own defaults
     density_plans = [own, pyhessian, library]
-    trace_plans = [("deflated " + choose_method(s.trace_method, True), s.trace_matvecs)]
+    trace_plans = [("deflated " + choose_method(s.trace_method), s.trace_matvecs)]
     if opts.scan:
         density_plans += [
             DensityPlan(True, 0, 0),

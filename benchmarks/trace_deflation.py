@@ -10,7 +10,7 @@ For each seed, the extremes' Lanczos run of ``landscape spectrum``'s defaults (t
 ``tol=1e-4``, its own seed) gives the basis ``Q_m``; then, at equal budgets of trace HVPs:
 
 * ``hutch++``: plain Hutch++ (Meyer et al. 2021) on ``H``;
-* ``deflated hutch++``: ``Σα + Hutch++(P H P)`` with ``P = I - Q_m Q_mᵀ`` (the default);
+* ``deflated hutch++``: ``Σα + Hutch++(P H P)`` with ``P = I - Q_m Q_mᵀ``;
 * ``deflated hutchinson``: ``Σα + Hutchinson(P H P)``.
 
 The Lanczos HVPs are not counted against the budgets: ``landscape spectrum`` spends them on the
@@ -34,6 +34,23 @@ from landscape_cli.problem.loading import build_objective
 from landscape_cli.problem.seeding import derive_seed
 
 
+def extremes_runs(H, seeds: int) -> list:
+    """The extremes' Lanczos run of ``landscape spectrum``'s defaults (top-5, bottom-1,
+    ``tol=1e-4``, with its basis) for seeds ``0 .. seeds - 1``."""
+    return [
+        lanczos(
+            H,
+            seed=derive_seed(seed, "lanczos"),
+            max_iter=200,
+            tol=1e-4,
+            top_k=5,
+            bottom_k=1,
+            return_basis=True,
+        )
+        for seed in range(seeds)
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", nargs="+", default=["mlp", "cnn"])
@@ -49,18 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         H = HessianOperator(objective)
         exact = float(exact_spectrum(H).eigenvalues.sum())
         print(f"{sample}: exact trace {exact:.6g}", file=sys.stderr)
-        runs = [
-            lanczos(
-                H,
-                seed=derive_seed(seed, "lanczos"),
-                max_iter=200,
-                tol=1e-4,
-                top_k=5,
-                bottom_k=1,
-                return_basis=True,
-            )
-            for seed in range(opts.seeds)
-        ]
+        runs = extremes_runs(H, opts.seeds)
         for budget in opts.budgets:
             errors: dict[str, list[float]] = {}
             for seed, run in enumerate(runs):

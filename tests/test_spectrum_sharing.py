@@ -47,7 +47,8 @@ def test_default_hvp_count_is_the_sum_of_its_parts(default_run):
     r = default_run
     lz, trace, slq = r.lanczos, r.trace_estimate, r.slq
     assert r.determinism_matvecs == 2
-    assert trace.matvecs == s.trace_matvecs == 60 and trace.method == "deflated hutchinson"
+    # auto on the sample MLP: the remainder's next eigenvalues are what Hutch++'s sketch removes
+    assert trace.matvecs == s.trace_matvecs == 60 and trace.method == "deflated hutch++"
     assert slq.matvecs == s.slq_runs * s.slq_steps == 60  # the shared run costs nothing here
     assert r.info.hvp_count == 2 + lz.matvecs + trace.matvecs + slq.matvecs
     assert r.info.hvp_count <= DEFAULT_BUDGET
@@ -130,7 +131,7 @@ def test_default_trace_and_density_accuracy_on_planted_spectra(kind: str) -> Non
             lz.basis,
             float(lz.alphas.sum()),
             s.trace_matvecs,
-            method=choose_method(s.trace_method, deflated=True),
+            method=choose_method(s.trace_method),
             seed=derive_seed(seed, "trace"),
         )
         error = abs(trace.estimate - exact_trace)
@@ -157,16 +158,16 @@ def test_default_trace_and_density_accuracy_on_planted_spectra(kind: str) -> Non
 
 
 def test_auto_trace_method(objective) -> None:
-    # "auto": Hutchinson on the remainder deflated by the Lanczos basis, Hutch++ without it
-    assert choose_method("auto", deflated=True) == "hutchinson"
-    assert choose_method("auto", deflated=False) == "hutch++"
-    assert choose_method("hutch++", deflated=True) == "hutch++"
+    # "auto": Hutchinson or Hutch++ as its sketch predicts, on the deflated remainder or not
+    assert choose_method("auto") == choose_method("per-sample") == "auto"
+    assert choose_method("hutch++") == "hutch++"
     with pytest.raises(ValueError, match="auto, hutch"):
-        choose_method("exact", deflated=True)
+        choose_method("exact")
     plain = analyze_spectrum(
         objective, SpectrumSettings(deflate_trace=False, density=False, top_k=1), seed=3
     )
-    assert plain.trace_estimate.method == "hutch++"
+    assert plain.trace_estimate.method in ("hutch++", "hutchinson")
+    assert plain.trace_estimate.predicted_stderrs is not None
     forced = analyze_spectrum(
         objective, SpectrumSettings(trace_method="hutch++", density=False, top_k=1), seed=3
     )

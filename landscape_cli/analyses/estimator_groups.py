@@ -140,8 +140,16 @@ def trace_to_hdf5(group: h5py.Group, t: TraceEstimate) -> None:
             "matvecs": t.matvecs,
             "deflation_rank": t.deflation_rank,
             "deflation_trace": t.deflation_trace,
+            **_predicted_stderr_attrs(t.predicted_stderrs),
         },
     )
+
+
+def _predicted_stderr_attrs(predicted: tuple[float, float] | None) -> dict[str, float]:
+    """The standard errors ``auto`` predicted for each method, as attributes (none if not auto)."""
+    if predicted is None:
+        return {}
+    return {"predicted_stderr_hutchinson": predicted[0], "predicted_stderr_hutchpp": predicted[1]}
 
 
 def trace_from_hdf5(group: h5py.Group) -> TraceEstimate:
@@ -155,6 +163,11 @@ def trace_from_hdf5(group: h5py.Group) -> TraceEstimate:
         samples=read_arrays(group, {"samples": ("probes",)})["samples"],
         deflation_rank=int(a.get("deflation_rank", 0)),
         deflation_trace=float(a.get("deflation_trace", 0.0)),
+        predicted_stderrs=(
+            (float(a["predicted_stderr_hutchinson"]), float(a["predicted_stderr_hutchpp"]))
+            if "predicted_stderr_hutchpp" in a
+            else None
+        ),
     )
 
 

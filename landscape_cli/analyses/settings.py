@@ -44,9 +44,9 @@ class SpectrumSettings:
     trace: bool = option(True, "Estimate the trace.")
     trace_method: str = option(
         "auto",
-        "auto: exact from per-sample gradient norms where that applies, else Hutchinson on the "
-        "deflated remainder (Hutch++ without deflation); per-sample: exact or an error; hutch++; "
-        "hutchinson.",
+        "auto: exact from per-sample gradient norms where that applies, else Hutchinson or "
+        "Hutch++, whichever the first products predict to be more accurate; per-sample: exact or "
+        "an error; hutch++; hutchinson.",
         choices=("auto", "hutch++", "hutchinson", "per-sample"),
     )
     trace_matvecs: int = option(60, "HVPs spent on the trace estimate.", minimum=4)

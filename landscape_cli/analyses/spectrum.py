@@ -80,8 +80,9 @@ def analyze_spectrum(
     * Trace: Hutch++ (Meyer et al. 2021) or Hutchinson (1989), ``settings.trace_matvecs`` HVPs,
       by default on the remainder after deflating the extremes' Lanczos basis ``Q_m``, whose
       part ``tr(T_m) = Σ alpha_i`` is known for free (:func:`~landscape_cli.estimators.trace.deflated_trace`);
-      ``trace_method="auto"`` is Hutchinson on that remainder, Hutch++ without deflation
-      (:func:`~landscape_cli.estimators.trace.choose_method`).
+      ``trace_method="auto"`` is Hutchinson or Hutch++ on that remainder (or on ``H`` without
+      deflation), whichever its first products predict to be more accurate
+      (:func:`~landscape_cli.estimators.trace.auto_trace`).
     * Density: stochastic Lanczos quadrature (Lin, Saad & Yang 2016; Ghorbani et al. 2019),
       ``slq_runs × slq_steps`` HVPs, Gaussian broadening ``sigma``; with
       ``settings.share_lanczos`` the extremes' Lanczos run (Gaussian start, so an unbiased SLQ
@@ -475,6 +476,7 @@ def _trace_dict(estimate: TraceEstimate) -> dict[str, Any]:
         "stderr": json_number(estimate.stderr),
         "method": estimate.method,
         "matvecs": int(estimate.matvecs),
+        **estimate.choice_dict(),
     }
 
 
