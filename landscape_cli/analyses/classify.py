@@ -24,7 +24,7 @@ always has a bulk of near-zero eigenvalues:
    ``λ_min < −(neg_tol · κ + e_min)``, with ``e_min`` the Lanczos error bound of ``λ_min``; and as
    positive when ``λ_max > neg_tol · κ + e_max`` (symmetric). Default ``neg_tol = 1e-3``. The
    density's Lanczos runs (SLQ) are Ritz values too, so ``λ_min ≤`` each SLQ node ``≤ λ_max``:
-   when a node lies beyond the extremes run's Ritz value by more than its error bound and a
+   when a node lies beyond the extremes run's Ritz value by more than the rounding floor and a
    tenth of ``neg_tol·κ`` (an eigenvalue the extremes run had not found when its residual test
    stopped it, e.g. a small negative eigenvalue below a tight bulk near 0), that node is the
    estimate, with the rounding floor as its error bound.
@@ -640,14 +640,14 @@ def classify_point(
         low, high = float(np.nanmin(slq.nodes)), float(np.nanmax(slq.nodes))
         # beyond rounding: a tenth of the resolution neg_tol·κ at which a sign becomes significant
         margin = 0.1 * s.neg_tol * max(abs(lambda_max), abs(lambda_min), abs(low), abs(high))
-        if low < lambda_min - err_min - margin:
+        if low < lambda_min - rounding - margin:  # a lower Rayleigh quotient
             notes["lambda_min"] = (
                 f"the density's Lanczos runs found a Ritz value {low:.6g} below the extremes "
                 f"run's λ_min {lambda_min:.6g} (±{err_min:.2g}): λ_min ≤ {low:.6g}; the extremes "
                 "run had not found that eigenvalue when its residual test stopped it"
             )
             lambda_min, err_min = low, rounding
-        if high > lambda_max + err_max + margin:
+        if high > lambda_max + rounding + margin:
             notes["lambda_max"] = (
                 f"the density's Lanczos runs found a Ritz value {high:.6g} above the extremes "
                 f"run's λ_max {lambda_max:.6g} (±{err_max:.2g}): λ_max ≥ {high:.6g}"

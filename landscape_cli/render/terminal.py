@@ -154,13 +154,12 @@ def print_spectrum(result: Any, console: Console | None = None) -> None:
         console.print(f"  [cyan]{sparkline(d.values)}[/cyan]")
     _print_stability(console, result.stability)
     status = "converged" if lz.converged else "NOT converged (raise --max-iter)"
-    restarts = (
-        f" ({lz.restarts} restarts)"
-        if lz.restarts > 1
-        else (" (1 restart)" if lz.restarts == 1 else "")
-    )
+    blocks = [f"{lz.restarts} restart{'s' if lz.restarts > 1 else ''}"] if lz.restarts else []
+    if lz.matvecs > lz.steps:
+        blocks.append(f"+{lz.matvecs - lz.steps} confirming")
+    extra = f" ({', '.join(blocks)})" if blocks else ""
     console.print(
-        f"Lanczos {status} after {len(lz.alphas)} iterations{restarts} · {info.hvp_count:,} HVPs "
+        f"Lanczos {status} after {len(lz.alphas)} iterations{extra} · {info.hvp_count:,} HVPs "
         f"in {info.seconds:.2f} s · seed {info.seed}"
     )
     for key, note in result.notes.items():
