@@ -211,7 +211,15 @@ def patch_torch_eig() -> None:
 IMPORTS = {
     "landscape": [
         f"landscape_cli.{m}"
-        for m in ("loading", "objective", "lanczos", "trace", "density", "seeding", "config")
+        for m in (
+            "problem.loading",
+            "problem.objective",
+            "problem.seeding",
+            "estimators.lanczos",
+            "estimators.trace",
+            "estimators.density",
+            "io.config",
+        )
     ],
     "pyhessian": ["pyhessian.hessian"],
     "eigenthings": ["hessian_eigenthings", "hessian_eigenthings.algorithms.lanczos"],

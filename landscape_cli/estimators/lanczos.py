@@ -501,10 +501,15 @@ def lanczos(
     block from a Gaussian vector orthogonal to the basis so far (from its own generator, seed
     ``seed + RESTART_STREAM``); the Ritz values are those of the whole projected matrix
     ``Q^T A Q`` (:func:`projected_matrix`), so earlier blocks' values are kept and a second copy
-    of an eigenvalue appears as a second Ritz value. Blocks follow each other until one, after at
-    least ``min_iter`` steps and the stopping test, changes no wanted value by more than
-    ``tol * scale`` (``multiplicity_checked``); a block is also started whenever the basis holds
-    fewer Ritz values than are wanted. Each block costs at least ``min_iter`` products.
+    of an eigenvalue appears as a second Ritz value. Such a *confirming* block is a Lanczos run
+    on ``A`` with the basis so far projected out; it runs at least ``min_iter`` steps and until
+    its own extreme Ritz value has converged (residual within ``tol * scale``) or lies more than
+    its residual and ``tol * scale`` inside the smallest wanted value (it cannot enter the wanted
+    ones). If it then changes no wanted value of the whole projected matrix by more than
+    ``tol * scale``, nothing was missed (``multiplicity_checked``) and the result is the one
+    before it (its products are counted in ``matvecs``); otherwise the run converges the wanted
+    values anew and confirms again. A block is also started whenever the basis holds fewer Ritz
+    values than are wanted.
 
     **Error bounds** (:attr:`LanczosResult.error_bounds`, :func:`_error_bounds`): the residual,
     or ``r^2/gap`` where the neighbouring Ritz intervals are disjoint, never below the rounding
@@ -561,7 +566,9 @@ def lanczos(
             if block_steps < min_iter:
                 continue
             if confirming:
-                if not process.block_extremes_within(tol, top_k >= 2, bottom_k >= 2):
+                top = kept_values[top_k - 1] if top_k >= 2 else None
+                bottom = kept_values[-1] if bottom_k >= 2 else None
+                if not process.block_settled(tol, top, bottom):
                     continue
             elif m < wanted_count or not process.wanted_within(tol, top_k, bottom_k):
                 continue
@@ -878,23 +885,25 @@ class LanczosProcess:
         (of the first ``upto`` steps, a block boundary; all by default)."""
         return _ritz(*self._view(upto))
 
-    def block_extremes_within(self, tol: float, top: bool, bottom: bool) -> bool:
-        """Whether the current block's own largest (``top``) and smallest (``bottom``) Ritz
-        values have residuals within ``tol`` times the spectral-norm estimate: the block is a
-        Lanczos run on ``A`` with the earlier blocks projected out."""
+    def block_settled(self, tol: float, top: float | None, bottom: float | None) -> bool:
+        """Whether the current block has settled what it looks for: its own largest Ritz value
+        (the block is a Lanczos run on ``A`` with the earlier blocks projected out) has a residual
+        within ``tol`` times the spectral-norm estimate, or lies more than its residual plus that
+        below ``top`` (the smallest wanted top value kept: it cannot enter the wanted ones);
+        likewise its smallest against ``bottom``. ``None`` skips an end."""
         lo = self.block_starts[-1]
-        _, S = tridiagonal_eigh(
+        theta, S = tridiagonal_eigh(
             np.asarray(self.alphas[lo:], dtype=np.float64),
             np.asarray(self.betas[lo:-1], dtype=np.float64),
         )
         residuals = np.abs(self.betas[-1] * S[-1, :])
         all_theta, _, _ = self.ritz()
-        scale = float(max(abs(all_theta[0]), abs(all_theta[-1])))
+        margin = tol * float(max(abs(all_theta[0]), abs(all_theta[-1])))
         ok = True
-        if top:
-            ok &= bool(residuals[-1] <= tol * scale)
-        if bottom:
-            ok &= bool(residuals[0] <= tol * scale)
+        if top is not None:
+            ok &= bool(residuals[-1] <= margin or theta[-1] + residuals[-1] + margin < top)
+        if bottom is not None:
+            ok &= bool(residuals[0] <= margin or theta[0] - residuals[0] - margin > bottom)
         return ok
 
     def wanted_values(self, top_k: int, bottom_k: int) -> np.ndarray:
