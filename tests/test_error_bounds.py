@@ -3,9 +3,10 @@ the same rank, or is marked unresolved; every list is as long as asked.
 
 Planted spectra (exact eigenvalues known by construction) chosen where single-vector Lanczos
 with a-posteriori bounds goes wrong: clusters tighter than the tolerance, exact multiplicities,
-a large null space, a dynamic range beyond float32's resolution of the bulk, indefinite
-spectra, in float32 and float64. The exact eigenvalues are those of the matrix in the dtype
-analysed (the float32 rounding of a float64 matrix has its own eigenvalues).
+a large null space, a low rank that exhausts the Krylov space in a few steps, a dynamic range
+beyond float32's resolution of the bulk, indefinite spectra, in float32 and float64. The exact
+eigenvalues are those of the matrix in the dtype analysed (the float32 rounding of a float64
+matrix has its own eigenvalues).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pytest
 import torch
 from spectra import nn_like_eigenvalues, planted
 
-from landscape_cli.estimators.lanczos import ROUNDING_UNITS, lanczos
+from landscape_cli.estimators.lanczos import lanczos
+from landscape_cli.estimators.ritz import ROUNDING_UNITS
 from landscape_cli.linear_operator import SymmetricOperator
 
 N = 300
@@ -30,6 +32,8 @@ def planted_spectrum(kind: str, seed: int) -> np.ndarray:
         return np.concatenate([np.repeat([9.0, 4.0], 3), rng.uniform(-1, 3, N - 6)])
     if kind == "null_space":  # half the eigenvalues exactly 0
         return np.concatenate([np.zeros(N // 2), rng.normal(0, 1, N - N // 2)])
+    if kind == "low_rank":  # rank 4 with a double top: the Krylov space is exhausted in 4 steps
+        return np.concatenate([[8.0, 8.0, 3.0, -1.0], np.zeros(N - 4)])
     if kind == "wide_range":  # a bulk at ~1e-6 of ||A||: float32 resolves it to ~1e-1
         return np.concatenate([[1e4, 1e2, 1.0], rng.uniform(1e-4, 1e-2, N - 3)])
     if kind == "indefinite":
@@ -39,7 +43,15 @@ def planted_spectrum(kind: str, seed: int) -> np.ndarray:
     raise ValueError(kind)
 
 
-KINDS = ("cluster", "multiplicity", "null_space", "wide_range", "indefinite", "network")
+KINDS = (
+    "cluster",
+    "multiplicity",
+    "null_space",
+    "low_rank",
+    "wide_range",
+    "indefinite",
+    "network",
+)
 
 
 def reported(res):

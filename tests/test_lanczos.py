@@ -13,7 +13,8 @@ import pytest
 import torch
 from spectra import CountingOperator, nn_like_matrix, planted, random_orthogonal
 
-from landscape_cli.estimators.lanczos import LanczosResult, lanczos, tridiagonal_eigh
+from landscape_cli.estimators.lanczos import LanczosResult, lanczos
+from landscape_cli.estimators.ritz import tridiagonal_eigh
 
 
 def rel_err(approx: np.ndarray, exact: np.ndarray, scale: float) -> float:

@@ -78,7 +78,8 @@ from ..estimators.cg import conjugate_gradient
 from ..estimators.density import SLQResult, slq_density
 from ..estimators.eigenvalue_count import fraction_below
 from ..estimators.exact import dense_matrix
-from ..estimators.lanczos import LanczosResult, lanczos, rounding_floor
+from ..estimators.lanczos import LanczosResult, lanczos
+from ..estimators.ritz import rounding_floor
 from ..hdf5 import (
     field_attrs,
     from_field_attrs,

@@ -117,7 +117,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError, NumericalError
-from ..estimators.lanczos import LanczosResult, checked_product, lanczos
+from ..estimators.lanczos import LanczosResult, lanczos
+from ..estimators.lanczos_process import checked_product
 from ..hdf5 import (
     NONE_DATASETS,
     optional_group,

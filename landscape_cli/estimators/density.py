@@ -46,7 +46,8 @@ import torch
 
 from ..errors import InputError
 from ..linear_operator import OperatorLike
-from .lanczos import LanczosProcess, checked_product, tridiagonal_eigh
+from .lanczos_process import LanczosProcess, checked_product
+from .ritz import tridiagonal_eigh
 
 #: Memory the lockstep SLQ runs' Lanczos bases may take together (bytes), when ``block_size`` is
 #: not given: 10 runs of 80 steps for models up to ~3M float32 parameters.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .lanczos import tridiagonal_eigh
+from .ritz import tridiagonal_eigh
 
 __all__ = ["FractionEstimate", "fraction_below", "null_space_radau_rule", "run_fraction_below"]
 

@@ -1,6 +1,9 @@
 """Stochastic trace estimation from matrix-vector products: Hutchinson, Hutch++, and the choice
 between them.
 
+Kept as one module: the estimators share one probe stream, the quadratic forms and their two
+variance estimates, and the choice between them compares those from the same first products.
+
 The estimators accept any square operator ``A`` with ``A.shape == (n, n)``, ``A.dtype``,
 ``A.device`` and ``A @ V`` for a block ``V`` of shape ``(n, b)`` (a dense tensor or a Hessian
 operator, which may batch the ``b`` products). Each column of a block counts as one matvec.
@@ -55,7 +58,7 @@ import numpy as np
 import torch
 
 from ..linear_operator import DeflatedOperator, OperatorLike
-from .lanczos import checked_product
+from .lanczos_process import checked_product
 
 __all__ = [
     "EXACT_METHOD",
