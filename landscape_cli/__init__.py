@@ -6,7 +6,7 @@ The public API, importable from ``landscape_cli`` itself (e.g. in a notebook), i
   loss, in one call), :func:`build_objective` and its parts (checkpoint, model, data, loss), the
   :class:`Objective`, the configuration (:class:`RunConfig`, every ``*Settings`` class,
   :func:`resolve_run_config`);
-* **operators**: the Hessian, GGN and empirical Fisher as operators (``A @ v``), parameter blocks,
+* **operators**: the Hessian, GGN, empirical Fisher and K-FAC as operators (``A @ v``), parameter blocks,
   and the protocol every estimator accepts;
 * **estimators**: Lanczos, Hutchinson and Hutch++ traces, SLQ densities, exact spectra, with
   their result classes;
@@ -44,6 +44,7 @@ _EXPORTS = {
     "SharpnessSettings": "analyses.settings",
     "SurfaceSettings": "analyses.settings",
     "JacobianSettings": "analyses.settings",
+    "KFACSettings": "analyses.settings",
     "resolve_run_config": "io.config",
     "resolve_config": "io.config",
     "read_config_file": "io.config",
@@ -53,6 +54,7 @@ _EXPORTS = {
     "HessianOperator": "operators.hessian",
     "GGNOperator": "operators.ggn",
     "EmpiricalFisherOperator": "operators.empirical_fisher",
+    "KFACOperator": "operators.kfac",
     "BlockOperator": "operators.blocks",
     "curvature_operator": "operators.curvature",
     "analysis_operator": "operators.curvature",
@@ -78,6 +80,8 @@ _EXPORTS = {
     "SharpnessResult": "analyses.sharpness",
     "analyze_surface": "analyses.surface",
     "SurfaceResult": "analyses.surface",
+    "analyze_kfac": "analyses.kfac",
+    "KFACResult": "analyses.kfac",
     "analyze_jacobian": "analyses.jacobian",
     "JacobianResult": "analyses.jacobian",
     "stability_report": "analyses.stability",

@@ -29,6 +29,7 @@ from landscape_cli.analyses.registry import ANALYSES, Analysis, analysis_of
 from landscape_cli.analyses.settings import (
     ClassifySettings,
     JacobianSettings,
+    KFACSettings,
     SharpnessSettings,
     SpectrumSettings,
     SurfaceSettings,
@@ -81,6 +82,12 @@ def jacobian_example(objective: Any) -> Any:
     return analyze_jacobian(objective, JacobianSettings(samples=4))
 
 
+def kfac_example(objective: Any) -> Any:
+    from landscape_cli.analyses.kfac import analyze_kfac
+
+    return analyze_kfac(objective, KFACSettings(probes=3, max_iter=20, slq_steps=8, grid=40))
+
+
 def track_example(objective: Any) -> TrackResult:
     """Two checkpoints; the second without a trace or a learning rate (``None`` in the file)."""
 
@@ -114,6 +121,7 @@ EXAMPLES: dict[str, Callable[[Any], Any]] = {
     "sharpness": sharpness_example,
     "surface": surface_example,
     "jacobian": jacobian_example,
+    "kfac": kfac_example,
     "track": track_example,
 }
 

@@ -427,6 +427,7 @@ RESULT_METRICS: dict[str, Callable[[Any, Metrics], None] | None] = {
     "classify": _classify_metrics,
     "sharpness": _sharpness_metrics,
     "jacobian": _jacobian_metrics,
+    "kfac": None,  # how well an optimizer's approximation fits, not a property of the training
     "surface": None,  # a loss surface is a picture: its numbers depend on the random directions
     "track": None,  # a series of checkpoints: each one is checked on its own
 }

@@ -11,7 +11,9 @@ from ..estimators.trace import EXACT_METHOD, PER_SAMPLE, TraceEstimate, estimate
 from ..operators.exact_trace import MAX_OUTPUTS, ExactTrace, Unsupported, exact_trace
 
 
-def planned_exact_trace(objective: Any, settings: Any) -> tuple[ExactTrace | None, str | None]:
+def planned_exact_trace(
+    objective: Any, settings: Any, operator: Any = None
+) -> tuple[ExactTrace | None, str | None]:
     """The exact half of :func:`curvature_trace`, for callers to run *before* their Lanczos
     iteration: that iteration then keeps its basis (``m x n`` floats, 256 MB for ``m = 32`` and
     a million float64 parameters) only when the stochastic estimate will deflate it, and a
@@ -20,11 +22,14 @@ def planned_exact_trace(objective: Any, settings: Any) -> tuple[ExactTrace | Non
     Returns ``(exact, None)`` when :func:`exact_trace` applies (``trace_method`` ``auto`` within
     its budget, or ``per-sample``), ``(None, why)`` when ``auto`` falls back to the stochastic
     estimate, ``(None, None)`` for ``hutch++``/``hutchinson``. Raises :class:`InputError` for
-    ``per-sample`` when it does not apply.
+    ``per-sample`` when it does not apply. For ``curvature=kfac`` the exact trace is the
+    factors' (``operator.exact_trace()``, no product), for ``auto`` and ``per-sample`` alike.
     """
     method = settings.trace_method
     if method not in ("auto", PER_SAMPLE):
         return None, None
+    if settings.curvature == "kfac" and not settings.params and operator is not None:
+        return operator.exact_trace(), None
     try:
         if settings.params:
             raise Unsupported(
@@ -66,9 +71,9 @@ def curvature_trace(
     the estimate, the exact result (its per-module split) when used, and why ``auto`` fell back
     to the stochastic estimate (``None`` when it did not).
     """
-    exact, fallback = planned_exact_trace(objective, settings) if planned is None else planned
+    exact, fallback = planned_exact_trace(objective, settings, A) if planned is None else planned
     if exact is not None:
-        return TraceEstimate(exact.trace, 0.0, EXACT_METHOD, 0), exact, None
+        return TraceEstimate(exact.trace, 0.0, exact.method or EXACT_METHOD, 0), exact, None
     if basis is None and lanczos_run is not None:
         basis = lanczos_run.basis
     estimate = estimate_trace(

@@ -14,6 +14,7 @@ from ..estimators.lanczos import lanczos
 from ..estimators.trace import EXACT_METHOD, TraceEstimate, estimate_trace
 from ..hdf5 import read_array, read_attrs, read_list, write_group
 from ..operators.blocks import TOP_LEVEL, BlockOperator, block_indices, layer_groups
+from ..operators.exact_trace import ExactTrace
 from ..problem.seeding import derive_seed
 from .run_info import json_number
 
@@ -108,7 +109,7 @@ def per_layer_spectrum(
     trace_matvecs: int = 150,
     trace_method: str = "auto",
     deflate_trace: bool = True,
-    exact_traces: dict[str, float] | None = None,
+    exact_traces: ExactTrace | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[BlockSpectrum]:
@@ -117,12 +118,14 @@ def per_layer_spectrum(
     products as ``spectrum`` does (:func:`~landscape_cli.estimators.trace.estimate_trace`): deflated by the
     block's Lanczos basis unless ``deflate_trace`` is off, ``trace_method`` as in
     :func:`~landscape_cli.estimators.trace.choose_method`; exact when the block has at most that many
-    coordinates. ``exact_traces`` (module name → trace, e.g.
-    :attr:`~landscape_cli.operators.exact_trace.ExactTrace.per_module`) replaces the estimate of the modules
-    it names with their exact block trace, at no cost. ``make_operator()`` returns a fresh full
+    coordinates. ``exact_traces`` (its
+    :attr:`~landscape_cli.operators.exact_trace.ExactTrace.per_module`) replaces the estimate of the
+    modules it names with their exact block trace, at no cost. ``make_operator()`` returns a fresh full
     operator (e.g. ``H.fresh``). Sorted by λ_max, largest first."""
     groups = layer_groups(list(names) if names is not None else objective.parameter_names)
-    exact = {(m or TOP_LEVEL): v for m, v in (exact_traces or {}).items()}
+    per_module = exact_traces.per_module if exact_traces is not None else {}
+    exact = {(m or TOP_LEVEL): v for m, v in per_module.items()}
+    exact_method = (exact_traces.method if exact_traces is not None else None) or EXACT_METHOD
     rows: list[BlockSpectrum] = []
     for position, (module, members) in enumerate(groups.items()):
         block = BlockOperator(make_operator(), block_indices(objective, members), members)
@@ -137,7 +140,7 @@ def per_layer_spectrum(
             )
             estimate = None
             if trace and module in exact:
-                estimate = TraceEstimate(exact[module], 0.0, EXACT_METHOD, 0)
+                estimate = TraceEstimate(exact[module], 0.0, exact_method, 0)
             elif trace:
                 estimate = estimate_trace(
                     block,

@@ -18,6 +18,7 @@ import h5py
 from ..hdf5 import field_attrs, replace_group, set_attrs
 from .classify import ClassifyResult
 from .jacobian import JacobianResult
+from .kfac import KFACResult
 from .sharpness import SharpnessResult
 from .spectrum import SpectrumResult
 from .surface import SurfaceResult
@@ -129,6 +130,7 @@ ANALYSES: dict[str, Analysis] = {
             not_stored=("lanczos", "settings"),
         ),
         Analysis("jacobian", JacobianResult, "jacobian", "jacobian"),
+        Analysis("kfac", KFACResult, "kfac", "kfac"),
         Analysis(
             "track",
             TrackResult,

@@ -77,8 +77,9 @@ class SpectrumSettings:
     curvature: str = option(
         "hessian",
         "The matrix analysed: hessian, ggn (generalised Gauss-Newton; the Fisher for "
-        "cross-entropy/MSE) or ef (empirical Fisher); ggn and ef need a built-in loss.",
-        choices=("hessian", "ggn", "ef"),
+        "cross-entropy/MSE), ef (empirical Fisher) or kfac (the GGN's Kronecker-factored "
+        "approximation on Linear and Conv2d layers); all but hessian need a built-in loss.",
+        choices=("hessian", "ggn", "ef", "kfac"),
         commands=("spectrum", "check", "track"),
     )
     params: tuple[str, ...] = option(
@@ -273,6 +274,37 @@ class JacobianSettings:
     ntk_top_k: int = option(5, "NTK eigenvalues to report.", minimum=1)
 
 
+@dataclass(frozen=True)
+class KFACSettings:
+    """Options of ``landscape kfac``; the method is described in :mod:`landscape_cli.analyses.kfac`."""
+
+    kind: str = option(
+        "type-2",
+        "Which K-FAC: type-2 (the output Hessians' exact square roots: the GGN's) or empirical "
+        "(the per-sample loss gradients: the empirical Fisher's). Both are compared with the GGN.",
+        choices=("type-2", "empirical"),
+    )
+    probes: int = option(
+        16,
+        "Random probes of the Frobenius errors (more: smaller standard errors; no extra pass "
+        "over the data).",
+        minimum=2,
+    )
+    lambda_max: bool = option(
+        True,
+        "Compare λ_max and the top eigenvector with the GGN's, per layer and overall (a Lanczos "
+        "run on each GGN block).",
+    )
+    tol: float = option(1e-3, "Lanczos relative error target of the GGN's λ_max.", positive=True)
+    max_iter: int = option(100, "Maximum Lanczos iterations per GGN block.", minimum=1)
+    density: bool = option(
+        True, "The spectral densities of both on one grid (SLQ for the GGN, exact for K-FAC)."
+    )
+    slq_runs: int = option(4, "SLQ runs of the GGN's density.", minimum=1)
+    slq_steps: int = option(40, "Lanczos steps per SLQ run.", minimum=2)
+    grid: int = option(400, "Density grid points.", minimum=10)
+
+
 #: The sections of a config file (``spectrum: {top_k: 5}``), each an analysis's settings.
 SECTIONS: dict[str, type] = {
     "spectrum": SpectrumSettings,
@@ -280,6 +312,7 @@ SECTIONS: dict[str, type] = {
     "sharpness": SharpnessSettings,
     "surface": SurfaceSettings,
     "jacobian": JacobianSettings,
+    "kfac": KFACSettings,
 }
 
 
@@ -294,6 +327,7 @@ class RunConfig(ProblemSettings):
     sharpness: SharpnessSettings = field(default_factory=SharpnessSettings)
     surface: SurfaceSettings = field(default_factory=SurfaceSettings)
     jacobian: JacobianSettings = field(default_factory=JacobianSettings)
+    kfac: KFACSettings = field(default_factory=KFACSettings)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     config_file: str | None = None
 

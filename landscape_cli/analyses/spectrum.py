@@ -112,7 +112,9 @@ def analyze_spectrum(
     n = H.shape[0]
     top_k = min(settings.top_k, n)
     bottom_k = min(settings.bottom_k, n)
-    if settings.exact:
+    # K-FAC's eigenvalues are products of its factors': exact at any size, for no product
+    kronecker = settings.curvature == "kfac" and not settings.params
+    if settings.exact and not kronecker:
         check_exact_size(n)  # refuse before spending HVPs, not after
     if settings.density and settings.slq_runs == 0 and not settings.share_lanczos:
         raise InputError(
@@ -141,7 +143,7 @@ def analyze_spectrum(
         products.lap()
     # the exact trace first: the Lanczos run keeps its basis only for a stochastic estimate, and
     # --trace-method per-sample fails before the Lanczos HVPs when it does not apply
-    planned = planned_exact_trace(objective, settings) if settings.trace else (None, None)
+    planned = planned_exact_trace(objective, settings, H) if settings.trace else (None, None)
     later = _products_after_extremes(settings, n, exact_trace=planned[0] is not None)
     products.revise(H.matvecs + min(settings.max_iter, n) + later, upper_bound=True)
     products.start()
@@ -214,7 +216,11 @@ def analyze_spectrum(
             density = slq.density(sigma=settings.sigma, grid=settings.grid)
         else:
             notes["density"] = f"not requested ({unrequested or '--no-density'})"
-        exact = exact_spectrum(H, progress=stage(progress, "exact")) if settings.exact else None
+        exact = None
+        if settings.exact and kronecker:
+            exact = ExactSpectrum(H.eigenvalues()[::-1].copy(), 0.0, 0)
+        elif settings.exact:
+            exact = exact_spectrum(H, progress=stage(progress, "exact"))
     if bottom_k == 0:
         notes["lambda_min"] = f"not requested ({unrequested or '--bottom-k 0'})"
     per_layer = None
@@ -231,7 +237,7 @@ def analyze_spectrum(
             trace_matvecs=settings.trace_matvecs,
             trace_method=settings.trace_method,
             deflate_trace=settings.deflate_trace,
-            exact_traces=None if exact_traces is None else exact_traces.per_module,
+            exact_traces=exact_traces,
             seed=seed,
             progress=stage(progress, "per_layer"),
         )

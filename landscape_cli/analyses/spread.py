@@ -243,7 +243,7 @@ def analyze_spread(
         first, stop = int(group[0]), int(group[-1]) + 1
         sub = subset_objective(objective, subset_batches(objective.batches, first, stop))
         A = analysis_operator(sub, settings.curvature, settings.params)
-        planned = planned_exact_trace(sub, settings) if settings.trace else (None, None)
+        planned = planned_exact_trace(sub, settings, A) if settings.trace else (None, None)
         with numerical_errors(f"the Lanczos iteration on spread subset {position}"):
             lz = lanczos(
                 A,

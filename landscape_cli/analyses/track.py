@@ -342,7 +342,7 @@ def track_series(
             noise = torch.randn(n, generator=gen, dtype=torch.float64)
             mixed = previous.double().cpu() / previous.norm() + warm_mix * noise / noise.norm()
             start_vector = mixed.to(device=objective.device, dtype=objective.dtype)
-        planned = planned_exact_trace(objective, settings) if trace else (None, None)
+        planned = planned_exact_trace(objective, settings, H) if trace else (None, None)
         with numerical_errors(f"the Lanczos iteration on {path}"):
             lz = lanczos(
                 H,

@@ -22,6 +22,7 @@ from .. import __version__
 from ..analyses.settings import (
     ClassifySettings,
     JacobianSettings,
+    KFACSettings,
     SharpnessSettings,
     SpectrumSettings,
     SurfaceSettings,
@@ -209,6 +210,20 @@ def jacobian(run: RunArgs, out: OutOpt = None) -> None:
         return analyze_jacobian(objective, cfg.jacobian, seed=cfg.seed, progress=progress)
 
     run_analysis(run, flags, analyze, "print_jacobian", out=out, section="jacobian")
+
+
+@app.command()
+@analysis_command(("kfac", KFACSettings))
+def kfac(run: RunArgs, out: OutOpt = None) -> None:
+    """How well K-FAC's Kronecker factors fit the GGN, per layer: Frobenius error, traces, λ_max."""
+    flags = run.flags
+
+    def analyze(objective: Any, cfg: Any, progress: Any) -> Any:
+        from ..analyses.kfac import analyze_kfac
+
+        return analyze_kfac(objective, cfg.kfac, seed=cfg.seed, progress=progress)
+
+    run_analysis(run, flags, analyze, "print_kfac", out=out, section="kfac")
 
 
 @app.command()

@@ -6,7 +6,7 @@ Layout (``SCHEMA = "landscape-report/1"``; the full table is in docs/report.md):
   ``command_line``, ``config_yaml``, ``torch_version``, ``checkpoint_sha256`` (``""`` when the
   objective has no checkpoint file), ``num_parameters``, ``seed``, ``device``, ``dtype``;
 * one group per registered analysis (:data:`~landscape_cli.analyses.registry.ANALYSES`:
-  ``/spectrum``, ``/classify``, ``/sharpness``, ``/jacobian``, ``/track``; one per result under
+  ``/spectrum``, ``/classify``, ``/sharpness``, ``/jacobian``, ``/kfac``, ``/track``; one per result under
   ``/surface/<name>``), written and read by the result class itself (``to_hdf5`` /
   ``from_hdf5``): parameters and scalar results as attributes, raw material (Lanczos
   coefficients, Ritz values, trace samples, SLQ nodes and weights, curves) as datasets, so a plot
@@ -52,6 +52,7 @@ from ..analyses.classify import (
     ClassifyResult,
 )
 from ..analyses.jacobian import JacobianResult
+from ..analyses.kfac import KFACResult
 from ..analyses.registry import ANALYSES, analysis_of
 from ..analyses.settings import RunConfig
 from ..analyses.sharpness import SharpnessResult
@@ -377,6 +378,7 @@ class Report:
     classify: ClassifyResult | None = None
     sharpness: SharpnessResult | None = None
     jacobian: JacobianResult | None = None
+    kfac: KFACResult | None = None
     surfaces: dict[str, SurfaceResult] = field(default_factory=dict)  # by name
     track: TrackResult | None = None
     groups: tuple[str, ...] = ()

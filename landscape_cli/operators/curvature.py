@@ -1,6 +1,7 @@
-"""Curvature matrices besides the Hessian: generalised Gauss-Newton and empirical Fisher.
+"""Curvature matrices besides the Hessian: generalised Gauss-Newton, empirical Fisher and the
+GGN's Kronecker-factored approximation (K-FAC, :mod:`landscape_cli.operators.kfac`).
 
-Both are matrix-free :class:`~landscape_cli.operators.base.CurvatureOperator` subclasses like
+The first two are matrix-free :class:`~landscape_cli.operators.base.CurvatureOperator` subclasses like
 :class:`~landscape_cli.operators.hessian.HessianOperator` (the contract of
 :class:`~landscape_cli.linear_operator.SymmetricOperator`: ``.shape``, ``.dtype``, ``.device``,
 ``.matvecs``, ``A @ v`` for ``v`` of shape ``(n,)`` or ``(n, k)``), so Lanczos, Hutch++ and SLQ
@@ -59,11 +60,12 @@ from .empirical_fisher import EmpiricalFisherOperator
 from .ggn import GGNOperator
 from .hessian import HessianOperator
 
-CURVATURES = ("hessian", "ggn", "ef")
+CURVATURES = ("hessian", "ggn", "ef", "kfac")
 CURVATURE_NAMES = {
     "hessian": "Hessian",
     "ggn": "generalised Gauss-Newton",
     "ef": "empirical Fisher",
+    "kfac": "K-FAC",
 }
 
 
@@ -88,9 +90,14 @@ def split_loss(objective: Objective, curvature: str) -> SplitLoss:
 def curvature_operator(objective: Objective, curvature: str = "hessian") -> CurvatureOperator:
     """A fresh matrix-free operator (its own matvec counter) for ``curvature``:
     ``"hessian"`` (:class:`~landscape_cli.operators.hessian.HessianOperator`), ``"ggn"``
-    (:class:`GGNOperator`) or ``"ef"`` (:class:`EmpiricalFisherOperator`)."""
+    (:class:`GGNOperator`), ``"ef"`` (:class:`EmpiricalFisherOperator`) or ``"kfac"``
+    (:class:`~landscape_cli.operators.kfac.KFACOperator`, its factors computed here)."""
     if curvature == "hessian":
         return HessianOperator(objective)
+    if curvature == "kfac":
+        from .kfac import KFACOperator
+
+        return KFACOperator(objective, split_loss(objective, curvature))
     if curvature == "ggn":
         return GGNOperator(objective, split_loss(objective, curvature))
     if curvature == "ef":

@@ -13,7 +13,7 @@ from ..problem.data import Batch, batch_size_of, slice_batch
 from ..problem.losses import SplitLoss
 from ..problem.objective import Objective
 from .base import CurvatureOperator
-from .ggn import _OutputModule
+from .ggn import OutputModule
 
 
 def _sample(chunk: Any, i: int) -> Any:
@@ -77,7 +77,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
         sample."""
         obj = self.objective
         split = self.split
-        module = _OutputModule(obj.model, split)
+        module = OutputModule(obj.model, split)
         constants = dict(obj._constants)
 
         def sample_loss(params: dict[str, torch.Tensor], sample: Any, weight: torch.Tensor):

@@ -393,7 +393,7 @@ def _loss_gradients(split: SplitLoss, out: torch.Tensor, y: torch.Tensor) -> tor
     return grad.reshape(n, -1, 1)
 
 
-def _loss_factors(
+def loss_hessian_factors(
     split: SplitLoss, out: torch.Tensor, y: torch.Tensor, for_hessian: bool
 ) -> torch.Tensor:
     """``(n, d, d)``: ``S_i`` with ``S_i S_iᵀ = ∇²ℓ_i`` in the sample's flattened outputs.
@@ -450,11 +450,13 @@ def _loss_factors(
 @dataclass(frozen=True)
 class ExactTrace:
     """An exact trace and its split over the modules owning parameters (their diagonal blocks'
-    traces, which add up to it), with the backward passes it took per batch."""
+    traces, which add up to it), with the backward passes it took per batch and, when not from
+    per-sample gradients, how it was obtained (``method``, the trace estimate's label)."""
 
     trace: float
     per_module: dict[str, float]
     passes: int
+    method: str | None = None
 
 
 def _check_samples_independent(
@@ -526,7 +528,7 @@ def _exact_trace(
     objective: Objective, split: SplitLoss, curvature: str, max_outputs: int
 ) -> ExactTrace:
     from ..problem.data import move_batch
-    from .ggn import _OutputModule
+    from .ggn import OutputModule
 
     if objective.mode != "eval":
         raise Unsupported("train mode couples the samples of a batch (BatchNorm)")
@@ -536,7 +538,7 @@ def _exact_trace(
     if not isinstance(first, tuple):
         raise Unsupported("the batches are named model inputs, not (x, y)")
     owners = _owners(objective)
-    module = _OutputModule(objective.model, split)
+    module = OutputModule(objective.model, split)
     for_hessian = curvature == "hessian"
 
     def forward(batch: Batch, index: int) -> tuple[torch.Tensor, _Calls, dict[str, torch.Tensor]]:
@@ -583,7 +585,7 @@ def _exact_trace(
             if curvature == "ef":
                 S = _loss_gradients(split, out, batch[1]).to(out.dtype)
             else:
-                S = _loss_factors(split, out, batch[1], for_hessian).to(out.dtype)
+                S = loss_hessian_factors(split, out, batch[1], for_hessian).to(out.dtype)
             names = list(calls)
             outputs = [calls[m][0][1] for m in names]
             sums = torch.zeros(len(names), dtype=torch.float64, device=out.device)

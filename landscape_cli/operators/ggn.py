@@ -13,7 +13,7 @@ from ..problem.objective import Objective
 from .base import CurvatureOperator
 
 
-class _OutputModule(nn.Module):
+class OutputModule(nn.Module):
     """``batch ↦ split.outputs(model, batch)`` as a module, so :func:`functional_call` swaps in
     the objective's parameter tensors under the same ``model.`` names as the objective's loss."""
 
@@ -24,6 +24,37 @@ class _OutputModule(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.split.outputs(self.model, batch)
+
+
+def model_outputs(
+    objective: Objective,
+    module: OutputModule,
+    params: list[torch.Tensor],
+    batch: Batch,
+    index: int,
+    curvature: str = "ggn",
+) -> torch.Tensor:
+    """The model's outputs on batch ``index`` with ``params`` in place of the objective's
+    parameters (in its evaluation context), checked to be a tensor and, for ``loss=nll``,
+    log-probabilities (errors name ``curvature``)."""
+    obj = objective
+    tensors: dict[str, torch.Tensor] = dict(obj._constants)
+    tensors.update({f"model.{n}": p for n, p in zip(obj.parameter_names, params, strict=True)})
+    with obj._evaluation_context(index):
+        out = functional_call(module, tensors, (batch,), strict=False)
+    if not isinstance(out, torch.Tensor):
+        raise InputError(
+            f"`curvature={curvature}`: the model returned {type(out).__name__}, expected a tensor"
+        )
+    if module.split.name == "nll":
+        norm = torch.logsumexp(out.detach(), dim=1)
+        if float(norm.abs().max()) > 1e-3:
+            raise InputError(
+                f"`curvature={curvature}` with `loss=nll`: the model's outputs are not "
+                f"log-probabilities (logsumexp deviates from 0 by {float(norm.abs().max()):.3g})",
+                hint="end the model with log_softmax, or use `loss=cross_entropy` on logits",
+            )
+    return out
 
 
 class GGNOperator(CurvatureOperator):
@@ -52,7 +83,7 @@ class GGNOperator(CurvatureOperator):
         graph of the Hessian graph's measured size still fits its memory budget."""
         super().__init__(objective)
         self.split = split
-        self._outputs_module = _OutputModule(objective.model, split)
+        self._outputs_module = OutputModule(objective.model, split)
         if cache is None:
             fits = 2 * objective.graph_bytes <= objective.memory_budget
             cache = objective.hvp_mode == "cached" and fits
@@ -63,24 +94,7 @@ class GGNOperator(CurvatureOperator):
         self._graphs.clear()  # the dict is shared with fresh() twins: they release too
 
     def _outputs(self, params: list[torch.Tensor], batch: Batch, index: int) -> torch.Tensor:
-        obj = self.objective
-        tensors: dict[str, torch.Tensor] = dict(obj._constants)
-        tensors.update({f"model.{n}": p for n, p in zip(obj.parameter_names, params, strict=True)})
-        with obj._evaluation_context(index):
-            out = functional_call(self._outputs_module, tensors, (batch,), strict=False)
-        if not isinstance(out, torch.Tensor):
-            raise InputError(
-                f"`curvature=ggn`: the model returned {type(out).__name__}, expected a tensor"
-            )
-        if self.split.name == "nll":
-            norm = torch.logsumexp(out.detach(), dim=1)
-            if float(norm.abs().max()) > 1e-3:
-                raise InputError(
-                    "`curvature=ggn` with `loss=nll`: the model's outputs are not "
-                    f"log-probabilities (logsumexp deviates from 0 by {float(norm.abs().max()):.3g})",
-                    hint="end the model with log_softmax, or use `loss=cross_entropy` on logits",
-                )
-        return out
+        return model_outputs(self.objective, self._outputs_module, params, batch, index)
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         obj = self.objective

@@ -95,7 +95,11 @@ def _curvature_note(spectrum: Any) -> str:
     params = getattr(spectrum, "params", ())
     if curvature == "hessian" and not params:
         return ""
-    names = {"ggn": "generalised Gauss-Newton (Fisher)", "ef": "empirical Fisher"}
+    names = {
+        "ggn": "generalised Gauss-Newton (Fisher)",
+        "ef": "empirical Fisher",
+        "kfac": "K-FAC approximation of the generalised Gauss-Newton",
+    }
     text = f"Matrix analysed: the {escape(names.get(curvature, curvature))}"
     if curvature == "hessian":
         text = "Matrix analysed: the Hessian"
@@ -328,6 +332,47 @@ def _jacobian_section(jacobian: Any) -> str:
     return "".join(parts)
 
 
+def _kfac_section(kfac: Any) -> str:
+    d = kfac.to_dict()
+    rows = [
+        (
+            r["module"] or "(model)",
+            r["type"],
+            r["parameters"],
+            r["frobenius_error"],
+            r["frobenius_stderr"],
+            r["trace_ratio"],
+            r["lambda_max_ratio"],
+            r["top_cosine"],
+        )
+        for r in (d["overall"], *d["layers"])
+    ]
+    headers = (
+        "layer",
+        "type",
+        "parameters",
+        "‖GGN − K‖_F / ‖GGN‖_F",
+        "± s.e.",
+        "tr K / tr GGN",
+        "λ_max K / GGN",
+        "|cos| top vectors",
+    )
+    uncovered = (
+        f" Not covered: {format_number(d['uncovered_parameters'])} parameters "
+        f"({escape(', '.join(d['uncovered']))})."
+        if d["uncovered"]
+        else ""
+    )
+    return (
+        '<section id="kfac"><h2>K-FAC</h2>'
+        f'<p class="note">{escape(d["kind"])} K-FAC against the generalised Gauss-Newton matrix, '
+        f"{format_number(d['probes'])} probes; rows by Frobenius error.{uncovered}</p>"
+        + _table(headers, rows, text_cols=2)
+        + _notes(kfac)
+        + "</section>"
+    )
+
+
 def _surface_section(surfaces: Mapping[str, Any]) -> str:
     rows = []
     for name, surface in surfaces.items():
@@ -383,6 +428,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "classify": ("Critical point", _classify_section),
     "sharpness": ("Sharpness", _sharpness_section),
     "jacobian": ("Jacobian", _jacobian_section),
+    "kfac": ("K-FAC", _kfac_section),
     "surface": ("Loss surfaces", _surface_section),
     "track": ("Track", _track_section),
 }

@@ -265,7 +265,60 @@ def plot_layer_jacobians(
     return figure
 
 
-_CURVATURE_LABELS = {"hessian": "Hessian", "ggn": "GGN (Fisher)", "ef": "empirical Fisher"}
+_CURVATURE_LABELS = {
+    "hessian": "Hessian",
+    "ggn": "GGN (Fisher)",
+    "ef": "empirical Fisher",
+    "kfac": "K-FAC",
+}
+
+
+def plot_kfac_fit(
+    grid: np.ndarray,
+    ggn: np.ndarray,
+    kfac: np.ndarray,
+    *,
+    sigma: float,
+    error: float,
+    stderr: float,
+) -> Figure:
+    """The GGN's (SLQ) and K-FAC's (exact) spectral densities on one log-scale axis."""
+    figure, ax = _axes("GGN and its K-FAC approximation", "eigenvalue λ", "density (log scale)")
+    values = np.concatenate([ggn, kfac])
+    positive = values[values > 0]
+    floor = max(positive.min() if positive.size else 1e-12, values.max() * 1e-8)
+    ax.semilogy(grid, np.maximum(ggn, floor), color="tab:blue", lw=1.4, label="GGN (SLQ)")
+    ax.semilogy(
+        grid, np.maximum(kfac, floor), color="tab:orange", lw=1.2, ls="--", label="K-FAC (exact)"
+    )
+    ax.set_ylim(bottom=floor)
+    ax.text(
+        0.99,
+        0.97,
+        f"‖GGN − K‖_F / ‖GGN‖_F = {error:.3g} ± {stderr:.2g}\nσ = {sigma:.3g}",
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+    )
+    _legend(ax, loc="upper center", fontsize=8)
+    return figure
+
+
+def _kfac_figures(kfac: Any, sigma: float | None) -> dict[str, Figure]:
+    if kfac.ggn_density is None or kfac.kfac_density is None:
+        return {}
+    o = kfac.overall
+    return {
+        "kfac": plot_kfac_fit(
+            kfac.ggn_density.grid,
+            kfac.ggn_density.values,
+            kfac.kfac_density.values,
+            sigma=kfac.ggn_density.sigma,
+            error=o.frobenius_error,
+            stderr=o.frobenius_stderr,
+        )
+    }
 
 
 def _density_title(spectrum: Any) -> str:
@@ -375,6 +428,7 @@ FIGURES: dict[str, Callable[[Any, float | None], dict[str, Figure]]] = {
     "sharpness": _sharpness_figures,
     "classify": _classify_figures,
     "jacobian": _jacobian_figures,
+    "kfac": _kfac_figures,
     "track": _track_figures,
     "surface": _surface_figures,
 }

@@ -175,6 +175,7 @@ CURVATURE_TITLES = {
     "hessian": "Hessian",
     "ggn": "Generalised Gauss-Newton (Fisher)",
     "ef": "Empirical Fisher",
+    "kfac": "K-FAC (Kronecker-factored GGN)",
 }
 
 
@@ -487,6 +488,51 @@ def print_jacobian(result: Any, console: Console | None = None) -> None:
     console.print(
         f"{result.jvp_count:,} JVPs + {result.vjp_count:,} VJPs (no HVPs) in "
         f"{result.info.seconds:.2f} s · seed {result.info.seed}"
+    )
+    for key, note in result.notes.items():
+        console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")
+
+
+def print_kfac(result: Any, console: Console | None = None) -> None:
+    """K-FAC against the GGN: one row per covered layer, worst fit first, and the overall row."""
+    console = console or _StdoutConsole()
+    _header(console, result.info)
+    table = Table(
+        title=f"{result.settings.kind} K-FAC vs the generalised Gauss-Newton matrix "
+        f"({result.settings.probes} probes)",
+        title_justify="left",
+        caption="rel. error ‖GGN − K‖_F / ‖GGN‖_F; tr and λ_max: K over GGN; |cos| between "
+        "their top eigenvectors",
+        caption_justify="left",
+    )
+    headers = ("layer", "type", "params", "rel. error", "± s.e.", "tr", "λ_max", "|cos|")
+    for name in headers:
+        table.add_column(name, justify="left" if name in ("layer", "type") else "right")
+
+    def number(value: float, digits: int) -> str:
+        return "n/a" if math.isnan(value) else _fmt(value, digits)
+
+    for row in (*result.layers, result.overall):
+        table.add_row(
+            escape(row.module or "(model)"),
+            escape(row.layer_type),
+            f"{row.parameters:,}",
+            number(row.frobenius_error, 4),
+            number(row.frobenius_stderr, 2),
+            number(row.trace_ratio, 4),
+            number(row.lambda_max_ratio, 4),
+            number(row.top_cosine, 3),
+            end_section=row is result.layers[-1] if result.layers else False,
+        )
+    console.print(table)
+    if result.uncovered:
+        console.print(
+            f"not covered: {result.uncovered_parameters:,} parameters "
+            f"({escape(', '.join(result.uncovered))})"
+        )
+    console.print(
+        f"{result.info.hvp_count:,} GGN products in {result.info.seconds:.2f} s · "
+        f"seed {result.info.seed}"
     )
     for key, note in result.notes.items():
         console.print(f"[yellow]note[/yellow] ({key}): {escape(note)}")

@@ -1,0 +1,496 @@
+"""Kronecker-factored curvature (K-FAC): each layer's GGN block approximated by ``G ⊗ A``.
+
+For a linear layer ``z = W a + b`` evaluated on sample ``n`` (inputs ``a_n``, outputs ``z_n``),
+the gradient of a loss in ``[W | b]`` is ``g_n [a_n; 1]ᵀ``, ``g_n = ∂ℓ/∂z_n``. The layer's block of
+the generalised Gauss-Newton matrix ``GGN = (1/N) Σ_n J_nᵀ H_n J_n`` (``H_n`` the Hessian of the
+sample's loss in the model's outputs, ``H_n = S_n S_nᵀ``) is therefore, in the row-major
+flattening of ``[W | b]``,
+
+    GGN_l = (1/N) Σ_n Σ_c (b_nc b_ncᵀ) ⊗ (ā_n ā_nᵀ),    b_nc = (∂f_n/∂z_n)ᵀ S_n e_c,  ā_n = [a_n; 1].
+
+K-FAC (Martens & Grosse, "Optimizing neural networks with Kronecker-factored approximate
+curvature", ICML 2015) replaces the mean of Kronecker products by the product of means,
+
+    K_l = G_l ⊗ A_l,    A_l = (1/N) Σ_n ā_n ā_nᵀ,    G_l = (1/N) Σ_n Σ_c b_nc b_ncᵀ,
+
+exact when the output-gradient covariance ``Σ_c b_nc b_ncᵀ`` does not depend on the sample (a
+network's last linear layer under the mean-squared error). This is the *type-2* K-FAC of the GGN
+(exact square roots ``S_n`` of the output Hessians, no sampling); the *empirical* variant uses
+the per-sample loss gradients instead (``S_n = ∂ℓ_n/∂f_n``, one column), approximating the
+empirical Fisher. A layer applied to ``R`` positions per sample (a sequence, or the ``R``
+patches of a convolution, Grosse & Martens, "A Kronecker-factored approximate Fisher matrix for
+convolution layers", ICML 2016, KFC) counts every position as a row: ``A_l`` averages ``ā ā ᵀ``
+over the ``N R`` rows and ``G_l`` sums ``b bᵀ`` over positions and averages over the ``N``
+samples (the *expand* setting of Eschenhagen et al., "Kronecker-factored approximate curvature
+for modern neural network architectures", NeurIPS 2023). For ``Conv2d`` the input rows are the
+unfolded patches (``C_in · k_h · k_w`` entries, the layout of the flattened weight).
+
+Eigenvalues come from the factors: those of ``G ⊗ A`` are the products ``μ_i ν_j`` of the
+factors' eigenvalues, and ``tr(G ⊗ A) = tr(G) tr(A)``. Covered are ``Linear`` and ``Conv2d``
+layers (ungrouped, zero padding) whose weight is trained; every other parameter is reported as
+not covered and has zero rows in the operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..linear_operator import SymmetricOperator
+from ..problem.data import Batch
+from ..problem.losses import SplitLoss
+from ..problem.objective import Objective
+from .blocks import parameter_offsets
+from .exact_trace import ExactTrace, loss_hessian_factors
+from .ggn import OutputModule, model_outputs
+
+#: The label of a trace computed from the factors (``tr(G ⊗ A) = tr(G) tr(A)``, exact).
+KRONECKER_METHOD = "Kronecker factors"
+#: The K-FAC variants: ``type-2`` (output-Hessian square roots: the GGN) and ``empirical``
+#: (per-sample loss gradients: the empirical Fisher).
+KFAC_KINDS = ("type-2", "empirical")
+#: The built-in losses whose per-sample output Hessian has a closed-form square root (not ``lm``,
+#: whose curvature is per token of a sequence).
+KFAC_LOSSES = ("mse", "cross_entropy", "nll", "bce_with_logits", "sequence_classification")
+
+__all__ = [
+    "KFAC_KINDS",
+    "KFAC_LOSSES",
+    "KRONECKER_METHOD",
+    "KFACOperator",
+    "KroneckerFactors",
+    "ProbeProducts",
+    "kronecker_factors",
+]
+
+
+@dataclass
+class KroneckerFactors:
+    """One layer's K-FAC block ``G ⊗ A`` and where its parameters sit in the flat vector.
+
+    Attributes:
+        module: the module's name in the model (``""`` for the model itself).
+        layer_type: ``"Linear"`` or ``"Conv2d"``.
+        parameters: the names of its weight and (when trained) bias.
+        indices: the flat-vector coordinates of the weight (row-major, ``(out, in·k_h·k_w)``)
+            followed by the bias: the order of ``vec([W | b])`` row by row is recovered by
+            :meth:`matmat`.
+        A: ``(d, d)`` input factor (``d = in·k_h·k_w``, plus 1 with a bias).
+        G: ``(out, out)`` output-gradient factor.
+        rows: input rows per sample (positions, patches, calls of a shared layer), averaged
+            over the samples; ``A`` averages over all of them.
+    """
+
+    module: str
+    layer_type: str
+    parameters: tuple[str, ...]
+    indices: torch.Tensor
+    A: torch.Tensor
+    G: torch.Tensor
+    rows: float
+
+    @property
+    def has_bias(self) -> bool:
+        return len(self.parameters) == 2
+
+    @property
+    def size(self) -> int:
+        """Number of parameters of the block."""
+        return int(self.indices.numel())
+
+    def to_matrix(self, V: torch.Tensor) -> torch.Tensor:
+        """Flat layer vectors ``(size, k)`` as ``[W | b]`` matrices ``(k, out, d)``."""
+        out, d = self.G.shape[0], self.A.shape[0]
+        k = V.shape[1]
+        d_w = d - 1 if self.has_bias else d
+        M = V[: out * d_w].T.reshape(k, out, d_w)
+        if self.has_bias:
+            M = torch.cat([M, V[out * d_w :].T.reshape(k, out, 1)], dim=2)
+        return M
+
+    def from_matrix(self, M: torch.Tensor) -> torch.Tensor:
+        """``[W | b]`` matrices ``(k, out, d)`` as flat layer vectors ``(size, k)``."""
+        k = M.shape[0]
+        if not self.has_bias:
+            return M.reshape(k, -1).T
+        return torch.cat([M[:, :, :-1].reshape(k, -1), M[:, :, -1]], dim=1).T
+
+    def apply(self, M: torch.Tensor) -> torch.Tensor:
+        """``(G ⊗ A)`` on ``[W | b]`` matrices ``(k, out, d)``: ``G M A``."""
+        return torch.einsum("ij,kjl,lm->kim", self.G, M, self.A)
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``(G ⊗ A) V`` for ``V`` of shape ``(size, k)`` in the layer's flat layout."""
+        return self.from_matrix(self.apply(self.to_matrix(V)))
+
+    def top_eigenpair(self) -> tuple[float, torch.Tensor, float]:
+        """``λ_max(G ⊗ A) = μ_max ν_max``, its unit eigenvector ``u_G u_Aᵀ`` as an ``(out, d)``
+        matrix and the second largest eigenvalue (the factors are positive semi-definite)."""
+        g, U = torch.linalg.eigh(self.G)
+        a, W = torch.linalg.eigh(self.A)
+        second = max(
+            float(g[-1] * a[-2]) if a.numel() > 1 else 0.0,
+            float(g[-2] * a[-1]) if g.numel() > 1 else 0.0,
+        )
+        return float(g[-1] * a[-1]), torch.outer(U[:, -1], W[:, -1]), second
+
+    def eigenvalues(self) -> np.ndarray:
+        """All ``size`` eigenvalues of ``G ⊗ A``, descending (float64)."""
+        g = np.linalg.eigvalsh(self.G.detach().double().cpu().numpy())
+        a = np.linalg.eigvalsh(self.A.detach().double().cpu().numpy())
+        return np.sort(np.outer(g, a).reshape(-1))[::-1]
+
+    def trace(self) -> float:
+        """``tr(G ⊗ A) = tr(G) tr(A)``."""
+        return float(torch.trace(self.G).double() * torch.trace(self.A).double())
+
+
+def _output_hessian_roots(split: SplitLoss, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """``(n_b, C, C)``: ``S_n`` with ``S_n S_nᵀ`` the Hessian of sample ``n``'s loss in its
+    outputs (:func:`~landscape_cli.operators.exact_trace.loss_hessian_factors`)."""
+    return loss_hessian_factors(split, outputs, split.targets(batch), for_hessian=False)
+
+
+def _loss_gradients(split: SplitLoss, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """``(n_b, C, 1)``: the gradient of each sample's loss ``ℓ_n`` in its outputs."""
+    o = outputs.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(o.shape[0] * split.curvature_loss(o, batch), o)
+    return g.reshape(o.shape[0], -1, 1)
+
+
+def covered_layers(
+    model: nn.Module, trained: set[str]
+) -> tuple[list[tuple[str, nn.Module, tuple[str, ...]]], list[str]]:
+    """``([(module name, module, its trained parameter names)], uncovered parameter names)``.
+
+    A ``Linear`` or ungrouped, zero-padded ``Conv2d`` is covered when its weight is trained
+    (its bias too when it has a trained one); every other trained parameter is uncovered."""
+    layers = []
+    covered: set[str] = set()
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        weight = f"{prefix}weight"
+        if weight not in trained:
+            continue
+        if isinstance(module, nn.Conv2d):
+            if (
+                module.groups != 1
+                or module.padding_mode != "zeros"
+                or isinstance(module.padding, str)
+            ):
+                continue
+        elif not isinstance(module, nn.Linear):
+            continue
+        names = (weight,)
+        if module.bias is not None and f"{prefix}bias" in trained:
+            names = (weight, f"{prefix}bias")
+        layers.append((name, module, names))
+        covered.update(names)
+    return layers, [p for p in sorted(trained) if p not in covered]
+
+
+def _input_rows(module: nn.Module, x: torch.Tensor, bias: bool) -> torch.Tensor:
+    """The layer's input rows ``ā`` per sample: ``(n_b, R, d)``, a trailing 1 with a bias."""
+    if isinstance(module, nn.Conv2d):
+        patches = nn.functional.unfold(
+            x,
+            module.kernel_size,
+            dilation=module.dilation,
+            padding=module.padding,
+            stride=module.stride,
+        )  # (n, C_in·k_h·k_w, L): the flattened weight's layout
+        rows = patches.transpose(1, 2)
+    else:
+        rows = x.reshape(x.shape[0], -1, x.shape[-1])
+    if bias:
+        rows = torch.cat([rows, rows.new_ones(*rows.shape[:2], 1)], dim=2)
+    return rows
+
+
+def _output_rows(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
+    """Output-gradient rows ``(n_b, R, out)`` of a layer's output gradient ``g``."""
+    if isinstance(module, nn.Conv2d):
+        return g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
+    return g.reshape(g.shape[0], -1, g.shape[-1])
+
+
+#: Floats of per-sample gradients held at once when probes are multiplied (chunks of samples).
+PER_SAMPLE_CHUNK = 1 << 24
+
+
+@dataclass
+class ProbeProducts:
+    """Products of the GGN with probes ``Z`` given to :func:`kronecker_factors`, in each layer's
+    matrix layout ``[W | b]`` (``(m, out, d)`` per layer): ``own[l] = GGN_ll Z_l`` (the layer's
+    diagonal block) and ``joint[l] = (GGN_cc Z)_l`` (the block of all covered parameters applied
+    to all layers' probes at once); ``traces[l] = tr(GGN_ll) = (1/N) Σ_n Σ_c ‖M_nc‖²``, exact."""
+
+    own: list[torch.Tensor]
+    joint: list[torch.Tensor]
+    traces: list[float]
+
+
+def _per_sample_gradients(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``M_n = Σ_r b_nr ā_nrᵀ``: ``(n_b, out, d)`` from rows ``(n_b, R, d)`` and ``(n_b, R, out)``."""
+    return b.transpose(1, 2) @ a
+
+
+def _probe_pass(
+    rows: list[tuple[torch.Tensor, list[torch.Tensor]]],
+    probes: list[torch.Tensor],
+    own: list[torch.Tensor],
+    joint: list[torch.Tensor],
+    traces: list[torch.Tensor],
+    scale: float,
+) -> None:
+    """Add ``scale · Σ_n Σ_c M_nc ⟨M_nc, Z⟩`` to ``own`` (each layer's own probe) and ``joint``
+    (all layers' probes together), and ``scale · Σ_n Σ_c ‖M_nc‖²`` to ``traces``, ``M_nc`` the
+    per-sample gradients of one batch."""
+    n_b = rows[0][0].shape[0]
+    columns = len(rows[0][1])
+    sizes = [p.shape[1] * p.shape[2] for p in probes]
+    chunk = max(1, PER_SAMPLE_CHUNK // max(sizes))
+    for c in range(columns):
+        for lo in range(0, n_b, chunk):
+            hi = min(lo + chunk, n_b)
+            grads = [_per_sample_gradients(a[lo:hi], bs[c][lo:hi]) for a, bs in rows]
+            inner = [torch.einsum("nod,mod->mn", M, Z) for M, Z in zip(grads, probes, strict=True)]
+            total = sum(inner)
+            for i, M in enumerate(grads):
+                own[i] += scale * torch.einsum("mn,nod->mod", inner[i], M)
+                traces[i] += scale * (M * M).sum()
+                joint[i] += scale * torch.einsum("mn,nod->mod", total, M)
+
+
+def kronecker_factors(
+    objective: Objective,
+    split: SplitLoss,
+    kind: str = "type-2",
+    *,
+    probes: list[torch.Tensor] | None = None,
+) -> tuple[list[KroneckerFactors], list[str], ProbeProducts | None]:
+    """Every covered layer's K-FAC factors on the objective's data, the names of the trained
+    parameters not covered (module docstring), and with ``probes`` (one ``(m, out, d)`` tensor
+    per covered layer, in its ``[W | b]`` layout) their products with the GGN
+    (:class:`ProbeProducts`, for ``kind="type-2"``).
+
+    One forward pass per batch records each covered layer's inputs and outputs; one backward
+    pass per column of the output-Hessian square root (``C`` for ``C`` outputs; one for
+    ``kind="empirical"``) gives the output gradients. The per-sample gradients of a layer,
+    ``M_nc = Σ_r b_nrc ā_nrᵀ``, give the GGN's products without another pass:
+    ``GGN Z = (1/N) Σ_n Σ_c M_nc ⟨M_nc, Z⟩``. Batches are weighted like the objective's
+    (``n_b / N``) and everything is summed over ranks."""
+    if kind not in KFAC_KINDS:
+        raise InputError(f"K-FAC kind {kind!r}: choose one of {', '.join(KFAC_KINDS)}")
+    if split.name not in KFAC_LOSSES:
+        raise InputError(
+            f"K-FAC needs a loss whose output Hessian has a closed-form square root "
+            f"({', '.join(KFAC_LOSSES)}); `loss={split.name}` is not one",
+            hint="use `curvature=ggn` for this loss",
+        )
+    obj = objective
+    layers, uncovered = covered_layers(obj.model, set(obj.parameter_names))
+    if not layers:
+        raise InputError(
+            "K-FAC covers Linear and Conv2d layers; the model has no trained one",
+            hint="use `curvature=ggn`",
+        )
+    offsets = parameter_offsets(obj)
+    zeros = lambda *shape: torch.zeros(*shape, dtype=obj.dtype, device=obj.device)  # noqa: E731
+    sums: list[list[torch.Tensor]] = []
+    for _, module, names in layers:
+        d = module.weight[0].numel() + (len(names) == 2)
+        out = module.weight.shape[0]
+        sums.append([zeros(d, d), zeros(out, out), zeros(())])
+    if probes is not None:
+        probes = [Z.to(dtype=obj.dtype, device=obj.device) for Z in probes]
+        for Z, (A0, G0, _) in zip(probes, sums, strict=True):
+            if tuple(Z.shape[1:]) != (G0.shape[0], A0.shape[0]):
+                raise ValueError(f"a probe of shape {tuple(Z.shape)} does not fit its layer")
+        own = [torch.zeros_like(Z) for Z in probes]
+        joint = [torch.zeros_like(Z) for Z in probes]
+        traces = [zeros(()) for _ in probes]
+    factor: Callable[[SplitLoss, torch.Tensor, Batch], torch.Tensor] = (
+        _output_hessian_roots if kind == "type-2" else _loss_gradients
+    )
+    wrapper = OutputModule(obj.model, split)
+    records: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in layers]
+
+    def recorder(i: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            x = args[0] if args else kwargs["input"]
+            records[i].append((x.detach(), output))
+
+        return hook
+
+    handles = [
+        module.register_forward_hook(recorder(i), with_kwargs=True)
+        for i, (_, module, _) in enumerate(layers)
+    ]
+    try:
+        with obj.collect_failure() as failure:
+            for index, batch, weight in obj._batches_on_device():
+                for r in records:
+                    r.clear()
+                leaves = [p.detach().requires_grad_(True) for p in obj._params]
+                f = model_outputs(obj, wrapper, leaves, batch, index, curvature="kfac")
+                S = factor(split, f, batch)
+                n_b = f.shape[0]
+                outputs = [z for r in records for _, z in r]
+                gradients: list[list[torch.Tensor]] = [[] for _ in outputs]
+                for c in range(S.shape[2]):
+                    if not bool(S[:, :, c].any()):
+                        continue  # a null direction of every output Hessian
+                    cotangent = S[:, :, c].reshape(f.shape)
+                    grads = torch.autograd.grad(
+                        (f * cotangent).sum(), outputs, retain_graph=True, allow_unused=True
+                    )
+                    for j, g in enumerate(grads):
+                        gradients[j].append(torch.zeros_like(outputs[j]) if g is None else g)
+                del f, outputs
+                rows = _layer_rows(layers, records, gradients, n_b)
+                for i, (a, bs) in enumerate(rows):
+                    A, G, count = sums[i]
+                    flat_a = a.reshape(-1, a.shape[2])
+                    A += (weight / flat_a.shape[0]) * (flat_a.T @ flat_a)
+                    count += a.shape[1] * weight
+                    for b in bs:
+                        flat_b = b.reshape(-1, b.shape[2])
+                        G += (weight / n_b) * (flat_b.T @ flat_b)
+                if probes is not None:
+                    _probe_pass(rows, probes, own, joint, traces, weight / n_b)
+                del gradients, rows
+        parts = [t.reshape(-1) for s in sums for t in s]
+        if probes is not None:
+            parts += [t.reshape(-1) for t in (*own, *joint, *traces)]
+        flat = obj.reduce_sum(torch.cat(parts), failure)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for r in records:
+            r.clear()
+    result = []
+    at = 0
+
+    def take(like: torch.Tensor) -> torch.Tensor:
+        nonlocal at
+        out = flat[at : at + like.numel()].reshape(like.shape)
+        at += like.numel()
+        return out
+
+    for (name, module, names), (A0, G0, count) in zip(layers, sums, strict=True):
+        A, G, rows_per_sample = take(A0), take(G0), float(take(count))
+        indices = torch.cat(
+            [torch.arange(offsets[p][0], offsets[p][1], device=obj.device) for p in names]
+        )
+        result.append(
+            KroneckerFactors(
+                module=name,
+                layer_type=type(module).__name__,
+                parameters=names,
+                indices=indices,
+                A=A,
+                G=G,
+                rows=rows_per_sample,
+            )
+        )
+    products = None
+    if probes is not None:
+        products = ProbeProducts(
+            [take(t) for t in own],
+            [take(t) for t in joint],
+            [float(take(t)) for t in traces],
+        )
+    return result, uncovered, products
+
+
+def _layer_rows(
+    layers: list[tuple[str, nn.Module, tuple[str, ...]]],
+    records: list[list[tuple[torch.Tensor, torch.Tensor]]],
+    gradients: list[list[torch.Tensor]],
+    n_b: int,
+) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """Per covered layer: its input rows ``(n_b, R, d)`` and, per output-Hessian column, its
+    output-gradient rows ``(n_b, R, out)``, the ``R`` positions of all its calls in the batch
+    (a layer not called has ``R = 0``)."""
+    out = []
+    j = 0
+    for (_, module, names), calls in zip(layers, records, strict=True):
+        if not calls:
+            d = module.weight[0].numel() + (len(names) == 2)
+            empty = module.weight.new_zeros(n_b, 0, d)
+            width = module.weight.shape[0]
+            columns = len(gradients[0]) if gradients else 0
+            out.append((empty, [module.weight.new_zeros(n_b, 0, width)] * columns))
+            continue
+        for x, _ in calls:
+            if x.shape[0] != n_b:
+                raise InputError(
+                    f"K-FAC: layer '{names[0].rpartition('.')[0]}' receives inputs of shape "
+                    f"{tuple(x.shape)} whose first dimension is not the batch's ({n_b})",
+                    hint="use `curvature=ggn`",
+                )
+        a = torch.cat([_input_rows(module, x, len(names) == 2) for x, _ in calls], dim=1)
+        columns = zip(*gradients[j : j + len(calls)], strict=True)
+        bs = [torch.cat([_output_rows(module, g) for g in column], dim=1) for column in columns]
+        out.append((a, bs))
+        j += len(calls)
+    return out
+
+
+class KFACOperator(SymmetricOperator):
+    """The K-FAC approximation of the GGN as an ``n × n`` operator on all trained parameters:
+    ``G_l ⊗ A_l`` on each covered layer's coordinates, zero rows on the uncovered ones
+    (:func:`kronecker_factors`). Products cost no model evaluation; the factors are computed once.
+
+    Example
+    -------
+    >>> import torch
+    >>> from landscape_cli.problem.data import tensor_batches
+    >>> x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    >>> obj = Objective(torch.nn.Linear(3, 2), SplitLoss("mse"),
+    ...                 tensor_batches((x, y), 4, None, "toy"), dtype=torch.float64)
+    >>> K = KFACOperator(obj, SplitLoss("mse"))
+    >>> [layer.module for layer in K.layers], K.uncovered, K.shape
+    ([''], [], (8, 8))
+    """
+
+    def __init__(self, objective: Objective, split: SplitLoss, kind: str = "type-2") -> None:
+        super().__init__(objective.num_parameters, objective.dtype, objective.device)
+        self.objective = objective
+        self.kind = kind
+        self.layers, self.uncovered, _ = kronecker_factors(objective, split, kind)
+
+    @property
+    def covered_parameters(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(V)
+        for layer in self.layers:
+            out[layer.indices] = layer.matmat(V[layer.indices])
+        return out
+
+    def eigenvalues(self) -> np.ndarray:
+        """All ``n`` eigenvalues, descending: every layer's products of factor eigenvalues, and
+        a zero per uncovered parameter."""
+        parts = [layer.eigenvalues() for layer in self.layers]
+        parts.append(np.zeros(self.shape[0] - self.covered_parameters))
+        return np.sort(np.concatenate(parts))[::-1]
+
+    def trace(self) -> float:
+        """``Σ_l tr(G_l) tr(A_l)``."""
+        return float(sum(layer.trace() for layer in self.layers))
+
+    def exact_trace(self) -> ExactTrace:
+        """:meth:`trace` split over the modules owning parameters (0 for the uncovered ones),
+        at no product."""
+        per_module = {name.rpartition(".")[0]: 0.0 for name in self.uncovered}
+        for layer in self.layers:
+            per_module[layer.module] = layer.trace()
+        return ExactTrace(self.trace(), per_module, 0, KRONECKER_METHOD)
