@@ -62,7 +62,7 @@ def log(message: str) -> None:
 
 
 # =================================================================================== workloads
-def _images(n: int, seed: int) -> Any:
+def digit_images(n: int, seed: int) -> Any:
     """``(x, y)``: ``n`` digits upsampled to 3x32x32 (scikit-learn's bundled set), else Gaussian."""
     import torch
 
@@ -85,7 +85,7 @@ def prepare_resnet(tmp: Path, samples: int, seed: int) -> dict[str, Any]:
 
     torch.manual_seed(seed)
     model = resnet18(num_classes=10)
-    x, y = _images(samples, seed)
+    x, y = digit_images(samples, seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.train()
     for xb, yb in zip(x.split(128), y.split(128), strict=True):  # one epoch

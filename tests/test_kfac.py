@@ -452,3 +452,63 @@ def test_spectrum_of_the_kfac_curvature_takes_trace_and_exact_spectrum_from_the_
     assert d["trace"]["stderr"] == 0 and d["exact"]["matvecs"] == 0
     assert d["trace"]["estimate"] == pytest.approx(d["exact"]["trace"], rel=1e-5)
     assert d["top_eigenvalues"] == pytest.approx(d["exact"]["top_eigenvalues"][:3], rel=1e-3)
+
+
+# ---------------------------------------------------------------- the preconditioned curvature
+def test_preconditioned_hessian_is_the_damped_kfac_inverse_root_sandwich():
+    from landscape_cli.operators.hessian import HessianOperator
+    from landscape_cli.operators.kfac import KFACPreconditioned
+
+    _, _, obj = cnn_problem(15)
+    K = KFACOperator(obj, SplitLoss("cross_entropy"))
+    H = HessianOperator(obj)
+    cov = torch.cat([L.indices for L in K.layers])
+    damping = 0.05
+    P = dense(K)[cov][:, cov] + damping * torch.eye(cov.numel(), dtype=F64)
+    values, vectors = torch.linalg.eigh(P)
+    root = vectors @ torch.diag(values.rsqrt()) @ vectors.T
+    expected = root @ dense(H)[cov][:, cov] @ root
+    assert_matches_dense(KFACPreconditioned(H, K.layers, damping), (expected + expected.T) / 2)
+
+
+def test_preconditioned_sharpness_is_the_top_generalised_eigenvalue():
+    """``λ_max((K + δI)⁻¹H)`` of the analysis is the top eigenvalue of the pencil ``(H, K + δI)``
+    on the covered parameters (scipy's generalised symmetric eigensolver), and ``η λ_max``."""
+    from scipy.linalg import eigh
+
+    from landscape_cli.operators.hessian import HessianOperator
+
+    _, _, obj = cnn_problem(16)
+    settings = KFACSettings(
+        probes=2, lambda_max=False, density=False, damping=0.02, tol=1e-10, max_iter=300
+    )
+    result = analyze_kfac(obj, settings, lr=0.1)
+    K = KFACOperator(obj, SplitLoss("cross_entropy"))
+    cov = torch.cat([L.indices for L in K.layers])
+    P = dense(K)[cov][:, cov] + 0.02 * torch.eye(cov.numel(), dtype=F64)
+    H = dense(HessianOperator(obj))[cov][:, cov]
+    top = float(eigh((H + H.T).numpy() / 2, P.numpy(), eigvals_only=True)[-1])
+    p = result.preconditioned
+    assert p.lambda_max == pytest.approx(top, rel=1e-8) and p.damping == 0.02
+    assert p.lr_times_lambda_max == pytest.approx(0.1 * top, rel=1e-8)
+    assert result.to_dict()["preconditioned"]["threshold"] == 2.0
+
+
+@pytest.mark.parametrize("through_probes", [True, False])
+def test_per_sample_gradient_products_agree_either_way(through_probes):
+    """Both ways of taking ``⟨M_nc, Z⟩``, ``Σ ‖M_nc‖²`` and ``Σ w M_nc`` give the dense sums."""
+    from landscape_cli.operators.kfac import _SampleGradients
+
+    gen = torch.Generator().manual_seed(17)
+    n, R, d, out, C, m = 5, 3, 4, 2, 3, 6
+    a = torch.randn(n, R, d, generator=gen, dtype=F64)
+    bs = [torch.randn(n, R, out, generator=gen, dtype=F64) for _ in range(C)]
+    Z = torch.randn(m, out, d, generator=gen, dtype=F64)
+    M = torch.stack([torch.einsum("nro,nrd->nod", b, a) for b in bs], dim=1)  # (n, C, out, d)
+    layer = _SampleGradients(a, bs, through_probes=through_probes)
+    values, norm = layer.inner(Z)
+    torch.testing.assert_close(values, torch.einsum("ncod,mod->mcn", M, Z))
+    torch.testing.assert_close(norm, (M * M).sum())
+    w = torch.randn(2 * m, C, n, generator=gen, dtype=F64)
+    expected = torch.einsum("jcn,ncod->jod", w, M).reshape(2 * m, -1)
+    torch.testing.assert_close(layer.combine(w), expected)

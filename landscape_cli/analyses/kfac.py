@@ -11,7 +11,10 @@ GGN of all covered parameters, off-diagonal blocks included, against the block-d
 * ``λ_max`` of both (K's from the factors, the GGN's by Lanczos on its block) and
   ``|cos ∠(u_B, u_K)|`` between their top eigenvectors;
 * the spectral densities of both on one grid: SLQ on the GGN of the covered parameters and
-  K-FAC's exact eigenvalues ``μ_i ν_j`` broadened with the same Gaussian.
+  K-FAC's exact eigenvalues ``μ_i ν_j`` broadened with the same Gaussian;
+* the preconditioned sharpness ``λ_max((K + δI)⁻¹H)`` on the covered parameters
+  (:class:`~landscape_cli.operators.kfac.KFACPreconditioned`), and with a learning rate ``η``
+  the product ``η λ_max`` against 2, the bound of a preconditioned gradient step on a quadratic.
 """
 
 from __future__ import annotations
@@ -30,10 +33,24 @@ from ..errors import numerical_errors
 from ..estimators.density import SpectralDensity, default_sigma, gaussian_broadening, slq_density
 from ..estimators.frobenius import relative_frobenius_error
 from ..estimators.lanczos import lanczos
-from ..hdf5 import read_arrays, read_attrs, set_attrs, write_datasets
+from ..hdf5 import (
+    field_attrs,
+    from_field_attrs,
+    optional_group,
+    read_arrays,
+    read_attrs,
+    set_attrs,
+    write_datasets,
+)
 from ..operators.curvature import split_loss
 from ..operators.ggn import GGNOperator
-from ..operators.kfac import KroneckerFactors, covered_layers, kronecker_factors
+from ..operators.hessian import HessianOperator
+from ..operators.kfac import (
+    KFACPreconditioned,
+    KroneckerFactors,
+    covered_layers,
+    kronecker_factors,
+)
 from ..problem.seeding import derive_seed
 from ..progress import StageProgress, stage
 from .run_info import (
@@ -116,9 +133,36 @@ _NUMBERS = (
 
 
 @dataclass(frozen=True)
+class Preconditioned:
+    """``λ_max((K + δI)⁻¹H)`` with its Lanczos bound and HVPs, and ``lr`` (``None``: not given)."""
+
+    damping: float
+    lambda_max: float
+    bound: float
+    hvps: int
+    lr: float | None = None
+
+    @property
+    def lr_times_lambda_max(self) -> float | None:
+        return None if self.lr is None else self.lr * self.lambda_max
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "damping": self.damping,
+            "lambda_max": json_number(self.lambda_max),
+            "error_bound": json_number(self.bound),
+            "hvps": self.hvps,
+            "lr": self.lr,
+            "lr_times_lambda_max": json_number(self.lr_times_lambda_max),
+            "threshold": 2.0,
+        }
+
+
+@dataclass(frozen=True)
 class KFACResult:
     """Outcome of :func:`analyze_kfac`: the rows sorted by Frobenius error (largest first), the
-    overall row, what K-FAC does not cover, and the two densities."""
+    overall row, what K-FAC does not cover, the two densities and the preconditioned
+    sharpness."""
 
     info: RunInfo
     settings: KFACSettings
@@ -128,6 +172,7 @@ class KFACResult:
     uncovered_parameters: int = 0
     kfac_density: SpectralDensity | None = None
     ggn_density: SpectralDensity | None = None
+    preconditioned: Preconditioned | None = None
     notes: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +187,9 @@ class KFACResult:
                 "uncovered_parameters": self.uncovered_parameters,
                 "kfac_density": None if self.kfac_density is None else self.kfac_density.to_dict(),
                 "ggn_density": None if self.ggn_density is None else self.ggn_density.to_dict(),
+                "preconditioned": None
+                if self.preconditioned is None
+                else self.preconditioned.to_dict(),
             }
         )
         merge_notes(out, self.notes)
@@ -169,6 +217,8 @@ class KFACResult:
                 "ggn_sigma": None if self.ggn_density is None else self.ggn_density.sigma,
             },
         )
+        if self.preconditioned is not None:
+            set_attrs(group.create_group("preconditioned"), field_attrs(self.preconditioned))
         settings_to_hdf5(group, self.settings)
         notes_to_hdf5(group, self.notes)
 
@@ -212,31 +262,73 @@ class KFACResult:
             uncovered_parameters=int(a["uncovered_parameters"]),
             kfac_density=densities.get("kfac"),
             ggn_density=densities.get("ggn"),
+            preconditioned=optional_group(
+                group,
+                "preconditioned",
+                lambda g: from_field_attrs(Preconditioned, read_attrs(g)),
+            ),
             notes=notes_from_hdf5(group),
         )
 
 
-def _rademacher(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, 2, shape, generator=gen, dtype=torch.int8).to(torch.float64) * 2 - 1
+def _rademacher(shape: tuple[int, ...], gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """±1 entries drawn on the CPU (so the probes do not depend on the device)."""
+    return (torch.randint(0, 2, shape, generator=gen, dtype=torch.int8) * 2 - 1).to(dtype)
 
 
 def _squares(M: torch.Tensor) -> np.ndarray:
-    """``‖M_i‖²`` of each probe's matrix (the first dimension), in float64."""
-    return (M.double() ** 2).flatten(1).sum(1).cpu().numpy()
+    """``‖M_i‖²`` of each probe's matrix (the first dimension), accumulated in float64."""
+    norms = torch.linalg.vector_norm(M.flatten(1), dim=1, dtype=torch.float64)
+    return (norms**2).cpu().numpy()
 
 
 #: K-FAC's top eigenvalue counts as repeated, and its eigenvector as undefined, when the second
 #: is within this relative distance of it.
 REPEATED = 1e-6
+#: Lanczos relative tolerance of the factors' two largest eigenpairs.
+FACTOR_TOL = 1e-10
 
 
-def _top_cosine(layer: KroneckerFactors, ggn_vector: torch.Tensor, offset: int) -> float:
+@dataclass(frozen=True)
+class _TopPair:
+    """K-FAC's largest eigenvalue on a layer, ``μ_1 ν_1``, its unit eigenvector ``u_G u_Aᵀ``
+    (an ``(out, d)`` matrix) and the second largest, ``max(μ_1 ν_2, μ_2 ν_1)``."""
+
+    value: float
+    vector: torch.Tensor
+    second: float
+
+    @property
+    def repeated(self) -> bool:
+        return self.value - self.second <= REPEATED * self.value
+
+
+def _top_pair(layer: KroneckerFactors, tol: float) -> _TopPair:
+    """:class:`_TopPair` from the two largest eigenpairs of each factor, by Lanczos on the dense
+    factor in float64 (a full eigendecomposition of a 4608 × 4608 factor takes seconds; LAPACK's
+    through torch may not converge on such rank-deficient factors at all)."""
+    ends = []
+    for factor in (layer.G, layer.A):
+        M = factor.detach().double()
+        k = min(2, M.shape[0])
+        lz = lanczos(M, top_k=k, tol=tol, max_iter=M.shape[0], return_vectors=True)
+        values = np.clip(lz.top(k), 0.0, None)
+        ends.append((values, lz.top_vectors[:, 0]))
+    (g, u), (a, w) = ends
+    second = max(g[0] * a[1] if a.size > 1 else 0.0, g[1] * a[0] if g.size > 1 else 0.0)
+    vector = torch.outer(u, w).to(dtype=layer.G.dtype, device=layer.G.device)
+    return _TopPair(float(g[0] * a[0]), vector, float(second))
+
+
+def _top_cosine(
+    pair: _TopPair, layer: KroneckerFactors, ggn_vector: torch.Tensor, offset: int
+) -> float:
     """``|⟨u_GGN, u_K⟩|`` for the GGN block's Ritz vector, K-FAC's top eigenvector being the
     layer's (at ``offset`` in the block's coordinates) and zero elsewhere; NaN when K-FAC's top
     eigenvalue is repeated (its eigenvector is not unique)."""
-    top, u, second = layer.top_eigenpair()
-    if top - second <= REPEATED * top:
+    if pair.repeated:
         return math.nan
+    u = pair.vector
     part = layer.to_matrix(ggn_vector[offset : offset + layer.size].reshape(-1, 1))[0]
     norm = max(float(ggn_vector.double().norm()), 1e-300)
     return float(abs((part.double() * u.double()).sum())) / norm
@@ -247,6 +339,7 @@ def analyze_kfac(
     settings: KFACSettings | None = None,
     *,
     seed: int = 0,
+    lr: float | None = None,
     progress: StageProgress | None = None,
 ) -> KFACResult:
     """The comparison of K-FAC with the GGN at the objective's point (module docstring).
@@ -254,14 +347,20 @@ def analyze_kfac(
     Costs one pass over the data with ``C`` backward passes per batch (``C`` outputs) for the
     factors and the probes' products, plus, with ``settings.lambda_max``, a Lanczos run of GGN
     products on each layer's block and on all covered parameters, and with ``settings.density``
-    ``slq_runs × slq_steps`` GGN products (``hvp_count`` counts the GGN products)."""
+    ``slq_runs × slq_steps`` GGN products, and with ``settings.preconditioned`` a Lanczos run
+    of HVPs (``hvp_count`` counts both kinds of product). ``lr`` is the learning rate ``η`` of
+    ``η λ_max((K + δI)⁻¹H)``."""
     s = settings or KFACSettings()
     start = time.perf_counter()
     split = split_loss(objective, "kfac")
     shapes, _ = covered_layers(objective.model, set(objective.parameter_names))
     gen = torch.Generator().manual_seed(derive_seed(seed, "kfac/probes"))
     probes = [
-        _rademacher((s.probes, m.weight.shape[0], m.weight[0].numel() + (len(names) == 2)), gen)
+        _rademacher(
+            (s.probes, m.weight.shape[0], m.weight[0].numel() + (len(names) == 2)),
+            gen,
+            objective.dtype,
+        )
         for _, m, names in shapes
     ]
     with numerical_errors("the K-FAC factors"):
@@ -276,7 +375,8 @@ def analyze_kfac(
     rows: list[LayerFit] = []
     e_all = np.zeros(s.probes)
     g_all = np.zeros(s.probes)
-    top_layer = max(range(len(layers)), key=lambda i: layers[i].top_eigenpair()[0])
+    pairs = [_top_pair(layer, FACTOR_TOL) for layer in layers]
+    top_layer = max(range(len(layers)), key=lambda i: pairs[i].value)
     repeated = []
     for i, layer in enumerate(layers):
         KZ = layer.apply(probes[i].to(layer.G))
@@ -285,8 +385,8 @@ def analyze_kfac(
         e_all += _squares(products.joint[i] - KZ)
         g_all += _squares(products.joint[i])
         error, stderr = relative_frobenius_error(e, g)
-        k_max, _, second = layer.top_eigenpair()
-        if s.lambda_max and k_max - second <= REPEATED * k_max:
+        k_max = pairs[i].value
+        if s.lambda_max and pairs[i].repeated:
             repeated.append(layer.module or "(model)")
         fit = LayerFit(
             module=layer.module,
@@ -299,7 +399,9 @@ def analyze_kfac(
             kfac_lambda_max=k_max,
         )
         if s.lambda_max:
-            fit = _with_lambda_max(fit, layer, ggn.block(layer.indices), s, seed, progress)
+            fit = _with_lambda_max(
+                fit, pairs[i], layer, ggn.block(layer.indices), s, seed, progress
+            )
         rows.append(fit)
     covered = torch.cat([layer.indices for layer in layers])
     error, stderr = relative_frobenius_error(e_all, g_all)
@@ -311,13 +413,13 @@ def analyze_kfac(
         frobenius_stderr=stderr,
         kfac_trace=sum(layer.trace() for layer in layers),
         ggn_trace=sum(products.traces),
-        kfac_lambda_max=layers[top_layer].top_eigenpair()[0],
+        kfac_lambda_max=pairs[top_layer].value,
     )
     block = ggn.block(covered)
     if s.lambda_max:
         start_at = sum(layer.size for layer in layers[:top_layer])
         overall = _with_lambda_max(
-            overall, layers[top_layer], block, s, seed, progress, offset=start_at
+            overall, pairs[top_layer], layers[top_layer], block, s, seed, progress, offset=start_at
         )
     if repeated:
         notes["top_cosine"] = (
@@ -327,8 +429,12 @@ def analyze_kfac(
     kfac_density = ggn_density = None
     if s.density:
         kfac_density, ggn_density = _densities(layers, block, s, seed, progress)
+    preconditioned = None
+    if s.preconditioned:
+        preconditioned = _preconditioned(objective, layers, s, seed, lr, progress)
     rows.sort(key=lambda r: -r.frobenius_error)
-    info = RunInfo.from_objective(objective, "kfac", seed, ggn.matvecs, time.perf_counter() - start)
+    products = ggn.matvecs + (preconditioned.hvps if preconditioned is not None else 0)
+    info = RunInfo.from_objective(objective, "kfac", seed, products, time.perf_counter() - start)
     return KFACResult(
         info=info,
         settings=s,
@@ -338,12 +444,39 @@ def analyze_kfac(
         uncovered_parameters=int(objective.num_parameters - covered.numel()),
         kfac_density=kfac_density,
         ggn_density=ggn_density,
+        preconditioned=preconditioned,
         notes=notes,
+    )
+
+
+def _preconditioned(
+    objective: Any,
+    layers: list[KroneckerFactors],
+    s: KFACSettings,
+    seed: int,
+    lr: float | None,
+    progress: StageProgress | None,
+) -> Preconditioned:
+    """``λ_max((K + δI)⁻¹H)`` on the covered parameters by Lanczos to ``s.tol``."""
+    operator = KFACPreconditioned(HessianOperator(objective), layers, s.damping)
+    with numerical_errors("the Lanczos iteration on the K-FAC-preconditioned Hessian"):
+        lz = lanczos(
+            operator,
+            seed=derive_seed(seed, "kfac/preconditioned"),
+            tol=s.tol,
+            max_iter=s.max_iter,
+            top_k=1,
+            progress=stage(progress, "lanczos"),
+        )
+    top = lz.top_index()
+    return Preconditioned(
+        s.damping, float(lz.ritz_values[top]), float(lz.error_bounds[top]), lz.matvecs, lr
     )
 
 
 def _with_lambda_max(
     fit: LayerFit,
+    pair: _TopPair,
     layer: KroneckerFactors,
     block: Any,
     s: KFACSettings,
@@ -368,7 +501,7 @@ def _with_lambda_max(
         fit,
         ggn_lambda_max=float(lz.ritz_values[top]),
         ggn_lambda_max_bound=float(lz.error_bounds[top]),
-        top_cosine=_top_cosine(layer, lz.top_vectors[:, 0], offset),
+        top_cosine=_top_cosine(pair, layer, lz.top_vectors[:, 0], offset),
     )
 
 

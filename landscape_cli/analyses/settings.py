@@ -303,6 +303,14 @@ class KFACSettings:
     slq_runs: int = option(4, "SLQ runs of the GGN's density.", minimum=1)
     slq_steps: int = option(40, "Lanczos steps per SLQ run.", minimum=2)
     grid: int = option(400, "Density grid points.", minimum=10)
+    preconditioned: bool = option(
+        True,
+        "λ_max((K + δI)⁻¹H) on the covered parameters: the sharpness a K-FAC-type optimizer's "
+        "step meets (a Lanczos run of HVPs).",
+    )
+    damping: float = option(
+        1e-3, "δ, added to K-FAC before it is inverted as a preconditioner.", positive=True
+    )
 
 
 #: The sections of a config file (``spectrum: {top_k: 5}``), each an analysis's settings.

@@ -221,7 +221,7 @@ def kfac(run: RunArgs, out: OutOpt = None) -> None:
     def analyze(objective: Any, cfg: Any, progress: Any) -> Any:
         from ..analyses.kfac import analyze_kfac
 
-        return analyze_kfac(objective, cfg.kfac, seed=cfg.seed, progress=progress)
+        return analyze_kfac(objective, cfg.kfac, seed=cfg.seed, lr=cfg.lr, progress=progress)
 
     run_analysis(run, flags, analyze, "print_kfac", out=out, section="kfac")
 

@@ -10,7 +10,7 @@ from ..options import option
 
 # The commands whose learning rate matters (edge of stability); the other problem options are
 # offered by every analysis command.
-LR_COMMANDS = ("spectrum", "classify", "report", "check", "track")
+LR_COMMANDS = ("spectrum", "classify", "report", "check", "track", "kfac")
 
 
 @dataclass(frozen=True)

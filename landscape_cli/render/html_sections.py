@@ -368,9 +368,23 @@ def _kfac_section(kfac: Any) -> str:
         f'<p class="note">{escape(d["kind"])} K-FAC against the generalised Gauss-Newton matrix, '
         f"{format_number(d['probes'])} probes; rows by Frobenius error.{uncovered}</p>"
         + _table(headers, rows, text_cols=2)
+        + _preconditioned(d["preconditioned"])
         + _notes(kfac)
         + "</section>"
     )
+
+
+def _preconditioned(p: Mapping[str, Any] | None) -> str:
+    """The K-FAC-preconditioned sharpness, and η·λ_max against 2 when a learning rate is known."""
+    if p is None:
+        return ""
+    text = (
+        f"λ_max((K + {format_number(p['damping'])}·I)⁻¹H) = {format_number(p['lambda_max'])} "
+        f"± {format_number(p['error_bound'])}"
+    )
+    if p["lr"] is not None:
+        text += f"; η·λ_max = {format_number(p['lr_times_lambda_max'])} against 2"
+    return f'<p class="note">{text}.</p>'
 
 
 def _surface_section(surfaces: Mapping[str, Any]) -> str:

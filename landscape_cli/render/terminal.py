@@ -530,8 +530,18 @@ def print_kfac(result: Any, console: Console | None = None) -> None:
             f"not covered: {result.uncovered_parameters:,} parameters "
             f"({escape(', '.join(result.uncovered))})"
         )
+    p = result.preconditioned
+    if p is not None:
+        line = (
+            f"preconditioned λ_max((K + {p.damping:g}·I)⁻¹H) = {_fmt(p.lambda_max, 6)} "
+            f"± {_fmt(p.bound, 2)}"
+        )
+        if p.lr is not None:
+            verdict = "stable" if p.lr_times_lambda_max < 2 else "beyond the bound"
+            line += f" · η·λ = {_fmt(p.lr_times_lambda_max, 4)} vs 2 ({verdict})"
+        console.print(line)
     console.print(
-        f"{result.info.hvp_count:,} GGN products in {result.info.seconds:.2f} s · "
+        f"{result.info.hvp_count:,} GGN and Hessian products in {result.info.seconds:.2f} s · "
         f"seed {result.info.seed}"
     )
     for key, note in result.notes.items():
