@@ -497,7 +497,7 @@ def test_preconditioned_sharpness_is_the_top_generalised_eigenvalue():
 @pytest.mark.parametrize("through_probes", [True, False])
 def test_per_sample_gradient_products_agree_either_way(through_probes):
     """Both ways of taking ``⟨M_nc, Z⟩``, ``Σ ‖M_nc‖²`` and ``Σ w M_nc`` give the dense sums."""
-    from landscape_cli.operators.kfac import _SampleGradients
+    from landscape_cli.operators.sample_gradients import SampleGradients
 
     gen = torch.Generator().manual_seed(17)
     n, R, d, out, C, m = 5, 3, 4, 2, 3, 6
@@ -505,7 +505,7 @@ def test_per_sample_gradient_products_agree_either_way(through_probes):
     bs = [torch.randn(n, R, out, generator=gen, dtype=F64) for _ in range(C)]
     Z = torch.randn(m, out, d, generator=gen, dtype=F64)
     M = torch.stack([torch.einsum("nro,nrd->nod", b, a) for b in bs], dim=1)  # (n, C, out, d)
-    layer = _SampleGradients(a, bs, through_probes=through_probes)
+    layer = SampleGradients(a, bs, through_probes=through_probes)
     values, norm = layer.inner(Z)
     torch.testing.assert_close(values, torch.einsum("ncod,mod->mcn", M, Z))
     torch.testing.assert_close(norm, (M * M).sum())
