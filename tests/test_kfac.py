@@ -512,3 +512,59 @@ def test_per_sample_gradient_products_agree_either_way(through_probes):
     w = torch.randn(2 * m, C, n, generator=gen, dtype=F64)
     expected = torch.einsum("jcn,ncod->jod", w, M).reshape(2 * m, -1)
     torch.testing.assert_close(layer.combine(w), expected)
+
+
+# ---------------------------------------------------------------- EK-FAC
+def test_ekfac_is_the_ggn_diagonal_in_the_kronecker_eigenbasis():
+    """EK-FAC keeps K-FAC's eigenvectors ``u_i ⊗ w_j`` and takes as eigenvalues the GGN block's
+    Rayleigh quotients on them: so its trace is the block's, and it is at least as close to the
+    block in Frobenius norm as K-FAC (the best operator diagonal in that basis)."""
+    model, x, obj = cnn_problem(18)
+    split = SplitLoss("cross_entropy")
+    K = KFACOperator(obj, split)
+    E = KFACOperator(obj, split, corrected=True)
+    G, Kd, Ed = dense_ggn(model, "cross_entropy", x), dense(K), dense(E)
+    for el in E.layers:
+        idx = el.indices
+        B = G[idx][:, idx]
+        _, U, _, W = el._eigen
+        out, d = U.shape[0], W.shape[0]
+        basis = torch.stack(
+            [
+                el.from_matrix(torch.outer(U[:, i], W[:, j])[None])[:, 0]
+                for i in range(out)
+                for j in range(d)
+            ],
+            dim=1,
+        )  # (size, out·d): the eigenvectors in the flat layout
+        rayleigh = torch.einsum("pk,pq,qk->k", basis, B, basis).reshape(out, d)
+        torch.testing.assert_close(el.corrections, rayleigh, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(
+            Ed[idx][:, idx],
+            basis @ torch.diag(rayleigh.reshape(-1)) @ basis.T,
+            rtol=1e-9,
+            atol=1e-12,
+        )
+        assert el.trace() == pytest.approx(float(torch.trace(B)), rel=1e-10)
+        error_k = torch.linalg.norm(B - Kd[idx][:, idx])
+        error_e = torch.linalg.norm(B - Ed[idx][:, idx])
+        assert error_e <= error_k * (1 + 1e-12)
+    exact = np.linalg.eigvalsh(Ed.numpy())[::-1]
+    np.testing.assert_allclose(E.eigenvalues(), exact, rtol=0, atol=1e-12 * exact[0])
+
+
+def test_ekfac_kind_reports_its_own_fit():
+    model, x, obj = cnn_problem(19)
+    exact = {}
+    G = dense_ggn(model, "cross_entropy", x)
+    E = KFACOperator(obj, SplitLoss("cross_entropy"), corrected=True)
+    Ed = dense(E)
+    for L in E.layers:
+        B = G[L.indices][:, L.indices]
+        exact[L.module] = float(
+            torch.linalg.norm(B - Ed[L.indices][:, L.indices]) / torch.linalg.norm(B)
+        )
+    result = analyze_kfac(obj, KFACSettings(kind="ekfac", probes=64, grid=50), seed=1)
+    for row in result.layers:
+        assert abs(row.frobenius_error - exact[row.module]) < 3 * row.frobenius_stderr
+        assert row.trace_ratio == pytest.approx(1.0, rel=1e-10)

@@ -22,13 +22,14 @@ def planned_exact_trace(
     Returns ``(exact, None)`` when :func:`exact_trace` applies (``trace_method`` ``auto`` within
     its budget, or ``per-sample``), ``(None, why)`` when ``auto`` falls back to the stochastic
     estimate, ``(None, None)`` for ``hutch++``/``hutchinson``. Raises :class:`InputError` for
-    ``per-sample`` when it does not apply. For ``curvature=kfac`` the exact trace is the
-    factors' (``operator.exact_trace()``, no product), for ``auto`` and ``per-sample`` alike.
+    ``per-sample`` when it does not apply. For ``curvature=kfac`` (and ``ekfac``) the exact
+    trace is the factors' (``operator.exact_trace()``, no product), for ``auto`` and
+    ``per-sample`` alike.
     """
     method = settings.trace_method
     if method not in ("auto", PER_SAMPLE):
         return None, None
-    if settings.curvature == "kfac" and not settings.params and operator is not None:
+    if settings.curvature in ("kfac", "ekfac") and not settings.params and operator is not None:
         return operator.exact_trace(), None
     try:
         if settings.params:

@@ -304,9 +304,17 @@ class _TopPair:
 
 
 def _top_pair(layer: KroneckerFactors, tol: float) -> _TopPair:
-    """:class:`_TopPair` from the two largest eigenpairs of each factor, by Lanczos on the dense
-    factor in float64 (a full eigendecomposition of a 4608 × 4608 factor takes seconds; LAPACK's
-    through torch may not converge on such rank-deficient factors at all)."""
+    """A layer's :class:`_TopPair`: EK-FAC's from its eigenvalues on the factors' eigenbasis;
+    K-FAC's from the two largest eigenpairs of each factor, by Lanczos on the dense factor in
+    float64 (a full eigendecomposition of a 4608 × 4608 factor takes seconds; LAPACK's through
+    torch may not converge on such rank-deficient factors at all)."""
+    if layer.corrections is not None:
+        grid = layer.eigenvalue_grid()
+        order = torch.argsort(grid.reshape(-1), descending=True)
+        i, j = divmod(int(order[0]), grid.shape[1])
+        _, U, _, W = layer._eigen
+        second = float(grid.reshape(-1)[order[1]]) if order.numel() > 1 else 0.0
+        return _TopPair(float(grid[i, j]), torch.outer(U[:, i], W[:, j]), second)
     ends = []
     for factor in (layer.G, layer.A):
         M = factor.detach().double()
@@ -364,8 +372,10 @@ def analyze_kfac(
         for _, m, names in shapes
     ]
     with numerical_errors("the K-FAC factors"):
-        layers, uncovered, products = kronecker_factors(objective, split, "type-2", probes=probes)
-        if s.kind != "type-2":
+        layers, uncovered, products = kronecker_factors(
+            objective, split, "type-2", probes=probes, corrected=s.kind == "ekfac"
+        )
+        if s.kind == "empirical":
             layers, _, _ = kronecker_factors(objective, split, s.kind)
     assert products is not None
     notes: dict[str, str] = {}

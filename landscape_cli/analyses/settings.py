@@ -77,9 +77,10 @@ class SpectrumSettings:
     curvature: str = option(
         "hessian",
         "The matrix analysed: hessian, ggn (generalised Gauss-Newton; the Fisher for "
-        "cross-entropy/MSE), ef (empirical Fisher) or kfac (the GGN's Kronecker-factored "
-        "approximation on Linear and Conv2d layers); all but hessian need a built-in loss.",
-        choices=("hessian", "ggn", "ef", "kfac"),
+        "cross-entropy/MSE), ef (empirical Fisher), kfac (the GGN's Kronecker-factored "
+        "approximation on Linear and Conv2d layers) or ekfac (its eigenvalue-corrected form); "
+        "all but hessian need a built-in loss.",
+        choices=("hessian", "ggn", "ef", "kfac", "ekfac"),
         commands=("spectrum", "check", "track"),
     )
     params: tuple[str, ...] = option(
@@ -280,9 +281,10 @@ class KFACSettings:
 
     kind: str = option(
         "type-2",
-        "Which K-FAC: type-2 (the output Hessians' exact square roots: the GGN's) or empirical "
-        "(the per-sample loss gradients: the empirical Fisher's). Both are compared with the GGN.",
-        choices=("type-2", "empirical"),
+        "Which K-FAC: type-2 (the output Hessians' exact square roots: the GGN's), empirical "
+        "(the per-sample loss gradients: the empirical Fisher's) or ekfac (type-2 with EK-FAC's "
+        "eigenvalue corrections, one more pass). All are compared with the GGN.",
+        choices=("type-2", "empirical", "ekfac"),
     )
     probes: int = option(
         16,

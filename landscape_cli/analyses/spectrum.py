@@ -113,7 +113,7 @@ def analyze_spectrum(
     top_k = min(settings.top_k, n)
     bottom_k = min(settings.bottom_k, n)
     # K-FAC's eigenvalues are products of its factors': exact at any size, for no product
-    kronecker = settings.curvature == "kfac" and not settings.params
+    kronecker = settings.curvature in ("kfac", "ekfac") and not settings.params
     if settings.exact and not kronecker:
         check_exact_size(n)  # refuse before spending HVPs, not after
     if settings.density and settings.slq_runs == 0 and not settings.share_lanczos:

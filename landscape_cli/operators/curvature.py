@@ -60,12 +60,13 @@ from .empirical_fisher import EmpiricalFisherOperator
 from .ggn import GGNOperator
 from .hessian import HessianOperator
 
-CURVATURES = ("hessian", "ggn", "ef", "kfac")
+CURVATURES = ("hessian", "ggn", "ef", "kfac", "ekfac")
 CURVATURE_NAMES = {
     "hessian": "Hessian",
     "ggn": "generalised Gauss-Newton",
     "ef": "empirical Fisher",
     "kfac": "K-FAC",
+    "ekfac": "EK-FAC",
 }
 
 
@@ -90,14 +91,16 @@ def split_loss(objective: Objective, curvature: str) -> SplitLoss:
 def curvature_operator(objective: Objective, curvature: str = "hessian") -> CurvatureOperator:
     """A fresh matrix-free operator (its own matvec counter) for ``curvature``:
     ``"hessian"`` (:class:`~landscape_cli.operators.hessian.HessianOperator`), ``"ggn"``
-    (:class:`GGNOperator`), ``"ef"`` (:class:`EmpiricalFisherOperator`) or ``"kfac"``
-    (:class:`~landscape_cli.operators.kfac.KFACOperator`, its factors computed here)."""
+    (:class:`GGNOperator`), ``"ef"`` (:class:`EmpiricalFisherOperator`), ``"kfac"`` or
+    ``"ekfac"`` (:class:`~landscape_cli.operators.kfac.KFACOperator`, its factors computed
+    here)."""
     if curvature == "hessian":
         return HessianOperator(objective)
-    if curvature == "kfac":
+    if curvature in ("kfac", "ekfac"):
         from .kfac import KFACOperator
 
-        return KFACOperator(objective, split_loss(objective, curvature))
+        split = split_loss(objective, curvature)
+        return KFACOperator(objective, split, corrected=curvature == "ekfac")
     if curvature == "ggn":
         return GGNOperator(objective, split_loss(objective, curvature))
     if curvature == "ef":

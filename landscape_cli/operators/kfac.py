@@ -33,7 +33,7 @@ not covered and has zero rows in the operator.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -49,7 +49,7 @@ from ..problem.objective import Objective
 from .blocks import parameter_offsets
 from .exact_trace import ExactTrace, loss_hessian_factors
 from .ggn import OutputModule, model_outputs
-from .sample_gradients import ProbeProducts, probe_pass
+from .sample_gradients import ProbeProducts, SampleGradients, probe_pass
 
 #: The label of a trace computed from the factors (``tr(G ⊗ A) = tr(G) tr(A)``, exact).
 KRONECKER_METHOD = "Kronecker factors"
@@ -86,6 +86,8 @@ class KroneckerFactors:
         G: ``(out, out)`` output-gradient factor.
         rows: input rows per sample (positions, patches, calls of a shared layer), averaged
             over the samples; ``A`` averages over all of them.
+        corrections: EK-FAC's eigenvalues ``s_ij`` ``(out, d)`` in the factors' eigenbasis
+            (their order, :meth:`_eigen`), in place of ``μ_i ν_j``; ``None`` for K-FAC.
     """
 
     module: str
@@ -95,6 +97,7 @@ class KroneckerFactors:
     A: torch.Tensor
     G: torch.Tensor
     rows: float
+    corrections: torch.Tensor | None = None
 
     @property
     def has_bias(self) -> bool:
@@ -123,15 +126,29 @@ class KroneckerFactors:
         return torch.cat([M[:, :, :-1].reshape(k, -1), M[:, :, -1]], dim=1).T
 
     def apply(self, M: torch.Tensor) -> torch.Tensor:
-        """``(G ⊗ A)`` on ``[W | b]`` matrices ``(k, out, d)``: ``G M A``."""
-        return (self.G @ M) @ self.A
+        """The block on ``[W | b]`` matrices ``(k, out, d)``: ``G M A``, or with EK-FAC's
+        corrections ``U_G [(U_Gᵀ M U_A) ∘ s] U_Aᵀ``."""
+        if self.corrections is None:
+            return (self.G @ M) @ self.A
+        _, U, _, W = self._eigen
+        return U @ ((U.T @ M @ W) * self.corrections) @ W.T
+
+    def eigenvalue_grid(self) -> torch.Tensor:
+        """``(out, d)``: the block's eigenvalues, entry ``(i, j)`` belonging to the eigenvector
+        ``u_i w_jᵀ`` of the factors' eigenbases: ``μ_i ν_j``, or EK-FAC's ``s_ij``."""
+        if self.corrections is not None:
+            return self.corrections
+        g, _, a, _ = self._eigen
+        return g[:, None] * a[None, :]
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """``(G ⊗ A) V`` for ``V`` of shape ``(size, k)`` in the layer's flat layout."""
         return self.from_matrix(self.apply(self.to_matrix(V)))
 
     def eigenvalues(self) -> np.ndarray:
-        """All ``size`` eigenvalues of ``G ⊗ A``, descending (float64)."""
+        """All ``size`` eigenvalues of the block, descending (float64)."""
+        if self.corrections is not None:
+            return np.sort(self.corrections.detach().double().cpu().numpy().reshape(-1))[::-1]
         g = np.linalg.eigvalsh(self.G.detach().double().cpu().numpy())
         a = np.linalg.eigvalsh(self.A.detach().double().cpu().numpy())
         return np.sort(np.outer(g, a).reshape(-1))[::-1]
@@ -158,12 +175,14 @@ class KroneckerFactors:
         """``(G ⊗ A + δI)^p`` on ``[W | b]`` matrices ``(k, out, d)``, in the factors'
         eigenbases: ``U_G [(U_Gᵀ M U_A) ∘ (μ_i ν_j + δ)^p] U_Aᵀ`` (the factors' eigenvalues
         clamped at 0, as the factors are positive semi-definite up to rounding)."""
-        g, U, a, W = self._eigen
-        scale = (g[:, None] * a[None, :] + damping) ** power
+        _, U, _, W = self._eigen
+        scale = (self.eigenvalue_grid().clamp_min(0) + damping) ** power
         return U @ ((U.T @ M @ W) * scale) @ W.T
 
     def trace(self) -> float:
-        """``tr(G ⊗ A) = tr(G) tr(A)``."""
+        """``tr(G ⊗ A) = tr(G) tr(A)``, or EK-FAC's ``Σ s_ij``."""
+        if self.corrections is not None:
+            return float(self.corrections.double().sum())
         return float(torch.trace(self.G).double() * torch.trace(self.A).double())
 
 
@@ -242,6 +261,7 @@ def kronecker_factors(
     kind: str = "type-2",
     *,
     probes: list[torch.Tensor] | None = None,
+    corrected: bool = False,
 ) -> tuple[list[KroneckerFactors], list[str], ProbeProducts | None]:
     """Every covered layer's K-FAC factors on the objective's data, the names of the trained
     parameters not covered (module docstring), and with ``probes`` (one ``(m, out, d)`` tensor
@@ -253,7 +273,8 @@ def kronecker_factors(
     ``kind="empirical"``) gives the output gradients. The per-sample gradients of a layer,
     ``M_nc = Σ_r b_nrc ā_nrᵀ``, give the GGN's products without another pass:
     ``GGN Z = (1/N) Σ_n Σ_c M_nc ⟨M_nc, Z⟩``. Batches are weighted like the objective's
-    (``n_b / N``) and everything is summed over ranks."""
+    (``n_b / N``) and everything is summed over ranks. ``corrected``: EK-FAC, a second pass for
+    the eigenvalue corrections (:func:`_correct`)."""
     if kind not in KFAC_KINDS:
         raise InputError(f"K-FAC kind {kind!r}: choose one of {', '.join(KFAC_KINDS)}")
     if split.name not in KFAC_LOSSES:
@@ -287,65 +308,22 @@ def kronecker_factors(
         own = [torch.zeros_like(Z) for Z in probes]
         joint = [torch.zeros_like(Z) for Z in probes]
         traces = [zeros(()) for _ in probes]
-    factor: Callable[[SplitLoss, torch.Tensor, Batch], torch.Tensor] = (
-        _output_hessian_roots if kind == "type-2" else _loss_gradients
-    )
-    wrapper = OutputModule(obj.model, split)
-    records: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in layers]
-
-    def recorder(i: int) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
-            x = args[0] if args else kwargs["input"]
-            records[i].append((x.detach(), output))
-
-        return hook
-
-    handles = [
-        module.register_forward_hook(recorder(i), with_kwargs=True)
-        for i, (_, module, _) in enumerate(layers)
-    ]
-    try:
-        with obj.collect_failure() as failure:
-            for index, batch, weight in obj._batches_on_device():
-                for r in records:
-                    r.clear()
-                leaves = [p.detach().requires_grad_(True) for p in obj._params]
-                f = model_outputs(obj, wrapper, leaves, batch, index, curvature="kfac")
-                S = factor(split, f, batch)
-                n_b = f.shape[0]
-                outputs = [z for r in records for _, z in r]
-                gradients: list[list[torch.Tensor]] = [[] for _ in outputs]
-                for c in range(S.shape[2]):
-                    if not bool(S[:, :, c].any()):
-                        continue  # a null direction of every output Hessian
-                    cotangent = S[:, :, c].reshape(f.shape)
-                    grads = torch.autograd.grad(
-                        (f * cotangent).sum(), outputs, retain_graph=True, allow_unused=True
-                    )
-                    for j, g in enumerate(grads):
-                        gradients[j].append(torch.zeros_like(outputs[j]) if g is None else g)
-                del f, outputs
-                rows = _layer_rows(layers, records, gradients, n_b)
-                for i, (a, bs) in enumerate(rows):
-                    A, G, count = sums[i]
-                    flat_a = a.reshape(-1, a.shape[2])
-                    A += (weight / flat_a.shape[0]) * (flat_a.T @ flat_a)
-                    count += a.shape[1] * weight
-                    for b in bs:
-                        flat_b = b.reshape(-1, b.shape[2])
-                        G += (weight / n_b) * (flat_b.T @ flat_b)
-                if probes is not None:
-                    probe_pass(rows, probes, own, joint, traces, weight / n_b)
-                del gradients, rows
-        parts = [t.reshape(-1) for s in sums for t in s]
-        if probes is not None:
-            parts += [t.reshape(-1) for t in (*own, *joint, *traces)]
-        flat = obj.reduce_sum(torch.cat(parts), failure)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for r in records:
-            r.clear()
+    with obj.collect_failure() as failure:
+        for rows, weight, n_b in _batch_rows(obj, split, layers, kind):
+            for i, (a, bs) in enumerate(rows):
+                A, G, count = sums[i]
+                flat_a = a.reshape(-1, a.shape[2])
+                A += (weight / flat_a.shape[0]) * (flat_a.T @ flat_a)
+                count += a.shape[1] * weight
+                for b in bs:
+                    flat_b = b.reshape(-1, b.shape[2])
+                    G += (weight / n_b) * (flat_b.T @ flat_b)
+            if probes is not None:
+                probe_pass(rows, probes, own, joint, traces, weight / n_b)
+    parts = [t.reshape(-1) for s in sums for t in s]
+    if probes is not None:
+        parts += [t.reshape(-1) for t in (*own, *joint, *traces)]
+    flat = obj.reduce_sum(torch.cat(parts), failure)
     result = []
     at = 0
 
@@ -371,6 +349,8 @@ def kronecker_factors(
                 rows=rows_per_sample,
             )
         )
+    if corrected:
+        _correct(obj, split, layers, kind, result)
     products = None
     if probes is not None:
         products = ProbeProducts(
@@ -379,6 +359,90 @@ def kronecker_factors(
             [float(take(t)) for t in traces],
         )
     return result, uncovered, products
+
+
+def _batch_rows(
+    obj: Objective,
+    split: SplitLoss,
+    layers: list[tuple[str, nn.Module, tuple[str, ...]]],
+    kind: str,
+) -> Iterator[tuple[list[tuple[torch.Tensor, list[torch.Tensor]]], float, int]]:
+    """``(rows, weight, n_b)`` per batch of this rank (:func:`_layer_rows`): one forward pass
+    records every covered layer's inputs and outputs, one backward pass per column of the
+    output-Hessian square root (``kind="type-2"``) or of the loss gradient (``"empirical"``)
+    their output gradients. Run it inside the objective's ``collect_failure``."""
+    factor: Callable[[SplitLoss, torch.Tensor, Batch], torch.Tensor] = (
+        _output_hessian_roots if kind == "type-2" else _loss_gradients
+    )
+    wrapper = OutputModule(obj.model, split)
+    records: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in layers]
+
+    def recorder(i: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            x = args[0] if args else kwargs["input"]
+            records[i].append((x.detach(), output))
+
+        return hook
+
+    handles = [
+        module.register_forward_hook(recorder(i), with_kwargs=True)
+        for i, (_, module, _) in enumerate(layers)
+    ]
+    try:
+        for index, batch, weight in obj._batches_on_device():
+            for r in records:
+                r.clear()
+            leaves = [p.detach().requires_grad_(True) for p in obj._params]
+            f = model_outputs(obj, wrapper, leaves, batch, index, curvature="kfac")
+            S = factor(split, f, batch)
+            n_b = f.shape[0]
+            outputs = [z for r in records for _, z in r]
+            gradients: list[list[torch.Tensor]] = [[] for _ in outputs]
+            for c in range(S.shape[2]):
+                if not bool(S[:, :, c].any()):
+                    continue  # a null direction of every output Hessian
+                cotangent = S[:, :, c].reshape(f.shape)
+                grads = torch.autograd.grad(
+                    (f * cotangent).sum(), outputs, retain_graph=True, allow_unused=True
+                )
+                for j, g in enumerate(grads):
+                    gradients[j].append(torch.zeros_like(outputs[j]) if g is None else g)
+            del f, outputs
+            yield _layer_rows(layers, records, gradients, n_b), weight, n_b
+            del gradients
+    finally:
+        for handle in handles:
+            handle.remove()
+        for r in records:
+            r.clear()
+
+
+def _correct(
+    obj: Objective,
+    split: SplitLoss,
+    layers: list[tuple[str, nn.Module, tuple[str, ...]]],
+    kind: str,
+    factors: list[KroneckerFactors],
+) -> None:
+    """EK-FAC (George, Laurent, Bouthillier, Ballas & Vincent, "Fast approximate natural
+    gradient descent in a Kronecker-factored eigenbasis", NeurIPS 2018): in the eigenbasis
+    ``U_G ⊗ U_A`` of the factors, replace K-FAC's eigenvalues ``μ_i ν_j`` by the curvature's own
+    diagonal there, ``s_ij = (1/N) Σ_n Σ_c (U_Gᵀ M_nc U_A)_ij²``, the best diagonal in that basis
+    in Frobenius norm; its trace is the block's. One more pass over the data, the per-sample
+    gradients taken from rows rotated into the eigenbases (``b U_G``, ``ā U_A``). Sets each
+    factor's ``corrections``."""
+    sums = [layer.G.new_zeros(layer.G.shape[0], layer.A.shape[0]) for layer in factors]
+    bases = [layer._eigen for layer in factors]
+    with obj.collect_failure() as failure:
+        for rows, weight, n_b in _batch_rows(obj, split, layers, kind):
+            for (a, bs), (_, U, _, W), total in zip(rows, bases, sums, strict=True):
+                rotated = SampleGradients(a @ W, [b @ U for b in bs])
+                total += (weight / n_b) * rotated.squares()
+    flat = obj.reduce_sum(torch.cat([t.reshape(-1) for t in sums]), failure)
+    at = 0
+    for layer, like in zip(factors, sums, strict=True):
+        layer.corrections = flat[at : at + like.numel()].reshape(like.shape)
+        at += like.numel()
 
 
 def _layer_rows(
@@ -432,11 +496,21 @@ class KFACOperator(SymmetricOperator):
     ([''], [], (8, 8))
     """
 
-    def __init__(self, objective: Objective, split: SplitLoss, kind: str = "type-2") -> None:
+    def __init__(
+        self,
+        objective: Objective,
+        split: SplitLoss,
+        kind: str = "type-2",
+        *,
+        corrected: bool = False,
+    ) -> None:
         super().__init__(objective.num_parameters, objective.dtype, objective.device)
         self.objective = objective
         self.kind = kind
-        self.layers, self.uncovered, _ = kronecker_factors(objective, split, kind)
+        self.corrected = corrected
+        self.layers, self.uncovered, _ = kronecker_factors(
+            objective, split, kind, corrected=corrected
+        )
 
     @property
     def covered_parameters(self) -> int:

@@ -114,6 +114,21 @@ class SampleGradients:
                 norm += (M * M).sum()
         return values, norm
 
+    def squares(self) -> torch.Tensor:
+        """``Σ_n Σ_c M_nc ∘ M_nc`` ``(out, d)``: for one position ``(b ∘ b)ᵀ (ā ∘ ā)``, else
+        from the per-sample gradients."""
+        total = self.a.new_zeros(self.out, self.d)
+        if self.R == 1:
+            a2 = self.a[:, 0] ** 2
+            for b in self.bs:
+                total += (b[:, 0] ** 2).T @ a2
+            return total
+        for lo, hi in self._chunks(self.out * self.d):
+            for b in self.bs:
+                M = _per_sample_gradients(self.a[lo:hi], b[lo:hi])
+                total += (M * M).sum(0)
+        return total
+
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
         """``Σ_n Σ_c coefficients[j, c, n] M_nc`` for every ``j``, as ``(J, out·d)``."""
         J = coefficients.shape[0]

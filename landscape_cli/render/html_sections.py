@@ -99,6 +99,7 @@ def _curvature_note(spectrum: Any) -> str:
         "ggn": "generalised Gauss-Newton (Fisher)",
         "ef": "empirical Fisher",
         "kfac": "K-FAC approximation of the generalised Gauss-Newton",
+        "ekfac": "EK-FAC approximation of the generalised Gauss-Newton",
     }
     text = f"Matrix analysed: the {escape(names.get(curvature, curvature))}"
     if curvature == "hessian":

@@ -270,6 +270,7 @@ _CURVATURE_LABELS = {
     "ggn": "GGN (Fisher)",
     "ef": "empirical Fisher",
     "kfac": "K-FAC",
+    "ekfac": "EK-FAC",
 }
 
 

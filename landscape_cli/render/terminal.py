@@ -176,6 +176,7 @@ CURVATURE_TITLES = {
     "ggn": "Generalised Gauss-Newton (Fisher)",
     "ef": "Empirical Fisher",
     "kfac": "K-FAC (Kronecker-factored GGN)",
+    "ekfac": "EK-FAC (eigenvalue-corrected K-FAC)",
 }
 
 
