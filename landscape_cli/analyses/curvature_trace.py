@@ -8,6 +8,7 @@ import torch
 
 from ..errors import InputError
 from ..estimators.trace import EXACT_METHOD, PER_SAMPLE, TraceEstimate, estimate_trace
+from ..operators.curvature import KRONECKER_CURVATURES
 from ..operators.exact_trace import MAX_OUTPUTS, ExactTrace, Unsupported, exact_trace
 
 
@@ -29,7 +30,8 @@ def planned_exact_trace(
     method = settings.trace_method
     if method not in ("auto", PER_SAMPLE):
         return None, None
-    if settings.curvature in ("kfac", "ekfac") and not settings.params and operator is not None:
+    kronecker = settings.curvature in KRONECKER_CURVATURES
+    if kronecker and not settings.params and operator is not None:
         return operator.exact_trace(), None
     try:
         if settings.params:

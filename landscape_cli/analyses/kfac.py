@@ -443,8 +443,8 @@ def analyze_kfac(
     if s.preconditioned:
         preconditioned = _preconditioned(objective, layers, s, seed, lr, progress)
     rows.sort(key=lambda r: -r.frobenius_error)
-    products = ggn.matvecs + (preconditioned.hvps if preconditioned is not None else 0)
-    info = RunInfo.from_objective(objective, "kfac", seed, products, time.perf_counter() - start)
+    matvecs = ggn.matvecs + (preconditioned.hvps if preconditioned is not None else 0)
+    info = RunInfo.from_objective(objective, "kfac", seed, matvecs, time.perf_counter() - start)
     return KFACResult(
         info=info,
         settings=s,

@@ -21,7 +21,7 @@ from ..estimators.exact import ExactSpectrum, check_exact_size, exact_spectrum
 from ..estimators.lanczos import LanczosResult, lanczos
 from ..estimators.trace import TraceEstimate
 from ..hdf5 import optional_group, read_arrays, read_attrs, set_attrs, write_datasets
-from ..operators.curvature import CURVATURE_NAMES, analysis_operator
+from ..operators.curvature import CURVATURE_NAMES, KRONECKER_CURVATURES, analysis_operator
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
 from ..progress import PlanCallback, StageProgress, stage
@@ -113,7 +113,7 @@ def analyze_spectrum(
     top_k = min(settings.top_k, n)
     bottom_k = min(settings.bottom_k, n)
     # K-FAC's eigenvalues are products of its factors': exact at any size, for no product
-    kronecker = settings.curvature in ("kfac", "ekfac") and not settings.params
+    kronecker = settings.curvature in KRONECKER_CURVATURES and not settings.params
     if settings.exact and not kronecker:
         check_exact_size(n)  # refuse before spending HVPs, not after
     if settings.density and settings.slq_runs == 0 and not settings.share_lanczos:

@@ -61,6 +61,8 @@ from .ggn import GGNOperator
 from .hessian import HessianOperator
 
 CURVATURES = ("hessian", "ggn", "ef", "kfac", "ekfac")
+#: The curvatures given by Kronecker factors, whose trace and eigenvalues the factors hold.
+KRONECKER_CURVATURES = ("kfac", "ekfac")
 CURVATURE_NAMES = {
     "hessian": "Hessian",
     "ggn": "generalised Gauss-Newton",
@@ -96,7 +98,7 @@ def curvature_operator(objective: Objective, curvature: str = "hessian") -> Curv
     here)."""
     if curvature == "hessian":
         return HessianOperator(objective)
-    if curvature in ("kfac", "ekfac"):
+    if curvature in KRONECKER_CURVATURES:
         from .kfac import KFACOperator
 
         split = split_loss(objective, curvature)
