@@ -1,4 +1,5 @@
-"""Shared pytest configuration: a fixed Hypothesis profile so property tests are reproducible.
+"""Shared pytest configuration: a fixed Hypothesis profile so property tests are reproducible, and
+torchvision importable as the command makes it (:mod:`landscape_cli.problem.torchvision_compat`).
 
 ``derandomize=True`` makes Hypothesis derive its examples from the test itself (no random seed),
 so CI and a laptop run the same examples; ``deadline=None`` because a slow shared runner must not
@@ -11,6 +12,12 @@ from __future__ import annotations
 import os
 
 from hypothesis import HealthCheck, settings
+
+from landscape_cli.problem.torchvision_compat import allow_torchvision_without_extension
+
+# Before any test module imports Lightning or timm, as the command does before loading a model:
+# with a torchvision built for another torch installed, both would fail to import otherwise.
+allow_torchvision_without_extension()
 
 settings.register_profile(
     "ci",

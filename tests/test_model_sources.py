@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -19,15 +21,16 @@ from landscape_cli.cli import app
 from landscape_cli.errors import InputError
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.problem.loading import apply_state_dict, build_objective
+from landscape_cli.problem.torchvision_compat import torchvision_note
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 MLP = "landscape_cli.sample_models.mlp:build"
 
 
 def importable(name: str) -> str | None:
-    """``None`` when ``name`` imports, else why not. A torchvision built for another torch
-    raises RuntimeError ("operator torchvision::nms does not exist") at import, and timm imports
-    torchvision, so ImportError alone does not tell."""
+    """``None`` when ``name`` imports, else why not (any exception: a broken install is a skip
+    with its reason, not an error in the test)."""
     try:
         importlib.import_module(name)
     except Exception as exc:
@@ -157,6 +160,61 @@ def test_a_vision_model_by_name_takes_model_args(tmp_path, package, model):
     payload = json.loads(result.stdout)
     assert payload["num_parameters"] == 11_181_642  # resnet18 with a 10-class head
     assert payload["lambda_max"] is not None
+    if torchvision_note() is not None:  # e.g. PyPI's CUDA torchvision beside the CPU torch
+        assert payload["notes"]["torchvision"] == torchvision_note()
+
+
+# A stand-in for a torchvision built for another torch: an extension that does not load, and an
+# __init__ that registers a fake kernel for its operator unconditionally, as torchvision does.
+STAND_IN_INIT = """
+import torch
+try:
+    torch.ops.load_library(__file__.replace("__init__.py", "_C.so"))
+except OSError:
+    pass
+@torch.library.register_fake("torchvision::nms")
+def meta_nms(dets, scores, iou_threshold):
+    return dets.new_empty(0, dtype=torch.long)
+from torch import nn
+resnet = nn.Linear
+"""
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_torchvision_whose_extension_does_not_load_imports_once_allowed(tmp_path, allowed):
+    package = tmp_path / "torchvision"
+    package.mkdir()
+    (package / "__init__.py").write_text(STAND_IN_INIT)
+    (package / "_C.so").write_bytes(b"not a shared library")
+    allow = (
+        "from landscape_cli.problem.torchvision_compat import allow_torchvision_without_extension"
+        "\nassert allow_torchvision_without_extension()\n"
+    )
+    code = (allow if allowed else "") + "import torchvision\nprint(torchvision.resnet(2, 3))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    if allowed:
+        assert done.returncode == 0, done.stderr
+        assert "Linear(in_features=2, out_features=3" in done.stdout
+    else:
+        assert "operator torchvision::nms does not exist" in done.stderr
+
+
+def test_a_working_or_absent_torchvision_is_left_alone(tmp_path):
+    code = (
+        "import sys\nsys.modules.pop('torchvision', None)\n"
+        "from landscape_cli.problem.torchvision_compat import allow_torchvision_without_extension"
+        "\nprint(allow_torchvision_without_extension())"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    (tmp_path / "torchvision").mkdir()  # installed, with no compiled extension to fail
+    (tmp_path / "torchvision" / "__init__.py").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "False", done.stderr
 
 
 def test_timm_names_are_built_without_pretrained_weights(monkeypatch):

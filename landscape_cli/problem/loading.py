@@ -610,7 +610,9 @@ def build_objective(
     from .huggingface import check_directory, load_huggingface
     from .model_sources import load_model
     from .objective import Objective
+    from .torchvision_compat import allow_torchvision_without_extension, torchvision_note
 
+    allow_torchvision_without_extension()  # before any model, data or loss code is imported
     huggingface = config.checkpoint is not None and check_directory(config.checkpoint, config.model)
     device = resolve_device(config.device)
     if config.threads is not None:
@@ -634,6 +636,8 @@ def build_objective(
         model, checkpoint = load_model(config, notes)
     loss_fn = load_loss(config.loss or default_loss)
     batches = load_data(config.data, config.batch_size, config.max_samples)
+    if (torchvision := torchvision_note()) is not None:
+        notes["torchvision"] = torchvision
     if determinism_check:
         from .determinism import check_data_order
 
