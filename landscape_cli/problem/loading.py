@@ -41,6 +41,7 @@ from .data import (
 )
 from .data_files import TOKEN_KEY, data_keys, read_h5, read_npz
 from .distributed import launched_by_torchrun
+from .hf_datasets import DATASET_DICT, DATASET_STATE, is_saved_dataset, read_saved_dataset
 from .losses import LossFn, load_loss
 from .modes import mode_note
 from .settings import ProblemSettings
@@ -482,6 +483,7 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
 
     ``spec`` is a ``.pt``/``.pth`` file holding ``{"x", "y"}`` or ``(x, y)`` (weights-only load),
     an ``.npz`` with arrays ``x`` and ``y``, an ``.h5``/``.hdf5`` file with datasets ``x`` and ``y``,
+    a folder written by a Hugging Face ``Dataset.save_to_disk`` (:mod:`~landscape_cli.problem.hf_datasets`),
     ``package.module:callable`` returning a Dataset (read in index order), a DataLoader (its own
     batches, sampler order and ``collate_fn``; ``batch_size`` is the loader's) or ``(x, y)``, or
     ``sample:NAME`` for bundled data; ``None`` means no data (analytic objective).
@@ -506,6 +508,16 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
     path = Path(spec)
     suffix = path.suffix.lower()
     where = f"data {spec}"
+    if is_saved_dataset(path):
+        obj = read_saved_dataset(path, max_samples, where)
+        return _finite_inputs(
+            tensor_batches(_as_samples(obj, where), batch_size, max_samples, spec), where
+        )
+    if path.is_dir():
+        raise InputError(
+            f"{where}: is a folder but not a saved dataset (no {DATASET_STATE} or {DATASET_DICT})",
+            hint="give a .pt, .npz or .h5 file, or a folder written by Dataset.save_to_disk",
+        )
     if suffix in (".pt", ".pth"):
         check_file(path, "data")
         try:
@@ -559,7 +571,8 @@ def load_data(spec: str | None, batch_size: int, max_samples: int | None) -> Bat
         )
     raise InputError(
         f"{where}: unknown data format '{suffix or spec}'",
-        hint="use a .pt, .npz or .h5 file, package.module:callable, or sample:NAME",
+        hint="use a .pt, .npz or .h5 file, a saved dataset folder, package.module:callable, "
+        "or sample:NAME",
     )
 
 

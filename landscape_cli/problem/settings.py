@@ -43,8 +43,9 @@ class ProblemSettings:
     )
     data: str | None = option(
         None,
-        "Data: .pt/.npz/.h5 file with x and y (or input_ids, attention_mask, labels), "
-        "package.module:callable, or sample:NAME; none: an analytic loss fn(model, None).",
+        "Data: .pt/.npz/.h5 file with x and y (or input_ids, attention_mask, labels), a "
+        "Hugging Face dataset folder (save_to_disk), package.module:callable, or sample:NAME; "
+        "none: an analytic loss fn(model, None).",
     )
     loss: str | None = option(
         None,
