@@ -6,6 +6,7 @@ Run from the repository root on an idle machine, with ``transformers`` and PyHes
     python benchmarks/scale.py                     # ResNet-18, GPT-2-style 10M and 100M
     python benchmarks/scale.py --quick             # smoke run: 128 images, the 10M model only
     python benchmarks/scale.py --device cuda       # the same on a GPU
+    python benchmarks/scale.py --workloads resnet18 --parts spectrum --tools landscape
 
 Workloads (written once to a temporary directory; every tool reads the same files):
 
@@ -349,6 +350,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: small data, 10M only")
     parser.add_argument("--workloads", default="resnet18,gpt2-10m,gpt2-100m")
     parser.add_argument("--parts", default="cost,lambda_max,spectrum")
+    parser.add_argument(
+        "--tools", default="landscape,pyhessian", help="whose processes run (a PyHessian-free run)"
+    )
     parser.add_argument("--samples", type=int, default=1024, help="ResNet-18 images")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
@@ -364,6 +368,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.max_wait = min(args.max_wait, 3.0)
     args.workload_names = [w for w in args.workloads.split(",") if w]
     args.part_names = set(args.parts.split(","))
+    args.tool_names = set(args.tools.split(","))
     return args
 
 
@@ -388,12 +393,17 @@ def main(argv: list[str] | None = None) -> None:
             if "cost" in args.part_names:
                 cost = runner.child("cost", w)
             rows: dict[str, dict[str, Any]] = {}
+            ours, theirs = "landscape" in args.tool_names, "pyhessian" in args.tool_names
             if "lambda_max" in args.part_names:
-                rows["landscape λ_max"] = runner.landscape(w, "--lambda-max", "--tol", "1e-3")
-                rows["PyHessian top-1"] = runner.child("pyhessian", w, part="lambda_max")
+                if ours:
+                    rows["landscape λ_max"] = runner.landscape(w, "--lambda-max", "--tol", "1e-3")
+                if theirs:
+                    rows["PyHessian top-1"] = runner.child("pyhessian", w, part="lambda_max")
             if "spectrum" in args.part_names:
-                rows["landscape spectrum"] = runner.landscape(w)
-                rows["PyHessian top-5 + trace"] = runner.child("pyhessian", w, part="spectrum")
+                if ours:
+                    rows["landscape spectrum"] = runner.landscape(w)
+                if theirs:
+                    rows["PyHessian top-5 + trace"] = runner.child("pyhessian", w, part="spectrum")
             print("\n".join(report(w, cost, rows)), flush=True)
 
 

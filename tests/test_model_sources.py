@@ -21,7 +21,7 @@ from landscape_cli.cli import app
 from landscape_cli.errors import InputError
 from landscape_cli.io.config import resolve_run_config
 from landscape_cli.problem.loading import apply_state_dict, build_objective
-from landscape_cli.problem.torchvision_compat import torchvision_note
+from landscape_cli.problem.torchvision_compat import NOTE, allow_torchvision_without_extension
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,8 +160,15 @@ def test_a_vision_model_by_name_takes_model_args(tmp_path, package, model):
     payload = json.loads(result.stdout)
     assert payload["num_parameters"] == 11_181_642  # resnet18 with a 10-class head
     assert payload["lambda_max"] is not None
-    if torchvision_note() is not None:  # e.g. PyPI's CUDA torchvision beside the CPU torch
-        assert payload["notes"]["torchvision"] == torchvision_note()
+    if allow_torchvision_without_extension():  # e.g. PyPI's CUDA wheel beside the CPU torch
+        assert payload["notes"]["torchvision"] == NOTE
+    else:
+        assert "torchvision" not in payload.get("notes", {})
+
+
+def test_models_not_built_from_torchvision_carry_no_torchvision_note():
+    objective = build_objective(resolve_run_config({"model": MLP, "data": "sample:blobs"}))
+    assert "torchvision" not in objective.notes
 
 
 # A stand-in for a torchvision built for another torch: an extension that does not load, and an

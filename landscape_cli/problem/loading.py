@@ -649,7 +649,7 @@ def build_objective(
         model, checkpoint = load_model(config, notes)
     loss_fn = load_loss(config.loss or default_loss)
     batches = load_data(config.data, config.batch_size, config.max_samples)
-    if (torchvision := torchvision_note()) is not None:
+    if (torchvision := torchvision_note(model)) is not None:
         notes["torchvision"] = torchvision
     if determinism_check:
         from .determinism import check_data_order

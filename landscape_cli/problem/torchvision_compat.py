@@ -67,6 +67,10 @@ def allow_torchvision_without_extension() -> bool:
     return True
 
 
-def torchvision_note() -> str | None:
-    """:data:`NOTE` when torchvision was imported without its extension, else ``None``."""
-    return NOTE if _declared and "torchvision" in sys.modules else None
+def torchvision_note(model: torch.nn.Module) -> str | None:
+    """:data:`NOTE` when torchvision was imported without its extension and ``model`` is built
+    from torchvision's or timm's modules, else ``None``."""
+    if not _declared or "torchvision" not in sys.modules:
+        return None
+    packages = {type(module).__module__.split(".", 1)[0] for module in model.modules()}
+    return NOTE if packages & {"torchvision", "timm"} else None
