@@ -568,3 +568,36 @@ def test_ekfac_kind_reports_its_own_fit():
     for row in result.layers:
         assert abs(row.frobenius_error - exact[row.module]) < 3 * row.frobenius_stderr
         assert row.trace_ratio == pytest.approx(1.0, rel=1e-10)
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+def test_a_block_trace_is_the_factors_diagonal_over_its_coordinates(corrected):
+    """A ``params`` block of K-FAC or EK-FAC (a layer's weight without its bias, with an
+    uncovered parameter) has the trace of the dense operator's principal submatrix, split over
+    the modules it touches, and the spectrum takes it from the factors at no product."""
+    from landscape_cli.analyses.settings import SpectrumSettings
+    from landscape_cli.analyses.spectrum import analyze_spectrum
+    from landscape_cli.operators.blocks import block_indices
+
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(N, 2, 5, 6, generator=gen, dtype=F64)
+    y = torch.randint(0, 4, (N,), generator=gen)
+    obj = objective(TinyCNN().double(), "cross_entropy", x, y)
+    K = KFACOperator(obj, SplitLoss("cross_entropy"), corrected=corrected)
+    M = dense(K)
+    names = ["conv.weight", "norm.weight", "head.bias"]
+    idx = block_indices(obj, names)
+    block = K.exact_trace(idx)
+    expected = float(torch.trace(M[idx][:, idx]))
+    assert block.trace == pytest.approx(expected, rel=1e-12)
+    conv = block_indices(obj, ["conv.weight"])
+    assert block.per_module["conv"] == pytest.approx(float(torch.trace(M[conv][:, conv])))
+    assert block.per_module["norm"] == 0.0
+    assert set(block.per_module) == {"conv", "norm", "head"}
+    curvature = "ekfac" if corrected else "kfac"
+    settings = SpectrumSettings(
+        curvature=curvature, params=tuple(names), top_k=1, bottom_k=0, density=False
+    )
+    result = analyze_spectrum(obj, settings)
+    assert result.trace_estimate.estimate == pytest.approx(expected, rel=1e-12)
+    assert result.trace_estimate.matvecs == 0 and result.trace_estimate.stderr == 0.0

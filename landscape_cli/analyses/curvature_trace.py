@@ -8,6 +8,7 @@ import torch
 
 from ..errors import InputError
 from ..estimators.trace import EXACT_METHOD, PER_SAMPLE, TraceEstimate, estimate_trace
+from ..linear_operator import BlockOperator
 from ..operators.curvature import KRONECKER_CURVATURES
 from ..operators.exact_trace import MAX_OUTPUTS, ExactTrace, Unsupported, exact_trace
 
@@ -24,15 +25,18 @@ def planned_exact_trace(
     its budget, or ``per-sample``), ``(None, why)`` when ``auto`` falls back to the stochastic
     estimate, ``(None, None)`` for ``hutch++``/``hutchinson``. Raises :class:`InputError` for
     ``per-sample`` when it does not apply. For ``curvature=kfac`` (and ``ekfac``) the exact
-    trace is the factors' (``operator.exact_trace()``, no product), for ``auto`` and
-    ``per-sample`` alike.
+    trace is the factors' (``operator.exact_trace()``, no product; for a ``params`` block, the
+    sum of their diagonal over its coordinates), for ``auto`` and ``per-sample`` alike.
     """
     method = settings.trace_method
     if method not in ("auto", PER_SAMPLE):
         return None, None
     kronecker = settings.curvature in KRONECKER_CURVATURES
-    if kronecker and not settings.params and operator is not None:
-        return operator.exact_trace(), None
+    if kronecker and operator is not None:
+        if not settings.params:
+            return operator.exact_trace(), None
+        if isinstance(operator, BlockOperator):  # the block's diagonal, from the factors
+            return operator.operator.exact_trace(operator.indices), None
     try:
         if settings.params:
             raise Unsupported(

@@ -29,6 +29,9 @@ Eigenvalues come from the factors: those of ``G ⊗ A`` are the products ``μ_i 
 factors' eigenvalues, and ``tr(G ⊗ A) = tr(G) tr(A)``. Covered are ``Linear`` and ``Conv2d``
 layers (ungrouped, zero padding) whose weight is trained; every other parameter is reported as
 not covered and has zero rows in the operator.
+
+Kept as one module: the factors, the passes over the data that make them and the operators built
+on them share one layer layout (``indices``, the ``[W | b]`` matrices).
 """
 
 from __future__ import annotations
@@ -178,6 +181,17 @@ class KroneckerFactors:
         _, U, _, W = self._eigen
         scale = (self.eigenvalue_grid().clamp_min(0) + damping) ** power
         return U @ ((U.T @ M @ W) * scale) @ W.T
+
+    def diagonal(self) -> torch.Tensor:
+        """The block's diagonal in the layer's flat layout: at entry ``(i, j)`` of ``[W | b]``,
+        ``G_ii A_jj`` (``diag(G ⊗ A) = diag(G) ⊗ diag(A)``), or with EK-FAC's corrections
+        ``Σ_ab U_G[i, a]² s_ab U_A[j, b]²``."""
+        if self.corrections is None:
+            grid = torch.outer(torch.diagonal(self.G), torch.diagonal(self.A))
+        else:
+            _, U, _, W = self._eigen
+            grid = (U * U) @ self.corrections.to(U.dtype) @ (W * W).T
+        return self.from_matrix(grid[None])[:, 0]
 
     def trace(self) -> float:
         """``tr(G ⊗ A) = tr(G) tr(A)``, or EK-FAC's ``Σ s_ij``."""
@@ -533,13 +547,29 @@ class KFACOperator(SymmetricOperator):
         """``Σ_l tr(G_l) tr(A_l)``."""
         return float(sum(layer.trace() for layer in self.layers))
 
-    def exact_trace(self) -> ExactTrace:
+    def exact_trace(self, indices: torch.Tensor | None = None) -> ExactTrace:
         """:meth:`trace` split over the modules owning parameters (0 for the uncovered ones),
-        at no product."""
-        per_module = {name.rpartition(".")[0]: 0.0 for name in self.uncovered}
+        at no product. With ``indices`` (a ``params`` block), the trace of the principal
+        submatrix on those coordinates: the sum of the layers' diagonals over them
+        (:meth:`KroneckerFactors.diagonal`), split over the modules the block touches."""
+        if indices is None:
+            per_module = {name.rpartition(".")[0]: 0.0 for name in self.uncovered}
+            for layer in self.layers:
+                per_module[layer.module] = layer.trace()
+            return ExactTrace(self.trace(), per_module, 0, KRONECKER_METHOD)
+        kept = torch.zeros(self.shape[0], dtype=torch.bool, device=self.device)
+        kept[indices] = True
+        offsets = parameter_offsets(self.objective)
+        per_module = {
+            name.rpartition(".")[0]: 0.0
+            for name in self.uncovered
+            if bool(kept[slice(*offsets[name])].any())
+        }
         for layer in self.layers:
-            per_module[layer.module] = layer.trace()
-        return ExactTrace(self.trace(), per_module, 0, KRONECKER_METHOD)
+            inside = kept[layer.indices]
+            if bool(inside.any()):
+                per_module[layer.module] = float(layer.diagonal()[inside].double().sum())
+        return ExactTrace(float(sum(per_module.values())), per_module, 0, KRONECKER_METHOD)
 
 
 class KFACPreconditioned(SymmetricOperator):

@@ -36,7 +36,7 @@ def _rows_to_read(
     """How many leading rows of the arrays (each its declared shape and item size, by name) a
     run uses, checked before anything is read: ``max_samples`` bounds what is read, and rows
     that would take more than half the free memory are refused rather than allocated."""
-    from .objective import available_memory
+    from .memory import available_memory
 
     for name, (shape, _) in arrays.items():
         if shape is None or len(shape) == 0:

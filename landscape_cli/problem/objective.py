@@ -48,6 +48,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..errors import InputError, NumericalError, is_out_of_memory
 from .data import Batch, Batches, move_batch, nonfinite_samples
 from .distributed import Failure, Ranks, all_reduce_sum, collect_failure, current
+from .memory import available_memory
 from .seeding import derive_seed
 
 Progress = Callable[[int, int], None]
@@ -64,21 +65,6 @@ class _LossModule(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.loss_fn(self.model, batch)
-
-
-def available_memory(device: torch.device) -> int:
-    """Free memory on ``device`` in bytes (CUDA: ``mem_get_info``; CPU: ``MemAvailable``)."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
 
 
 class _SavedBytes:
@@ -514,7 +500,10 @@ class Objective:
                     assert graph_grads is not None
                     graph_grads = [a + b for a, b in zip(graph_grads, grads, strict=True)]
                     device_batches.append((index, batch, weight))
-                    if hvp_mode == "auto" and counter.total > self.memory_budget:
+                    # stop before the next batch's graph would pass the budget, not after:
+                    # batches are alike in size, and memory runs out while one is being built
+                    ahead = counter.total + (counter.total // done if done < total else 0)
+                    if hvp_mode == "auto" and ahead > self.memory_budget:
                         want_graph = (
                             False  # fall back to streaming: keep the values, drop the graph
                         )
