@@ -326,6 +326,14 @@ def report(w: dict[str, Any], cost: dict[str, Any], rows: dict[str, dict[str, An
             f"| {_f(top[0] if top else None)} | {', '.join(_f(t, '.3g') for t in top[:5])} "
             f"| {_f(trace)} | {r['other']:.2f} |"
         )
+    for label, r in rows.items():  # where landscape's products went, and the trace's error
+        if r.get("ok") and label.startswith("landscape"):
+            parts = {k: (r.get(k) or {}).get("matvecs") for k in ("lanczos", "trace", "density")}
+            trace = r.get("trace") if isinstance(r.get("trace"), dict) else {}
+            lines.append(
+                f"- {label}: HVPs {', '.join(f'{k} {v}' for k, v in parts.items() if v)}; "
+                f"λ_min {_f(r.get('lambda_min'))}; trace ± {_f(trace.get('stderr'))} (s.e.)"
+            )
     spectrum = {k: v for k, v in rows.items() if v.get("ok")}
     pairs = (
         ("landscape λ_max", "PyHessian top-1"),
@@ -373,6 +381,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from landscape_cli.problem.torchvision_compat import allow_torchvision_without_extension
+
+    allow_torchvision_without_extension()  # transformers imports torchvision, as the CLI does
     args = parse_args(argv)
     if args.worker:
         worker(args.worker)
