@@ -86,7 +86,7 @@ def _split_folder(path: Path, where: str) -> Path:
     if len(splits) > 1:
         raise InputError(
             f"{where}: holds the splits {', '.join(splits)}; name one",
-            hint=f"e.g. `--data {path / splits[0]}`",
+            hint=f"give the split's folder as `data`, e.g. {path / splits[0]}",
         )
     return path / splits[0]
 
