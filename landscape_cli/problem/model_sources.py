@@ -44,11 +44,10 @@ from .loading import (
     load_torchscript,
 )
 from .settings import ProblemSettings
+from .torchvision_compat import VISION_PACKAGES  # their factories download weights when asked
 from .user_code import import_object
 
 TIMM_PREFIX = "timm:"
-#: Packages whose factories download weights when asked to; their builds must match torch.
-VISION_PACKAGES = ("torchvision", "timm")
 #: Keyword arguments with which those factories download weights (``None``/``False``: they don't).
 DOWNLOADING_KWARGS = ("pretrained", "weights", "weights_backbone")
 LOW_PRECISION = (torch.float16, torch.bfloat16)

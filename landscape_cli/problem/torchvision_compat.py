@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+#: Packages whose models are torchvision's Python layers (timm builds on them).
+VISION_PACKAGES = ("torchvision", "timm")
 #: The operators whose fakes ``torchvision/_meta_registrations.py`` registers unconditionally.
 UNGUARDED_SCHEMAS = (
     "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -73,4 +75,4 @@ def torchvision_note(model: torch.nn.Module) -> str | None:
     if not _declared or "torchvision" not in sys.modules:
         return None
     packages = {type(module).__module__.split(".", 1)[0] for module in model.modules()}
-    return NOTE if packages & {"torchvision", "timm"} else None
+    return NOTE if packages.intersection(VISION_PACKAGES) else None
