@@ -20,7 +20,10 @@ def main() -> None:
         try:
             run()
         finally:
-            sys.stdout.flush()  # here, where a closed pipe is handled, rather than at exit
+            try:
+                sys.stdout.flush()  # here, where a closed pipe is handled, rather than at exit
+            finally:
+                signals.exit_on_signal()  # the teardown that follows is not interrupted midway
     except (KeyboardInterrupt, Terminated) as exc:  # outside a command: importing, exiting
         terminated = isinstance(exc, Terminated)
         sys.stderr.write(f"landscape: {'terminated' if terminated else 'interrupted'}\n")

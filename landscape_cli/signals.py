@@ -7,23 +7,29 @@ callback from C (Python prints "Exception ignored" and goes on), so a command al
 :func:`raise_if_received` before it reports success. While a file is written,
 :func:`deferred` holds both signals back: the handler only records them, and the block's end
 raises, after which the writer removes its temporary file (see :mod:`landscape_cli.files`).
+A signal the process inherited as ignored (``nohup``, a shell's background job) stays ignored.
+Once a command is over, :func:`exit_on_signal` ends the interpreter's teardown at once on a
+signal instead of raising into its exit callbacks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-from .errors import Terminated
+from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _received: list[int] = []
 _deferring = 0
 _installed = False
+_before_install: dict[int, object] = {}
 
 
 def _exception(signum: int) -> BaseException:
@@ -40,24 +46,59 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _routed(handler: Callable[[int, FrameType | None], object]) -> dict[int, object]:
+    """Set ``handler`` for SIGINT and SIGTERM except where the signal is ignored; return the
+    handlers replaced."""
+    previous = {}
+    for signum in SIGNALS:
+        current = signal.getsignal(signum)
+        if current is not signal.SIG_IGN:
+            previous[signum] = current
+            signal.signal(signum, handler)
+    return previous
+
+
 def install() -> None:
     """Route SIGINT and SIGTERM through this module (main thread only; elsewhere a no-op)."""
     global _installed
     if _in_main_thread():
         _received.clear()
         _installed = True
-        for signum in SIGNALS:
-            signal.signal(signum, _handle)
+        replaced = _routed(_handle)
+        if not _before_install:
+            _before_install.update(replaced)
 
 
 def uninstall() -> None:
-    """Give SIGINT and SIGTERM back their default handlers and forget received signals."""
+    """Give SIGINT and SIGTERM back the handlers :func:`install` replaced and forget received
+    signals."""
     global _installed
     if _in_main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum, handler in _before_install.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        _before_install.clear()
         _received.clear()
         _installed = False
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    terminated = signum == signal.SIGTERM
+    sys.stderr.write(f"landscape: {'terminated' if terminated else 'interrupted'}\n")
+    sys.stderr.flush()
+    os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+
+
+def exit_on_signal() -> None:
+    """From now on SIGINT or SIGTERM ends the process at once (one line, exit 130 or 143).
+
+    For the interpreter's teardown after a command has finished and flushed its output: an
+    exception raised there lands in an exit callback or a finaliser (e.g. ``torch.library``'s),
+    where Python prints "Exception ignored" and a traceback and goes on exiting."""
+    if _in_main_thread():
+        _routed(_exit_now)
+
+
+_before_install: dict[int, object] = {}
 
 
 def raise_if_received() -> None:
@@ -83,15 +124,13 @@ def deferred() -> Iterator[Callable[[], None]]:
     if not _in_main_thread():
         yield raise_if_came
         return
-    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
     _deferring += 1
-    for signum in SIGNALS:
-        signal.signal(signum, _handle)
+    previous = _routed(_handle)
     try:
         yield raise_if_came
     finally:
         _deferring -= 1
         if not _deferring:
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                signal.signal(signum, handler)  # type: ignore[arg-type]
     raise_if_came()

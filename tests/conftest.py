@@ -1,5 +1,6 @@
-"""Shared pytest configuration: a fixed Hypothesis profile so property tests are reproducible, and
-torchvision importable as the command makes it (:mod:`landscape_cli.problem.torchvision_compat`).
+"""Shared pytest configuration: a fixed Hypothesis profile so property tests are reproducible,
+torchvision importable as the command makes it (:mod:`landscape_cli.problem.torchvision_compat`),
+and SIGINT and SIGTERM handled as on a terminal.
 
 ``derandomize=True`` makes Hypothesis derive its examples from the test itself (no random seed),
 so CI and a laptop run the same examples; ``deadline=None`` because a slow shared runner must not
@@ -10,6 +11,7 @@ can be chosen with ``HYPOTHESIS_PROFILE=dev`` (more examples, random) for a loca
 from __future__ import annotations
 
 import os
+import signal
 
 from hypothesis import HealthCheck, settings
 
@@ -18,6 +20,13 @@ from landscape_cli.problem.torchvision_compat import allow_torchvision_without_e
 # Before any test module imports Lightning or timm, as the command does before loading a model:
 # with a torchvision built for another torch installed, both would fail to import otherwise.
 allow_torchvision_without_extension()
+
+# A test run started in the background (nohup, `pytest &` in a script) inherits SIGINT ignored,
+# and every landscape process it starts would inherit it too: the signal tests need the defaults.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 settings.register_profile(
     "ci",

@@ -102,10 +102,24 @@ def test_an_exception_while_writing_keeps_the_old_file_and_no_temporary(tmp_path
     assert target.read_text() == "old" and temporary_files(tmp_path) == []
 
 
+@pytest.fixture
+def handled_signals():
+    """SIGINT and SIGTERM at Python's defaults for the test (a test run started in the
+    background inherits them ignored), and the handlers found before it restored after it."""
+    found = {signum: signal.getsignal(signum) for signum in signals.SIGNALS}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for signum, handler in found.items():
+        signal.signal(signum, handler)
+
+
 @pytest.mark.parametrize(
     ("signum", "exception"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)]
 )
-def test_a_signal_while_writing_is_held_until_the_file_is_removed(tmp_path, signum, exception):
+def test_a_signal_while_writing_is_held_until_the_file_is_removed(
+    tmp_path, signum, exception, handled_signals
+):
     target = tmp_path / "out.txt"
     target.write_text("old")
     reached_the_end = False
@@ -118,6 +132,20 @@ def test_a_signal_while_writing_is_held_until_the_file_is_removed(tmp_path, sign
     assert reached_the_end
     assert target.read_text() == "old" and temporary_files(tmp_path) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize("signum", signals.SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_an_ignored_signal_stays_ignored_while_writing(tmp_path, signum, handled_signals):
+    signal.signal(signum, signal.SIG_IGN)  # as nohup or a background job in a script leaves it
+    target = tmp_path / "out.txt"
+    with atomic_file(target, text=True) as file:
+        file.write("half")
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)
+        file.write(" and the rest")
+    assert target.read_text() == "half and the rest"
+    assert signal.getsignal(signum) is signal.SIG_IGN
 
 
 def test_a_missing_folder_is_an_input_error_and_creates_nothing(tmp_path):
@@ -347,7 +375,7 @@ def test_a_signal_while_writing_leaves_each_file_complete_or_as_it_was(
     assert_complete_or_unchanged(folder, before)
 
 
-def test_signals_module_raises_a_swallowed_signal_at_the_next_check():
+def test_signals_module_raises_a_swallowed_signal_at_the_next_check(handled_signals):
     signals.install()
     try:
         with pytest.raises(Terminated):
@@ -360,6 +388,29 @@ def test_signals_module_raises_a_swallowed_signal_at_the_next_check():
     finally:
         signals.uninstall()
     signals.raise_if_received()  # forgotten
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handed back
+
+
+#: A signal that arrives in an exit callback, after the command has finished.
+SIGNAL_AT_EXIT = """\
+import atexit, os, signal, sys, time
+atexit.register(lambda: (os.kill(os.getpid(), signal.{name}), time.sleep(2)))
+sys.argv = ["landscape", "--help"]
+from landscape_cli.console import main
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", signals.SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_during_the_teardown_after_a_command_ends_it_with_one_line(tmp_path, signum):
+    code = SIGNAL_AT_EXIT.format(name=signal.Signals(signum).name)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env(), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    word = "interrupted" if signum == signal.SIGINT else "terminated"
+    assert proc.returncode == EXIT[signum] and proc.stderr == f"landscape: {word}\n", proc.stderr
+    assert "Usage" in proc.stdout  # the command itself finished and flushed
 
 
 # ------------------------------------------------------------------ unwritable places, full disks
