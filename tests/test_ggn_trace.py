@@ -343,6 +343,41 @@ def test_convolution_chunks_give_the_same_trace(monkeypatch):
     assert whole == pytest.approx(dense_trace(obj, "hessian"), rel=1e-12)
 
 
+@pytest.mark.parametrize("method", ["formed", "gram"])
+@pytest.mark.parametrize("case", ["cnn-bn-maxpool", "conv1d-dilated", "sequence-layernorm"])
+def test_each_per_sample_norm_form_gives_the_dense_traces(monkeypatch, case, method):
+    """The per-sample gradient formed, or its norm from the positions' Gram matrices: both give
+    the dense traces, whichever the cost model would pick for each layer."""
+    import landscape_cli.operators.exact_trace as ggn_trace
+
+    real = ggn_trace.outer_sq_norms
+    monkeypatch.setattr(ggn_trace, "outer_sq_norms", lambda b, a: real(b, a, method))
+    build, shape, _ = CASES[case]
+    x, y, _ = inputs(*shape)
+    obj = objective(build(), x, y)
+    for curvature in ("ggn", "ef"):
+        assert exact_trace(obj, curvature).trace == pytest.approx(
+            dense_trace(obj, curvature), rel=1e-12
+        )
+
+
+@pytest.mark.parametrize(
+    ("positions", "out", "inp"), [(1, 512, 4608), (16, 128, 1152), (64, 8, 27)]
+)
+def test_per_sample_norm_forms_agree_in_float32(positions, out, inp):
+    """Shapes of a ResNet's last, middle and first convolution: both forms within float32
+    rounding of the float64 norm."""
+    from landscape_cli.operators.exact_trace import outer_sq_norms
+
+    gen = torch.Generator().manual_seed(0)
+    b = torch.randn(6, positions, out, generator=gen, dtype=F64)
+    a = torch.relu(torch.randn(6, positions, inp, generator=gen, dtype=F64))
+    reference = torch.linalg.vector_norm(torch.bmm(b.mT, a), dim=(1, 2)) ** 2
+    for method in ("formed", "gram", "auto"):
+        got = outer_sq_norms(b.float(), a.float(), method).double()
+        assert torch.allclose(got, reference, rtol=1e-5, atol=0), method
+
+
 def test_a_custom_loss_is_unsupported_and_an_unknown_curvature_an_error():
     x, y, _ = inputs(5)
 

@@ -9,7 +9,7 @@ import torch
 from ..errors import InputError
 from ..estimators.trace import EXACT_METHOD, PER_SAMPLE, TraceEstimate, estimate_trace
 from ..linear_operator import BlockOperator
-from ..operators.curvature import KRONECKER_CURVATURES
+from ..operators.curvature_names import KRONECKER_CURVATURES
 from ..operators.exact_trace import MAX_OUTPUTS, ExactTrace, Unsupported, exact_trace
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import InputError
+from ..operators.curvature_names import CURVATURES
 from ..options import OptionSpec, option, option_specs
 from ..problem.settings import ProblemSettings
 
@@ -80,7 +81,7 @@ class SpectrumSettings:
         "cross-entropy/MSE), ef (empirical Fisher), kfac (the GGN's Kronecker-factored "
         "approximation on Linear and Conv2d layers) or ekfac (its eigenvalue-corrected form); "
         "all but hessian need a built-in loss.",
-        choices=("hessian", "ggn", "ef", "kfac", "ekfac"),
+        choices=CURVATURES,
         commands=("spectrum", "check", "track"),
     )
     params: tuple[str, ...] = option(

@@ -21,7 +21,8 @@ from ..estimators.exact import ExactSpectrum, check_exact_size, exact_spectrum
 from ..estimators.lanczos import LanczosResult, lanczos
 from ..estimators.trace import TraceEstimate
 from ..hdf5 import optional_group, read_arrays, read_attrs, set_attrs, write_datasets
-from ..operators.curvature import CURVATURE_NAMES, KRONECKER_CURVATURES, analysis_operator
+from ..operators.curvature import analysis_operator
+from ..operators.curvature_names import KRONECKER_CURVATURES, curvature_name
 from ..problem.objective import Objective
 from ..problem.seeding import derive_seed
 from ..progress import PlanCallback, StageProgress, stage
@@ -266,7 +267,8 @@ def analyze_spectrum(
     else:
         notes["stability"] = (
             "the edge-of-stability numbers need λ_max of the full Hessian; not computed for "
-            f"the {CURVATURE_NAMES[settings.curvature]}" + (" block" if settings.params else "")
+            f"the {curvature_name(settings.curvature).prose}"
+            + (" block" if settings.params else "")
         )
     hvps = H.matvecs + extra_hvps + (stability.matvecs if stability is not None else 0)
     info = RunInfo.from_objective(objective, "spectrum", seed, hvps, time.perf_counter() - start)

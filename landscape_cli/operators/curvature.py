@@ -56,20 +56,10 @@ from ..linear_operator import SymmetricOperator
 from ..problem.losses import SplitLoss
 from ..problem.objective import Objective
 from .base import CurvatureOperator
+from .curvature_names import CURVATURES, KRONECKER_CURVATURES
 from .empirical_fisher import EmpiricalFisherOperator
 from .ggn import GGNOperator
 from .hessian import HessianOperator
-
-CURVATURES = ("hessian", "ggn", "ef", "kfac", "ekfac")
-#: The curvatures given by Kronecker factors, whose trace and eigenvalues the factors hold.
-KRONECKER_CURVATURES = ("kfac", "ekfac")
-CURVATURE_NAMES = {
-    "hessian": "Hessian",
-    "ggn": "generalised Gauss-Newton",
-    "ef": "empirical Fisher",
-    "kfac": "K-FAC",
-    "ekfac": "EK-FAC",
-}
 
 
 def split_loss(objective: Objective, curvature: str) -> SplitLoss:

@@ -265,6 +265,35 @@ def _owners(objective: Objective) -> dict[str, nn.Module]:
     return owners
 
 
+def outer_sq_norms(b: torch.Tensor, a: torch.Tensor, method: str = "auto") -> torch.Tensor:
+    """Per-sample ``‖Σ_l b_il a_ilᵀ‖_F²`` for ``b`` of shape ``(n, L, o)`` and ``a`` ``(n, L, i)``:
+    the squared norm of a layer's per-sample weight gradient, summed over ``L`` positions
+    (sequence steps, or a convolution's output positions with ``a`` its unfolded input).
+
+    ``"formed"``: the ``o × i`` gradient of each sample is formed and squared. ``"gram"``: the
+    same number as the inner product of the positions' Gram matrices,
+    ``‖bᵢᵀ aᵢ‖_F² = ⟨bᵢ bᵢᵀ, aᵢ aᵢᵀ⟩`` (``L × L``; Rochette, Manoel & Tramel, "Efficient
+    per-example gradient computations in convolutional neural networks", 2019; the "ghost norm"
+    of Li, Tramèr, Liang & Hashimoto, ICLR 2022), which never forms a parameter-sized tensor per
+    sample. ``"auto"`` takes the one with fewer multiply-adds, ``L·o·i`` against
+    ``L²·(o + i)``, counting also the ``o·i`` elements the formed gradient writes and reads
+    back: for the deep layers of a convolutional network (few positions, many channels) that
+    is the Gram form, for which the formed gradients of a batch are gigabytes.
+    """
+    _, positions, o = b.shape
+    i = a.shape[2]
+    if method == "auto":
+        formed = positions * o * i + 2 * o * i
+        gram = positions * positions * (o + i + 1)
+        method = "gram" if gram < formed else "formed"
+    if method == "formed":
+        grad = torch.bmm(b.transpose(1, 2), a)
+        return (grad**2).sum((1, 2))  # cascade summation: float32 error ~1e-7
+    gram_b = torch.bmm(b, b.transpose(1, 2))
+    gram_a = torch.bmm(a, a.transpose(1, 2))
+    return (gram_b * gram_a).sum((1, 2))
+
+
 def _sq_norms(
     module: nn.Module,
     a: torch.Tensor,
@@ -286,8 +315,8 @@ def _sq_norms(
         if train_w:
             if a3.shape[1] == 1:
                 out += (a3[:, 0] ** 2).sum(1) * (b3[:, 0] ** 2).sum(1)
-            else:  # sequences: the per-sample gradient Σ_t b_t a_tᵀ, formed
-                out += (torch.einsum("nto,nti->noi", b3, a3) ** 2).sum((1, 2))
+            else:  # sequences: the per-sample gradient Σ_t b_t a_tᵀ
+                out += outer_sq_norms(b3, a3)
         if train_b:
             out += (b3.sum(1) ** 2).sum(1)
     elif isinstance(module, _CONV):
@@ -305,8 +334,9 @@ def _sq_norms(
                 cols = F.unfold(
                     x[lo : lo + step], kernel, dilation=dilation, padding=pad, stride=stride
                 )
-                grad = torch.bmm(flat_b[lo : lo + step], cols.transpose(1, 2))
-                out[lo : lo + step] += (grad**2).sum((1, 2))
+                out[lo : lo + step] += outer_sq_norms(
+                    flat_b[lo : lo + step].transpose(1, 2), cols.transpose(1, 2)
+                )
         if train_b:
             out += (b.reshape(n, b.shape[1], -1).sum(2) ** 2).sum(1)
     elif isinstance(module, _BATCHNORM):

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..operators.curvature_names import curvature_name
+
 __all__ = ["SECTIONS", "basename", "escape", "format_number"]
 
 
@@ -95,15 +97,7 @@ def _curvature_note(spectrum: Any) -> str:
     params = getattr(spectrum, "params", ())
     if curvature == "hessian" and not params:
         return ""
-    names = {
-        "ggn": "generalised Gauss-Newton (Fisher)",
-        "ef": "empirical Fisher",
-        "kfac": "K-FAC approximation of the generalised Gauss-Newton",
-        "ekfac": "EK-FAC approximation of the generalised Gauss-Newton",
-    }
-    text = f"Matrix analysed: the {escape(names.get(curvature, curvature))}"
-    if curvature == "hessian":
-        text = "Matrix analysed: the Hessian"
+    text = f"Matrix analysed: the {escape(curvature_name(curvature).detail)}"
     if params:
         text += f", diagonal block of the parameters matching {escape(' '.join(params))}"
     return f'<p class="note">{text}; products are counted as Hessian-vector products.</p>'

@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..analyses.registry import ANALYSES
 from ..files import atomic_file
+from ..operators.curvature_names import curvature_name
 
 FORMATS = ("png", "svg", "pdf")
 DPI = 150
@@ -265,15 +266,6 @@ def plot_layer_jacobians(
     return figure
 
 
-_CURVATURE_LABELS = {
-    "hessian": "Hessian",
-    "ggn": "GGN (Fisher)",
-    "ef": "empirical Fisher",
-    "kfac": "K-FAC",
-    "ekfac": "EK-FAC",
-}
-
-
 def plot_kfac_fit(
     grid: np.ndarray,
     ggn: np.ndarray,
@@ -325,7 +317,7 @@ def _kfac_figures(kfac: Any, sigma: float | None) -> dict[str, Figure]:
 def _density_title(spectrum: Any) -> str:
     """``"Hessian spectral density (SLQ)"``, or the curvature and parameter block analysed."""
     curvature = getattr(spectrum, "curvature", "hessian")
-    title = f"{_CURVATURE_LABELS.get(curvature, curvature)} spectral density (SLQ)"
+    title = f"{curvature_name(curvature).label} spectral density (SLQ)"
     params = getattr(spectrum, "params", ())
     return title + (f", block {' '.join(params)}" if params else "")
 

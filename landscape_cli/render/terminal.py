@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..analyses.sharpness import student_t_quantile
 from ..errors import printable
+from ..operators.curvature_names import curvature_name
 
 SPARK = " ▁▂▃▄▅▆▇█"
 
@@ -171,17 +172,8 @@ def print_spectrum(result: Any, console: Console | None = None) -> None:
         _print_spread(console, result.spread)
 
 
-CURVATURE_TITLES = {
-    "hessian": "Hessian",
-    "ggn": "Generalised Gauss-Newton (Fisher)",
-    "ef": "Empirical Fisher",
-    "kfac": "K-FAC (Kronecker-factored GGN)",
-    "ekfac": "EK-FAC (eigenvalue-corrected K-FAC)",
-}
-
-
 def _curvature_title(result: Any) -> str:
-    title = f"{CURVATURE_TITLES.get(result.curvature, result.curvature)} spectrum"
+    title = f"{curvature_name(result.curvature).title} spectrum"
     if result.params:
         size = f", {result.block_size:,} coordinates" if result.block_size else ""
         title += f" · block {escape(' '.join(result.params))}{size}"
@@ -411,7 +403,7 @@ def print_checks(result: Any, console: Console | None = None) -> None:
 def print_track(result: Any, console: Console | None = None) -> None:
     """One row per checkpoint, in step order."""
     console = console or _StdoutConsole()
-    kind = CURVATURE_TITLES.get(getattr(result, "curvature", "hessian"), "Hessian")
+    kind = curvature_name(getattr(result, "curvature", "hessian")).title
     block = f" · block {escape(' '.join(result.params))}" if getattr(result, "params", ()) else ""
     table = Table(title=f"curvature along the run ({kind}{block})", title_justify="left")
     adam = any(p.preconditioned_sharpness is not None for p in result.points)
