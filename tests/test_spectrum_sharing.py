@@ -3,6 +3,9 @@
 * On the bundled MLP (float64): the default run's HVP count is the sum of its parts, the first
   quadrature run is the quadrature of a fixed-length Lanczos run from the extremes' Gaussian start
   (regenerated from the documented seed scheme), and switching parts off spends nothing on them.
+* The density adds its own runs only while the probes' error bound is above
+  ``slq_probe_error``: the bound holds (and is nearly attained) on exact quadratic forms, and a
+  model above 5,000 parameters takes the shared run alone.
 * On planted Hessian-like spectra (``tests/spectra.py``, eigenvalues known exactly): the trace
   and the density at the defaults (the spectrum's estimators with ``SpectrumSettings()``)
   are within stated tolerances, seed by seed.
@@ -16,9 +19,14 @@ import scipy.stats
 import torch
 from spectra import nn_like_matrix
 
-from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum
+from landscape_cli.analyses.spectrum import SpectrumSettings, analyze_spectrum, own_slq_runs
 from landscape_cli.errors import InputError
-from landscape_cli.estimators.density import lanczos_quadrature, slq_density, wasserstein1
+from landscape_cli.estimators.density import (
+    lanczos_quadrature,
+    probe_error_bound,
+    slq_density,
+    wasserstein1,
+)
 from landscape_cli.estimators.lanczos import lanczos
 from landscape_cli.estimators.trace import choose_method, deflated_trace, hutchinson_trace
 from landscape_cli.io.config import resolve_run_config
@@ -172,3 +180,73 @@ def test_auto_trace_method(objective) -> None:
         objective, SpectrumSettings(trace_method="hutch++", density=False, top_k=1), seed=3
     )
     assert forced.trace_estimate.method == "deflated hutch++"
+
+
+# ------------------------------------------------------------------ runs from the probe error
+@pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
+@pytest.mark.parametrize("share", [0.5, 0.05])
+def test_probe_error_bound_holds_and_is_nearly_attained(distribution, share):
+    """The mass one probe gives an interval, ``Σ_k (u_kᵀ v)² f(λ_k) / ‖v‖²`` for ``f`` its
+    indicator and random eigenvectors ``u_k`` (the exact quadratic form SLQ's quadrature
+    integrates), over 4,000 probes: its standard deviation is below sqrt(1/(2n)), and within a
+    factor 2·sqrt(share·(1-share)) of it."""
+    n, draws = 400, 4000
+    inside = torch.zeros(n, dtype=torch.float64)
+    inside[: int(share * n)] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    if distribution == "rademacher":
+        v = torch.randint(0, 2, (draws, n), generator=gen, dtype=torch.float64) * 2 - 1
+    else:
+        v = torch.randn(draws, n, generator=gen, dtype=torch.float64)
+    eigenvectors = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))[0]
+    masses = ((v @ eigenvectors) ** 2 * inside).sum(1) / (v**2).sum(1)
+    assert float(masses.mean()) == pytest.approx(share, abs=4 * probe_error_bound(n, draws))
+    sd, bound = float(masses.std()), probe_error_bound(n, 1)
+    attainable = 2 * (share * (1 - share)) ** 0.5 * bound
+    assert 0.9 * attainable < sd < bound * 1.05  # 1.05: the sampling error of 4,000 draws
+
+
+@pytest.mark.parametrize(
+    ("n", "probe_error", "share", "own"),
+    [
+        (1_476, 0.01, True, 2),  # the bundled samples: the bound needs all three runs
+        (2_500, 0.01, True, 1),
+        (5_000, 0.01, True, 0),  # sqrt(1/(2·5000)) = 0.01: the shared run alone
+        (11_181_642, 0.01, True, 0),
+        (11_181_642, 0.0, True, 2),  # 0: every run asked for
+        (11_181_642, 0.01, False, 1),  # without the shared run, one own run
+    ],
+)
+def test_own_slq_runs_stop_at_the_probe_error(n, probe_error, share, own):
+    settings = SpectrumSettings(slq_probe_error=probe_error, share_lanczos=share)
+    assert own_slq_runs(settings, n) == own
+    if own < settings.slq_runs and probe_error > 0:
+        assert (
+            probe_error_bound(n, own + share) <= probe_error < probe_error_bound(n, own + share - 1)
+            or own + share == 1
+        )
+
+
+def test_a_model_above_5000_parameters_takes_the_shared_run_alone_and_says_so():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(50, 100), torch.nn.Tanh(), torch.nn.Linear(100, 3))
+    x, y = torch.randn(64, 50, dtype=torch.float64), torch.randint(0, 3, (64,))
+    from landscape_cli.problem.data import tensor_batches
+    from landscape_cli.problem.losses import SplitLoss
+    from landscape_cli.problem.objective import Objective
+
+    obj = Objective(
+        model.double(), SplitLoss("cross_entropy"), tensor_batches((x, y), 64, None, "t"),
+        dtype=torch.float64,
+    )  # fmt: skip
+    assert obj.num_parameters == 5_403
+    settings = SpectrumSettings(trace=False, top_k=1, determinism_check=False)
+    fewer = analyze_spectrum(obj, settings, seed=0)
+    every = analyze_spectrum(obj, SpectrumSettings(**{**vars(settings), "slq_probe_error": 0}))
+    assert fewer.slq.matvecs == 0 and fewer.slq.nodes.shape[0] == 1
+    assert every.slq.matvecs == 60 and every.slq.nodes.shape[0] == 3
+    assert fewer.info.hvp_count == every.info.hvp_count - 60
+    assert "0 SLQ run(s) besides the extremes' Lanczos run" in fewer.notes["density"]
+    assert "density" not in every.notes
+    # the shared run is the first run of the fuller density, node for node
+    np.testing.assert_allclose(fewer.slq.nodes[0], every.slq.nodes[0], rtol=1e-12)

@@ -62,8 +62,18 @@ class SpectrumSettings:
         "Count the extremes' Lanczos run (Gaussian start) as one more SLQ run of the density, "
         "for no further HVP.",
     )
-    slq_runs: int = option(2, "SLQ random probes besides the shared Lanczos run.", minimum=0)
+    slq_runs: int = option(
+        2,
+        "SLQ random probes besides the shared Lanczos run, at most (see slq_probe_error).",
+        minimum=0,
+    )
     slq_steps: int = option(30, "Lanczos steps per SLQ probe.", minimum=2)
+    slq_probe_error: float = option(
+        0.01,
+        "SLQ runs stop being added once the probes' standard error of any interval's mass, at "
+        "most sqrt(1/(2·n·runs)), is below this: large models need one run; 0: all slq_runs.",
+        minimum=0.0,
+    )
     sigma: float | None = option(
         None,
         "Gaussian broadening width of the density.",

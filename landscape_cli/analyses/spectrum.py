@@ -16,7 +16,13 @@ import h5py
 import numpy as np
 
 from ..errors import InputError, numerical_errors
-from ..estimators.density import SLQResult, SpectralDensity, slq_density
+from ..estimators.density import (
+    SLQResult,
+    SpectralDensity,
+    probe_error_bound,
+    runs_for_probe_error,
+    slq_density,
+)
 from ..estimators.exact import ExactSpectrum, check_exact_size, exact_spectrum
 from ..estimators.lanczos import LanczosResult, lanczos
 from ..estimators.trace import TraceEstimate
@@ -204,11 +210,21 @@ def analyze_spectrum(
             notes["trace"] = f"not requested ({unrequested or '--no-trace'})"
         slq = density = None
         if settings.density:
+            own_runs = own_slq_runs(settings, n)
+            if own_runs < settings.slq_runs:
+                shared = 1 if settings.share_lanczos else 0
+                notes["density"] = (
+                    f"{own_runs} SLQ run(s) besides the extremes' Lanczos run, of at most "
+                    f"{settings.slq_runs}: with {n:,} eigenvalues the probes' standard error of "
+                    "any interval's mass is already at most "
+                    f"{probe_error_bound(n, own_runs + shared):.2g} "
+                    f"(slq_probe_error={settings.slq_probe_error:g})"
+                )
             # The extremes' run started from an isotropic (Gaussian) vector: its quadrature is
             # one more unbiased SLQ node set, already paid for.
             slq = slq_density(
                 H,
-                runs=settings.slq_runs,
+                runs=own_runs,
                 steps=settings.slq_steps,
                 seed=derive_seed(seed, "density"),
                 progress=stage(progress, "density"),
@@ -492,5 +508,19 @@ def _products_after_extremes(settings: SpectrumSettings, n: int, *, exact_trace:
     """The products the trace, the density and the exact spectrum spend on an ``n × n``
     operator after the extremes' Lanczos run (the per-sample exact trace spends none)."""
     trace = min(settings.trace_matvecs, n) if settings.trace and not exact_trace else 0
-    density = settings.slq_runs * min(settings.slq_steps, n) if settings.density else 0
+    density = own_slq_runs(settings, n) * min(settings.slq_steps, n) if settings.density else 0
     return trace + density + (n if settings.exact else 0)
+
+
+def own_slq_runs(settings: SpectrumSettings, n: int) -> int:
+    """The SLQ runs the density makes besides the shared Lanczos run on an ``n × n`` operator:
+    ``slq_runs``, or fewer when fewer runs in all already bring the probes' standard error of
+    every interval's mass below ``slq_probe_error``
+    (:func:`~landscape_cli.estimators.density.probe_error_bound`: at most ``sqrt(1/(2 n R))``
+    for ``R`` runs: at the default 0.01 the shared run alone from 5,000 parameters on, all
+    three runs below 1,667)."""
+    if settings.slq_runs == 0:
+        return 0
+    shared = 1 if settings.share_lanczos else 0
+    total = runs_for_probe_error(n, settings.slq_probe_error, settings.slq_runs + shared)
+    return max(total - shared, 1 - shared)

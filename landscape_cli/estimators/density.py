@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -88,13 +89,38 @@ __all__ = [
     "default_sigma",
     "gaussian_broadening",
     "lanczos_quadrature",
+    "probe_error_bound",
     "rebroaden",
+    "runs_for_probe_error",
     "slq_density",
     "wasserstein1",
 ]
 
 #: Default broadening as a fraction of the spectral width, see :func:`default_sigma`.
 DEFAULT_SIGMA_FRACTION = 0.005
+
+
+def probe_error_bound(n: int, runs: int) -> float:
+    """A bound on the standard error, from the random probes, of the mass SLQ gives any interval.
+
+    For a probe ``q`` uniform on the unit sphere (a normalised Gaussian) and ``f`` the indicator
+    of an interval, ``q^T f(A) q`` is unbiased for ``φ(f)``, the interval's share of the ``n``
+    eigenvalues, with variance ``2 Var_φ(f) / (n + 2)``; for a normalised Rademacher probe the
+    variance is ``2 (‖B‖_F² − Σ_i B_ii²) / n² ≤ 2 Var_φ(f) / n`` with ``B = f(A) − φ(f) I``
+    (Hutchinson 1989; Avron & Toledo 2011). ``Var_φ(f) = φ(f)(1 − φ(f)) ≤ 1/4``, so the mean of
+    ``runs`` independent probes has standard error at most ``sqrt(1 / (2 n runs))``. It bounds
+    the sampling part of the density's error only; the quadrature of ``steps`` nodes and the
+    broadening are deterministic given the probes.
+    """
+    return math.sqrt(1.0 / (2.0 * n * max(runs, 1)))
+
+
+def runs_for_probe_error(n: int, target: float, most: int) -> int:
+    """The fewest runs, between 1 and ``most``, whose :func:`probe_error_bound` is at most
+    ``target`` (``most`` when none is, or when ``target`` is 0)."""
+    if target <= 0:
+        return most
+    return max(1, min(most, math.ceil(1.0 / (2.0 * n * target * target))))
 
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
