@@ -383,6 +383,39 @@ def test_batched_block_products_equal_the_exact_hessian(hvp_mode):
     assert obj.hvp_block_mode == "batched"
 
 
+def test_batched_columns_are_bounded_by_the_graphs_that_fit_the_memory_budget(monkeypatch):
+    """The vmapped backward keeps about one graph per column: a budget holding 3 graphs beside
+    the cached one gives passes of 3 columns (asked for ``batched``), and ``auto`` loops."""
+    model, x, y = make_problem()
+    H, _ = exact_hessian(model, cross_entropy, x, y)
+    batches = tensor_batches((x, y), 40, None, "t")
+    probe = Objective(model, cross_entropy, batches, dtype=torch.float64, hvp_mode="cached")
+    graph = probe.graph_bytes
+    assert graph > 0 and probe.hvp_block_mode == "batched"  # the default budget fits 16
+    budget = 4 * graph + graph // 2
+    batched = Objective(
+        model, cross_entropy, batches, dtype=torch.float64, hvp_mode="cached",
+        hvp_block="batched", memory_budget=budget,
+    )  # fmt: skip
+    assert batched.batched_columns() == 3 and batched.hvp_block_mode == "batched"
+    widths = []
+    real = batched._backward_batched
+    monkeypatch.setattr(
+        batched,
+        "_backward_batched",
+        lambda g, leaves, c: widths.append(len(c)) or real(g, leaves, c),
+    )
+    V = torch.randn(batched.num_parameters, 7, dtype=torch.float64)
+    assert torch.allclose(batched.hvp_block(V), H @ V, atol=1e-10 * H.abs().max(), rtol=0)
+    assert widths == [3, 3, 1]
+    auto = Objective(
+        model, cross_entropy, batches, dtype=torch.float64, hvp_mode="cached",
+        memory_budget=budget,
+    )  # fmt: skip
+    assert auto.hvp_block_mode == "loop"
+    assert torch.allclose(auto.hvp_block(V), H @ V, atol=1e-10 * H.abs().max(), rtol=0)
+
+
 def test_auto_block_mode_loops_for_convolutions_and_falls_back_on_failure(monkeypatch):
     model, x, y = make_problem()
     batches = tensor_batches((x, y), 40, None, "t")

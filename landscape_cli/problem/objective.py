@@ -218,6 +218,7 @@ class Objective:
             raise ValueError(f"hvp_mode must be auto, cached or streaming, got {hvp_mode!r}")
         if hvp_block not in ("auto", "batched", "loop"):
             raise ValueError(f"hvp_block must be auto, batched or loop, got {hvp_block!r}")
+        self._hvp_block_auto = hvp_block == "auto"
         if hvp_block == "auto":
             convolutional = any(
                 isinstance(m, nn.modules.conv._ConvNd)
@@ -273,6 +274,8 @@ class Objective:
         #: when streaming was asked for
         self.graph_estimate: int | None = None
         self.loss_value, self.gradient, self.hvp_mode = self._initial_pass(hvp_mode, progress)
+        if self.hvp_block_mode == "batched" and self.batched_columns() == 1:
+            self.hvp_block_mode = "loop"  # auto, and a graph too large to batch (batched_columns)
         self.grad_norm = float(torch.linalg.vector_norm(self.gradient))
 
     # ------------------------------------------------------------------ parameters
@@ -713,8 +716,24 @@ class Objective:
                     totals[j] += weight * part
         return totals, failure
 
-    #: Columns per batched backward pass (bounds the memory of the vmapped backward).
+    #: Columns per batched backward pass at most (bounds the memory of the vmapped backward).
     BATCHED_COLUMNS = 16
+
+    def batched_columns(self) -> int:
+        """Columns per batched backward pass: :attr:`BATCHED_COLUMNS`, fewer when the memory
+        budget left beside the gradient graph holds fewer copies of it. The vmapped backward
+        keeps each column's intermediates, about one graph's size per column (a GPT-2 of 10M
+        parameters on 4,096 tokens: 3.4 GB of graph, +7.5 GB for 4 columns, and 16 columns do
+        not fit in 24 GB); 1 means the loop. Under ``hvp_block="auto"`` a graph too large for
+        all :attr:`BATCHED_COLUMNS` gets the loop: per-call overhead, what batching saves, is
+        then negligible, and the vmapped backward is slower (that GPT-2: 4 columns in 35 s
+        batched two at a time, 23 s looped)."""
+        graph = self.graph_bytes or self.graph_estimate or 0
+        if graph <= 0:
+            return self.BATCHED_COLUMNS
+        spare = self.memory_budget - (self.graph_bytes or 0)
+        fit = int(max(1, min(self.BATCHED_COLUMNS, spare // graph)))
+        return 1 if self._hvp_block_auto and fit < self.BATCHED_COLUMNS else fit
 
     def _backward_columns(
         self,
@@ -729,11 +748,12 @@ class Objective:
         after the last column unless ``keep_graph``; the batched passes always retain it (it is
         freed with ``grads``), so that the loop can take over if a batched pass fails."""
         k = len(columns)
-        if self.hvp_block_mode == "batched" and k > 1:
+        step = self.batched_columns() if self.hvp_block_mode == "batched" else 1
+        if step > 1 and k > 1:
             try:
                 out: list[torch.Tensor] = []
-                for lo in range(0, k, self.BATCHED_COLUMNS):
-                    chunk = columns[lo : lo + self.BATCHED_COLUMNS]
+                for lo in range(0, k, step):
+                    chunk = columns[lo : lo + step]
                     out.extend(self._backward_batched(grads, leaves, chunk))
                 return out
             except RuntimeError:  # an operation without a batching rule: loop from now on

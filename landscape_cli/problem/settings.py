@@ -79,8 +79,9 @@ class ProblemSettings:
     )
     hvp_block: str = option(
         "auto",
-        "Products of a block of vectors: batched (one vmapped backward) or loop (one backward "
-        "per column); auto: batched unless the model has convolutions.",
+        "Products of a block of vectors: batched (one vmapped backward over as many columns as "
+        "the memory budget holds graphs) or loop (one backward per column); auto: batched "
+        "unless the model has convolutions or its graph is too large to batch 16 columns.",
         choices=("auto", "batched", "loop"),
     )
     compile: bool = option(
