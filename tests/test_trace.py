@@ -475,3 +475,15 @@ def test_trace_choice_survives_json_and_hdf5(tmp_path) -> None:
         plain = trace_from_hdf5(handle["plain"])
     assert back.to_dict() == est.to_dict()
     assert plain.predicted_stderrs is None and "predicted_stderr" not in plain.to_dict()
+
+
+def test_probe_blocks_are_drawn_in_the_operators_dtype_with_the_float64_stream():
+    """A block of probes is made column by column in the operator's dtype (never a float64
+    block of the model's size), with the values of the seeded float64 stream."""
+    from landscape_cli.estimators.trace import _draw
+
+    for distribution in ("rademacher", "gaussian"):
+        wide = _draw(torch.Generator().manual_seed(5), 100, 4, distribution)
+        narrow = _draw(torch.Generator().manual_seed(5), 100, 4, distribution, torch.float32)
+        assert wide.dtype == torch.float64 and narrow.dtype == torch.float32
+        assert torch.equal(narrow, wide.float())
