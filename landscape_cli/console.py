@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from . import signals
-from .errors import EXIT_CLOSED_PIPE, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+from .errors import EXIT_CLOSED_PIPE, Terminated
 
 
 def main() -> None:
@@ -25,9 +25,7 @@ def main() -> None:
             finally:
                 signals.exit_on_signal()  # the teardown that follows is not interrupted midway
     except (KeyboardInterrupt, Terminated) as exc:  # outside a command: importing, exiting
-        terminated = isinstance(exc, Terminated)
-        sys.stderr.write(f"landscape: {'terminated' if terminated else 'interrupted'}\n")
-        raise SystemExit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+        raise SystemExit(signals.announce(isinstance(exc, Terminated))) from None
     except BrokenPipeError:  # outside a command: help text, or the final flush
         from .streams import stdout_to_devnull
 

@@ -81,11 +81,16 @@ def uninstall() -> None:
         _installed = False
 
 
-def _exit_now(signum: int, frame: FrameType | None) -> None:
-    terminated = signum == signal.SIGTERM
+def announce(terminated: bool) -> int:
+    """Write the one line that ends a run stopped by SIGTERM (``terminated``) or SIGINT, and
+    return its exit code, 143 or 130."""
     sys.stderr.write(f"landscape: {'terminated' if terminated else 'interrupted'}\n")
     sys.stderr.flush()
-    os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    os._exit(announce(signum == signal.SIGTERM))
 
 
 def exit_on_signal() -> None:
@@ -96,9 +101,6 @@ def exit_on_signal() -> None:
     where Python prints "Exception ignored" and a traceback and goes on exiting."""
     if _in_main_thread():
         _routed(_exit_now)
-
-
-_before_install: dict[int, object] = {}
 
 
 def raise_if_received() -> None:

@@ -312,11 +312,8 @@ def _sq_norms(
     train_b = bias is not None and bias.requires_grad
     if isinstance(module, nn.Linear):
         a3, b3 = a.reshape(n, -1, a.shape[-1]), b.reshape(n, -1, b.shape[-1])
-        if train_w:
-            if a3.shape[1] == 1:
-                out += (a3[:, 0] ** 2).sum(1) * (b3[:, 0] ** 2).sum(1)
-            else:  # sequences: the per-sample gradient Σ_t b_t a_tᵀ
-                out += outer_sq_norms(b3, a3)
+        if train_w:  # Σ_t b_t a_tᵀ; one position: ‖b‖²‖a‖², the Gram form
+            out += outer_sq_norms(b3, a3)
         if train_b:
             out += (b3.sum(1) ** 2).sum(1)
     elif isinstance(module, _CONV):

@@ -218,8 +218,8 @@ class Objective:
             raise ValueError(f"hvp_mode must be auto, cached or streaming, got {hvp_mode!r}")
         if hvp_block not in ("auto", "batched", "loop"):
             raise ValueError(f"hvp_block must be auto, batched or loop, got {hvp_block!r}")
-        self._hvp_block_auto = hvp_block == "auto"
-        if hvp_block == "auto":
+        auto_block = hvp_block == "auto"
+        if auto_block:
             convolutional = any(
                 isinstance(m, nn.modules.conv._ConvNd)
                 # a scripted module keeps the name of its class
@@ -274,8 +274,15 @@ class Objective:
         #: when streaming was asked for
         self.graph_estimate: int | None = None
         self.loss_value, self.gradient, self.hvp_mode = self._initial_pass(hvp_mode, progress)
-        if self.hvp_block_mode == "batched" and self.batched_columns() == 1:
-            self.hvp_block_mode = "loop"  # auto, and a graph too large to batch (batched_columns)
+        fit = self.batched_columns()
+        if self.hvp_block_mode == "batched" and (
+            fit == 1 or (auto_block and fit < self.BATCHED_COLUMNS)
+        ):
+            # one column at a time is the loop; and under auto a graph too large to batch every
+            # column makes per-call overhead, what batching saves, negligible, and the vmapped
+            # backward slower (the GPT-2 of batched_columns: 4 columns in 35 s batched two at a
+            # time, 23 s looped)
+            self.hvp_block_mode = "loop"
         self.grad_norm = float(torch.linalg.vector_norm(self.gradient))
 
     # ------------------------------------------------------------------ parameters
@@ -724,16 +731,13 @@ class Objective:
         budget left beside the gradient graph holds fewer copies of it. The vmapped backward
         keeps each column's intermediates, about one graph's size per column (a GPT-2 of 10M
         parameters on 4,096 tokens: 3.4 GB of graph, +7.5 GB for 4 columns, and 16 columns do
-        not fit in 24 GB); 1 means the loop. Under ``hvp_block="auto"`` a graph too large for
-        all :attr:`BATCHED_COLUMNS` gets the loop: per-call overhead, what batching saves, is
-        then negligible, and the vmapped backward is slower (that GPT-2: 4 columns in 35 s
-        batched two at a time, 23 s looped)."""
+        not fit in 24 GB); 1 means the loop. ``hvp_block="auto"`` loops for a graph too large
+        for all :attr:`BATCHED_COLUMNS`."""
         graph = self.graph_bytes or self.graph_estimate or 0
         if graph <= 0:
             return self.BATCHED_COLUMNS
         spare = self.memory_budget - (self.graph_bytes or 0)
-        fit = int(max(1, min(self.BATCHED_COLUMNS, spare // graph)))
-        return 1 if self._hvp_block_auto and fit < self.BATCHED_COLUMNS else fit
+        return int(max(1, min(self.BATCHED_COLUMNS, spare // graph)))
 
     def _backward_columns(
         self,
